@@ -1,0 +1,205 @@
+//! etcd access shared by the binaries: connecting with bounded timeouts, keeping a key
+//! alive under a lease (re-registering after the lease is lost), and finding the
+//! controller leader.
+
+use std::time::Duration;
+
+use etcd_client::{Client, ConnectOptions, PutOptions};
+use switchback_proto::Keys;
+use tokio_util::sync::CancellationToken;
+
+/// Connects to etcd. Every call through the client is bounded, so a dead etcd is an
+/// error after a few seconds rather than a hang.
+pub async fn connect(endpoints: &[String]) -> Result<Client, etcd_client::Error> {
+    let options = ConnectOptions::new()
+        .with_connect_timeout(Duration::from_secs(3))
+        .with_timeout(Duration::from_secs(5))
+        .with_keep_alive(Duration::from_secs(5), Duration::from_secs(3));
+    Client::connect(endpoints, Some(options)).await
+}
+
+/// The controller leader's gRPC address, if a controller has won the election.
+pub async fn controller_leader(
+    client: &mut Client,
+    keys: &Keys,
+) -> Result<Option<String>, etcd_client::Error> {
+    match client.leader(keys.controller_election()).await {
+        Ok(resp) => Ok(resp
+            .kv()
+            .and_then(|kv| std::str::from_utf8(kv.value()).ok())
+            .filter(|v| !v.is_empty())
+            .map(str::to_owned)),
+        // etcd answers "election: no leader" as an error status.
+        Err(etcd_client::Error::GRpcStatus(status)) if status.message().contains("no leader") => {
+            Ok(None)
+        }
+        Err(err) => Err(err),
+    }
+}
+
+/// Why a lease session ended.
+#[derive(Debug, thiserror::Error)]
+pub enum LeaseError {
+    #[error("etcd: {0}")]
+    Etcd(#[from] etcd_client::Error),
+    #[error("lease {0:x} expired or was revoked")]
+    Lost(i64),
+}
+
+/// Keeps `key = value` in etcd bound to a lease of `ttl_s` seconds until `cancel` fires,
+/// then revokes the lease so the key disappears at once. When the lease is lost (etcd
+/// outage, partition, expiry), it logs loudly and registers again with a new lease,
+/// backing off between attempts. `on_registered` is called after every (re)registration.
+pub async fn keep_registered(
+    endpoints: &[String],
+    key: &str,
+    value: &[u8],
+    ttl_s: i64,
+    cancel: CancellationToken,
+    mut on_registered: impl FnMut(i64),
+) {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let session = async {
+            let mut client = connect(endpoints).await?;
+            let lease = client.lease_grant(ttl_s, None).await?.id();
+            client
+                .put(key, value, Some(PutOptions::new().with_lease(lease)))
+                .await?;
+            on_registered(lease);
+            Ok::<_, LeaseError>((client, lease))
+        };
+        let (client, lease) = tokio::select! {
+            () = cancel.cancelled() => return,
+            result = session => match result {
+                Ok(session) => session,
+                Err(err) => {
+                    tracing::error!(%err, key, retry_in_ms = backoff.as_millis() as u64, "cannot register in etcd");
+                    tokio::select! {
+                        () = cancel.cancelled() => return,
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            },
+        };
+        backoff = Duration::from_millis(200);
+        tracing::info!(
+            key,
+            lease = format_args!("{lease:x}"),
+            ttl_s,
+            "registered in etcd"
+        );
+        let mut revoker = client.clone();
+        tokio::select! {
+            () = cancel.cancelled() => {
+                match revoker.lease_revoke(lease).await {
+                    Ok(_) => tracing::info!(key, "lease revoked; deregistered from etcd"),
+                    Err(err) => tracing::warn!(%err, key, "could not revoke lease; the key expires with its TTL"),
+                }
+                return;
+            }
+            err = keep_alive(client, lease, ttl_s) => {
+                tracing::error!(%err, key, "LOST etcd registration; registering again");
+            }
+        }
+    }
+}
+
+/// Sends keep-alives at a third of the TTL; returns only when the lease is lost.
+async fn keep_alive(mut client: Client, lease: i64, ttl_s: i64) -> LeaseError {
+    let result = async {
+        let (mut keeper, mut responses) = client.lease_keep_alive(lease).await?;
+        let period = Duration::from_millis((ttl_s as u64 * 1000) / 3);
+        let mut ticker = tokio::time::interval(period);
+        loop {
+            ticker.tick().await;
+            keeper.keep_alive().await?;
+            // A keep-alive that takes longer than the TTL means the lease may be gone.
+            let response =
+                tokio::time::timeout(Duration::from_secs(ttl_s as u64), responses.message())
+                    .await
+                    .map_err(|_| LeaseError::Lost(lease))??;
+            match response {
+                Some(r) if r.ttl() > 0 => {}
+                _ => return Err::<(), LeaseError>(LeaseError::Lost(lease)),
+            }
+        }
+    }
+    .await;
+    match result {
+        Err(err) => err,
+        Ok(()) => LeaseError::Lost(lease),
+    }
+}
+
+/// Campaigns in the etcd election `name` with `value` (the candidate's address) until
+/// `cancel` fires; `leader` is set while this process holds leadership. Losing the lease
+/// (etcd outage, partition) drops leadership and starts a new campaign. On cancel the
+/// lease is revoked so a standby takes over at once.
+pub async fn campaign_forever(
+    endpoints: &[String],
+    name: &str,
+    value: &str,
+    ttl_s: i64,
+    cancel: CancellationToken,
+    leader: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    use std::sync::atomic::Ordering;
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let session = async {
+            let mut client = connect(endpoints).await?;
+            let lease = client.lease_grant(ttl_s, None).await?.id();
+            Ok::<_, LeaseError>((client, lease))
+        };
+        let (mut client, lease) = tokio::select! {
+            () = cancel.cancelled() => return,
+            result = session => match result {
+                Ok(s) => s,
+                Err(err) => {
+                    tracing::error!(%err, retry_in_ms = backoff.as_millis() as u64, "cannot reach etcd to campaign");
+                    tokio::select! {
+                        () = cancel.cancelled() => return,
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            },
+        };
+        backoff = Duration::from_millis(200);
+        let mut revoker = client.clone();
+        let keeper = keep_alive(client.clone(), lease, ttl_s);
+        tokio::pin!(keeper);
+        let campaign = client.campaign(name, value, lease);
+        let outcome = tokio::select! {
+            () = cancel.cancelled() => None,
+            err = &mut keeper => Some(err),
+            won = campaign => match won {
+                Ok(_) => {
+                    leader.store(true, Ordering::SeqCst);
+                    tracing::info!(election = name, value, "elected leader");
+                    tokio::select! {
+                        () = cancel.cancelled() => None,
+                        err = &mut keeper => Some(err),
+                    }
+                }
+                Err(err) => Some(LeaseError::Etcd(err)),
+            },
+        };
+        leader.store(false, Ordering::SeqCst);
+        match outcome {
+            None => {
+                let _ = revoker.lease_revoke(lease).await;
+                tracing::info!(election = name, "left the election");
+                return;
+            }
+            Some(err) => {
+                tracing::error!(%err, election = name, "LOST leadership or campaign failed; campaigning again");
+                let _ = revoker.lease_revoke(lease).await;
+            }
+        }
+    }
+}

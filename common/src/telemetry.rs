@@ -1,0 +1,124 @@
+//! Logging, OpenTelemetry tracing and signal handling for every Switchback binary, so
+//! that all telemetry setup lives in one place.
+//!
+//! Logs go to stderr (`RUST_LOG` filters them, `SWITCHBACK_LOG_FORMAT=json` makes them
+//! JSON). When `OTEL_EXPORTER_OTLP_ENDPOINT` is set, spans are also exported over OTLP/gRPC.
+
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_subscriber::{EnvFilter, Layer, layer::SubscriberExt, util::SubscriberInitExt};
+
+/// Environment variables this crate reads.
+pub mod env {
+    /// Standard OpenTelemetry variable: where to send spans (OTLP/gRPC).
+    pub const OTLP_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
+    /// `json` for one JSON object per log line; anything else is human-readable text.
+    pub const LOG_FORMAT: &str = "SWITCHBACK_LOG_FORMAT";
+}
+
+/// Keeps the span exporter alive; dropping it flushes pending spans.
+#[must_use = "dropping the guard stops span export"]
+pub struct Guard {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl std::fmt::Debug for Guard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Guard")
+            .field("otlp", &self.provider.is_some())
+            .finish()
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if let Some(provider) = self.provider.take()
+            && let Err(err) = provider.shutdown()
+        {
+            eprintln!("flushing OpenTelemetry spans failed: {err}");
+        }
+    }
+}
+
+/// Installs the global subscriber for `service` (e.g. `switchback-router`).
+pub fn init(service: &'static str) -> Guard {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let json = std::env::var(env::LOG_FORMAT).is_ok_and(|v| v == "json");
+    let fmt = if json {
+        tracing_subscriber::fmt::layer()
+            .json()
+            .with_writer(std::io::stderr)
+            .boxed()
+    } else {
+        tracing_subscriber::fmt::layer()
+            .with_writer(std::io::stderr)
+            .boxed()
+    };
+
+    let provider = match std::env::var(env::OTLP_ENDPOINT) {
+        Ok(endpoint) if !endpoint.is_empty() => match otlp_provider(service) {
+            Ok(provider) => Some(provider),
+            Err(err) => {
+                eprintln!("OpenTelemetry export to {endpoint} disabled: {err}");
+                None
+            }
+        },
+        _ => None,
+    };
+    let otel = provider.as_ref().map(|p| {
+        tracing_opentelemetry::layer()
+            .with_tracer(p.tracer(service))
+            .boxed()
+    });
+
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(fmt)
+        .with(otel)
+        .init();
+    Guard { provider }
+}
+
+fn otlp_provider(service: &'static str) -> Result<SdkTracerProvider, Box<dyn std::error::Error>> {
+    // The exporter reads OTEL_EXPORTER_OTLP_ENDPOINT (and the other OTEL_* variables) itself.
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_tonic()
+        .build()?;
+    let resource = opentelemetry_sdk::Resource::builder()
+        .with_service_name(service)
+        .build();
+    Ok(SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(resource)
+        .build())
+}
+
+/// Resolves on the first SIGTERM or SIGINT (Ctrl-C).
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(err) => {
+                tracing::warn!(%err, "cannot listen for SIGTERM; only Ctrl-C stops this process");
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+    tracing::info!("shutdown signal received");
+}
+
+/// Exit code for a configuration error (EX_CONFIG from sysexits.h is 78; we follow
+/// EX_USAGE, 64, as the style guide asks: "bad config exits with 64").
+pub const EXIT_BAD_CONFIG: i32 = 64;

@@ -1,0 +1,210 @@
+//! Controller configuration: defaults < YAML file < `SWITCHBACK_*` environment < flags.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::Parser;
+use serde::Deserialize;
+
+/// Every environment variable the controller reads, in one place.
+pub mod env {
+    pub const CONFIG: &str = "SWITCHBACK_CONFIG";
+    pub const ID: &str = "SWITCHBACK_CONTROLLER_ID";
+    pub const LISTEN: &str = "SWITCHBACK_LISTEN";
+    pub const ADVERTISE: &str = "SWITCHBACK_ADVERTISE";
+    pub const ETCD_ENDPOINTS: &str = "SWITCHBACK_ETCD_ENDPOINTS";
+    pub const ETCD_PREFIX: &str = "SWITCHBACK_ETCD_PREFIX";
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: serde_yaml::Error,
+    },
+    #[error("`{field}`: {reason}")]
+    Invalid { field: &'static str, reason: String },
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "switchback-controller",
+    version,
+    about = "Keeps the Switchback cluster view"
+)]
+pub struct Args {
+    /// YAML config file.
+    #[arg(long, env = env::CONFIG)]
+    pub config: Option<PathBuf>,
+    /// Unique controller id (default: hostname + random suffix).
+    #[arg(long, env = env::ID)]
+    pub id: Option<String>,
+    /// gRPC listen address.
+    #[arg(long, env = env::LISTEN)]
+    pub listen: Option<SocketAddr>,
+    /// host:port that workers and routers use to reach this controller.
+    #[arg(long, env = env::ADVERTISE)]
+    pub advertise: Option<String>,
+    /// Comma-separated etcd endpoints.
+    #[arg(long, env = env::ETCD_ENDPOINTS, value_delimiter = ',')]
+    pub etcd_endpoints: Option<Vec<String>>,
+    /// Key prefix of this cluster in etcd.
+    #[arg(long, env = env::ETCD_PREFIX)]
+    pub etcd_prefix: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub id: Option<String>,
+    pub listen: Option<SocketAddr>,
+    pub advertise: Option<String>,
+    pub etcd: Option<RawEtcd>,
+    /// A worker whose last load report is older than this is shown as stale.
+    pub stale_after_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEtcd {
+    pub endpoints: Option<Vec<String>>,
+    pub prefix: Option<String>,
+    pub lease_ttl_s: Option<i64>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ControllerConfig {
+    pub id: String,
+    pub listen: SocketAddr,
+    pub advertise: Option<String>,
+    pub etcd_endpoints: Vec<String>,
+    pub etcd_prefix: String,
+    pub lease_ttl_s: i64,
+    pub stale_after: Duration,
+}
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field,
+        reason: reason.into(),
+    }
+}
+
+impl RawConfig {
+    pub fn from_yaml(text: &str) -> Result<Self, serde_yaml::Error> {
+        if text.trim().is_empty() {
+            return Ok(Self::default());
+        }
+        serde_yaml::from_str(text)
+    }
+
+    pub fn overlay(mut self, args: Args) -> Self {
+        if args.id.is_some() {
+            self.id = args.id;
+        }
+        if args.listen.is_some() {
+            self.listen = args.listen;
+        }
+        if args.advertise.is_some() {
+            self.advertise = args.advertise;
+        }
+        let etcd = self.etcd.get_or_insert_with(RawEtcd::default);
+        if args.etcd_endpoints.is_some() {
+            etcd.endpoints = args.etcd_endpoints;
+        }
+        if args.etcd_prefix.is_some() {
+            etcd.prefix = args.etcd_prefix;
+        }
+        self
+    }
+
+    pub fn validate(self) -> Result<ControllerConfig, ConfigError> {
+        let etcd = self.etcd.unwrap_or_default();
+        let etcd_endpoints = etcd
+            .endpoints
+            .unwrap_or_else(|| vec!["http://127.0.0.1:2379".to_owned()]);
+        if etcd_endpoints.is_empty() || etcd_endpoints.iter().any(|e| e.trim().is_empty()) {
+            return Err(invalid(
+                "etcd.endpoints",
+                "needs at least one non-empty endpoint",
+            ));
+        }
+        let lease_ttl_s = etcd.lease_ttl_s.unwrap_or(5);
+        if !(2..=300).contains(&lease_ttl_s) {
+            return Err(invalid(
+                "etcd.lease_ttl_s",
+                format!("{lease_ttl_s} is outside 2..=300"),
+            ));
+        }
+        let stale_after_ms = self.stale_after_ms.unwrap_or(2000);
+        if !(100..=600_000).contains(&stale_after_ms) {
+            return Err(invalid("stale_after_ms", "must be in 100..=600000"));
+        }
+        Ok(ControllerConfig {
+            id: self.id.unwrap_or_else(|| {
+                format!(
+                    "controller-{}",
+                    &uuid::Uuid::new_v4().simple().to_string()[..8]
+                )
+            }),
+            listen: self
+                .listen
+                .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 50050))),
+            advertise: self.advertise,
+            etcd_endpoints,
+            etcd_prefix: etcd
+                .prefix
+                .unwrap_or_else(|| switchback_proto::keys::DEFAULT_PREFIX.to_owned()),
+            lease_ttl_s,
+            stale_after: Duration::from_millis(stale_after_ms),
+        })
+    }
+}
+
+pub fn load(args: Args) -> Result<ControllerConfig, ConfigError> {
+    let raw = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            RawConfig::from_yaml(&text).map_err(|source| ConfigError::Parse {
+                path: path.clone(),
+                source,
+            })?
+        }
+        None => RawConfig::default(),
+    };
+    raw.overlay(args).validate()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_and_unknown_keys() {
+        let c = RawConfig::from_yaml("")
+            .expect("empty is fine")
+            .validate()
+            .expect("valid");
+        assert_eq!(c.listen.port(), 50050);
+        assert_eq!(c.stale_after, Duration::from_secs(2));
+        let err = RawConfig::from_yaml("stale_after: 3").expect_err("typo");
+        assert!(err.to_string().contains("stale_after"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_the_field() {
+        let err = RawConfig::from_yaml("etcd: {lease_ttl_s: 0}")
+            .expect("yaml")
+            .validate()
+            .expect_err("ttl 0");
+        assert!(err.to_string().contains("etcd.lease_ttl_s"), "{err}");
+    }
+}

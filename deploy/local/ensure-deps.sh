@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# ensure-deps.sh: install whatever Switchback's local build and test loop is missing on a
+# Debian 12 machine, and skip whatever is already there.
+#
+# Why: a fresh machine needs protoc (for the proto/ build), etcd (the controller's store),
+# OpenSSL headers and a C toolchain (for native crates), and a Python virtualenv with the
+# official `openai` client (the black-box API tests). Re-running is cheap: the script
+# checks before it installs, and runs apt-get update at most once, only when something
+# is missing.
+#
+# Usage: ensure-deps.sh      (needs root or sudo only if an apt package is missing)
+# Env: SWITCHBACK_CACHE (default ~/.cache/switchback); the venv is $CACHE/venv.
+# stdout: the venv path. Progress goes to stderr.
+set -euo pipefail
+
+CACHE="${SWITCHBACK_CACHE:-$HOME/.cache/switchback}"
+VENV="$CACHE/venv"
+OPENAI_VERSION=1.109.1   # exact pin: newest 1.x on PyPI when this was written
+
+log() { printf 'ensure-deps: %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# present PKG: true if what the apt package provides is already usable.
+present() {
+  case $1 in
+    protobuf-compiler) command -v protoc ;;
+    etcd-server) command -v etcd ;;
+    etcd-client) command -v etcdctl ;;
+    pkg-config | curl) command -v "$1" ;;
+    # Whatever python3 is on PATH (pyenv, say) can already make venvs: no Debian package needed.
+    python3-venv) python3 -c 'import ensurepip, venv' 2>/dev/null ;;
+    *) [[ "$(dpkg-query -W -f='${db:Status-Abbrev}' "$1" 2>/dev/null)" == ii* ]] ;;
+  esac >/dev/null
+}
+
+as_root() {
+  if ((EUID == 0)); then
+    "$@"
+  elif command -v sudo >/dev/null; then
+    sudo "$@"
+  else
+    die "need root (or sudo) to run: $*"
+  fi
+}
+
+missing=()
+for pkg in protobuf-compiler etcd-server etcd-client pkg-config libssl-dev \
+  build-essential curl python3-venv; do
+  present "$pkg" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  log "installing: ${missing[*]}"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    "${missing[@]}" >&2
+else
+  log "apt packages: all present"
+fi
+
+# The pinned Rust toolchain (rust-toolchain.toml). Where rustup cannot download it but the
+# installed stable toolchain is that very version, link it under the pinned name.
+pinned=$(sed -n 's/^channel = "\(.*\)"/\1/p' "$(dirname "$0")/../../rust-toolchain.toml")
+if command -v rustup >/dev/null && ! rustup toolchain list | grep -q "^$pinned"; then
+  if rustc +stable --version 2>/dev/null | grep -q "^rustc $pinned "; then
+    log "linking the installed stable toolchain as $pinned"
+    rustup toolchain link "$pinned" "$(rustc +stable --print sysroot)"
+  else
+    log "installing Rust $pinned"
+    rustup toolchain install "$pinned" --profile minimal -c rustfmt -c clippy >&2
+  fi
+fi
+
+# A venv whose interpreter no longer runs (its base python was removed) is rebuilt.
+if ! "$VENV/bin/python" -c '' 2>/dev/null; then
+  log "creating venv $VENV"
+  rm -rf "$VENV"
+  mkdir -p "$CACHE"
+  if ! python3 -m venv "$VENV"; then
+    log "python3 -m venv failed; trying virtualenv"
+    rm -rf "$VENV"
+    python3 -m virtualenv -q "$VENV" || die "could not create $VENV (install python3-venv or virtualenv)"
+  fi
+fi
+
+if ! "$VENV/bin/python" -c 'import importlib.metadata as m, sys; sys.exit(m.version("openai") != sys.argv[1])' \
+  "$OPENAI_VERSION" 2>/dev/null; then
+  log "installing openai==$OPENAI_VERSION into $VENV"
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check "openai==$OPENAI_VERSION" >&2
+else
+  log "openai==$OPENAI_VERSION: present"
+fi
+
+printf '%s\n' "$VENV"

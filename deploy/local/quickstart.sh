@@ -1,0 +1,117 @@
+#!/usr/bin/env bash
+# quickstart.sh: set up everything and run a local Switchback cluster.
+#
+#   deploy/local/quickstart.sh          install what is missing, build, start the cluster
+#   deploy/local/quickstart.sh stop     stop it
+#   deploy/local/quickstart.sh status   show what runs
+#
+# The cluster: etcd (data in .run/etcd), a controller, a `small` worker (SmolLM2-135M), a
+# `large` worker (Qwen2.5-Coder-0.5B), both real mistral.rs inference on CPU, and the router
+# on http://127.0.0.1:8080/v1. Logs are in .run/logs/. Each step skips what is done.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$root"
+export SWITCHBACK_CACHE="${SWITCHBACK_CACHE:-$HOME/.cache/switchback}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$SWITCHBACK_CACHE/target}"
+run="$root/.run"
+bin="$CARGO_TARGET_DIR/debug"
+models="$SWITCHBACK_CACHE/models"
+step() { printf '==> %s\n' "$*" >&2; }
+die() { printf 'quickstart: error: %s\n' "$*" >&2; exit 1; }
+
+stop() {
+  local pidfile name pid
+  for name in router worker-large worker-small controller etcd; do
+    pidfile="$run/$name.pid"
+    [[ -f $pidfile ]] || continue
+    pid=$(cat "$pidfile")
+    if kill -0 "$pid" 2>/dev/null; then
+      step "stopping $name ($pid)"
+      kill -TERM "$pid"
+      for _ in $(seq 1 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+      kill -0 "$pid" 2>/dev/null && kill -KILL "$pid"
+    fi
+    rm -f "$pidfile"
+  done
+}
+
+status() {
+  local name pidfile
+  for name in etcd controller worker-small worker-large router; do
+    pidfile="$run/$name.pid"
+    if [[ -f $pidfile ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+      printf '%-13s running (pid %s)\n' "$name" "$(cat "$pidfile")"
+    else
+      printf '%-13s stopped\n' "$name"
+    fi
+  done
+}
+
+# start NAME COMMAND...: runs it in its own session, logging to .run/logs/NAME.log.
+start() {
+  local name=$1
+  shift
+  local pidfile="$run/$name.pid"
+  if [[ -f $pidfile ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
+    step "$name already running"
+    return
+  fi
+  step "starting $name"
+  setsid "$@" >"$run/logs/$name.log" 2>&1 </dev/null &
+  echo $! >"$pidfile"
+}
+
+# wait_until WHAT SECONDS COMMAND...: polls COMMAND until it succeeds, or fails loudly.
+wait_until() {
+  local what=$1 seconds=$2
+  shift 2
+  for _ in $(seq 1 $((seconds * 5))); do
+    if "$@" >/dev/null 2>&1; then return 0; fi
+    sleep 0.2
+  done
+  die "$what did not happen within ${seconds}s; see $run/logs/"
+}
+
+case "${1:-up}" in
+  stop) stop; exit 0 ;;
+  status) status; exit 0 ;;
+  up) ;;
+  *) die "usage: $0 [up|stop|status]" ;;
+esac
+
+step "dependencies"
+deploy/local/ensure-deps.sh >/dev/null
+deploy/local/fetch-models.sh small large >/dev/null
+step "building (the first build of mistral.rs takes a while)"
+cargo build --workspace --bins --locked
+
+mkdir -p "$run/logs" "$run/etcd"
+export RUST_LOG="${RUST_LOG:-info}"
+start etcd etcd --name switchback-local --data-dir "$run/etcd" \
+  --listen-client-urls http://127.0.0.1:2379 --advertise-client-urls http://127.0.0.1:2379 \
+  --listen-peer-urls http://127.0.0.1:2380 --initial-advertise-peer-urls http://127.0.0.1:2380 \
+  --initial-cluster switchback-local=http://127.0.0.1:2380
+wait_until "etcd ready" 30 etcdctl --endpoints=http://127.0.0.1:2379 endpoint health
+start controller "$bin/switchback-controller" --config deploy/local/config/controller.yaml
+start worker-small env SWITCHBACK_MODEL_PATH="$models/smollm2-135m/SmolLM2-135M-Instruct.Q4_1.gguf" \
+  "$bin/switchback-worker" --config deploy/local/config/worker-small.yaml
+start worker-large env SWITCHBACK_MODEL_PATH="$models/qwen2.5-0.5b/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf" \
+  "$bin/switchback-worker" --config deploy/local/config/worker-large.yaml
+start router "$bin/switchback-router" --config deploy/local/config/router.yaml
+wait_until "router ready" 60 curl -fsS http://127.0.0.1:8080/readyz
+has_model() { curl -fsS http://127.0.0.1:8080/v1/models | grep -q "\"$1\""; }
+wait_until "small worker registered" 120 has_model smollm2-135m
+wait_until "large worker registered" 180 has_model qwen2.5-0.5b
+
+cat <<'MSG'
+
+Switchback is running: OpenAI-compatible API at http://127.0.0.1:8080/v1
+  (logs: .run/logs/, stop: deploy/local/quickstart.sh stop)
+
+Try it:
+  curl -s http://127.0.0.1:8080/v1/chat/completions -H 'content-type: application/json' \
+    -d '{"model": "auto", "messages": [{"role": "user", "content": "What is the capital of France?"}], "max_tokens": 32}'
+
+  model: "auto" (default tier), "small", "large", or a model id from /v1/models.
+MSG

@@ -1,0 +1,419 @@
+//! The OpenAI-compatible HTTP API: `/v1/chat/completions`, `/v1/completions`,
+//! `/v1/models`, plus `/healthz`, `/readyz` and `/metrics`.
+
+pub mod error;
+pub mod openai;
+pub mod response;
+
+use std::{
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Instant, SystemTime},
+};
+
+use axum::{
+    Json, Router,
+    body::{Body, Bytes},
+    extract::State,
+    http::{HeaderMap, HeaderValue, StatusCode, header},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use serde_json::json;
+use switchback_proto::pb;
+
+use self::{
+    error::ApiError,
+    openai::{ChatRequest, CompletionRequest, Generation, RequestLimits},
+    response::{Collected, Decision},
+};
+use crate::{
+    config::RouterConfig,
+    dispatch::{self, Clients},
+    metrics::Metrics,
+    placement::{self, NoWorker, Target},
+    view::View,
+};
+
+/// Which OpenAI endpoint a request came through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Endpoint {
+    Chat,
+    Completion,
+}
+
+#[derive(Debug)]
+pub struct AppState {
+    pub config: RouterConfig,
+    pub view: Arc<View>,
+    pub clients: Clients,
+    pub metrics: Metrics,
+    pub rotation: AtomicU64,
+    pub limits: RequestLimits,
+}
+
+pub fn router(state: Arc<AppState>) -> Router {
+    Router::new()
+        .route("/v1/chat/completions", post(chat))
+        .route("/v1/completions", post(completions))
+        .route("/v1/models", get(models))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .fallback(|| async {
+            (
+                StatusCode::NOT_FOUND,
+                Json(json!({"error": {"message": "no such route", "type": "invalid_request_error", "param": null, "code": "not_found"}})),
+            )
+        })
+        .with_state(state)
+}
+
+async fn readyz(State(app): State<Arc<AppState>>) -> Response {
+    if app.view.is_ready() {
+        (StatusCode::OK, "ready").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "waiting for the cluster view",
+        )
+            .into_response()
+    }
+}
+
+async fn metrics(State(app): State<Arc<AppState>>) -> Response {
+    app.metrics
+        .controller_connected
+        .set(i64::from(app.view.is_connected()));
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        app.metrics.encode(),
+    )
+        .into_response()
+}
+
+async fn models(State(app): State<Arc<AppState>>) -> Response {
+    let created = unix_now();
+    let mut data = vec![
+        json!({"id": "auto", "object": "model", "created": created, "owned_by": "switchback"}),
+    ];
+    let pairs = app.view.models();
+    let mut tiers: Vec<&str> = pairs.iter().map(|(t, _)| t.as_str()).collect();
+    tiers.dedup();
+    for tier in tiers {
+        data.push(json!({"id": tier, "object": "model", "created": created, "owned_by": "switchback", "switchback": {"kind": "tier"}}));
+    }
+    for (tier, model) in &pairs {
+        data.push(json!({"id": model, "object": "model", "created": created, "owned_by": "switchback", "switchback": {"kind": "model", "tier": tier}}));
+    }
+    Json(json!({"object": "list", "data": data})).into_response()
+}
+
+async fn read_body(app: &AppState, headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
+    let limit = app.config.max_body_bytes;
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(ApiError::BodyTooLarge { limit });
+    }
+    let limited = http_body_util::Limited::new(body, limit);
+    match http_body_util::BodyExt::collect(limited).await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(err)
+            if err
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some() =>
+        {
+            Err(ApiError::BodyTooLarge { limit })
+        }
+        Err(err) => Err(ApiError::MalformedJson(format!(
+            "could not read the body: {err}"
+        ))),
+    }
+}
+
+async fn chat(State(app): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+    let result = async {
+        let bytes = read_body(&app, &headers, body).await?;
+        openai::parse::<ChatRequest>(&bytes)?.validate(&app.limits)
+    }
+    .await;
+    respond(app, Endpoint::Chat, result).await
+}
+
+async fn completions(State(app): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
+    let result = async {
+        let bytes = read_body(&app, &headers, body).await?;
+        openai::parse::<CompletionRequest>(&bytes)?.validate(&app.limits)
+    }
+    .await;
+    respond(app, Endpoint::Completion, result).await
+}
+
+async fn respond(
+    app: Arc<AppState>,
+    endpoint: Endpoint,
+    parsed: Result<Generation, ApiError>,
+) -> Response {
+    let generation = match parsed {
+        Ok(g) => g,
+        Err(err) => {
+            app.metrics.request("none", err.outcome());
+            return err.into_response();
+        }
+    };
+    let timeout = app.config.request_timeout;
+    match tokio::time::timeout(timeout, serve(Arc::clone(&app), endpoint, generation)).await {
+        Ok(Ok(response)) => response,
+        Ok(Err((tier, err))) => {
+            app.metrics.request(&tier, err.outcome());
+            err.into_response()
+        }
+        Err(_) => {
+            let err = ApiError::Timeout(timeout.as_secs());
+            app.metrics.request("none", err.outcome());
+            err.into_response()
+        }
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Chooses a worker for `model`.
+fn decide(app: &AppState, model: &str) -> Result<(Decision, String), ApiError> {
+    let started = Instant::now();
+    if !app.view.is_ready() {
+        return Err(ApiError::NotReady);
+    }
+    let snapshot = app.view.snapshot();
+    let candidates = snapshot.candidates();
+    let (target, reason) = if model == "auto" {
+        (
+            Target::Tier(app.config.default_tier.as_str()),
+            "auto-default-tier",
+        )
+    } else if app.config.tiers.iter().any(|t| t == model)
+        || candidates.iter().any(|c| c.tier == model)
+    {
+        (Target::Tier(model), "tier")
+    } else {
+        (Target::Model(model), "model")
+    };
+    let rotation = app.rotation.fetch_add(1, Ordering::Relaxed);
+    let choice = placement::choose(&candidates, target, rotation);
+    app.metrics
+        .decision
+        .observe(started.elapsed().as_secs_f64());
+    match choice {
+        Ok(choice) => {
+            let c = &candidates[choice.index];
+            let (worker, _) = &snapshot.workers[choice.index];
+            Ok((
+                Decision {
+                    tier: c.tier.to_owned(),
+                    worker: c.id.to_owned(),
+                    model: c.model.to_owned(),
+                    reason,
+                    candidates: choice.considered,
+                    queue_depth: c.outstanding(),
+                },
+                worker.record.address.clone(),
+            ))
+        }
+        Err(NoWorker::Unknown) => match target {
+            Target::Tier(tier) => Err(ApiError::NoCapacity {
+                tier: tier.to_owned(),
+            }),
+            Target::Model(m) => Err(ApiError::UnknownModel(m.to_owned())),
+        },
+        Err(NoWorker::NoneReady) => {
+            let tier = match target {
+                Target::Tier(t) => t.to_owned(),
+                Target::Model(m) => candidates
+                    .iter()
+                    .find(|c| c.model == m)
+                    .map_or_else(|| m.to_owned(), |c| c.tier.to_owned()),
+            };
+            Err(ApiError::NoCapacity { tier })
+        }
+    }
+}
+
+fn decision_headers(response: &mut Response, d: &Decision) {
+    let headers = response.headers_mut();
+    for (name, value) in [
+        ("x-switchback-tier", &d.tier),
+        ("x-switchback-worker", &d.worker),
+        ("x-switchback-model", &d.model),
+    ] {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            headers.insert(name, v);
+        }
+    }
+    headers.insert("x-switchback-escalations", HeaderValue::from_static("0"));
+}
+
+#[tracing::instrument(skip_all, fields(model = %generation.model, stream = generation.stream, tier, worker))]
+async fn serve(
+    app: Arc<AppState>,
+    endpoint: Endpoint,
+    generation: Generation,
+) -> Result<Response, (String, ApiError)> {
+    let started = Instant::now();
+    let (decision, address) =
+        decide(&app, &generation.model).map_err(|e| ("none".to_owned(), e))?;
+    let span = tracing::Span::current();
+    span.record("tier", decision.tier.as_str());
+    span.record("worker", decision.worker.as_str());
+    tracing::debug!(
+        reason = decision.reason,
+        candidates = decision.candidates,
+        queue_depth = decision.queue_depth,
+        "placed"
+    );
+    let tier = decision.tier.clone();
+    let fail = |e: ApiError| (tier.clone(), e);
+
+    let in_flight = app.view.start(&decision.worker);
+    let prefix = match endpoint {
+        Endpoint::Chat => "chatcmpl",
+        Endpoint::Completion => "cmpl",
+    };
+    let id = format!("{prefix}-{}", uuid::Uuid::new_v4().simple());
+    let mut client = app.clients.get(&address).map_err(|e| {
+        fail(ApiError::Upstream {
+            status: StatusCode::BAD_GATEWAY,
+            message: format!("bad worker address: {e}"),
+        })
+    })?;
+    let mut stream = client
+        .generate(dispatch::request(&id, &generation))
+        .await
+        .map_err(|s| fail(ApiError::from(s)))?
+        .into_inner();
+    // Wait for the first chunk before answering, so that a worker that fails before
+    // producing anything yields a proper HTTP error rather than a broken stream.
+    let first = stream
+        .message()
+        .await
+        .map_err(|s| fail(ApiError::from(s)))?
+        .ok_or_else(|| {
+            fail(ApiError::Upstream {
+                status: StatusCode::BAD_GATEWAY,
+                message: "the worker closed the stream without answering".to_owned(),
+            })
+        })?;
+    app.metrics
+        .ttft
+        .get_or_create(&crate::metrics::Tier { tier: tier.clone() })
+        .observe(started.elapsed().as_secs_f64());
+    let created = unix_now();
+    let logprobs = generation.logprobs.is_some();
+
+    if !generation.stream {
+        let mut collected = Collected::default();
+        collected.push(first);
+        while let Some(chunk) = stream
+            .message()
+            .await
+            .map_err(|s| fail(ApiError::from(s)))?
+        {
+            collected.push(chunk);
+        }
+        drop(in_flight);
+        let body = response::whole(endpoint, &id, created, &decision, &collected, logprobs);
+        if let Some(u) = &collected.usage {
+            app.metrics
+                .tokens(&tier, u.prompt_tokens, u.completion_tokens);
+        }
+        app.metrics.request(&tier, "ok");
+        app.metrics
+            .duration
+            .get_or_create(&crate::metrics::Tier { tier: tier.clone() })
+            .observe(started.elapsed().as_secs_f64());
+        let mut response = Json(body).into_response();
+        decision_headers(&mut response, &decision);
+        return Ok(response);
+    }
+
+    let include_usage = generation.include_usage;
+    let head = response::StreamHead {
+        endpoint,
+        id,
+        created,
+        model: decision.model.clone(),
+        logprobs,
+    };
+    let d = decision.clone();
+    let app2 = Arc::clone(&app);
+    let events = async_stream::stream! {
+        // The in-flight guard lives as long as the stream: a client that disconnects drops
+        // the body, this stream and the gRPC call, which cancels generation on the worker.
+        let _in_flight = in_flight;
+        let sse = |v: serde_json::Value| Ok::<Bytes, std::convert::Infallible>(Bytes::from(format!("data: {v}\n\n")));
+        if endpoint == Endpoint::Chat {
+            yield sse(head.chunk(None, &[], None));
+        }
+        let mut streamed_tokens = 0usize;
+        let mut usage = None;
+        let mut next = Some(Ok(Some(first)));
+        loop {
+            let item = match next.take() {
+                Some(item) => item,
+                None => stream.message().await,
+            };
+            match item {
+                Ok(Some(chunk)) => {
+                    streamed_tokens += chunk.tokens.len();
+                    let finish = match pb::FinishReason::try_from(chunk.finish_reason) {
+                        Ok(pb::FinishReason::Unspecified) | Err(_) => None,
+                        Ok(f) => Some(f),
+                    };
+                    if chunk.usage.is_some() {
+                        usage = chunk.usage;
+                    }
+                    if !chunk.text.is_empty() || !chunk.tokens.is_empty() || finish.is_some() {
+                        yield sse(head.chunk(Some(&chunk.text), &chunk.tokens, finish));
+                    }
+                }
+                Ok(None) => break,
+                Err(status) => {
+                    let err = ApiError::from(status);
+                    app2.metrics.request(&d.tier, err.outcome());
+                    yield sse(err.body());
+                    yield Ok(Bytes::from_static(b"data: [DONE]\n\n"));
+                    return;
+                }
+            }
+        }
+        if let Some(u) = &usage {
+            app2.metrics.tokens(&d.tier, u.prompt_tokens, u.completion_tokens);
+        }
+        if include_usage {
+            yield sse(head.usage(response::usage_json(usage.as_ref(), streamed_tokens), &d));
+        }
+        app2.metrics.request(&d.tier, "ok");
+        app2.metrics.duration.get_or_create(&crate::metrics::Tier { tier: d.tier.clone() }).observe(started.elapsed().as_secs_f64());
+        yield Ok(Bytes::from_static(b"data: [DONE]\n\n"));
+    };
+    let mut response = Response::new(Body::from_stream(events));
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    decision_headers(&mut response, &decision);
+    Ok(response)
+}

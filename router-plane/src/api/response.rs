@@ -1,0 +1,225 @@
+//! Builds OpenAI response bodies (whole and streamed) from worker chunks.
+
+use serde_json::{Value, json};
+use switchback_proto::pb;
+
+use super::Endpoint;
+
+/// What was decided for a request; sent in headers and the `switchback` body object.
+#[derive(Debug, Clone)]
+pub struct Decision {
+    pub tier: String,
+    pub worker: String,
+    pub model: String,
+    /// How the tier was chosen: `auto-default-tier`, `tier`, `model`.
+    pub reason: &'static str,
+    pub candidates: usize,
+    /// The chosen worker's outstanding requests when it was chosen.
+    pub queue_depth: u32,
+}
+
+impl Decision {
+    pub fn json(&self) -> Value {
+        json!({
+            "tier": self.tier,
+            "worker": self.worker,
+            "model": self.model,
+            "reason": self.reason,
+            "candidates": self.candidates,
+            "queue_depth": self.queue_depth,
+            "escalations": [],
+        })
+    }
+}
+
+/// Everything a finished generation produced.
+#[derive(Debug, Default)]
+pub struct Collected {
+    pub text: String,
+    pub tokens: Vec<pb::TokenLogprob>,
+    pub finish: Option<pb::FinishReason>,
+    pub usage: Option<pb::Usage>,
+}
+
+impl Collected {
+    pub fn push(&mut self, chunk: pb::GenerateChunk) {
+        self.text.push_str(&chunk.text);
+        self.tokens.extend(chunk.tokens);
+        if let Some(f) = finish_of(&chunk.finish_reason) {
+            self.finish = Some(f);
+        }
+        if chunk.usage.is_some() {
+            self.usage = chunk.usage;
+        }
+    }
+}
+
+fn finish_of(raw: &i32) -> Option<pb::FinishReason> {
+    match pb::FinishReason::try_from(*raw) {
+        Ok(pb::FinishReason::Unspecified) | Err(_) => None,
+        Ok(f) => Some(f),
+    }
+}
+
+pub fn finish_str(f: pb::FinishReason) -> &'static str {
+    match f {
+        pb::FinishReason::Length => "length",
+        pb::FinishReason::Stop | pb::FinishReason::Unspecified => "stop",
+    }
+}
+
+pub fn usage_json(usage: Option<&pb::Usage>, streamed_tokens: usize) -> Value {
+    let prompt = usage.map_or(0, |u| u.prompt_tokens);
+    let completion = usage.map_or(streamed_tokens as u32, |u| u.completion_tokens);
+    json!({
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    })
+}
+
+fn chat_logprobs(tokens: &[pb::TokenLogprob]) -> Value {
+    json!({
+        "content": tokens.iter().map(|t| json!({
+            "token": t.token,
+            "logprob": t.logprob,
+            "bytes": t.token.as_bytes(),
+            "top_logprobs": t.top.iter().map(|a| json!({
+                "token": a.token,
+                "logprob": a.logprob,
+                "bytes": a.token.as_bytes(),
+            })).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>()
+    })
+}
+
+fn completion_logprobs(tokens: &[pb::TokenLogprob]) -> Value {
+    let mut offset = 0usize;
+    let mut offsets = Vec::with_capacity(tokens.len());
+    for t in tokens {
+        offsets.push(offset);
+        offset += t.token.len();
+    }
+    json!({
+        "tokens": tokens.iter().map(|t| &t.token).collect::<Vec<_>>(),
+        "token_logprobs": tokens.iter().map(|t| t.logprob).collect::<Vec<_>>(),
+        "top_logprobs": tokens.iter().map(|t| {
+            t.top.iter().map(|a| (a.token.clone(), json!(a.logprob))).collect::<serde_json::Map<_, _>>()
+        }).collect::<Vec<_>>(),
+        "text_offset": offsets,
+    })
+}
+
+/// The whole (non-streaming) response body.
+pub fn whole(
+    endpoint: Endpoint,
+    id: &str,
+    created: u64,
+    decision: &Decision,
+    c: &Collected,
+    logprobs: bool,
+) -> Value {
+    let finish = finish_str(c.finish.unwrap_or(pb::FinishReason::Stop));
+    let usage = usage_json(c.usage.as_ref(), c.tokens.len());
+    match endpoint {
+        Endpoint::Chat => json!({
+            "id": id,
+            "object": "chat.completion",
+            "created": created,
+            "model": decision.model,
+            "choices": [{
+                "index": 0,
+                "message": {"role": "assistant", "content": c.text},
+                "logprobs": if logprobs { chat_logprobs(&c.tokens) } else { Value::Null },
+                "finish_reason": finish,
+            }],
+            "usage": usage,
+            "switchback": decision.json(),
+        }),
+        Endpoint::Completion => json!({
+            "id": id,
+            "object": "text_completion",
+            "created": created,
+            "model": decision.model,
+            "choices": [{
+                "index": 0,
+                "text": c.text,
+                "logprobs": if logprobs { completion_logprobs(&c.tokens) } else { Value::Null },
+                "finish_reason": finish,
+            }],
+            "usage": usage,
+            "switchback": decision.json(),
+        }),
+    }
+}
+
+/// What every chunk of one stream shares.
+#[derive(Debug, Clone)]
+pub struct StreamHead {
+    pub endpoint: Endpoint,
+    pub id: String,
+    pub created: u64,
+    pub model: String,
+    pub logprobs: bool,
+}
+
+impl StreamHead {
+    fn object(&self) -> &'static str {
+        match self.endpoint {
+            Endpoint::Chat => "chat.completion.chunk",
+            Endpoint::Completion => "text_completion",
+        }
+    }
+
+    /// One streamed chunk. `text: None` is the role-only opening chat chunk.
+    pub fn chunk(
+        &self,
+        text: Option<&str>,
+        tokens: &[pb::TokenLogprob],
+        finish: Option<pb::FinishReason>,
+    ) -> Value {
+        let finish = finish.map(finish_str);
+        let logprobs = self.logprobs && !tokens.is_empty();
+        let choice = match self.endpoint {
+            Endpoint::Chat => {
+                let delta = match text {
+                    None => json!({"role": "assistant", "content": ""}),
+                    Some(t) if finish.is_some() && t.is_empty() => json!({}),
+                    Some(t) => json!({"content": t}),
+                };
+                json!({
+                    "index": 0,
+                    "delta": delta,
+                    "logprobs": if logprobs { chat_logprobs(tokens) } else { Value::Null },
+                    "finish_reason": finish,
+                })
+            }
+            Endpoint::Completion => json!({
+                "index": 0,
+                "text": text.unwrap_or(""),
+                "logprobs": if logprobs { completion_logprobs(tokens) } else { Value::Null },
+                "finish_reason": finish,
+            }),
+        };
+        json!({
+            "id": self.id,
+            "object": self.object(),
+            "created": self.created,
+            "model": self.model,
+            "choices": [choice],
+        })
+    }
+
+    /// The usage-only chunk sent when `stream_options.include_usage` is set.
+    pub fn usage(&self, usage: Value, decision: &Decision) -> Value {
+        json!({
+            "id": self.id,
+            "object": self.object(),
+            "created": self.created,
+            "model": self.model,
+            "choices": [],
+            "usage": usage,
+            "switchback": decision.json(),
+        })
+    }
+}

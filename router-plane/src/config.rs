@@ -1,0 +1,226 @@
+//! Router configuration: defaults < YAML file < `SWITCHBACK_*` environment < flags.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::Parser;
+use serde::Deserialize;
+
+/// Every environment variable the router reads, in one place.
+pub mod env {
+    pub const CONFIG: &str = "SWITCHBACK_CONFIG";
+    pub const LISTEN: &str = "SWITCHBACK_LISTEN";
+    pub const ETCD_ENDPOINTS: &str = "SWITCHBACK_ETCD_ENDPOINTS";
+    pub const ETCD_PREFIX: &str = "SWITCHBACK_ETCD_PREFIX";
+    pub const CONTROLLER: &str = "SWITCHBACK_CONTROLLER";
+    pub const DEFAULT_TIER: &str = "SWITCHBACK_DEFAULT_TIER";
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: serde_yaml::Error,
+    },
+    #[error("`{field}`: {reason}")]
+    Invalid { field: &'static str, reason: String },
+}
+
+fn invalid(field: &'static str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        field,
+        reason: reason.into(),
+    }
+}
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "switchback-router",
+    version,
+    about = "OpenAI-compatible front door of a Switchback cluster"
+)]
+pub struct Args {
+    /// YAML config file.
+    #[arg(long, env = env::CONFIG)]
+    pub config: Option<PathBuf>,
+    /// HTTP listen address (default 0.0.0.0:8080).
+    #[arg(long, env = env::LISTEN)]
+    pub listen: Option<SocketAddr>,
+    /// Comma-separated etcd endpoints.
+    #[arg(long, env = env::ETCD_ENDPOINTS, value_delimiter = ',')]
+    pub etcd_endpoints: Option<Vec<String>>,
+    /// Key prefix of this cluster in etcd.
+    #[arg(long, env = env::ETCD_PREFIX)]
+    pub etcd_prefix: Option<String>,
+    /// Controller gRPC address; default: the elected leader found in etcd.
+    #[arg(long, env = env::CONTROLLER)]
+    pub controller: Option<String>,
+    /// Tier that `model: "auto"` uses.
+    #[arg(long, env = env::DEFAULT_TIER)]
+    pub default_tier: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    pub listen: Option<SocketAddr>,
+    pub etcd: Option<RawEtcd>,
+    pub controller: Option<String>,
+    /// Tier names in rising cost. Requests naming one get 503 (not 404) while it has no
+    /// workers.
+    pub tiers: Option<Vec<String>>,
+    pub default_tier: Option<String>,
+    pub max_body_bytes: Option<usize>,
+    pub max_tokens_limit: Option<u32>,
+    pub max_messages: Option<usize>,
+    pub request_timeout_s: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEtcd {
+    pub endpoints: Option<Vec<String>>,
+    pub prefix: Option<String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RouterConfig {
+    pub listen: SocketAddr,
+    pub etcd_endpoints: Vec<String>,
+    pub etcd_prefix: String,
+    pub controller: Option<String>,
+    pub tiers: Vec<String>,
+    pub default_tier: String,
+    pub max_body_bytes: usize,
+    pub max_tokens_limit: u32,
+    pub max_messages: usize,
+    pub request_timeout: Duration,
+}
+
+impl RawConfig {
+    pub fn from_yaml(text: &str) -> Result<Self, serde_yaml::Error> {
+        if text.trim().is_empty() {
+            return Ok(Self::default());
+        }
+        serde_yaml::from_str(text)
+    }
+
+    pub fn overlay(mut self, args: Args) -> Self {
+        if args.listen.is_some() {
+            self.listen = args.listen;
+        }
+        if args.controller.is_some() {
+            self.controller = args.controller;
+        }
+        if args.default_tier.is_some() {
+            self.default_tier = args.default_tier;
+        }
+        let etcd = self.etcd.get_or_insert_with(RawEtcd::default);
+        if args.etcd_endpoints.is_some() {
+            etcd.endpoints = args.etcd_endpoints;
+        }
+        if args.etcd_prefix.is_some() {
+            etcd.prefix = args.etcd_prefix;
+        }
+        self
+    }
+
+    pub fn validate(self) -> Result<RouterConfig, ConfigError> {
+        let etcd = self.etcd.unwrap_or_default();
+        let etcd_endpoints = etcd
+            .endpoints
+            .unwrap_or_else(|| vec!["http://127.0.0.1:2379".to_owned()]);
+        if etcd_endpoints.is_empty() || etcd_endpoints.iter().any(|e| e.trim().is_empty()) {
+            return Err(invalid(
+                "etcd.endpoints",
+                "needs at least one non-empty endpoint",
+            ));
+        }
+        let tiers = self
+            .tiers
+            .unwrap_or_else(|| vec!["small".to_owned(), "large".to_owned()]);
+        if tiers.is_empty() {
+            return Err(invalid("tiers", "list at least one tier"));
+        }
+        let default_tier = self.default_tier.unwrap_or_else(|| tiers[0].clone());
+        if !tiers.contains(&default_tier) {
+            return Err(invalid(
+                "default_tier",
+                format!("{default_tier:?} is not one of `tiers` {tiers:?}"),
+            ));
+        }
+        let max_body_bytes = self.max_body_bytes.unwrap_or(4 * 1024 * 1024);
+        if max_body_bytes < 1024 {
+            return Err(invalid("max_body_bytes", "must be at least 1024"));
+        }
+        let max_tokens_limit = self.max_tokens_limit.unwrap_or(4096);
+        if max_tokens_limit == 0 {
+            return Err(invalid("max_tokens_limit", "must be at least 1"));
+        }
+        let request_timeout_s = self.request_timeout_s.unwrap_or(600);
+        if request_timeout_s == 0 {
+            return Err(invalid("request_timeout_s", "must be at least 1"));
+        }
+        Ok(RouterConfig {
+            listen: self
+                .listen
+                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 8080))),
+            etcd_endpoints,
+            etcd_prefix: etcd
+                .prefix
+                .unwrap_or_else(|| switchback_proto::keys::DEFAULT_PREFIX.to_owned()),
+            controller: self.controller,
+            tiers,
+            default_tier,
+            max_body_bytes,
+            max_tokens_limit,
+            max_messages: self.max_messages.unwrap_or(1024),
+            request_timeout: Duration::from_secs(request_timeout_s),
+        })
+    }
+}
+
+pub fn load(args: Args) -> Result<RouterConfig, ConfigError> {
+    let raw = match &args.config {
+        Some(path) => {
+            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            RawConfig::from_yaml(&text).map_err(|source| ConfigError::Parse {
+                path: path.clone(),
+                source,
+            })?
+        }
+        None => RawConfig::default(),
+    };
+    raw.overlay(args).validate()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_listen_on_8080_with_small_as_auto() {
+        let c = RawConfig::default().validate().expect("valid");
+        assert_eq!(c.listen.port(), 8080);
+        assert_eq!(c.default_tier, "small");
+    }
+
+    #[test]
+    fn typos_and_bad_values_are_named() {
+        let err = RawConfig::from_yaml("default_teir: small").expect_err("typo");
+        assert!(err.to_string().contains("default_teir"), "{err}");
+        let err = RawConfig::from_yaml("tiers: [a, b]\ndefault_tier: c")
+            .expect("yaml")
+            .validate()
+            .expect_err("unknown tier");
+        assert!(err.to_string().contains("`default_tier`"), "{err}");
+    }
+}

@@ -1,0 +1,60 @@
+//! Calls workers: one lazily-connected gRPC channel per worker address, reused across
+//! requests (HTTP/2 multiplexes them).
+
+use std::{collections::HashMap, sync::Mutex};
+
+use switchback_proto::pb::{self, inference_client::InferenceClient};
+use tonic::transport::{Channel, Endpoint};
+
+use crate::api::openai::{Generation, PromptKind};
+
+#[derive(Debug, Default)]
+pub struct Clients {
+    channels: Mutex<HashMap<String, Channel>>,
+}
+
+impl Clients {
+    pub fn get(&self, address: &str) -> Result<InferenceClient<Channel>, tonic::transport::Error> {
+        let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(ch) = channels.get(address) {
+            return Ok(InferenceClient::new(ch.clone()));
+        }
+        let channel = Endpoint::from_shared(format!("http://{address}"))?
+            .connect_timeout(std::time::Duration::from_secs(2))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(std::time::Duration::from_secs(10))
+            .connect_lazy();
+        channels.insert(address.to_owned(), channel.clone());
+        Ok(InferenceClient::new(channel))
+    }
+}
+
+/// The worker request for a validated generation.
+pub fn request(request_id: &str, g: &Generation) -> pb::GenerateRequest {
+    let prompt = match &g.prompt {
+        PromptKind::Chat(messages) => pb::generate_request::Prompt::Chat(pb::ChatPrompt {
+            messages: messages
+                .iter()
+                .map(|m| pb::ChatMessage {
+                    role: m.role.clone(),
+                    content: m.content.clone(),
+                })
+                .collect(),
+        }),
+        PromptKind::Text(text) => pb::generate_request::Prompt::Text(text.clone()),
+    };
+    pb::GenerateRequest {
+        request_id: request_id.to_owned(),
+        prompt: Some(prompt),
+        sampling: Some(pb::SamplingParams {
+            temperature: g.temperature,
+            top_p: g.top_p,
+            top_k: None,
+            max_tokens: g.max_tokens.unwrap_or(0),
+            stop: g.stop.clone(),
+            frequency_penalty: g.frequency_penalty,
+            presence_penalty: g.presence_penalty,
+        }),
+        top_logprobs: g.logprobs.unwrap_or(0),
+    }
+}

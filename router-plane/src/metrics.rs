@@ -1,0 +1,118 @@
+//! The router's Prometheus metrics; every name lives here. Labels are bounded and
+//! server-controlled: tier names come from the cluster, outcomes from a fixed set.
+
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
+    registry::Registry,
+};
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Outcome {
+    pub tier: String,
+    pub outcome: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Tier {
+    pub tier: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Tokens {
+    pub tier: String,
+    pub kind: String,
+}
+
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    pub requests: Family<Outcome, Counter>,
+    pub duration: Family<Tier, Histogram>,
+    pub ttft: Family<Tier, Histogram>,
+    pub tokens: Family<Tokens, Counter>,
+    pub decision: Histogram,
+    pub controller_connected: Gauge,
+}
+
+fn latency_buckets() -> impl Iterator<Item = f64> {
+    [
+        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+    ]
+    .into_iter()
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("switchback_router");
+        let requests = Family::<Outcome, Counter>::default();
+        let duration =
+            Family::<Tier, Histogram>::new_with_constructor(|| Histogram::new(latency_buckets()));
+        let ttft =
+            Family::<Tier, Histogram>::new_with_constructor(|| Histogram::new(latency_buckets()));
+        let tokens = Family::<Tokens, Counter>::default();
+        let decision = Histogram::new([1e-6, 5e-6, 1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3]);
+        let controller_connected = Gauge::default();
+        registry.register("requests", "Requests by tier and outcome", requests.clone());
+        registry.register(
+            "request_duration_seconds",
+            "End-to-end request latency",
+            duration.clone(),
+        );
+        registry.register(
+            "time_to_first_token_seconds",
+            "Time to the first streamed token",
+            ttft.clone(),
+        );
+        registry.register("tokens", "Prompt and completion tokens", tokens.clone());
+        registry.register(
+            "decision_duration_seconds",
+            "Time to choose a tier and worker",
+            decision.clone(),
+        );
+        registry.register(
+            "controller_connected",
+            "1 while the cluster watch to the controller is up",
+            controller_connected.clone(),
+        );
+        Self {
+            registry,
+            requests,
+            duration,
+            ttft,
+            tokens,
+            decision,
+            controller_connected,
+        }
+    }
+}
+
+impl Metrics {
+    pub fn request(&self, tier: &str, outcome: &str) {
+        self.requests
+            .get_or_create(&Outcome {
+                tier: tier.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn tokens(&self, tier: &str, prompt: u32, completion: u32) {
+        for (kind, n) in [("prompt", prompt), ("completion", completion)] {
+            self.tokens
+                .get_or_create(&Tokens {
+                    tier: tier.to_owned(),
+                    kind: kind.to_owned(),
+                })
+                .inc_by(u64::from(n));
+        }
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}

@@ -1,0 +1,286 @@
+//! The router's copy of the cluster view, fed by the controller's `WatchCluster` stream,
+//! plus this router's own in-flight count per worker. When the controller is unreachable
+//! the router keeps routing on its last view and reconnects in the background.
+
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::{
+        Arc, Mutex, RwLock,
+        atomic::{AtomicBool, AtomicU32, Ordering},
+    },
+    time::Duration,
+};
+
+use switchback_proto::{Keys, WorkerRecord, pb};
+use tokio_util::sync::CancellationToken;
+
+use crate::placement::Candidate;
+
+#[derive(Debug, Clone)]
+pub struct Worker {
+    pub record: WorkerRecord,
+    pub health: pb::WorkerHealth,
+    pub load: pb::LoadReport,
+}
+
+/// Shared, thread-safe view.
+#[derive(Debug, Default)]
+pub struct View {
+    workers: RwLock<BTreeMap<String, Worker>>,
+    in_flight: Mutex<HashMap<String, Arc<AtomicU32>>>,
+    ready: AtomicBool,
+    connected: AtomicBool,
+}
+
+/// Owned copy of a worker for one placement decision.
+#[derive(Debug, Clone)]
+pub struct Snapshot {
+    pub workers: Vec<(Worker, u32)>,
+}
+
+impl Snapshot {
+    pub fn candidates(&self) -> Vec<Candidate<'_>> {
+        self.workers
+            .iter()
+            .map(|(w, local)| Candidate {
+                id: &w.record.id,
+                tier: &w.record.tier,
+                model: &w.record.model,
+                ready: w.health == pb::WorkerHealth::Ready,
+                running: w.load.running,
+                waiting: w.load.waiting,
+                capacity: w.load.capacity.max(w.record.max_concurrency),
+                local_in_flight: *local,
+            })
+            .collect()
+    }
+}
+
+/// Decrements the router's in-flight count for a worker when dropped.
+#[derive(Debug)]
+pub struct InFlight(Arc<AtomicU32>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl View {
+    /// True once the first snapshot arrived.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    pub fn is_connected(&self) -> bool {
+        self.connected.load(Ordering::Relaxed)
+    }
+
+    fn counter(&self, worker_id: &str) -> Arc<AtomicU32> {
+        let mut map = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        Arc::clone(map.entry(worker_id.to_owned()).or_default())
+    }
+
+    /// Counts a request in flight to `worker_id` until the guard is dropped.
+    pub fn start(&self, worker_id: &str) -> InFlight {
+        let c = self.counter(worker_id);
+        c.fetch_add(1, Ordering::Relaxed);
+        InFlight(c)
+    }
+
+    pub fn snapshot(&self) -> Snapshot {
+        let workers = self.workers.read().unwrap_or_else(|e| e.into_inner());
+        let in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        Snapshot {
+            workers: workers
+                .values()
+                .map(|w| {
+                    let local = in_flight
+                        .get(&w.record.id)
+                        .map_or(0, |c| c.load(Ordering::Relaxed));
+                    (w.clone(), local)
+                })
+                .collect(),
+        }
+    }
+
+    /// Tiers and models known to the cluster, for `/v1/models`.
+    pub fn models(&self) -> Vec<(String, String)> {
+        let workers = self.workers.read().unwrap_or_else(|e| e.into_inner());
+        let mut out: Vec<(String, String)> = workers
+            .values()
+            .map(|w| (w.record.tier.clone(), w.record.model.clone()))
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    pub fn apply(&self, event: pb::cluster_event::Event) {
+        use pb::cluster_event::Event;
+        let mut workers = self.workers.write().unwrap_or_else(|e| e.into_inner());
+        match event {
+            Event::Snapshot(view) => {
+                workers.clear();
+                for state in view.workers {
+                    if let Some(w) = worker_of(state) {
+                        workers.insert(w.record.id.clone(), w);
+                    }
+                }
+                self.ready.store(true, Ordering::Relaxed);
+            }
+            Event::Upsert(state) => {
+                if let Some(w) = worker_of(state) {
+                    workers.insert(w.record.id.clone(), w);
+                }
+            }
+            Event::Removed(id) => {
+                workers.remove(&id);
+            }
+            Event::Load(load) => {
+                if let Some(w) = workers.get_mut(&load.worker_id) {
+                    w.load = load;
+                }
+            }
+        }
+    }
+}
+
+fn worker_of(state: pb::WorkerState) -> Option<Worker> {
+    let record = WorkerRecord::from(state.info?);
+    Some(Worker {
+        health: pb::WorkerHealth::try_from(state.health).unwrap_or(pb::WorkerHealth::Stale),
+        load: state.load.unwrap_or_else(|| pb::LoadReport {
+            worker_id: record.id.clone(),
+            capacity: record.max_concurrency,
+            ..Default::default()
+        }),
+        record,
+    })
+}
+
+/// Where the controller is.
+#[derive(Debug, Clone)]
+pub struct ControllerTarget {
+    pub address: Option<String>,
+    pub etcd_endpoints: Vec<String>,
+    pub keys: Keys,
+}
+
+/// Watches the controller until `cancel` fires, reconnecting with backoff.
+pub async fn follow(
+    view: Arc<View>,
+    target: ControllerTarget,
+    watcher: String,
+    cancel: CancellationToken,
+) {
+    let mut backoff = Duration::from_millis(100);
+    while !cancel.is_cancelled() {
+        let result = tokio::select! {
+            () = cancel.cancelled() => return,
+            r = follow_once(&view, &target, &watcher) => r,
+        };
+        view.connected.store(false, Ordering::Relaxed);
+        match result {
+            Ok(()) => tracing::warn!("controller ended the cluster watch"),
+            Err(err) => tracing::warn!(%err, "cluster watch failed; routing on the last view"),
+        }
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+async fn follow_once(
+    view: &View,
+    target: &ControllerTarget,
+    watcher: &str,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let address = match &target.address {
+        Some(a) => a.clone(),
+        None => {
+            let mut client = switchback_common::etcd::connect(&target.etcd_endpoints).await?;
+            switchback_common::etcd::controller_leader(&mut client, &target.keys)
+                .await?
+                .ok_or("no controller leader elected yet")?
+        }
+    };
+    let mut client =
+        pb::controller_client::ControllerClient::connect(format!("http://{address}")).await?;
+    let mut stream = client
+        .watch_cluster(pb::WatchClusterRequest {
+            watcher: watcher.to_owned(),
+        })
+        .await?
+        .into_inner();
+    tracing::info!(%address, "watching the cluster");
+    view.connected.store(true, Ordering::Relaxed);
+    while let Some(event) = stream.message().await? {
+        if let Some(event) = event.event {
+            view.apply(event);
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pb::cluster_event::Event;
+
+    fn state(id: &str, running: u32) -> pb::WorkerState {
+        pb::WorkerState {
+            info: Some(pb::WorkerInfo {
+                id: id.into(),
+                tier: "small".into(),
+                model: "m".into(),
+                address: "a:1".into(),
+                max_concurrency: 2,
+                ..Default::default()
+            }),
+            load: Some(pb::LoadReport {
+                worker_id: id.into(),
+                running,
+                capacity: 2,
+                ..Default::default()
+            }),
+            health: pb::WorkerHealth::Ready as i32,
+            load_age_ms: 0,
+        }
+    }
+
+    #[test]
+    fn events_build_the_view() {
+        let view = View::default();
+        assert!(!view.is_ready());
+        view.apply(Event::Snapshot(pb::ClusterView {
+            workers: vec![state("a", 0)],
+            controller_id: "c".into(),
+        }));
+        assert!(view.is_ready());
+        view.apply(Event::Upsert(state("b", 1)));
+        view.apply(Event::Load(pb::LoadReport {
+            worker_id: "a".into(),
+            running: 2,
+            capacity: 2,
+            ..Default::default()
+        }));
+        view.apply(Event::Removed("b".into()));
+        let snap = view.snapshot();
+        assert_eq!(snap.workers.len(), 1);
+        assert_eq!(snap.workers[0].0.load.running, 2);
+    }
+
+    #[test]
+    fn in_flight_guards_are_counted_in_snapshots() {
+        let view = View::default();
+        view.apply(Event::Upsert(state("a", 0)));
+        let g1 = view.start("a");
+        let _g2 = view.start("a");
+        assert_eq!(view.snapshot().candidates()[0].local_in_flight, 2);
+        drop(g1);
+        assert_eq!(view.snapshot().candidates()[0].local_in_flight, 1);
+    }
+}

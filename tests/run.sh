@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# tests/run.sh: the whole test suite, exactly what CI runs (.ci/run calls this).
+#
+# Installs what is missing (Debian packages, the openai client venv, the SmolLM2 weights,
+# cargo-nextest), then: rustfmt check, clippy with warnings as errors, build the binaries,
+# and every test with cargo-nextest (unit tests and the end-to-end tests in tests/, which
+# start real etcd, controller, workers and routers as processes).
+#
+# The cargo target dir defaults to $SWITCHBACK_CACHE/target, outside the clone, so a fresh
+# clone reuses an earlier build of mistral.rs (a cold build takes ~30 min on 2 cores).
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/.." && pwd)
+cd "$root"
+export SWITCHBACK_CACHE="${SWITCHBACK_CACHE:-$HOME/.cache/switchback}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$SWITCHBACK_CACHE/target}"
+step() { printf '\n==> %s\n' "$*" >&2; }
+
+step "dependencies"
+venv=$(deploy/local/ensure-deps.sh)
+export SWITCHBACK_PYTHON="$venv/bin/python"
+deploy/local/fetch-models.sh small >/dev/null
+if ! cargo nextest --version >/dev/null 2>&1; then
+  step "installing cargo-nextest"
+  cargo install --locked cargo-nextest
+fi
+
+step "rustfmt"
+cargo fmt --all -- --check
+
+step "clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "build"
+cargo build --workspace --bins --locked
+
+step "tests"
+cargo nextest run --workspace --locked --no-fail-fast

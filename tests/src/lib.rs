@@ -1,0 +1,493 @@
+//! Harness for end-to-end tests: starts real etcd, controllers, workers and routers as
+//! processes on free loopback ports, waits on their readiness (never on log lines or
+//! sleeps), and kills them when dropped.
+//!
+//! Binaries are found next to the test executable (`target/<profile>/`), or in
+//! `SWITCHBACK_BIN_DIR`. The README's test command builds them first.
+
+#![allow(clippy::unwrap_used)]
+
+pub mod http;
+
+use std::{
+    future::Future,
+    path::{Path, PathBuf},
+    process::Stdio,
+    time::Duration,
+};
+
+use switchback_proto::pb;
+use tokio::process::{Child, Command};
+
+/// Bounded polling: runs `check` until it returns `Some`, or panics after `timeout`
+/// saying what did not happen.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("cannot bind a loopback port")
+}
+
+/// Where the Switchback binaries are.
+pub fn bin(name: &str) -> PathBuf {
+    let dir = std::env::var_os("SWITCHBACK_BIN_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            // target/<profile>/deps/<test-binary>  ->  target/<profile>/
+            let exe = std::env::current_exe().expect("current_exe");
+            let deps = exe.parent().expect("exe dir");
+            if deps.ends_with("deps") {
+                deps.parent().expect("profile dir").to_owned()
+            } else {
+                deps.to_owned()
+            }
+        });
+    let path = dir.join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: build the binaries first (`cargo build --bins`, as tests/run.sh does)",
+        path.display()
+    );
+    path
+}
+
+/// Directory with the unpacked models (see deploy/local/fetch-models.sh).
+pub fn models_dir() -> PathBuf {
+    std::env::var_os("SWITCHBACK_MODELS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            let cache = std::env::var_os("SWITCHBACK_CACHE")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| {
+                    PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/switchback")
+                });
+            cache.join("models")
+        })
+}
+
+/// The SmolLM2-135M GGUF for the `small` tier.
+pub fn small_model() -> PathBuf {
+    let path = models_dir().join("smollm2-135m/SmolLM2-135M-Instruct.Q4_1.gguf");
+    assert!(
+        path.is_file(),
+        "{} is missing: run deploy/local/fetch-models.sh small",
+        path.display()
+    );
+    path
+}
+
+/// A running process, killed (SIGKILL) when dropped.
+#[derive(Debug)]
+pub struct Proc {
+    pub name: String,
+    pub child: Child,
+}
+
+impl Proc {
+    fn spawn(name: &str, program: &Path, args: &[String], envs: &[(&str, String)]) -> Self {
+        let mut cmd = Command::new(program);
+        cmd.args(args)
+            .env(
+                "RUST_LOG",
+                std::env::var("SWITCHBACK_TEST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::inherit())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true);
+        // Tests must not pick up a developer's SWITCHBACK_* settings.
+        for (k, _) in std::env::vars() {
+            if k.starts_with("SWITCHBACK_") || k == "OTEL_EXPORTER_OTLP_ENDPOINT" {
+                cmd.env_remove(k);
+            }
+        }
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name} ({}): {e}", program.display()));
+        Self {
+            name: name.to_owned(),
+            child,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("process already reaped")
+    }
+
+    /// SIGKILL, and reap.
+    pub async fn kill(&mut self) {
+        self.child.kill().await.expect("kill");
+    }
+
+    /// Sends a signal by name (TERM, STOP, CONT…).
+    pub async fn signal(&self, sig: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{sig}"))
+            .arg(self.pid().to_string())
+            .status()
+            .await
+            .expect("run kill");
+        assert!(status.success(), "kill -{sig} {} failed", self.name);
+    }
+
+    /// Waits for the process to exit, bounded.
+    pub async fn wait_exit(&mut self, timeout: Duration) -> std::process::ExitStatus {
+        tokio::time::timeout(timeout, self.child.wait())
+            .await
+            .unwrap_or_else(|_| panic!("{} did not exit within {timeout:?}", self.name))
+            .expect("wait")
+    }
+}
+
+/// A single-member etcd on loopback with its data in a temp dir.
+#[derive(Debug)]
+pub struct Etcd {
+    pub proc: Proc,
+    pub endpoint: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Etcd {
+    pub async fn start() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let client_port = free_port();
+        let peer_port = free_port();
+        let client = format!("http://127.0.0.1:{client_port}");
+        let peer = format!("http://127.0.0.1:{peer_port}");
+        let etcd = which("etcd").unwrap_or_else(|| {
+            panic!("etcd is not installed: run deploy/local/ensure-deps.sh (Debian package etcd-server)")
+        });
+        let proc = Proc::spawn(
+            "etcd",
+            &etcd,
+            &[
+                "--name".into(),
+                "test".into(),
+                "--data-dir".into(),
+                dir.path().join("data").display().to_string(),
+                "--listen-client-urls".into(),
+                client.clone(),
+                "--advertise-client-urls".into(),
+                client.clone(),
+                "--listen-peer-urls".into(),
+                peer.clone(),
+                "--initial-advertise-peer-urls".into(),
+                peer.clone(),
+                "--initial-cluster".into(),
+                format!("test={peer}"),
+                "--log-level".into(),
+                "error".into(),
+            ],
+            &[("ETCD_UNSUPPORTED_ARCH", String::new())],
+        );
+        let etcd = Self {
+            proc,
+            endpoint: client,
+            _dir: dir,
+        };
+        wait_for("etcd to answer", Duration::from_secs(30), || async {
+            let mut c = etcd.client().await.ok()?;
+            c.get("health-probe", None).await.ok().map(|_| ())
+        })
+        .await;
+        etcd
+    }
+
+    pub async fn client(&self) -> Result<etcd_client::Client, etcd_client::Error> {
+        let options = etcd_client::ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(2))
+            .with_timeout(Duration::from_secs(3));
+        etcd_client::Client::connect([self.endpoint.as_str()], Some(options)).await
+    }
+
+    /// Whether `key` exists.
+    pub async fn has_key(&self, key: &str) -> bool {
+        let mut c = self.client().await.expect("etcd client");
+        !c.get(key, None).await.expect("etcd get").kvs().is_empty()
+    }
+}
+
+fn which(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+/// A controller on a free port.
+#[derive(Debug)]
+pub struct Controller {
+    pub proc: Proc,
+    pub address: String,
+}
+
+impl Controller {
+    pub async fn start(etcd: &Etcd) -> Self {
+        let port = free_port();
+        let address = format!("127.0.0.1:{port}");
+        let proc = Proc::spawn(
+            "controller",
+            &bin("switchback-controller"),
+            &[
+                "--listen".into(),
+                address.clone(),
+                "--etcd-endpoints".into(),
+                etcd.endpoint.clone(),
+            ],
+            &[],
+        );
+        let c = Self { proc, address };
+        wait_for(
+            "the controller to answer Status",
+            Duration::from_secs(30),
+            || async { c.status().await.ok().map(|_| ()) },
+        )
+        .await;
+        c
+    }
+
+    pub async fn status(&self) -> Result<pb::ClusterView, Box<dyn std::error::Error>> {
+        let mut client =
+            pb::controller_client::ControllerClient::connect(format!("http://{}", self.address))
+                .await?;
+        Ok(client.status(pb::StatusRequest {}).await?.into_inner())
+    }
+
+    /// The worker's health in the controller's view, if it is there.
+    pub async fn health_of(&self, worker_id: &str) -> Option<pb::WorkerHealth> {
+        let view = self.status().await.ok()?;
+        view.workers
+            .iter()
+            .find(|w| w.info.as_ref().is_some_and(|i| i.id == worker_id))
+            .and_then(|w| pb::WorkerHealth::try_from(w.health).ok())
+    }
+
+    pub async fn wait_ready(&self, worker_id: &str, timeout: Duration) {
+        wait_for(
+            &format!("worker {worker_id} to be READY in the controller's view"),
+            timeout,
+            || async {
+                (self.health_of(worker_id).await == Some(pb::WorkerHealth::Ready)).then_some(())
+            },
+        )
+        .await;
+    }
+
+    pub async fn wait_gone(&self, worker_id: &str, timeout: Duration) {
+        wait_for(
+            &format!("worker {worker_id} to leave the controller's view"),
+            timeout,
+            || async {
+                let view = self.status().await.ok()?;
+                (!view
+                    .workers
+                    .iter()
+                    .any(|w| w.info.as_ref().is_some_and(|i| i.id == worker_id)))
+                .then_some(())
+            },
+        )
+        .await;
+    }
+}
+
+/// How to start a worker.
+#[derive(Debug, Clone)]
+pub struct WorkerSpec {
+    pub id: String,
+    pub tier: String,
+    pub model: String,
+    /// The `engine:` block, as YAML flow mapping, e.g. `{kind: sim, decode_ms_per_token: 5}`.
+    pub engine: String,
+    pub max_concurrency: u32,
+    pub lease_ttl_s: u32,
+    /// Extra top-level YAML lines.
+    pub extra: String,
+}
+
+impl WorkerSpec {
+    pub fn sim(id: &str, tier: &str, model: &str, decode_ms: f64) -> Self {
+        Self {
+            id: id.into(),
+            tier: tier.into(),
+            model: model.into(),
+            engine: format!(
+                "{{kind: sim, prefill_ms_per_token: 0.1, decode_ms_per_token: {decode_ms}}}"
+            ),
+            max_concurrency: 4,
+            lease_ttl_s: 3,
+            extra: String::new(),
+        }
+    }
+
+    pub fn small_real(id: &str) -> Self {
+        Self {
+            id: id.into(),
+            tier: "small".into(),
+            model: "smollm2-135m".into(),
+            engine: format!(
+                "{{kind: mistralrs, model_path: {:?}}}",
+                small_model().display().to_string()
+            ),
+            max_concurrency: 2,
+            lease_ttl_s: 3,
+            extra: String::new(),
+        }
+    }
+}
+
+/// A worker on a free port, configured through a YAML file.
+#[derive(Debug)]
+pub struct Worker {
+    pub proc: Proc,
+    pub spec: WorkerSpec,
+    pub address: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Worker {
+    pub async fn start(etcd: &Etcd, spec: WorkerSpec) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let address = format!("127.0.0.1:{port}");
+        let yaml = format!(
+            "id: {id}\ntier: {tier}\nmodel: {model}\nlisten: {address}\nengine: {engine}\nmax_concurrency: {mc}\n\
+             etcd: {{endpoints: [{ep}], lease_ttl_s: {ttl}}}\nload_report_interval_ms: 100\n{extra}\n",
+            id = spec.id,
+            tier = spec.tier,
+            model = spec.model,
+            engine = spec.engine,
+            mc = spec.max_concurrency,
+            ep = etcd.endpoint,
+            ttl = spec.lease_ttl_s,
+            extra = spec.extra,
+        );
+        let config = dir.path().join("worker.yaml");
+        std::fs::write(&config, yaml).expect("write worker config");
+        let proc = Proc::spawn(
+            &format!("worker {}", spec.id),
+            &bin("switchback-worker"),
+            &["--config".into(), config.display().to_string()],
+            &[],
+        );
+        let w = Self {
+            proc,
+            spec,
+            address,
+            _dir: dir,
+        };
+        wait_for(
+            &format!("worker {} to answer Health", w.spec.id),
+            Duration::from_secs(120),
+            || async {
+                let mut c =
+                    pb::inference_client::InferenceClient::connect(format!("http://{}", w.address))
+                        .await
+                        .ok()?;
+                c.health(pb::HealthRequest {}).await.ok().map(|_| ())
+            },
+        )
+        .await;
+        w
+    }
+
+    pub async fn client(&self) -> pb::inference_client::InferenceClient<tonic::transport::Channel> {
+        pb::inference_client::InferenceClient::connect(format!("http://{}", self.address))
+            .await
+            .expect("connect to worker")
+    }
+}
+
+/// A router on a free port.
+#[derive(Debug)]
+pub struct Router {
+    pub proc: Proc,
+    pub base: String,
+    _dir: tempfile::TempDir,
+}
+
+impl Router {
+    /// `extra` is appended to the router's YAML config.
+    pub async fn start(etcd: &Etcd, extra: &str) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let yaml = format!(
+            "listen: 127.0.0.1:{port}\netcd: {{endpoints: [{}]}}\n{extra}\n",
+            etcd.endpoint
+        );
+        let config = dir.path().join("router.yaml");
+        std::fs::write(&config, yaml).expect("write router config");
+        let proc = Proc::spawn(
+            "router",
+            &bin("switchback-router"),
+            &["--config".into(), config.display().to_string()],
+            &[],
+        );
+        let r = Self {
+            proc,
+            base: format!("http://127.0.0.1:{port}"),
+            _dir: dir,
+        };
+        let http = reqwest::Client::new();
+        wait_for(
+            "the router to be ready (/readyz)",
+            Duration::from_secs(30),
+            || async {
+                let resp = http.get(format!("{}/readyz", r.base)).send().await.ok()?;
+                resp.status().is_success().then_some(())
+            },
+        )
+        .await;
+        r
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    /// Waits until `/v1/models` lists `id` (the router has seen a ready worker for it).
+    pub async fn wait_model(&self, id: &str) {
+        let http = reqwest::Client::new();
+        wait_for(
+            &format!("the router to list {id}"),
+            Duration::from_secs(30),
+            || async {
+                let v: serde_json::Value = http
+                    .get(self.url("/v1/models"))
+                    .send()
+                    .await
+                    .ok()?
+                    .json()
+                    .await
+                    .ok()?;
+                v["data"]
+                    .as_array()?
+                    .iter()
+                    .any(|m| m["id"] == id)
+                    .then_some(())
+            },
+        )
+        .await;
+    }
+}

@@ -1,0 +1,169 @@
+//! Switchback worker: serves one model (through mistral.rs, or the `sim` engine) over the
+//! `Inference` gRPC service, registers itself in etcd under a lease, and streams its load
+//! to the controller leader.
+//!
+//! [`run`] is the whole worker; `main.rs` only reads config and starts telemetry.
+
+pub mod config;
+pub mod engine;
+pub mod load;
+pub mod service;
+
+use std::{sync::Arc, time::SystemTime};
+
+use switchback_proto::{Keys, WorkerRecord, pb::inference_server::InferenceServer};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::{
+    config::{EngineConfig, WorkerConfig},
+    engine::{Engine, mistral::MistralEngine, sim::SimEngine},
+    load::{Load, ReportTarget},
+    service::{InferenceService, Limits},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("loading the engine: {0}")]
+    Engine(#[from] engine::EngineError),
+    #[error("listener: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("gRPC server: {0}")]
+    Serve(#[from] tonic::transport::Error),
+}
+
+pub async fn build_engine(config: &WorkerConfig) -> Result<Arc<dyn Engine>, WorkerError> {
+    Ok(match &config.engine {
+        EngineConfig::Sim(sim) => Arc::new(SimEngine::new(sim.clone())),
+        EngineConfig::Mistralrs { model_path, device } => {
+            tracing::info!(path = %model_path.display(), ?device, "loading model");
+            let started = std::time::Instant::now();
+            let engine =
+                MistralEngine::load(model_path, *device, config.max_concurrency as usize).await?;
+            tracing::info!(
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "model loaded"
+            );
+            Arc::new(engine)
+        }
+    })
+}
+
+/// Runs the worker on `listener` until `shutdown` fires, then drains: new requests are
+/// refused (and routers told via the load stream), in-flight ones finish within the grace
+/// period, the etcd lease is revoked, and the server stops.
+pub async fn run(
+    config: WorkerConfig,
+    listener: TcpListener,
+    shutdown: CancellationToken,
+) -> Result<(), WorkerError> {
+    let engine = build_engine(&config).await?;
+    let local = listener.local_addr()?;
+    let advertise = config.advertise.clone().unwrap_or_else(|| {
+        if local.ip().is_unspecified() {
+            format!("{}:{}", config.node, local.port())
+        } else {
+            local.to_string()
+        }
+    });
+    let keys = Keys::new(&config.etcd_prefix);
+    let record = WorkerRecord {
+        id: config.id.clone(),
+        address: advertise.clone(),
+        node: config.node.clone(),
+        tier: config.tier.clone(),
+        model: config.model.clone(),
+        engine: engine.kind().to_owned(),
+        accelerator: engine.accelerator(),
+        max_concurrency: config.max_concurrency,
+        cost_per_mtok_input: config.cost_per_mtok_input,
+        cost_per_mtok_output: config.cost_per_mtok_output,
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        started_at_unix_ms: SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64),
+    };
+
+    let load = Arc::new(Load::new(config.max_concurrency));
+    let requests = TaskTracker::new();
+    let service = InferenceService::new(
+        config.id.clone(),
+        config.tier.clone(),
+        config.model.clone(),
+        engine,
+        Arc::clone(&load),
+        Limits {
+            max_queue: config.max_queue,
+            default_max_tokens: config.default_max_tokens,
+            max_tokens_limit: config.max_tokens_limit,
+        },
+        requests.clone(),
+    );
+
+    let background = TaskTracker::new();
+    let server_stop = CancellationToken::new();
+    let server = {
+        let stop = server_stop.clone();
+        background.spawn(
+            tonic::transport::Server::builder()
+                .add_service(InferenceServer::new(service))
+                .serve_with_incoming_shutdown(
+                    TcpListenerStream::new(listener),
+                    stop.cancelled_owned(),
+                ),
+        )
+    };
+    tracing::info!(id = %config.id, tier = %config.tier, model = %config.model, %advertise, "worker serving");
+
+    let registration_stop = CancellationToken::new();
+    let registration = {
+        let key = keys.worker(&config.id);
+        let value = record.to_json();
+        let endpoints = config.etcd_endpoints.clone();
+        let ttl = config.lease_ttl_s;
+        let stop = registration_stop.clone();
+        background.spawn(async move {
+            switchback_common::etcd::keep_registered(&endpoints, &key, &value, ttl, stop, |_| {})
+                .await;
+        })
+    };
+    let reporter_stop = CancellationToken::new();
+    background.spawn(load::report_forever(
+        Arc::clone(&load),
+        config.id.clone(),
+        ReportTarget {
+            controller: config.controller.clone(),
+            etcd_endpoints: config.etcd_endpoints.clone(),
+            keys,
+        },
+        config.load_report_interval,
+        reporter_stop.clone(),
+    ));
+
+    shutdown.cancelled().await;
+    tracing::info!(in_flight = load.running() + load.waiting(), "draining");
+    load.start_draining();
+    requests.close();
+    if tokio::time::timeout(config.shutdown_grace, requests.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            abandoned = load.running() + load.waiting(),
+            "grace period over; abandoning in-flight requests"
+        );
+    }
+    registration_stop.cancel();
+    let _ = registration.await;
+    reporter_stop.cancel();
+    server_stop.cancel();
+    background.close();
+    match server.await {
+        Ok(result) => result?,
+        Err(join) => tracing::error!(%join, "gRPC server task failed"),
+    }
+    background.wait().await;
+    tracing::info!("worker stopped");
+    Ok(())
+}

@@ -1,0 +1,274 @@
+//! Live load of this worker (running, waiting, speed, time to first token) and the task
+//! that streams it to the controller leader a few times a second.
+
+use std::{
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use switchback_proto::{Keys, pb};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// Counters updated by the request path and read by the reporter. Lock-free except the
+/// smoothed time-to-first-token, which is touched once per request.
+#[derive(Debug)]
+pub struct Load {
+    pub capacity: u32,
+    running: AtomicU32,
+    waiting: AtomicU32,
+    tokens: AtomicU64,
+    draining: AtomicBool,
+    ttft_ms: Mutex<Option<f64>>,
+    /// Wakes the reporter early (e.g. when draining starts) so routers learn at once.
+    changed: Notify,
+}
+
+impl Load {
+    pub fn new(capacity: u32) -> Self {
+        Self {
+            capacity,
+            running: AtomicU32::new(0),
+            waiting: AtomicU32::new(0),
+            tokens: AtomicU64::new(0),
+            draining: AtomicBool::new(false),
+            ttft_ms: Mutex::new(None),
+            changed: Notify::new(),
+        }
+    }
+
+    pub fn running(&self) -> u32 {
+        self.running.load(Ordering::Relaxed)
+    }
+
+    pub fn waiting(&self) -> u32 {
+        self.waiting.load(Ordering::Relaxed)
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+        self.changed.notify_one();
+    }
+
+    pub fn add_tokens(&self, n: u64) {
+        self.tokens.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn record_ttft(&self, ttft: Duration) {
+        let ms = ttft.as_secs_f64() * 1000.0;
+        if let Ok(mut avg) = self.ttft_ms.lock() {
+            // Exponential moving average over roughly the last ten requests.
+            *avg = Some(avg.map_or(ms, |a| 0.9 * a + 0.1 * ms));
+        }
+    }
+
+    fn ttft(&self) -> f64 {
+        self.ttft_ms.lock().ok().and_then(|a| *a).unwrap_or(0.0)
+    }
+
+    /// Marks one request as queued; the guard un-marks it when dropped.
+    pub fn enter_queue(self: &Arc<Self>) -> QueueGuard {
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        QueueGuard(Arc::clone(self))
+    }
+
+    /// Marks one request as generating; the guard un-marks it when dropped.
+    pub fn enter_running(self: &Arc<Self>) -> RunningGuard {
+        self.running.fetch_add(1, Ordering::Relaxed);
+        RunningGuard(Arc::clone(self))
+    }
+}
+
+#[derive(Debug)]
+pub struct QueueGuard(Arc<Load>);
+
+impl Drop for QueueGuard {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[derive(Debug)]
+pub struct RunningGuard(Arc<Load>);
+
+impl Drop for RunningGuard {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, Ordering::Relaxed);
+        self.0.changed.notify_one();
+    }
+}
+
+/// Turns the counters into reports, tracking decode speed between two reports.
+struct Sampler {
+    load: Arc<Load>,
+    worker_id: String,
+    last_tokens: u64,
+    last_at: Instant,
+    tokens_per_second: f64,
+}
+
+impl Sampler {
+    fn sample(&mut self) -> pb::LoadReport {
+        let now = Instant::now();
+        let tokens = self.load.tokens.load(Ordering::Relaxed);
+        let elapsed = now.duration_since(self.last_at).as_secs_f64();
+        if elapsed > 0.0 {
+            let rate = (tokens - self.last_tokens) as f64 / elapsed;
+            self.tokens_per_second = 0.7 * self.tokens_per_second + 0.3 * rate;
+        }
+        self.last_tokens = tokens;
+        self.last_at = now;
+        pb::LoadReport {
+            worker_id: self.worker_id.clone(),
+            running: self.load.running(),
+            waiting: self.load.waiting(),
+            capacity: self.load.capacity,
+            tokens_per_second: self.tokens_per_second as f32,
+            time_to_first_token_ms: self.load.ttft() as f32,
+            kv_cache_usage: 0.0,
+            draining: self.load.is_draining(),
+        }
+    }
+}
+
+/// Where to send load reports.
+#[derive(Debug, Clone)]
+pub struct ReportTarget {
+    /// A fixed controller address, or `None` to follow the elected leader in etcd.
+    pub controller: Option<String>,
+    pub etcd_endpoints: Vec<String>,
+    pub keys: Keys,
+}
+
+/// Streams load reports until `cancel` fires, reconnecting (and re-discovering the
+/// leader) with backoff whenever the stream breaks.
+pub async fn report_forever(
+    load: Arc<Load>,
+    worker_id: String,
+    target: ReportTarget,
+    interval: Duration,
+    cancel: CancellationToken,
+) {
+    let mut sampler = Sampler {
+        load: Arc::clone(&load),
+        worker_id,
+        last_tokens: 0,
+        last_at: Instant::now(),
+        tokens_per_second: 0.0,
+    };
+    let mut backoff = Duration::from_millis(100);
+    while !cancel.is_cancelled() {
+        let address = match resolve(&target).await {
+            Ok(Some(address)) => address,
+            Ok(None) => {
+                tracing::debug!("no controller leader yet");
+                if sleep_or_cancel(backoff, &cancel).await {
+                    return;
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+                continue;
+            }
+            Err(err) => {
+                tracing::warn!(%err, "cannot find the controller");
+                if sleep_or_cancel(backoff, &cancel).await {
+                    return;
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+                continue;
+            }
+        };
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+        let connect = async {
+            let mut client =
+                pb::controller_client::ControllerClient::connect(format!("http://{address}"))
+                    .await?;
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(client.report_load(stream).await?)
+        };
+        let feed = async {
+            let mut ticker = tokio::time::interval(interval);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    _ = ticker.tick() => {}
+                    () = load.changed.notified() => {}
+                    () = cancel.cancelled() => return,
+                }
+                if tx.send(sampler.sample()).await.is_err() {
+                    return;
+                }
+            }
+        };
+        tracing::info!(%address, "streaming load reports to the controller");
+        tokio::select! {
+            result = connect => match result {
+                Ok(_) => tracing::warn!(%address, "controller closed the load stream"),
+                Err(err) => tracing::warn!(%address, %err, "load stream to the controller failed"),
+            },
+            () = feed => {}
+        }
+        if sleep_or_cancel(backoff, &cancel).await {
+            return;
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+async fn resolve(target: &ReportTarget) -> Result<Option<String>, etcd_client::Error> {
+    if let Some(address) = &target.controller {
+        return Ok(Some(address.clone()));
+    }
+    let mut client = switchback_common::etcd::connect(&target.etcd_endpoints).await?;
+    switchback_common::etcd::controller_leader(&mut client, &target.keys).await
+}
+
+/// Returns true when cancelled.
+async fn sleep_or_cancel(d: Duration, cancel: &CancellationToken) -> bool {
+    tokio::select! {
+        () = tokio::time::sleep(d) => false,
+        () = cancel.cancelled() => true,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn guards_count_and_uncount() {
+        let load = Arc::new(Load::new(2));
+        let q = load.enter_queue();
+        let r = load.enter_running();
+        assert_eq!((load.waiting(), load.running()), (1, 1));
+        drop(q);
+        drop(r);
+        assert_eq!((load.waiting(), load.running()), (0, 0));
+    }
+
+    #[test]
+    fn report_carries_counters_and_draining() {
+        let load = Arc::new(Load::new(3));
+        let _r = load.enter_running();
+        load.record_ttft(Duration::from_millis(40));
+        load.start_draining();
+        let mut s = Sampler {
+            load: Arc::clone(&load),
+            worker_id: "w".into(),
+            last_tokens: 0,
+            last_at: Instant::now(),
+            tokens_per_second: 0.0,
+        };
+        let report = s.sample();
+        assert_eq!(report.running, 1);
+        assert_eq!(report.capacity, 3);
+        assert!(report.draining);
+        assert!((report.time_to_first_token_ms - 40.0).abs() < 1e-3);
+    }
+}

@@ -1,0 +1,269 @@
+//! The `Inference` gRPC service: validates a request, admits it through a bounded queue
+//! and a concurrency limit, and relays the engine's stream to the caller. When the caller
+//! goes away the relay stops, dropping the engine stream, which stops generation.
+
+use std::{sync::Arc, time::Instant};
+
+use futures::StreamExt;
+use switchback_proto::pb::{self, inference_server::Inference};
+use tokio::sync::{Semaphore, mpsc};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::task::TaskTracker;
+use tonic::{Request, Response, Status};
+
+use crate::{
+    engine::{
+        ChatMessage, Engine, EngineError, EngineEvent, FinishReason, GenerateParams, Prompt,
+        Sampling,
+    },
+    load::Load,
+};
+
+/// Most alternatives per position we return (OpenAI's limit).
+const MAX_TOP_LOGPROBS: u32 = 20;
+
+/// Limits that apply to every request.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    pub max_queue: u32,
+    pub default_max_tokens: u32,
+    pub max_tokens_limit: u32,
+}
+
+pub struct InferenceService {
+    pub worker_id: String,
+    pub tier: String,
+    pub model: String,
+    engine: Arc<dyn Engine>,
+    load: Arc<Load>,
+    slots: Arc<Semaphore>,
+    limits: Limits,
+    /// Every request's relay task, so shutdown can wait for in-flight work.
+    requests: TaskTracker,
+}
+
+impl InferenceService {
+    pub fn new(
+        worker_id: String,
+        tier: String,
+        model: String,
+        engine: Arc<dyn Engine>,
+        load: Arc<Load>,
+        limits: Limits,
+        requests: TaskTracker,
+    ) -> Self {
+        let slots = Arc::new(Semaphore::new(load.capacity as usize));
+        Self {
+            worker_id,
+            tier,
+            model,
+            engine,
+            load,
+            slots,
+            limits,
+            requests,
+        }
+    }
+
+    fn params(&self, req: pb::GenerateRequest) -> Result<GenerateParams, Status> {
+        let prompt = match req.prompt {
+            Some(pb::generate_request::Prompt::Chat(chat)) => {
+                if chat.messages.is_empty() {
+                    return Err(Status::invalid_argument("chat.messages is empty"));
+                }
+                Prompt::Chat(
+                    chat.messages
+                        .into_iter()
+                        .map(|m| ChatMessage {
+                            role: m.role,
+                            content: m.content,
+                        })
+                        .collect(),
+                )
+            }
+            Some(pb::generate_request::Prompt::Text(text)) => Prompt::Text(text),
+            None => return Err(Status::invalid_argument("prompt is missing")),
+        };
+        let s = req.sampling.unwrap_or_default();
+        let max_tokens = match s.max_tokens {
+            0 => self.limits.default_max_tokens,
+            n if n > self.limits.max_tokens_limit => {
+                return Err(Status::invalid_argument(format!(
+                    "max_tokens {n} is over this worker's limit of {}",
+                    self.limits.max_tokens_limit
+                )));
+            }
+            n => n,
+        };
+        if req.top_logprobs > MAX_TOP_LOGPROBS {
+            return Err(Status::invalid_argument(format!(
+                "top_logprobs must be at most {MAX_TOP_LOGPROBS}"
+            )));
+        }
+        Ok(GenerateParams {
+            request_id: req.request_id,
+            prompt,
+            sampling: Sampling {
+                temperature: s.temperature.filter(|t| *t > 0.0),
+                top_p: s.top_p,
+                top_k: s.top_k,
+                max_tokens,
+                stop: s.stop,
+                frequency_penalty: s.frequency_penalty,
+                presence_penalty: s.presence_penalty,
+            },
+            top_logprobs: req.top_logprobs,
+        })
+    }
+}
+
+fn engine_status(err: EngineError) -> Status {
+    match err {
+        EngineError::InvalidRequest(msg) => Status::invalid_argument(msg),
+        EngineError::Internal(msg) => Status::internal(msg),
+    }
+}
+
+fn to_pb_token(t: crate::engine::Token) -> pb::TokenLogprob {
+    pb::TokenLogprob {
+        token: t.text,
+        token_id: t.token_id,
+        logprob: t.logprob,
+        top: t
+            .top
+            .into_iter()
+            .map(|a| pb::TopLogprob {
+                token_id: a.token_id,
+                token: a.token,
+                logprob: a.logprob,
+            })
+            .collect(),
+    }
+}
+
+fn millis(d: std::time::Duration) -> u32 {
+    u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
+}
+
+#[tonic::async_trait]
+impl Inference for InferenceService {
+    type GenerateStream = ReceiverStream<Result<pb::GenerateChunk, Status>>;
+
+    #[tracing::instrument(skip_all, fields(request_id = %req.get_ref().request_id, worker = %self.worker_id))]
+    async fn generate(
+        &self,
+        req: Request<pb::GenerateRequest>,
+    ) -> Result<Response<Self::GenerateStream>, Status> {
+        if self.load.is_draining() {
+            return Err(Status::unavailable("worker is draining"));
+        }
+        let params = self.params(req.into_inner())?;
+        if self.load.waiting() >= self.limits.max_queue {
+            return Err(Status::resource_exhausted(format!(
+                "worker queue is full ({} waiting)",
+                self.limits.max_queue
+            )));
+        }
+        let queued = self.load.enter_queue();
+        let accepted = Instant::now();
+        let (tx, rx) = mpsc::channel(32);
+        let engine = Arc::clone(&self.engine);
+        let load = Arc::clone(&self.load);
+        let slots = Arc::clone(&self.slots);
+        self.requests.spawn(async move {
+            let permit = tokio::select! {
+                permit = slots.acquire_owned() => permit,
+                () = tx.closed() => return,
+            };
+            let Ok(_permit) = permit else { return };
+            drop(queued);
+            let _running = load.enter_running();
+            let queue_ms = millis(accepted.elapsed());
+            let mut events = engine.generate(params);
+            let mut first_token_at = None;
+            let mut completion_tokens = 0u32;
+            loop {
+                let event = tokio::select! {
+                    event = events.next() => event,
+                    () = tx.closed() => {
+                        tracing::info!("caller went away; generation cancelled");
+                        return;
+                    }
+                };
+                let chunk = match event {
+                    Some(Ok(EngineEvent::Delta { text, tokens })) => {
+                        if first_token_at.is_none() && !tokens.is_empty() {
+                            let now = Instant::now();
+                            load.record_ttft(now - accepted);
+                            first_token_at = Some(now);
+                        }
+                        completion_tokens += u32::try_from(tokens.len()).unwrap_or(0);
+                        load.add_tokens(tokens.len() as u64);
+                        Ok(pb::GenerateChunk {
+                            text,
+                            tokens: tokens.into_iter().map(to_pb_token).collect(),
+                            finish_reason: pb::FinishReason::Unspecified as i32,
+                            usage: None,
+                        })
+                    }
+                    Some(Ok(EngineEvent::Done {
+                        finish,
+                        prompt_tokens,
+                        completion_tokens: engine_count,
+                    })) => {
+                        let finish = match finish {
+                            FinishReason::Stop => pb::FinishReason::Stop,
+                            FinishReason::Length => pb::FinishReason::Length,
+                        };
+                        let ttft = first_token_at.map_or(0, |t| millis(t - accepted));
+                        // Prefer the engine's count (it sees tokens that decode to no text);
+                        // fall back to ours where the engine reports none.
+                        let completion_tokens = if engine_count > 0 {
+                            engine_count
+                        } else {
+                            completion_tokens
+                        };
+                        let _ = tx
+                            .send(Ok(pb::GenerateChunk {
+                                text: String::new(),
+                                tokens: Vec::new(),
+                                finish_reason: finish as i32,
+                                usage: Some(pb::Usage {
+                                    prompt_tokens,
+                                    completion_tokens,
+                                    time_to_first_token_ms: ttft,
+                                    queue_ms,
+                                }),
+                            }))
+                            .await;
+                        return;
+                    }
+                    Some(Err(err)) => {
+                        tracing::warn!(%err, "generation failed");
+                        Err(engine_status(err))
+                    }
+                    None => Err(Status::internal("engine stream ended without finishing")),
+                };
+                let failed = chunk.is_err();
+                if tx.send(chunk).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+
+    async fn health(
+        &self,
+        _req: Request<pb::HealthRequest>,
+    ) -> Result<Response<pb::HealthResponse>, Status> {
+        Ok(Response::new(pb::HealthResponse {
+            serving: !self.load.is_draining(),
+            worker_id: self.worker_id.clone(),
+            tier: self.tier.clone(),
+            model: self.model.clone(),
+            running: self.load.running(),
+            waiting: self.load.waiting(),
+        }))
+    }
+}
