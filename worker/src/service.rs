@@ -267,3 +267,141 @@ impl Inference for InferenceService {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{config::SimConfig, engine::sim::SimEngine};
+    use switchback_proto::pb::generate_request::Prompt as PbPrompt;
+
+    fn service(
+        capacity: u32,
+        max_queue: u32,
+        decode_ms: f64,
+    ) -> (InferenceService, Arc<Load>, TaskTracker) {
+        let load = Arc::new(Load::new(capacity));
+        let tracker = TaskTracker::new();
+        let engine = Arc::new(SimEngine::new(SimConfig {
+            prefill_ms_per_token: 0.0,
+            decode_ms_per_token: decode_ms,
+            default_tokens: 4,
+        }));
+        let svc = InferenceService::new(
+            "w".into(),
+            "small".into(),
+            "m".into(),
+            engine,
+            Arc::clone(&load),
+            Limits {
+                max_queue,
+                default_max_tokens: 4,
+                max_tokens_limit: 100,
+            },
+            tracker.clone(),
+        );
+        (svc, load, tracker)
+    }
+
+    fn request(max_tokens: u32) -> Request<pb::GenerateRequest> {
+        Request::new(pb::GenerateRequest {
+            request_id: "r".into(),
+            prompt: Some(PbPrompt::Text("hello".into())),
+            sampling: Some(pb::SamplingParams {
+                max_tokens,
+                ..Default::default()
+            }),
+            top_logprobs: 0,
+        })
+    }
+
+    /// Lets the spawned relay tasks run until `cond` holds (bounded).
+    async fn settle(what: &str, cond: impl Fn() -> bool) {
+        for _ in 0..10_000 {
+            if cond() {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+        panic!("never happened: {what}");
+    }
+
+    async fn drain(
+        stream: ReceiverStream<Result<pb::GenerateChunk, Status>>,
+    ) -> Vec<pb::GenerateChunk> {
+        stream.map(|c| c.expect("chunk")).collect().await
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn streams_tokens_then_usage() {
+        let (svc, _load, _t) = service(2, 4, 1.0);
+        let chunks = drain(
+            svc.generate(request(3))
+                .await
+                .expect("accepted")
+                .into_inner(),
+        )
+        .await;
+        assert_eq!(chunks.len(), 4);
+        let last = chunks.last().expect("final chunk");
+        assert_eq!(last.finish_reason, pb::FinishReason::Length as i32);
+        assert_eq!(last.usage.as_ref().map(|u| u.completion_tokens), Some(3));
+        assert!(
+            chunks[..3]
+                .iter()
+                .all(|c| c.tokens.len() == 1 && !c.text.is_empty())
+        );
+    }
+
+    #[tokio::test]
+    async fn invalid_requests_are_rejected_with_invalid_argument() {
+        let (svc, _load, _t) = service(1, 1, 1.0);
+        let mut no_prompt = request(1);
+        no_prompt.get_mut().prompt = None;
+        assert_eq!(
+            svc.generate(no_prompt).await.err().map(|s| s.code()),
+            Some(tonic::Code::InvalidArgument)
+        );
+        assert_eq!(
+            svc.generate(request(101)).await.err().map(|s| s.code()),
+            Some(tonic::Code::InvalidArgument)
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn full_queue_is_resource_exhausted_and_slots_are_respected() {
+        let (svc, load, _t) = service(1, 1, 100.0);
+        let first = svc.generate(request(10)).await.expect("first runs");
+        let mut first = first.into_inner();
+        first.next().await; // generating now
+        let second = svc.generate(request(10)).await.expect("second queues");
+        assert_eq!((load.running(), load.waiting()), (1, 1));
+        let third = svc.generate(request(10)).await;
+        assert_eq!(
+            third.err().map(|s| s.code()),
+            Some(tonic::Code::ResourceExhausted)
+        );
+        drop(second); // a caller that leaves while queued is uncounted
+        settle("the queued request to be uncounted", || load.waiting() == 0).await;
+        drop(first); // and one that leaves mid-generation frees its slot
+        settle("the running request to be cancelled", || {
+            load.running() == 0
+        })
+        .await;
+    }
+
+    #[tokio::test]
+    async fn draining_refuses_new_work() {
+        let (svc, load, _t) = service(1, 1, 1.0);
+        load.start_draining();
+        assert_eq!(
+            svc.generate(request(1)).await.err().map(|s| s.code()),
+            Some(tonic::Code::Unavailable)
+        );
+        let health = svc
+            .health(Request::new(pb::HealthRequest {}))
+            .await
+            .expect("health")
+            .into_inner();
+        assert!(!health.serving);
+    }
+}

@@ -142,7 +142,7 @@ async fn read_body(app: &AppState, headers: &HeaderMap, body: Body) -> Result<By
 async fn chat(State(app): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
     let result = async {
         let bytes = read_body(&app, &headers, body).await?;
-        openai::parse::<ChatRequest>(&bytes)?.validate(&app.limits)
+        ChatRequest::parse(&bytes)?.validate(&app.limits)
     }
     .await;
     respond(app, Endpoint::Chat, result).await
@@ -151,7 +151,7 @@ async fn chat(State(app): State<Arc<AppState>>, headers: HeaderMap, body: Body) 
 async fn completions(State(app): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
     let result = async {
         let bytes = read_body(&app, &headers, body).await?;
-        openai::parse::<CompletionRequest>(&bytes)?.validate(&app.limits)
+        CompletionRequest::parse(&bytes)?.validate(&app.limits)
     }
     .await;
     respond(app, Endpoint::Completion, result).await
@@ -357,6 +357,9 @@ async fn serve(
     };
     let d = decision.clone();
     let app2 = Arc::clone(&app);
+    // The request deadline bounds the whole stream, not only its start.
+    let deadline = tokio::time::Instant::from_std(started + app.config.request_timeout);
+    let timeout_s = app.config.request_timeout.as_secs();
     let events = async_stream::stream! {
         // The in-flight guard lives as long as the stream: a client that disconnects drops
         // the body, this stream and the gRPC call, which cancels generation on the worker.
@@ -371,7 +374,16 @@ async fn serve(
         loop {
             let item = match next.take() {
                 Some(item) => item,
-                None => stream.message().await,
+                None => match tokio::time::timeout_at(deadline, stream.message()).await {
+                    Ok(item) => item,
+                    Err(_) => {
+                        let err = ApiError::Timeout(timeout_s);
+                        app2.metrics.request(&d.tier, err.outcome());
+                        yield sse(err.body());
+                        yield Ok(Bytes::from_static(b"data: [DONE]\n\n"));
+                        return;
+                    }
+                },
             };
             match item {
                 Ok(Some(chunk)) => {

@@ -91,8 +91,9 @@ pub struct Common {
     pub switchback: Option<SwitchbackOptions>,
 }
 
+/// Fields only `/v1/chat/completions` has.
 #[derive(Debug, Deserialize)]
-pub struct ChatRequest {
+pub struct ChatFields {
     pub messages: Vec<Message>,
     #[serde(default)]
     pub max_completion_tokens: Option<u32>,
@@ -100,20 +101,52 @@ pub struct ChatRequest {
     pub logprobs: Option<bool>,
     #[serde(default)]
     pub top_logprobs: Option<u32>,
-    #[serde(flatten)]
-    pub common: Common,
 }
 
+/// Fields only `/v1/completions` has.
 #[derive(Debug, Deserialize)]
-pub struct CompletionRequest {
+pub struct CompletionFields {
     pub prompt: StringOrList,
     /// Legacy completions: the number of alternatives per token to return.
     #[serde(default)]
     pub logprobs: Option<u32>,
     #[serde(default)]
     pub echo: Option<bool>,
-    #[serde(flatten)]
+}
+
+// The endpoint-specific and shared fields are read from the same JSON value separately
+// (not with `#[serde(flatten)]`, which loses the path of a bad field inside the flattened
+// part), so every type error names its field.
+#[derive(Debug)]
+pub struct ChatRequest {
+    pub fields: ChatFields,
     pub common: Common,
+}
+
+#[derive(Debug)]
+pub struct CompletionRequest {
+    pub fields: CompletionFields,
+    pub common: Common,
+}
+
+impl ChatRequest {
+    pub fn parse(body: &[u8]) -> Result<Self, ApiError> {
+        let value = parse_object(body)?;
+        Ok(Self {
+            common: typed(&value)?,
+            fields: typed(&value)?,
+        })
+    }
+}
+
+impl CompletionRequest {
+    pub fn parse(body: &[u8]) -> Result<Self, ApiError> {
+        let value = parse_object(body)?;
+        Ok(Self {
+            common: typed(&value)?,
+            fields: typed(&value)?,
+        })
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -145,9 +178,8 @@ pub struct Generation {
     pub logprobs: Option<u32>,
 }
 
-/// Parses JSON into `T`, naming the offending field on type errors.
-pub fn parse<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError> {
-    // Syntax errors first, so "not JSON" and "wrong field" are told apart.
+/// Parses the body as a JSON object; anything else is malformed.
+fn parse_object(body: &[u8]) -> Result<serde_json::Value, ApiError> {
     let value: serde_json::Value =
         serde_json::from_slice(body).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
     if !value.is_object() {
@@ -155,6 +187,11 @@ pub fn parse<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError> {
             "the body must be a JSON object".to_owned(),
         ));
     }
+    Ok(value)
+}
+
+/// Reads `T` out of `value`, naming the offending field on type errors.
+fn typed<T: for<'de> Deserialize<'de>>(value: &serde_json::Value) -> Result<T, ApiError> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner().to_string();
@@ -259,26 +296,27 @@ fn stop_list(stop: Option<StringOrList>) -> Result<Vec<String>, ApiError> {
 
 impl ChatRequest {
     pub fn validate(self, limits: &RequestLimits) -> Result<Generation, ApiError> {
-        let max_tokens = self.max_completion_tokens.or(self.common.max_tokens);
+        let f = self.fields;
+        let max_tokens = f.max_completion_tokens.or(self.common.max_tokens);
         check_common(&self.common, limits, max_tokens)?;
-        if self.messages.is_empty() {
+        if f.messages.is_empty() {
             return Err(ApiError::invalid(
                 "messages",
                 "`messages` must contain at least one message",
             ));
         }
-        if self.messages.len() > limits.max_messages {
+        if f.messages.len() > limits.max_messages {
             return Err(ApiError::invalid(
                 "messages",
                 format!(
                     "`messages` has {} entries; the limit is {}",
-                    self.messages.len(),
+                    f.messages.len(),
                     limits.max_messages
                 ),
             ));
         }
-        let mut messages = Vec::with_capacity(self.messages.len());
-        for (i, m) in self.messages.into_iter().enumerate() {
+        let mut messages = Vec::with_capacity(f.messages.len());
+        for (i, m) in f.messages.into_iter().enumerate() {
             let role = match m.role.as_str() {
                 "system" | "developer" => "system",
                 "user" => "user",
@@ -324,7 +362,7 @@ impl ChatRequest {
                 content,
             });
         }
-        let logprobs = match (self.logprobs.unwrap_or(false), self.top_logprobs) {
+        let logprobs = match (f.logprobs.unwrap_or(false), f.top_logprobs) {
             (_, Some(n)) if n > 20 => {
                 return Err(ApiError::invalid(
                     "top_logprobs",
@@ -362,10 +400,11 @@ impl CompletionRequest {
         // The legacy endpoint defaults to 16 tokens, as OpenAI's does.
         let max_tokens = Some(self.common.max_tokens.unwrap_or(16));
         check_common(&self.common, limits, max_tokens)?;
-        if self.echo.unwrap_or(false) {
+        let f = self.fields;
+        if f.echo.unwrap_or(false) {
             return Err(ApiError::invalid("echo", "`echo` is not supported"));
         }
-        let prompt = match self.prompt {
+        let prompt = match f.prompt {
             StringOrList::One(p) => p,
             StringOrList::Many(mut ps) if ps.len() == 1 => ps.remove(0),
             StringOrList::Many(_) => {
@@ -378,7 +417,7 @@ impl CompletionRequest {
         if prompt.is_empty() {
             return Err(ApiError::invalid("prompt", "`prompt` must not be empty"));
         }
-        if let Some(n) = self.logprobs
+        if let Some(n) = f.logprobs
             && n > 5
         {
             return Err(ApiError::invalid(
@@ -398,7 +437,7 @@ impl CompletionRequest {
             presence_penalty: c.presence_penalty,
             stream: c.stream.unwrap_or(false),
             include_usage: c.stream_options.is_some_and(|o| o.include_usage),
-            logprobs: self.logprobs,
+            logprobs: f.logprobs,
         })
     }
 }
@@ -413,7 +452,7 @@ mod tests {
     };
 
     fn chat(body: &str) -> Result<Generation, ApiError> {
-        parse::<ChatRequest>(body.as_bytes())?.validate(&LIMITS)
+        ChatRequest::parse(body.as_bytes())?.validate(&LIMITS)
     }
 
     fn param(r: Result<Generation, ApiError>) -> String {
@@ -529,12 +568,12 @@ mod tests {
 
     #[test]
     fn completions_default_to_16_tokens_and_reject_batches() {
-        let g = parse::<CompletionRequest>(br#"{"model":"m","prompt":"Once"}"#)
+        let g = CompletionRequest::parse(br#"{"model":"m","prompt":"Once"}"#)
             .and_then(|r| r.validate(&LIMITS))
             .expect("valid");
         assert_eq!(g.max_tokens, Some(16));
         assert_eq!(g.prompt, PromptKind::Text("Once".into()));
-        let r = parse::<CompletionRequest>(br#"{"model":"m","prompt":["a","b"]}"#)
+        let r = CompletionRequest::parse(br#"{"model":"m","prompt":["a","b"]}"#)
             .and_then(|r| r.validate(&LIMITS));
         assert_eq!(param(r), "prompt");
     }

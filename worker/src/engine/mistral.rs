@@ -159,7 +159,13 @@ fn to_u32(n: usize) -> u32 {
 
 /// Turns mistral.rs responses into engine events. Returns the event(s) for one response
 /// and whether the stream is over.
-fn translate(response: Response, top_n: usize) -> (Vec<Result<EngineEvent, EngineError>>, bool) {
+///
+/// `prompt_tokens` is our own count for completions, whose chunks carry no usage.
+fn translate(
+    response: Response,
+    top_n: usize,
+    prompt_tokens: u32,
+) -> (Vec<Result<EngineEvent, EngineError>>, bool) {
     match response {
         Response::Chunk(chunk) => {
             let mut events = Vec::new();
@@ -198,10 +204,11 @@ fn translate(response: Response, top_n: usize) -> (Vec<Result<EngineEvent, Engin
                     tokens,
                 }));
                 if choice.finish_reason.is_some() {
-                    // Completion chunks carry no usage; the router counts the tokens it saw.
+                    // Completion chunks carry no usage: the prompt was counted before
+                    // sending, and the worker counts the completion tokens it relayed.
                     events.push(Ok(EngineEvent::Done {
                         finish: finish_reason(choice.finish_reason.as_deref()),
-                        prompt_tokens: 0,
+                        prompt_tokens,
                         completion_tokens: 0,
                     }));
                     done = true;
@@ -264,6 +271,10 @@ impl Engine for MistralEngine {
     fn generate(&self, params: GenerateParams) -> EventStream {
         let top_n = params.top_logprobs as usize;
         let sampling = sampling_params(&params);
+        let text_prompt = match &params.prompt {
+            Prompt::Text(t) => Some(t.clone()),
+            Prompt::Chat(_) => None,
+        };
         let (tx, rx) = tokio::sync::mpsc::channel(16);
         let request = Request::Normal(Box::new(NormalRequest {
             messages: request_message(params.prompt),
@@ -286,6 +297,14 @@ impl Engine for MistralEngine {
         // Dropping the returned stream drops `rx`; mistral.rs then fails to send the next
         // chunk and stops the sequence, so a client that goes away frees its slot.
         let sent = async move {
+            let prompt_tokens = match text_prompt {
+                Some(text) => model
+                    .tokenize(either::Either::Right(text), None, true, false, None)
+                    .await
+                    .map(|ids| to_u32(ids.len()))
+                    .map_err(|e| EngineError::Internal(format!("tokenizing the prompt: {e}")))?,
+                None => 0,
+            };
             let sender = model
                 .inner()
                 .get_sender(None)
@@ -294,17 +313,17 @@ impl Engine for MistralEngine {
                 .send(request)
                 .await
                 .map_err(|_| EngineError::Internal("mistral.rs engine stopped".to_owned()))?;
-            Ok::<_, EngineError>(ReceiverStream::new(rx))
+            Ok::<_, EngineError>((prompt_tokens, ReceiverStream::new(rx)))
         };
         futures::stream::once(sent)
             .flat_map(move |opened| match opened {
                 Err(e) => futures::stream::iter(vec![Err(e)]).boxed(),
-                Ok(responses) => responses
+                Ok((prompt_tokens, responses)) => responses
                     .scan(false, move |finished, response| {
                         if *finished {
                             return futures::future::ready(None);
                         }
-                        let (events, done) = translate(response, top_n);
+                        let (events, done) = translate(response, top_n, prompt_tokens);
                         *finished = done;
                         futures::future::ready(Some(futures::stream::iter(events)))
                     })

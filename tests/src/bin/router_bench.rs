@@ -1,0 +1,233 @@
+//! What the router plane adds to a request: the same requests against a `sim` worker
+//! directly over gRPC and through the router over HTTP, in one run, at several
+//! concurrencies. Writes a table into docs/BENCHMARKS.md.
+//!
+//!   cargo run -p switchback-tests --bin router-bench -- [--requests N] [--out docs/BENCHMARKS.md]
+//!
+//! The sim worker is set to zero prefill and decode time, so what is measured is the
+//! serving path itself: HTTP parsing, validation, placement, the gRPC hop and relaying.
+
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use futures::{StreamExt, stream};
+use serde_json::json;
+use switchback_proto::pb;
+use switchback_tests::{Controller, Etcd, Router, Worker, WorkerSpec};
+
+const MAX_TOKENS: u32 = 16;
+
+struct Run {
+    latencies: Vec<Duration>,
+    wall: Duration,
+}
+
+impl Run {
+    fn percentile(&self, p: f64) -> Duration {
+        let mut v = self.latencies.clone();
+        v.sort();
+        let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+        v[i]
+    }
+
+    fn rps(&self) -> f64 {
+        self.latencies.len() as f64 / self.wall.as_secs_f64()
+    }
+}
+
+async fn run<F, Fut>(requests: usize, concurrency: usize, one: F) -> Run
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let started = Instant::now();
+    let latencies = stream::iter(0..requests)
+        .map(|_| {
+            let f = one();
+            async move {
+                let t = Instant::now();
+                f.await;
+                t.elapsed()
+            }
+        })
+        .buffer_unordered(concurrency)
+        .collect::<Vec<_>>()
+        .await;
+    Run {
+        latencies,
+        wall: started.elapsed(),
+    }
+}
+
+fn direct_request() -> pb::GenerateRequest {
+    pb::GenerateRequest {
+        request_id: "bench".into(),
+        prompt: Some(pb::generate_request::Prompt::Chat(pb::ChatPrompt {
+            messages: vec![pb::ChatMessage {
+                role: "user".into(),
+                content: "hello there".into(),
+            }],
+        })),
+        sampling: Some(pb::SamplingParams {
+            max_tokens: MAX_TOKENS,
+            ..Default::default()
+        }),
+        top_logprobs: 0,
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+#[tokio::main(flavor = "multi_thread")]
+async fn main() {
+    let mut args = std::env::args().skip(1);
+    let mut requests = 2000usize;
+    let mut out = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/BENCHMARKS.md").to_owned();
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--requests" => {
+                requests = args
+                    .next()
+                    .and_then(|v| v.parse().ok())
+                    .expect("--requests N")
+            }
+            "--out" => out = args.next().expect("--out FILE"),
+            other => panic!("unknown argument {other}"),
+        }
+    }
+
+    let etcd = Etcd::start().await;
+    let controller = Controller::start(&etcd).await;
+    let mut spec = WorkerSpec::sim("bench-0", "small", "sim", 0.0);
+    spec.engine = "{kind: sim, prefill_ms_per_token: 0, decode_ms_per_token: 0}".into();
+    spec.max_concurrency = 256;
+    spec.extra = "max_queue: 4096".into();
+    let worker = Worker::start(&etcd, spec).await;
+    controller
+        .wait_ready("bench-0", Duration::from_secs(20))
+        .await;
+    let router = Router::start(&etcd, "").await;
+    router.wait_model("sim").await;
+
+    let grpc = worker.client().await;
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(512)
+        .build()
+        .expect("http client");
+    let url = Arc::new(router.url("/v1/chat/completions"));
+    let body = Arc::new(
+        json!({"model": "small", "messages": [{"role": "user", "content": "hello there"}], "max_tokens": MAX_TOKENS})
+            .to_string(),
+    );
+
+    let direct = || {
+        let mut c = grpc.clone();
+        async move {
+            let mut s = c
+                .generate(direct_request())
+                .await
+                .expect("generate")
+                .into_inner();
+            let mut n = 0;
+            while let Some(chunk) = s.message().await.expect("chunk") {
+                n += chunk.tokens.len();
+            }
+            assert_eq!(n, MAX_TOKENS as usize);
+        }
+    };
+    let routed = || {
+        let (http, url, body) = (http.clone(), Arc::clone(&url), Arc::clone(&body));
+        async move {
+            let r = http
+                .post(url.as_str())
+                .header("content-type", "application/json")
+                .body(body.as_str().to_owned())
+                .send()
+                .await
+                .expect("POST");
+            assert_eq!(r.status(), 200);
+            let v: serde_json::Value = r.json().await.expect("json");
+            assert_eq!(v["usage"]["completion_tokens"], MAX_TOKENS);
+        }
+    };
+
+    // Warm up connections and caches on both paths.
+    run(200, 8, direct).await;
+    run(200, 8, routed).await;
+
+    let mut rows = Vec::new();
+    for concurrency in [1usize, 8, 32] {
+        let d = run(requests, concurrency, direct).await;
+        let r = run(requests, concurrency, routed).await;
+        eprintln!(
+            "c={concurrency}: direct p50 {:.3} ms p99 {:.3} ms {:.0} rps | router p50 {:.3} ms p99 {:.3} ms {:.0} rps",
+            ms(d.percentile(0.5)),
+            ms(d.percentile(0.99)),
+            d.rps(),
+            ms(r.percentile(0.5)),
+            ms(r.percentile(0.99)),
+            r.rps()
+        );
+        rows.push(format!(
+            "| {concurrency} | {:.3} | {:.3} | {:.3} | {:.3} | **{:+.3}** | **{:+.3}** | {:.0} | {:.0} | {:.2} |",
+            ms(d.percentile(0.5)),
+            ms(d.percentile(0.99)),
+            ms(r.percentile(0.5)),
+            ms(r.percentile(0.99)),
+            ms(r.percentile(0.5)) - ms(d.percentile(0.5)),
+            ms(r.percentile(0.99)) - ms(d.percentile(0.99)),
+            d.rps(),
+            r.rps(),
+            r.rps() / d.rps(),
+        ));
+    }
+
+    let table = format!(
+        "<!-- router-overhead:start -->\n\
+         Measured {date} on this machine ({cores} cores), {requests} requests per cell, {MAX_TOKENS} tokens each, \
+         `sim` worker with zero prefill/decode time; latency is to the last token.\n\n\
+         | concurrency | direct p50 ms | direct p99 ms | router p50 ms | router p99 ms | added p50 ms | added p99 ms | direct req/s | router req/s | router/direct throughput |\n\
+         |---|---|---|---|---|---|---|---|---|---|\n{rows}\n\
+         <!-- router-overhead:end -->",
+        date = chrono_free_date(),
+        cores = std::thread::available_parallelism().map_or(0, |n| n.get()),
+        rows = rows.join("\n"),
+    );
+    let doc = std::fs::read_to_string(&out).unwrap_or_default();
+    let updated = match (
+        doc.find("<!-- router-overhead:start -->"),
+        doc.find("<!-- router-overhead:end -->"),
+    ) {
+        (Some(a), Some(b)) => format!(
+            "{}{}{}",
+            &doc[..a],
+            table,
+            &doc[b + "<!-- router-overhead:end -->".len()..]
+        ),
+        _ => format!("{doc}\n{table}\n"),
+    };
+    std::fs::write(&out, updated).expect("write benchmarks");
+    println!("{table}");
+}
+
+/// Today's date (UTC) from the system clock, without a date crate.
+fn chrono_free_date() -> String {
+    let days = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() / 86_400) as i64;
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
