@@ -8,12 +8,34 @@ use etcd_client::{Client, ConnectOptions, PutOptions};
 use switchback_proto::Keys;
 use tokio_util::sync::CancellationToken;
 
+/// An HTTP/2 endpoint for a Switchback gRPC peer, with keep-alives so that a hung or
+/// partitioned peer is noticed instead of blocking a stream forever.
+pub fn grpc_endpoint(address: &str) -> Result<tonic::transport::Endpoint, tonic::transport::Error> {
+    Ok(
+        tonic::transport::Endpoint::from_shared(format!("http://{address}"))?
+            .connect_timeout(Duration::from_secs(3))
+            .tcp_nodelay(true)
+            .http2_keep_alive_interval(Duration::from_secs(5))
+            .keep_alive_timeout(Duration::from_secs(3))
+            .keep_alive_while_idle(true),
+    )
+}
+
 /// Connects to etcd. Every call through the client is bounded, so a dead etcd is an
 /// error after a few seconds rather than a hang.
 pub async fn connect(endpoints: &[String]) -> Result<Client, etcd_client::Error> {
     let options = ConnectOptions::new()
         .with_connect_timeout(Duration::from_secs(3))
         .with_timeout(Duration::from_secs(5))
+        .with_keep_alive(Duration::from_secs(5), Duration::from_secs(3));
+    Client::connect(endpoints, Some(options)).await
+}
+
+/// Like [`connect`] but without a per-request timeout, for calls that block by design
+/// (an election campaign waits until it wins). HTTP/2 keep-alives still detect a dead etcd.
+pub async fn connect_unbounded(endpoints: &[String]) -> Result<Client, etcd_client::Error> {
+    let options = ConnectOptions::new()
+        .with_connect_timeout(Duration::from_secs(3))
         .with_keep_alive(Duration::from_secs(5), Duration::from_secs(3));
     Client::connect(endpoints, Some(options)).await
 }
@@ -150,7 +172,7 @@ pub async fn campaign_forever(
     let mut backoff = Duration::from_millis(200);
     loop {
         let session = async {
-            let mut client = connect(endpoints).await?;
+            let mut client = connect_unbounded(endpoints).await?;
             let lease = client.lease_grant(ttl_s, None).await?.id();
             Ok::<_, LeaseError>((client, lease))
         };
@@ -169,7 +191,6 @@ pub async fn campaign_forever(
                 }
             },
         };
-        backoff = Duration::from_millis(200);
         let mut revoker = client.clone();
         let keeper = keep_alive(client.clone(), lease, ttl_s);
         tokio::pin!(keeper);
@@ -179,6 +200,7 @@ pub async fn campaign_forever(
             err = &mut keeper => Some(err),
             won = campaign => match won {
                 Ok(_) => {
+                    backoff = Duration::from_millis(200);
                     leader.store(true, Ordering::SeqCst);
                     tracing::info!(election = name, value, "elected leader");
                     tokio::select! {
@@ -197,8 +219,13 @@ pub async fn campaign_forever(
                 return;
             }
             Some(err) => {
-                tracing::error!(%err, election = name, "LOST leadership or campaign failed; campaigning again");
+                tracing::error!(%err, election = name, retry_in_ms = backoff.as_millis() as u64, "LOST leadership or campaign failed; campaigning again");
                 let _ = revoker.lease_revoke(lease).await;
+                tokio::select! {
+                    () = cancel.cancelled() => return,
+                    () = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
             }
         }
     }

@@ -83,8 +83,18 @@ pub async fn run(
 
     tracing::info!(id = %config.id, %advertise, "controller serving");
     let result = tonic::transport::Server::builder()
-        .add_service(ControllerServer::new(ControllerService { view }))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned())
+        .add_service(ControllerServer::new(ControllerService {
+            view,
+            stop: stop.clone(),
+        }))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), {
+            let stop = stop.clone();
+            async move {
+                shutdown.cancelled().await;
+                // End open streams first: the server waits for every connection to close.
+                stop.cancel();
+            }
+        })
         .await;
     stop.cancel();
     tasks.close();

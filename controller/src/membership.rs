@@ -32,10 +32,15 @@ pub async fn follow(
 ) {
     let mut backoff = Duration::from_millis(200);
     while !cancel.is_cancelled() {
+        let session_started = std::time::Instant::now();
         let result = tokio::select! {
             () = cancel.cancelled() => return,
             r = follow_once(&endpoints, &keys, &view, &synced) => r,
         };
+        // A watch that worked for a while starts the backoff over.
+        if session_started.elapsed() > Duration::from_secs(5) {
+            backoff = Duration::from_millis(200);
+        }
         if let Err(err) = result {
             tracing::error!(%err, retry_in_ms = backoff.as_millis() as u64, "etcd membership watch broke");
         }

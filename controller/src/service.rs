@@ -5,6 +5,7 @@ use std::{pin::Pin, sync::Arc};
 use futures::{Stream, StreamExt};
 use switchback_proto::pb::{self, controller_server::Controller};
 use tokio::sync::broadcast::error::RecvError;
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::view::ClusterView;
@@ -12,6 +13,8 @@ use crate::view::ClusterView;
 #[derive(Debug)]
 pub struct ControllerService {
     pub view: Arc<ClusterView>,
+    /// Ends every open stream at shutdown, so the server's graceful stop can complete.
+    pub stop: CancellationToken,
 }
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::ClusterEvent, Status>> + Send>>;
@@ -24,7 +27,12 @@ impl Controller for ControllerService {
     ) -> Result<Response<pb::ReportLoadAck>, Status> {
         let mut stream = req.into_inner();
         let mut worker = None;
-        while let Some(report) = stream.message().await? {
+        loop {
+            let report = tokio::select! {
+                () = self.stop.cancelled() => return Err(Status::unavailable("controller shutting down")),
+                report = stream.message() => report?,
+            };
+            let Some(report) = report else { break };
             if report.worker_id.is_empty() {
                 return Err(Status::invalid_argument("load report without worker_id"));
             }
@@ -46,6 +54,7 @@ impl Controller for ControllerService {
         let watcher = req.into_inner().watcher;
         tracing::info!(%watcher, "router watching the cluster");
         let view = Arc::clone(&self.view);
+        let stop = self.stop.clone();
         // Subscribe before the snapshot so no change falls between them; a change seen in
         // both is applied twice, which is harmless (events are idempotent).
         let mut rx = view.subscribe();
@@ -53,7 +62,11 @@ impl Controller for ControllerService {
         let stream = async_stream::stream! {
             yield Ok(pb::ClusterEvent { event: Some(pb::cluster_event::Event::Snapshot(snapshot)) });
             loop {
-                match rx.recv().await {
+                let next = tokio::select! {
+                    () = stop.cancelled() => break,
+                    next = rx.recv() => next,
+                };
+                match next {
                     Ok(event) => yield Ok(event),
                     Err(RecvError::Lagged(missed)) => {
                         // The watcher fell behind: a fresh snapshot replaces what it missed.

@@ -111,7 +111,7 @@ Switchback is running: OpenAI-compatible API at http://127.0.0.1:8080/v1
 
 Try it:
   curl -s http://127.0.0.1:8080/v1/chat/completions -H 'content-type: application/json' \
-    -d '{"model": "auto", "messages": [{"role": "user", "content": "What is the capital of France?"}], "max_tokens": 32}'
+    -d '{"model": "auto", "messages": [{"role": "user", "content": "What is the capital of France? Answer in one sentence."}], "max_tokens": 32}'
 
   model: "auto" (default tier), "small", "large", or a model id from /v1/models.
 MSG

@@ -54,6 +54,7 @@ pub fn request(request_id: &str, g: &Generation) -> pb::GenerateRequest {
             stop: g.stop.clone(),
             frequency_penalty: g.frequency_penalty,
             presence_penalty: g.presence_penalty,
+            seed: g.seed,
         }),
         top_logprobs: g.logprobs.unwrap_or(0),
     }

@@ -75,20 +75,24 @@ pub fn choose(
     if matching.is_empty() {
         return Err(NoWorker::Unknown);
     }
-    let n = candidates.len() as u64;
-    let best = matching
+    let ready: Vec<usize> = matching
         .iter()
         .copied()
         .filter(|&i| candidates[i].ready)
+        .collect();
+    // Ties rotate over the positions of the ready candidates, so equal workers take turns
+    // whatever else is in the view.
+    let n = ready.len() as u64;
+    let best = (0..ready.len())
         .min_by(|&a, &b| {
-            let la = candidates[a].load_per_slot();
-            let lb = candidates[b].load_per_slot();
+            let la = candidates[ready[a]].load_per_slot();
+            let lb = candidates[ready[b]].load_per_slot();
             la.total_cmp(&lb)
                 .then_with(|| ((a as u64 + rotation) % n).cmp(&((b as u64 + rotation) % n)))
         })
         .ok_or(NoWorker::NoneReady)?;
     Ok(Choice {
-        index: best,
+        index: ready[best],
         considered: matching.len(),
     })
 }
@@ -187,6 +191,20 @@ mod tests {
             3,
             "each rotation picks a different idle worker"
         );
+    }
+
+    #[test]
+    fn rotation_is_fair_among_the_target_whatever_else_is_in_the_view() {
+        let mut cs: Vec<Candidate<'_>> = (0..8).map(|_| c("other", "large", 0, 0)).collect();
+        cs.push(c("a", "small", 0, 0));
+        cs.push(c("b", "small", 0, 0));
+        let mut on_a = 0;
+        for r in 0..100 {
+            if cs[choose(&cs, Target::Tier("small"), r).expect("worker").index].id == "a" {
+                on_a += 1;
+            }
+        }
+        assert_eq!(on_a, 50);
     }
 
     #[test]

@@ -176,10 +176,15 @@ pub async fn follow(
 ) {
     let mut backoff = Duration::from_millis(100);
     while !cancel.is_cancelled() {
+        let session_started = std::time::Instant::now();
         let result = tokio::select! {
             () = cancel.cancelled() => return,
             r = follow_once(&view, &target, &watcher) => r,
         };
+        // A watch that worked for a while starts the backoff over.
+        if session_started.elapsed() > Duration::from_secs(5) {
+            backoff = Duration::from_millis(100);
+        }
         view.connected.store(false, Ordering::Relaxed);
         match result {
             Ok(()) => tracing::warn!("controller ended the cluster watch"),
@@ -207,8 +212,10 @@ async fn follow_once(
                 .ok_or("no controller leader elected yet")?
         }
     };
-    let mut client =
-        pb::controller_client::ControllerClient::connect(format!("http://{address}")).await?;
+    let channel = switchback_common::etcd::grpc_endpoint(&address)?
+        .connect()
+        .await?;
+    let mut client = pb::controller_client::ControllerClient::new(channel);
     let mut stream = client
         .watch_cluster(pb::WatchClusterRequest {
             watcher: watcher.to_owned(),

@@ -9,7 +9,7 @@ import sys
 from openai import OpenAI
 
 client = OpenAI(base_url=sys.argv[1], api_key="unused", max_retries=0, timeout=240)
-question = [{"role": "user", "content": "What is the capital of France?"}]
+question = [{"role": "user", "content": "What is the capital of France? Answer in one sentence."}]
 
 models = [m.id for m in client.models.list()]
 

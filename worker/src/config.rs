@@ -120,6 +120,9 @@ pub enum RawEngine {
         model_path: Option<PathBuf>,
         /// `cpu` (default) or `cuda` / `cuda:N`.
         device: Option<String>,
+        /// Activation dtype: `f32`, `f16`, `bf16` or `auto` (default: `f32` on CPU,
+        /// `auto` on CUDA).
+        dtype: Option<String>,
     },
     Sim {
         prefill_ms_per_token: Option<f64>,
@@ -171,8 +174,20 @@ pub struct WorkerConfig {
 
 #[derive(Debug, Clone)]
 pub enum EngineConfig {
-    Mistralrs { model_path: PathBuf, device: Device },
+    Mistralrs {
+        model_path: PathBuf,
+        device: Device,
+        dtype: Dtype,
+    },
     Sim(SimConfig),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dtype {
+    Auto,
+    F32,
+    F16,
+    Bf16,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -229,6 +244,7 @@ impl RawConfig {
                     self.engine = Some(RawEngine::Mistralrs {
                         model_path: Some(path),
                         device: None,
+                        dtype: None,
                     })
                 }
             }
@@ -257,12 +273,33 @@ impl RawConfig {
                     "missing: set `engine.kind` to `mistralrs` or `sim`",
                 ));
             }
-            Some(RawEngine::Mistralrs { model_path, device }) => {
+            Some(RawEngine::Mistralrs {
+                model_path,
+                device,
+                dtype,
+            }) => {
                 let model_path = model_path.ok_or_else(|| {
                     invalid("engine.model_path", "missing: the GGUF file to serve")
                 })?;
                 let device = parse_device(device.as_deref().unwrap_or("cpu"))?;
-                EngineConfig::Mistralrs { model_path, device }
+                let dtype = match dtype.as_deref() {
+                    None if device == Device::Cpu => Dtype::F32,
+                    None | Some("auto") => Dtype::Auto,
+                    Some("f32") => Dtype::F32,
+                    Some("f16") => Dtype::F16,
+                    Some("bf16") => Dtype::Bf16,
+                    Some(other) => {
+                        return Err(invalid(
+                            "engine.dtype",
+                            format!("{other:?} is not one of auto, f32, f16, bf16"),
+                        ));
+                    }
+                };
+                EngineConfig::Mistralrs {
+                    model_path,
+                    device,
+                    dtype,
+                }
             }
             Some(RawEngine::Sim {
                 prefill_ms_per_token,

@@ -36,11 +36,22 @@ pub enum WorkerError {
 pub async fn build_engine(config: &WorkerConfig) -> Result<Arc<dyn Engine>, WorkerError> {
     Ok(match &config.engine {
         EngineConfig::Sim(sim) => Arc::new(SimEngine::new(sim.clone())),
-        EngineConfig::Mistralrs { model_path, device } => {
-            tracing::info!(path = %model_path.display(), ?device, "loading model");
+        EngineConfig::Mistralrs {
+            model_path,
+            device,
+            dtype,
+        } => {
+            tracing::info!(path = %model_path.display(), ?device, ?dtype, "loading model");
             let started = std::time::Instant::now();
+            let dtype = match dtype {
+                config::Dtype::Auto => mistralrs::ModelDType::Auto,
+                config::Dtype::F32 => mistralrs::ModelDType::F32,
+                config::Dtype::F16 => mistralrs::ModelDType::F16,
+                config::Dtype::Bf16 => mistralrs::ModelDType::BF16,
+            };
             let engine =
-                MistralEngine::load(model_path, *device, config.max_concurrency as usize).await?;
+                MistralEngine::load(model_path, *device, dtype, config.max_concurrency as usize)
+                    .await?;
             tracing::info!(
                 elapsed_ms = started.elapsed().as_millis() as u64,
                 "model loaded"
@@ -87,6 +98,7 @@ pub async fn run(
 
     let load = Arc::new(Load::new(config.max_concurrency));
     let requests = TaskTracker::new();
+    let abort_requests = CancellationToken::new();
     let service = InferenceService::new(
         config.id.clone(),
         config.tier.clone(),
@@ -99,6 +111,7 @@ pub async fn run(
             max_tokens_limit: config.max_tokens_limit,
         },
         requests.clone(),
+        abort_requests.clone(),
     );
 
     let background = TaskTracker::new();
@@ -151,8 +164,10 @@ pub async fn run(
     {
         tracing::warn!(
             abandoned = load.running() + load.waiting(),
-            "grace period over; abandoning in-flight requests"
+            "grace period over; ending in-flight requests with UNAVAILABLE"
         );
+        abort_requests.cancel();
+        requests.wait().await;
     }
     registration_stop.cancel();
     let _ = registration.await;

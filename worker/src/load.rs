@@ -186,10 +186,12 @@ pub async fn report_forever(
         };
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+        let session_started = Instant::now();
         let connect = async {
-            let mut client =
-                pb::controller_client::ControllerClient::connect(format!("http://{address}"))
-                    .await?;
+            let channel = switchback_common::etcd::grpc_endpoint(&address)?
+                .connect()
+                .await?;
+            let mut client = pb::controller_client::ControllerClient::new(channel);
             Ok::<_, Box<dyn std::error::Error + Send + Sync>>(client.report_load(stream).await?)
         };
         let feed = async {
@@ -213,6 +215,10 @@ pub async fn report_forever(
                 Err(err) => tracing::warn!(%address, %err, "load stream to the controller failed"),
             },
             () = feed => {}
+        }
+        // A session that worked for a while starts the backoff over.
+        if session_started.elapsed() > Duration::from_secs(5) {
+            backoff = Duration::from_millis(100);
         }
         if sleep_or_cancel(backoff, &cancel).await {
             return;

@@ -8,7 +8,7 @@ use futures::StreamExt;
 use switchback_proto::pb::{self, inference_server::Inference};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
-use tokio_util::task::TaskTracker;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tonic::{Request, Response, Status};
 
 use crate::{
@@ -40,6 +40,8 @@ pub struct InferenceService {
     limits: Limits,
     /// Every request's relay task, so shutdown can wait for in-flight work.
     requests: TaskTracker,
+    /// Fired when the shutdown grace period is over: relays end their streams at once.
+    abort: CancellationToken,
 }
 
 impl InferenceService {
@@ -51,6 +53,7 @@ impl InferenceService {
         load: Arc<Load>,
         limits: Limits,
         requests: TaskTracker,
+        abort: CancellationToken,
     ) -> Self {
         let slots = Arc::new(Semaphore::new(load.capacity as usize));
         Self {
@@ -62,6 +65,7 @@ impl InferenceService {
             slots,
             limits,
             requests,
+            abort,
         }
     }
 
@@ -111,6 +115,7 @@ impl InferenceService {
                 stop: s.stop,
                 frequency_penalty: s.frequency_penalty,
                 presence_penalty: s.presence_penalty,
+                seed: s.seed,
             },
             top_logprobs: req.top_logprobs,
         })
@@ -158,24 +163,37 @@ impl Inference for InferenceService {
             return Err(Status::unavailable("worker is draining"));
         }
         let params = self.params(req.into_inner())?;
-        if self.load.waiting() >= self.limits.max_queue {
+        // Take a free slot at once if there is one; otherwise wait in the bounded queue.
+        let slot_now = Arc::clone(&self.slots).try_acquire_owned().ok();
+        let queued = if slot_now.is_some() {
+            None
+        } else if self.load.waiting() >= self.limits.max_queue {
             return Err(Status::resource_exhausted(format!(
                 "worker queue is full ({} waiting)",
                 self.limits.max_queue
             )));
-        }
-        let queued = self.load.enter_queue();
+        } else {
+            Some(self.load.enter_queue())
+        };
         let accepted = Instant::now();
         let (tx, rx) = mpsc::channel(32);
         let engine = Arc::clone(&self.engine);
         let load = Arc::clone(&self.load);
         let slots = Arc::clone(&self.slots);
+        let abort = self.abort.clone();
         self.requests.spawn(async move {
-            let permit = tokio::select! {
-                permit = slots.acquire_owned() => permit,
-                () = tx.closed() => return,
+            let _slot = match slot_now {
+                Some(slot) => slot,
+                None => {
+                    let permit = tokio::select! {
+                        permit = slots.acquire_owned() => permit,
+                        () = tx.closed() => return,
+                        () = abort.cancelled() => return,
+                    };
+                    let Ok(permit) = permit else { return };
+                    permit
+                }
             };
-            let Ok(_permit) = permit else { return };
             drop(queued);
             let _running = load.enter_running();
             let queue_ms = millis(accepted.elapsed());
@@ -187,6 +205,10 @@ impl Inference for InferenceService {
                     event = events.next() => event,
                     () = tx.closed() => {
                         tracing::info!("caller went away; generation cancelled");
+                        return;
+                    }
+                    () = abort.cancelled() => {
+                        let _ = tx.send(Err(Status::unavailable("the worker shut down before the request finished"))).await;
                         return;
                     }
                 };
@@ -298,6 +320,7 @@ mod tests {
                 max_tokens_limit: 100,
             },
             tracker.clone(),
+            CancellationToken::new(),
         );
         (svc, load, tracker)
     }
@@ -314,15 +337,15 @@ mod tests {
         })
     }
 
-    /// Lets the spawned relay tasks run until `cond` holds (bounded).
+    /// Waits (bounded) until the spawned relay tasks have made `cond` true.
     async fn settle(what: &str, cond: impl Fn() -> bool) {
-        for _ in 0..10_000 {
-            if cond() {
-                return;
+        let waited = tokio::time::timeout(std::time::Duration::from_secs(10), async {
+            while !cond() {
+                tokio::time::sleep(std::time::Duration::from_millis(2)).await;
             }
-            tokio::task::yield_now().await;
-        }
-        panic!("never happened: {what}");
+        })
+        .await;
+        assert!(waited.is_ok(), "never happened: {what}");
     }
 
     async fn drain(
@@ -331,7 +354,7 @@ mod tests {
         stream.map(|c| c.expect("chunk")).collect().await
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn streams_tokens_then_usage() {
         let (svc, _load, _t) = service(2, 4, 1.0);
         let chunks = drain(
@@ -367,7 +390,7 @@ mod tests {
         );
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn full_queue_is_resource_exhausted_and_slots_are_respected() {
         let (svc, load, _t) = service(1, 1, 100.0);
         let first = svc.generate(request(10)).await.expect("first runs");

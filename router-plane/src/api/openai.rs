@@ -88,6 +88,8 @@ pub struct Common {
     #[serde(default)]
     pub presence_penalty: Option<f32>,
     #[serde(default)]
+    pub seed: Option<u64>,
+    #[serde(default)]
     pub switchback: Option<SwitchbackOptions>,
 }
 
@@ -172,6 +174,7 @@ pub struct Generation {
     pub stop: Vec<String>,
     pub frequency_penalty: Option<f32>,
     pub presence_penalty: Option<f32>,
+    pub seed: Option<u64>,
     pub stream: bool,
     pub include_usage: bool,
     /// Whether to return log-probabilities, and how many alternatives per token.
@@ -388,6 +391,7 @@ impl ChatRequest {
             stop: stop_list(c.stop)?,
             frequency_penalty: c.frequency_penalty,
             presence_penalty: c.presence_penalty,
+            seed: c.seed,
             stream: c.stream.unwrap_or(false),
             include_usage: c.stream_options.is_some_and(|o| o.include_usage),
             logprobs,
@@ -435,6 +439,7 @@ impl CompletionRequest {
             stop: stop_list(c.stop)?,
             frequency_penalty: c.frequency_penalty,
             presence_penalty: c.presence_penalty,
+            seed: c.seed,
             stream: c.stream.unwrap_or(false),
             include_usage: c.stream_options.is_some_and(|o| o.include_usage),
             logprobs: f.logprobs,

@@ -6,22 +6,30 @@ use std::{path::Path, sync::Arc};
 
 use futures::StreamExt;
 use indexmap::IndexMap;
-use mistralrs::core::RequestMessage;
+use mistralrs::core::{
+    AutoDeviceMapParams, DefaultSchedulerMethod, DeviceMapSetting, GGUFLoaderBuilder,
+    GGUFSpecificConfig, MistralRsBuilder, RequestMessage, ResponseLogprob, TokenSource,
+};
 use mistralrs::{
-    Constraint, Device, GgufModelBuilder, MessageContent, Model, NormalRequest, Request, Response,
-    ResponseLogprob, SamplingParams, StopTokens,
+    Constraint, CustomLogitsProcessor, Device, MessageContent, Model, ModelDType, NormalRequest,
+    Request, Response, SamplingParams, SchedulerConfig, StopTokens,
 };
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::{
     Engine, EngineError, EngineEvent, EventStream, FinishReason, GenerateParams, Prompt, Token,
     TopToken,
+    decode::{Choose, Decoder},
 };
 use crate::config;
+
+/// Turns a token id into its text (for the alternatives in `top_logprobs`).
+type Detokenize = Arc<dyn Fn(u32) -> String + Send + Sync>;
 
 pub struct MistralEngine {
     model: Arc<Model>,
     accelerator: String,
+    detokenize: Detokenize,
 }
 
 impl std::fmt::Debug for MistralEngine {
@@ -33,10 +41,12 @@ impl std::fmt::Debug for MistralEngine {
 }
 
 impl MistralEngine {
-    /// Loads the GGUF at `path`. `max_seqs` bounds how many sequences mistral.rs batches.
+    /// Loads the GGUF at `path` with activations in `dtype`. `max_seqs` bounds how many
+    /// sequences mistral.rs batches.
     pub async fn load(
         path: &Path,
         device: config::Device,
+        dtype: ModelDType,
         max_seqs: usize,
     ) -> Result<Self, EngineError> {
         let dir = path
@@ -52,50 +62,93 @@ impl MistralEngine {
                 path.display()
             )));
         }
-        let mut builder = GgufModelBuilder::new(
-            dir.to_string_lossy(),
-            vec![file.to_string_lossy().into_owned()],
-        )
-        .with_max_num_seqs(max_seqs);
-        let accelerator = match device {
-            config::Device::Cpu => {
-                builder = builder.with_force_cpu();
-                "cpu".to_owned()
-            }
-            config::Device::Cuda(ordinal) => {
-                let dev = Device::new_cuda(ordinal)
-                    .map_err(|e| EngineError::Internal(format!("cuda:{ordinal}: {e}")))?;
-                builder = builder.with_device(dev);
-                format!("cuda:{ordinal}")
-            }
+        let device_kind = match device {
+            config::Device::Cpu => Device::Cpu,
+            config::Device::Cuda(ordinal) => Device::new_cuda(ordinal)
+                .map_err(|e| EngineError::Internal(format!("cuda:{ordinal}: {e}")))?,
         };
-        let model = builder
-            .build()
-            .await
+        let accelerator = match device {
+            config::Device::Cpu => "cpu".to_owned(),
+            config::Device::Cuda(ordinal) => format!("cuda:{ordinal}"),
+        };
+        // The lower-level loader, because the high-level GgufModelBuilder fixes the
+        // activation dtype to `auto` (F16 on CPU), which garbles SmolLM2-135M's answers;
+        // F32 activations measured as fast on CPU and answer correctly.
+        let loader = GGUFLoaderBuilder::new(
+            None,
+            None,
+            dir.to_string_lossy().into_owned(),
+            vec![file.to_string_lossy().into_owned()],
+            GGUFSpecificConfig { topology: None },
+            false,
+            None,
+        )
+        .build();
+        let pipeline = loader
+            .load_model_from_hf(
+                None,
+                TokenSource::None,
+                &dtype,
+                &device_kind,
+                true,
+                DeviceMapSetting::Auto(AutoDeviceMapParams::default_text()),
+                None,
+                None,
+            )
             .map_err(|e| EngineError::Internal(format!("loading {}: {e:#}", path.display())))?;
+        let scheduler = SchedulerConfig::DefaultScheduler {
+            method: DefaultSchedulerMethod::Fixed(
+                std::num::NonZeroUsize::new(max_seqs.max(1)).unwrap_or(std::num::NonZeroUsize::MIN),
+            ),
+        };
+        let detokenize: Detokenize = match pipeline.lock().await.tokenizer() {
+            Some(tok) => Arc::new(move |id| tok.decode(&[id], false).unwrap_or_default()),
+            None => Arc::new(|_| String::new()),
+        };
+        let runner = MistralRsBuilder::new(pipeline, scheduler, false, None)
+            .build()
+            .await;
+        let model = Model::new(runner);
         Ok(Self {
             model: Arc::new(model),
             accelerator,
+            detokenize,
         })
     }
 }
 
+/// What mistral.rs itself is asked for: no temperature, top-k or top-p (the [`Decoder`]
+/// chooses every token), its penalties, stops and length limit, and one log-probability
+/// per token (which carries the chosen token's id back to us).
 fn sampling_params(params: &GenerateParams) -> SamplingParams {
     let s = &params.sampling;
-    let mut out = SamplingParams::deterministic();
-    out.temperature = s.temperature.map(f64::from);
-    out.top_p = s.top_p.map(f64::from);
-    out.top_k = s.top_k.map(|k| k as usize);
+    let mut out = SamplingParams::neutral();
     out.max_len = Some(s.max_tokens as usize);
     out.frequency_penalty = s.frequency_penalty;
     out.presence_penalty = s.presence_penalty;
     if !s.stop.is_empty() {
         out.stop_toks = Some(StopTokens::Seqs(s.stop.clone()));
     }
-    // We always ask for log-probabilities (the router judges confidence from them) and at
-    // least one alternative, which also recovers the sampled token's id.
-    out.top_n_logprobs = (params.top_logprobs as usize).max(1);
+    out.top_n_logprobs = 1;
     out
+}
+
+fn choose(params: &GenerateParams) -> Choose {
+    let s = &params.sampling;
+    Choose {
+        temperature: s.temperature.filter(|t| *t > 0.0),
+        top_k: s.top_k,
+        top_p: s.top_p,
+        seed: s.seed.unwrap_or_else(|| {
+            // No seed asked for: vary by request.
+            params
+                .request_id
+                .bytes()
+                .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+                    (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+                })
+        }),
+    }
 }
 
 fn request_message(prompt: Prompt) -> RequestMessage {
@@ -121,29 +174,44 @@ fn request_message(prompt: Prompt) -> RequestMessage {
     }
 }
 
-fn token_of(lp: ResponseLogprob, top_n: usize) -> Token {
-    // mistral.rs reports the sampled token's text and logprob but not its id; the id is the
-    // alternative whose logprob is bit-identical (both come from the same softmax row).
-    let token_id = lp
+/// Pairs mistral.rs's report of a token with the [`Decoder`]'s step for it.
+fn token_of(lp: ResponseLogprob, decoder: &Decoder, detokenize: &Detokenize) -> Token {
+    // mistral.rs's value for the forced token is log10(0) = -inf and its top alternative is
+    // that token, so the bit-identical entry names the chosen token's id.
+    let id = lp
         .top_logprobs
         .iter()
         .find(|t| t.logprob.to_bits() == lp.logprob.to_bits())
         .map(|t| t.token);
-    Token {
-        text: lp.token,
-        token_id,
-        logprob: lp.logprob,
-        top: lp
-            .top_logprobs
-            .into_iter()
-            .take(top_n)
-            .map(|t| TopToken {
-                token_id: t.token,
-                token: t.bytes.unwrap_or_default(),
-                logprob: t.logprob,
-            })
-            .collect(),
+    match decoder.take(id) {
+        Some(step) => Token {
+            text: lp.token,
+            token_id: Some(step.id),
+            logprob: step.logprob,
+            top: step
+                .top
+                .into_iter()
+                .map(|(token_id, logprob)| TopToken {
+                    token_id,
+                    token: detokenize(token_id),
+                    logprob,
+                })
+                .collect(),
+        },
+        None => Token {
+            text: lp.token,
+            token_id: id,
+            logprob: f32::NAN,
+            top: Vec::new(),
+        },
     }
+}
+
+/// What a generation has produced so far.
+#[derive(Debug, Default)]
+struct Progress {
+    finished: bool,
+    tokens: u32,
 }
 
 fn finish_reason(reason: Option<&str>) -> FinishReason {
@@ -163,7 +231,8 @@ fn to_u32(n: usize) -> u32 {
 /// `prompt_tokens` is our own count for completions, whose chunks carry no usage.
 fn translate(
     response: Response,
-    top_n: usize,
+    decoder: &Decoder,
+    detokenize: &Detokenize,
     prompt_tokens: u32,
 ) -> (Vec<Result<EngineEvent, EngineError>>, bool) {
     match response {
@@ -174,7 +243,7 @@ fn translate(
                 let text = choice.delta.content.unwrap_or_default();
                 let tokens = choice
                     .logprobs
-                    .map(|lp| token_of(lp, top_n))
+                    .map(|lp| token_of(lp, decoder, detokenize))
                     .into_iter()
                     .collect();
                 events.push(Ok(EngineEvent::Delta { text, tokens }));
@@ -196,7 +265,7 @@ fn translate(
             for choice in chunk.choices {
                 let tokens = choice
                     .logprobs
-                    .map(|lp| token_of(lp, top_n))
+                    .map(|lp| token_of(lp, decoder, detokenize))
                     .into_iter()
                     .collect();
                 events.push(Ok(EngineEvent::Delta {
@@ -269,7 +338,9 @@ impl Engine for MistralEngine {
     }
 
     fn generate(&self, params: GenerateParams) -> EventStream {
-        let top_n = params.top_logprobs as usize;
+        let decoder = Arc::new(Decoder::new(choose(&params), params.top_logprobs as usize));
+        let detokenize = Arc::clone(&self.detokenize);
+        let max_tokens = params.sampling.max_tokens;
         let sampling = sampling_params(&params);
         let text_prompt = match &params.prompt {
             Prompt::Text(t) => Some(t.clone()),
@@ -287,7 +358,7 @@ impl Engine for MistralEngine {
             suffix: None,
             tools: None,
             tool_choice: None,
-            logits_processors: None,
+            logits_processors: Some(vec![Arc::clone(&decoder) as Arc<dyn CustomLogitsProcessor>]),
             return_raw_logits: false,
             web_search_options: None,
             model_id: None,
@@ -318,17 +389,54 @@ impl Engine for MistralEngine {
         futures::stream::once(sent)
             .flat_map(move |opened| match opened {
                 Err(e) => futures::stream::iter(vec![Err(e)]).boxed(),
-                Ok((prompt_tokens, responses)) => responses
-                    .scan(false, move |finished, response| {
-                        if *finished {
-                            return futures::future::ready(None);
-                        }
-                        let (events, done) = translate(response, top_n, prompt_tokens);
-                        *finished = done;
-                        futures::future::ready(Some(futures::stream::iter(events)))
-                    })
-                    .flatten()
-                    .boxed(),
+                Ok((prompt_tokens, responses)) => {
+                    let (decoder, detokenize) = (Arc::clone(&decoder), Arc::clone(&detokenize));
+                    // `None` marks the end of mistral.rs's channel.
+                    let responses = responses
+                        .map(Some)
+                        .chain(futures::stream::once(async { None }));
+                    responses
+                        .scan(Progress::default(), move |progress, response| {
+                            if progress.finished {
+                                return futures::future::ready(None);
+                            }
+                            let events = match response {
+                                Some(response) => {
+                                    let (events, done) =
+                                        translate(response, &decoder, &detokenize, prompt_tokens);
+                                    progress.finished = done;
+                                    progress.tokens += events
+                                        .iter()
+                                        .filter_map(|e| match e {
+                                            Ok(EngineEvent::Delta { tokens, .. }) => {
+                                                Some(tokens.len() as u32)
+                                            }
+                                            _ => None,
+                                        })
+                                        .sum::<u32>();
+                                    events
+                                }
+                                // mistral.rs sends no chunk for a token that ends inside a
+                                // multi-byte character; when that is the last token, the
+                                // channel closes without a finish. Finish it ourselves.
+                                None => {
+                                    progress.finished = true;
+                                    vec![Ok(EngineEvent::Done {
+                                        finish: if progress.tokens >= max_tokens {
+                                            FinishReason::Length
+                                        } else {
+                                            FinishReason::Stop
+                                        },
+                                        prompt_tokens,
+                                        completion_tokens: 0,
+                                    })]
+                                }
+                            };
+                            futures::future::ready(Some(futures::stream::iter(events)))
+                        })
+                        .flatten()
+                        .boxed()
+                }
             })
             .boxed()
     }
@@ -337,31 +445,52 @@ impl Engine for MistralEngine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mistralrs::TopLogprob;
+    use mistralrs::{Tensor, TopLogprob};
 
     #[test]
-    fn sampled_token_id_is_recovered_from_alternatives() {
+    fn forced_token_is_paired_with_its_step() {
+        let decoder = Decoder::new(
+            Choose {
+                temperature: None,
+                top_k: None,
+                top_p: None,
+                seed: 1,
+            },
+            2,
+        );
+        decoder
+            .apply(
+                &Tensor::new(&[0.5f32, 2.0, 1.0], &mistralrs::Device::Cpu).expect("tensor"),
+                &[1],
+            )
+            .expect("apply");
+        // What mistral.rs reports for the forced token: log10(0) for it, NaN for the rest.
         let lp = ResponseLogprob {
             token: " Paris".into(),
-            logprob: -0.25,
+            logprob: f32::NEG_INFINITY,
             bytes: None,
-            top_logprobs: vec![
-                TopLogprob {
-                    token: 7,
-                    logprob: -0.25,
-                    bytes: Some(" Paris".into()),
-                },
-                TopLogprob {
-                    token: 9,
-                    logprob: -2.0,
-                    bytes: Some(" Lyon".into()),
-                },
-            ],
+            top_logprobs: vec![TopLogprob {
+                token: 1,
+                logprob: f32::NEG_INFINITY,
+                bytes: Some(" Paris".into()),
+            }],
         };
-        let token = token_of(lp, 1);
-        assert_eq!(token.token_id, Some(7));
-        assert_eq!(token.top.len(), 1);
-        assert_eq!(token.top[0].token, " Paris");
+        let detokenize: Detokenize = Arc::new(|id| format!("t{id}"));
+        let token = token_of(lp, &decoder, &detokenize);
+        assert_eq!(token.token_id, Some(1));
+        assert!(
+            token.logprob < 0.0 && token.logprob > -1.0,
+            "{}",
+            token.logprob
+        );
+        assert_eq!(
+            token
+                .top
+                .iter()
+                .map(|t| t.token.as_str())
+                .collect::<Vec<_>>(),
+            vec!["t1", "t2"]
+        );
     }
 
     #[test]
@@ -377,7 +506,11 @@ mod tests {
             top_logprobs: 0,
         };
         let s = sampling_params(&p);
-        assert_eq!(s.temperature, None);
+        assert_eq!(
+            s.temperature, None,
+            "the Decoder chooses tokens, not mistral.rs"
+        );
+        assert_eq!(choose(&p).temperature, None);
         assert_eq!(s.max_len, Some(5));
         assert_eq!(s.top_n_logprobs, 1);
         assert!(matches!(s.stop_toks, Some(StopTokens::Seqs(ref v)) if v == &["\n"]));

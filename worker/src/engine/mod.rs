@@ -1,6 +1,7 @@
 //! The `Engine` trait: one model that turns a prompt into a stream of tokens with their
 //! log-probabilities. `mistralrs` runs real inference; `sim` simulates it without weights.
 
+pub mod decode;
 pub mod mistral;
 pub mod sim;
 
@@ -31,6 +32,8 @@ pub struct Sampling {
     pub stop: Vec<String>,
     pub frequency_penalty: Option<f32>,
     pub presence_penalty: Option<f32>,
+    /// Seed for sampling; absent, each request draws its own.
+    pub seed: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq)]

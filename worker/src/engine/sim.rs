@@ -93,13 +93,11 @@ impl Engine for SimEngine {
         } else {
             params.sampling.max_tokens
         };
-        let prefill = Duration::from_secs_f64(
-            self.config.prefill_ms_per_token * f64::from(prompt_tokens) / 1000.0,
-        );
-        let per_token = Duration::from_secs_f64(self.config.decode_ms_per_token / 1000.0);
+        let config = self.config.clone();
         let mut state = seed_of(&params.prompt);
         let top_n = params.top_logprobs as usize;
-        let stream = async_stream(prompt_tokens, max_tokens, prefill, per_token, move || {
+        let delay = move |index| config.token_delay(prompt_tokens, index);
+        let stream = async_stream(prompt_tokens, max_tokens, delay, move || {
             // xorshift: deterministic per prompt.
             state ^= state << 13;
             state ^= state >> 7;
@@ -127,19 +125,27 @@ impl Engine for SimEngine {
     }
 }
 
+impl SimConfig {
+    /// How long token `index` (0-based) of a generation takes: the first token pays for
+    /// the prefill of `prompt_tokens` too.
+    pub fn token_delay(&self, prompt_tokens: u32, index: u32) -> Duration {
+        let ms = if index == 0 {
+            self.prefill_ms_per_token * f64::from(prompt_tokens) + self.decode_ms_per_token
+        } else {
+            self.decode_ms_per_token
+        };
+        Duration::from_secs_f64(ms / 1000.0)
+    }
+}
+
 fn async_stream(
     prompt_tokens: u32,
     max_tokens: u32,
-    prefill: Duration,
-    per_token: Duration,
+    delay: impl Fn(u32) -> Duration + Send + 'static,
     mut next: impl FnMut() -> Token + Send + 'static,
 ) -> impl futures::Stream<Item = Result<EngineEvent, EngineError>> + Send + 'static {
     futures::stream::unfold(0u32, move |produced| {
-        let delay = if produced == 0 {
-            prefill + per_token
-        } else {
-            per_token
-        };
+        let delay = delay(produced);
         let event = if produced < max_tokens {
             let token = next();
             Some(EngineEvent::Delta {
@@ -193,11 +199,11 @@ mod tests {
             .await
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn generates_max_tokens_then_done_with_usage() {
         let engine = SimEngine::new(SimConfig {
-            prefill_ms_per_token: 1.0,
-            decode_ms_per_token: 5.0,
+            prefill_ms_per_token: 0.0,
+            decode_ms_per_token: 0.0,
             default_tokens: 8,
         });
         let events = run(&engine, params("hello there", 3)).await;
@@ -220,11 +226,11 @@ mod tests {
         );
     }
 
-    #[tokio::test(start_paused = true)]
+    #[tokio::test]
     async fn text_is_deterministic_per_prompt() {
         let engine = SimEngine::new(SimConfig {
             prefill_ms_per_token: 0.0,
-            decode_ms_per_token: 1.0,
+            decode_ms_per_token: 0.0,
             default_tokens: 8,
         });
         let a = run(&engine, params("same", 0)).await;
@@ -235,19 +241,19 @@ mod tests {
         assert_eq!(a.len(), 9, "default_tokens applies when max_tokens is 0");
     }
 
-    #[tokio::test(start_paused = true)]
-    async fn timing_follows_the_configured_speeds() {
-        let engine = SimEngine::new(SimConfig {
+    #[test]
+    fn timing_follows_the_configured_speeds() {
+        let config = SimConfig {
             prefill_ms_per_token: 10.0,
             decode_ms_per_token: 20.0,
             default_tokens: 8,
-        });
-        let start = tokio::time::Instant::now();
-        let mut stream = engine.generate(params("one two three four five six", 2));
-        stream.next().await;
-        // 6 words + 4 for the chat message = 10 prompt tokens at 10 ms, then one token.
-        assert_eq!(start.elapsed(), Duration::from_millis(100 + 20));
-        stream.next().await;
-        assert_eq!(start.elapsed(), Duration::from_millis(140));
+        };
+        // 10 prompt tokens at 10 ms, then 20 ms per token.
+        assert_eq!(config.token_delay(10, 0), Duration::from_millis(120));
+        assert_eq!(config.token_delay(10, 1), Duration::from_millis(20));
+        assert_eq!(config.token_delay(10, 7), Duration::from_millis(20));
+        // 6 words + 4 for the chat message's framing.
+        let p = params("one two three four five six", 2);
+        assert_eq!(count_prompt_tokens(&p.prompt), 10);
     }
 }

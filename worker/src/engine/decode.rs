@@ -1,0 +1,238 @@
+//! Token selection and log-probabilities for the mistralrs engine, done by us.
+//!
+//! mistral.rs 0.8 reports log-probabilities as log10 of unnormalised logits on its greedy
+//! path, and on its sampling path reports the top candidate's value rather than the sampled
+//! token's. The router judges answers by their log-probabilities, so the worker picks each
+//! token itself in a logits processor: it computes the exact natural-log softmax, chooses the
+//! token (argmax, or temperature / top-k / top-p sampling from a seeded generator), records
+//! it, and hands mistral.rs logits where only that token is possible, so mistral.rs's own
+//! argmax agrees.
+
+use std::{collections::VecDeque, sync::Mutex};
+
+use mistralrs::{CustomLogitsProcessor, Tensor};
+
+/// How to choose tokens. `temperature: None` is greedy.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Choose {
+    pub temperature: Option<f32>,
+    pub top_k: Option<u32>,
+    pub top_p: Option<f32>,
+    pub seed: u64,
+}
+
+/// One decoding step: the chosen token, its natural-log probability, and the most likely
+/// alternatives with theirs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Step {
+    pub id: u32,
+    pub logprob: f32,
+    pub top: Vec<(u32, f32)>,
+}
+
+/// The per-request processor; steps queue up until the engine pairs them with chunks.
+#[derive(Debug)]
+pub struct Decoder {
+    choose: Choose,
+    top_n: usize,
+    rng: Mutex<u64>,
+    steps: Mutex<VecDeque<Step>>,
+}
+
+impl Decoder {
+    pub fn new(choose: Choose, top_n: usize) -> Self {
+        Self {
+            choose,
+            top_n,
+            rng: Mutex::new(choose.seed | 1),
+            steps: Mutex::new(VecDeque::new()),
+        }
+    }
+
+    /// The step that produced token `id`: steps of tokens that mistral.rs sent no chunk for
+    /// (a token ending inside a multi-byte character) are skipped.
+    pub fn take(&self, id: Option<u32>) -> Option<Step> {
+        let mut steps = self.steps.lock().unwrap_or_else(|e| e.into_inner());
+        match id {
+            None => steps.pop_front(),
+            Some(id) => {
+                while let Some(step) = steps.pop_front() {
+                    if step.id == id {
+                        return Some(step);
+                    }
+                }
+                None
+            }
+        }
+    }
+
+    fn next_unit(&self) -> f64 {
+        // splitmix64: small, seedable, good enough to sample tokens.
+        let mut state = self.rng.lock().unwrap_or_else(|e| e.into_inner());
+        *state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = *state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^= z >> 31;
+        (z >> 11) as f64 / (1u64 << 53) as f64
+    }
+
+    /// Decides one step from raw logits.
+    pub fn step(&self, logits: &[f32]) -> Step {
+        let logprobs = log_softmax(logits);
+        let id = match self.choose.temperature {
+            None => argmax(&logprobs),
+            Some(t) => self.sample(&logprobs, t),
+        };
+        Step {
+            id,
+            logprob: logprobs[id as usize],
+            top: top_n(&logprobs, self.top_n),
+        }
+    }
+
+    fn sample(&self, logprobs: &[f32], temperature: f32) -> u32 {
+        let mut candidates: Vec<(u32, f64)> = logprobs
+            .iter()
+            .enumerate()
+            .map(|(i, &lp)| (i as u32, f64::from(lp) / f64::from(temperature)))
+            .collect();
+        candidates.sort_unstable_by(|a, b| b.1.total_cmp(&a.1));
+        if let Some(k) = self.choose.top_k.filter(|&k| k > 0) {
+            candidates.truncate(k as usize);
+        }
+        let max = candidates.first().map_or(0.0, |c| c.1);
+        let mut weights: Vec<f64> = candidates.iter().map(|c| (c.1 - max).exp()).collect();
+        let total: f64 = weights.iter().sum();
+        if let Some(p) = self.choose.top_p.filter(|&p| p > 0.0 && p < 1.0) {
+            let mut acc = 0.0;
+            let mut keep = weights.len();
+            for (i, w) in weights.iter().enumerate() {
+                acc += w / total;
+                if acc >= f64::from(p) {
+                    keep = i + 1;
+                    break;
+                }
+            }
+            weights.truncate(keep);
+        }
+        let total: f64 = weights.iter().sum();
+        let mut target = self.next_unit() * total;
+        for (i, w) in weights.iter().enumerate() {
+            target -= w;
+            if target <= 0.0 {
+                return candidates[i].0;
+            }
+        }
+        candidates[weights.len() - 1].0
+    }
+}
+
+fn log_softmax(logits: &[f32]) -> Vec<f32> {
+    let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let sum: f64 = logits.iter().map(|&x| f64::from(x - max).exp()).sum();
+    let lse = max + sum.ln() as f32;
+    logits.iter().map(|&x| x - lse).collect()
+}
+
+fn argmax(v: &[f32]) -> u32 {
+    v.iter()
+        .enumerate()
+        .max_by(|a, b| a.1.total_cmp(b.1))
+        .map_or(0, |(i, _)| i as u32)
+}
+
+fn top_n(logprobs: &[f32], n: usize) -> Vec<(u32, f32)> {
+    if n == 0 {
+        return Vec::new();
+    }
+    let mut idx: Vec<u32> = (0..logprobs.len() as u32).collect();
+    let n = n.min(idx.len());
+    idx.select_nth_unstable_by(n - 1, |&a, &b| {
+        logprobs[b as usize].total_cmp(&logprobs[a as usize])
+    });
+    idx.truncate(n);
+    idx.sort_unstable_by(|&a, &b| logprobs[b as usize].total_cmp(&logprobs[a as usize]));
+    idx.into_iter().map(|i| (i, logprobs[i as usize])).collect()
+}
+
+impl CustomLogitsProcessor for Decoder {
+    fn apply(&self, logits: &Tensor, _context: &[u32]) -> mistralrs::Result<Tensor> {
+        let values: Vec<f32> = logits
+            .to_dtype(mistralrs::DType::F32)?
+            .flatten_all()?
+            .to_vec1()?;
+        let step = self.step(&values);
+        let mut forced = vec![f32::NEG_INFINITY; values.len()];
+        forced[step.id as usize] = 0.0;
+        self.steps
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push_back(step);
+        Tensor::from_vec(forced, logits.shape(), logits.device())?.to_dtype(logits.dtype())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn greedy() -> Choose {
+        Choose {
+            temperature: None,
+            top_k: None,
+            top_p: None,
+            seed: 1,
+        }
+    }
+
+    #[test]
+    fn greedy_picks_argmax_with_natural_log_probabilities() {
+        let d = Decoder::new(greedy(), 2);
+        let step = d.step(&[1.0, 3.0, 2.0]);
+        assert_eq!(step.id, 1);
+        let lse = (1f64.exp() + 3f64.exp() + 2f64.exp()).ln();
+        assert!((f64::from(step.logprob) - (3.0 - lse)).abs() < 1e-5);
+        assert_eq!(step.top.iter().map(|t| t.0).collect::<Vec<_>>(), vec![1, 2]);
+        let total: f64 = [1.0f64, 3.0, 2.0].iter().map(|x| (x - lse).exp()).sum();
+        assert!((total - 1.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn sampling_is_seeded_and_respects_top_k() {
+        let choose = Choose {
+            temperature: Some(1.0),
+            top_k: Some(2),
+            top_p: None,
+            seed: 42,
+        };
+        let logits = [0.0, 5.0, 4.9, -3.0];
+        let a: Vec<u32> = {
+            let d = Decoder::new(choose, 0);
+            (0..50).map(|_| d.step(&logits).id).collect()
+        };
+        let b: Vec<u32> = {
+            let d = Decoder::new(choose, 0);
+            (0..50).map(|_| d.step(&logits).id).collect()
+        };
+        assert_eq!(a, b, "same seed, same tokens");
+        assert!(
+            a.iter().all(|&id| id == 1 || id == 2),
+            "top_k = 2 keeps the two best: {a:?}"
+        );
+        assert!(a.contains(&1) && a.contains(&2), "both are sampled: {a:?}");
+    }
+
+    #[test]
+    fn take_skips_steps_without_chunks() {
+        let d = Decoder::new(greedy(), 0);
+        for logits in [[9.0, 0.0], [0.0, 9.0], [9.0, 0.0]] {
+            let step = d.step(&logits);
+            d.steps.lock().expect("lock").push_back(step);
+        }
+        // The chunk for the first token never came: the second chunk names token 1.
+        assert_eq!(d.take(Some(1)).map(|s| s.id), Some(1));
+        assert_eq!(d.take(None).map(|s| s.id), Some(0));
+        assert_eq!(d.take(None), None);
+    }
+}
