@@ -2,7 +2,11 @@
 //! handling, and etcd access (connecting, keys kept alive under a lease, finding the
 //! controller leader).
 
+pub mod config;
 pub mod etcd;
 pub mod telemetry;
 
-pub use telemetry::{EXIT_BAD_CONFIG, Guard, init, shutdown_signal};
+pub use telemetry::{
+    EXIT_BAD_CONFIG, Guard, bind_or_exit, config_or_exit, exit_on_error, init, shutdown_on_signal,
+    shutdown_signal,
+};

@@ -122,3 +122,42 @@ pub async fn shutdown_signal() {
 /// Exit code for a configuration error (EX_CONFIG from sysexits.h is 78; we follow
 /// EX_USAGE, 64, as the style guide asks: "bad config exits with 64").
 pub const EXIT_BAD_CONFIG: i32 = 64;
+
+/// Unwraps a loaded config, or exits 64 saying which field is wrong and why.
+pub fn config_or_exit<C, E: std::fmt::Display>(binary: &str, config: Result<C, E>) -> C {
+    config.unwrap_or_else(|err| {
+        eprintln!("{binary}: bad configuration: {err}");
+        std::process::exit(EXIT_BAD_CONFIG)
+    })
+}
+
+/// Binds `addr`, or exits 1 saying why.
+pub async fn bind_or_exit(binary: &str, addr: std::net::SocketAddr) -> tokio::net::TcpListener {
+    match tokio::net::TcpListener::bind(addr).await {
+        Ok(listener) => listener,
+        Err(err) => {
+            eprintln!("{binary}: cannot listen on {addr}: {err}");
+            std::process::exit(1)
+        }
+    }
+}
+
+/// The process's root cancellation token, cancelled on the first SIGTERM or SIGINT.
+pub fn shutdown_on_signal() -> tokio_util::sync::CancellationToken {
+    let token = tokio_util::sync::CancellationToken::new();
+    let cancel = token.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        cancel.cancel();
+    });
+    token
+}
+
+/// Exits 1 after logging, when a binary's `run` failed.
+pub fn exit_on_error<E: std::fmt::Display>(binary: &str, result: Result<(), E>) {
+    if let Err(err) = result {
+        tracing::error!(%err, "{binary} failed");
+        eprintln!("{binary}: {err}");
+        std::process::exit(1);
+    }
+}

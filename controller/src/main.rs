@@ -2,39 +2,17 @@
 
 use clap::Parser;
 use switchback_controller::config;
-use tokio_util::sync::CancellationToken;
+
+const BINARY: &str = "switchback-controller";
 
 #[tokio::main]
 async fn main() {
-    let _telemetry = switchback_common::init("switchback-controller");
-    let config = match config::load(config::Args::parse()) {
-        Ok(config) => config,
-        Err(err) => {
-            eprintln!("switchback-controller: bad configuration: {err}");
-            std::process::exit(switchback_common::EXIT_BAD_CONFIG);
-        }
-    };
-    let listener = match tokio::net::TcpListener::bind(config.listen).await {
-        Ok(l) => l,
-        Err(err) => {
-            eprintln!(
-                "switchback-controller: cannot listen on {}: {err}",
-                config.listen
-            );
-            std::process::exit(1);
-        }
-    };
-    let shutdown = CancellationToken::new();
-    tokio::spawn({
-        let shutdown = shutdown.clone();
-        async move {
-            switchback_common::shutdown_signal().await;
-            shutdown.cancel();
-        }
-    });
-    if let Err(err) = switchback_controller::run(config, listener, shutdown).await {
-        tracing::error!(%err, "controller failed");
-        eprintln!("switchback-controller: {err}");
-        std::process::exit(1);
-    }
+    let _telemetry = switchback_common::init(BINARY);
+    let config = switchback_common::config_or_exit(BINARY, config::load(config::Args::parse()));
+    let listener = switchback_common::bind_or_exit(BINARY, config.listen).await;
+    let shutdown = switchback_common::shutdown_on_signal();
+    switchback_common::exit_on_error(
+        BINARY,
+        switchback_controller::run(config, listener, shutdown).await,
+    );
 }

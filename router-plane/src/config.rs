@@ -4,6 +4,8 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::Parser;
 use serde::Deserialize;
+pub use switchback_common::config::ConfigError;
+use switchback_common::config::invalid;
 
 /// Every environment variable the router reads, in one place.
 pub mod env {
@@ -13,29 +15,6 @@ pub mod env {
     pub const ETCD_PREFIX: &str = "SWITCHBACK_ETCD_PREFIX";
     pub const CONTROLLER: &str = "SWITCHBACK_CONTROLLER";
     pub const DEFAULT_TIER: &str = "SWITCHBACK_DEFAULT_TIER";
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("config file {path}: {source}")]
-    Parse {
-        path: PathBuf,
-        source: serde_yaml::Error,
-    },
-    #[error("`{field}`: {reason}")]
-    Invalid { field: &'static str, reason: String },
-}
-
-fn invalid(field: &'static str, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        field,
-        reason: reason.into(),
-    }
 }
 
 #[derive(Debug, Parser)]
@@ -104,10 +83,7 @@ pub struct RouterConfig {
 
 impl RawConfig {
     pub fn from_yaml(text: &str) -> Result<Self, serde_yaml::Error> {
-        if text.trim().is_empty() {
-            return Ok(Self::default());
-        }
-        serde_yaml::from_str(text)
+        switchback_common::config::from_yaml(text)
     }
 
     pub fn overlay(mut self, args: Args) -> Self {
@@ -132,15 +108,7 @@ impl RawConfig {
 
     pub fn validate(self) -> Result<RouterConfig, ConfigError> {
         let etcd = self.etcd.unwrap_or_default();
-        let etcd_endpoints = etcd
-            .endpoints
-            .unwrap_or_else(|| vec!["http://127.0.0.1:2379".to_owned()]);
-        if etcd_endpoints.is_empty() || etcd_endpoints.iter().any(|e| e.trim().is_empty()) {
-            return Err(invalid(
-                "etcd.endpoints",
-                "needs at least one non-empty endpoint",
-            ));
-        }
+        let etcd_endpoints = switchback_common::config::etcd_endpoints(etcd.endpoints)?;
         let tiers = self
             .tiers
             .unwrap_or_else(|| vec!["small".to_owned(), "large".to_owned()]);
@@ -186,19 +154,7 @@ impl RawConfig {
 }
 
 pub fn load(args: Args) -> Result<RouterConfig, ConfigError> {
-    let raw = match &args.config {
-        Some(path) => {
-            let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                path: path.clone(),
-                source,
-            })?;
-            RawConfig::from_yaml(&text).map_err(|source| ConfigError::Parse {
-                path: path.clone(),
-                source,
-            })?
-        }
-        None => RawConfig::default(),
-    };
+    let raw: RawConfig = switchback_common::config::read_yaml(args.config.as_deref())?;
     raw.overlay(args).validate()
 }
 

@@ -8,6 +8,8 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use clap::Parser;
 use serde::Deserialize;
+pub use switchback_common::config::ConfigError;
+use switchback_common::config::invalid;
 
 /// Every environment variable the worker reads, in one place.
 pub mod env {
@@ -22,29 +24,6 @@ pub mod env {
     pub const ETCD_PREFIX: &str = "SWITCHBACK_ETCD_PREFIX";
     pub const CONTROLLER: &str = "SWITCHBACK_CONTROLLER";
     pub const MODEL_PATH: &str = "SWITCHBACK_MODEL_PATH";
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("config file {path}: {source}")]
-    Parse {
-        path: PathBuf,
-        source: serde_yaml::Error,
-    },
-    #[error("`{field}`: {reason}")]
-    Invalid { field: &'static str, reason: String },
-}
-
-fn invalid(field: &'static str, reason: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        field,
-        reason: reason.into(),
-    }
 }
 
 /// Command-line flags; each also reads its `SWITCHBACK_*` variable.
@@ -204,22 +183,8 @@ pub struct SimConfig {
 }
 
 impl RawConfig {
-    pub fn from_yaml_file(path: &std::path::Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        Self::from_yaml(&text).map_err(|source| ConfigError::Parse {
-            path: path.to_owned(),
-            source,
-        })
-    }
-
     pub fn from_yaml(text: &str) -> Result<Self, serde_yaml::Error> {
-        if text.trim().is_empty() {
-            return Ok(Self::default());
-        }
-        serde_yaml::from_str(text)
+        switchback_common::config::from_yaml(text)
     }
 
     /// Lays flags (and the environment, which clap folded into them) over the file.
@@ -342,15 +307,7 @@ impl RawConfig {
             return Err(invalid("cost", "costs must be non-negative numbers"));
         }
         let etcd = self.etcd.unwrap_or_default();
-        let etcd_endpoints = etcd
-            .endpoints
-            .unwrap_or_else(|| vec!["http://127.0.0.1:2379".to_owned()]);
-        if etcd_endpoints.is_empty() || etcd_endpoints.iter().any(|e| e.trim().is_empty()) {
-            return Err(invalid(
-                "etcd.endpoints",
-                "needs at least one non-empty endpoint",
-            ));
-        }
+        let etcd_endpoints = switchback_common::config::etcd_endpoints(etcd.endpoints)?;
         let lease_ttl_s = etcd.lease_ttl_s.unwrap_or(5);
         if !(2..=300).contains(&lease_ttl_s) {
             return Err(invalid(
@@ -392,10 +349,7 @@ impl RawConfig {
 
 /// Reads the file named by `--config` (if any), overlays flags and environment, validates.
 pub fn load(args: Args) -> Result<WorkerConfig, ConfigError> {
-    let raw = match &args.config {
-        Some(path) => RawConfig::from_yaml_file(path)?,
-        None => RawConfig::default(),
-    };
+    let raw: RawConfig = switchback_common::config::read_yaml(args.config.as_deref())?;
     raw.overlay(args).validate()
 }
 

@@ -20,7 +20,7 @@ use crate::{
     config::{EngineConfig, WorkerConfig},
     engine::{Engine, mistral::MistralEngine, sim::SimEngine},
     load::{Load, ReportTarget},
-    service::{InferenceService, Limits},
+    service::{Identity, InferenceService, Limits},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -100,9 +100,11 @@ pub async fn run(
     let requests = TaskTracker::new();
     let abort_requests = CancellationToken::new();
     let service = InferenceService::new(
-        config.id.clone(),
-        config.tier.clone(),
-        config.model.clone(),
+        Identity {
+            worker_id: config.id.clone(),
+            tier: config.tier.clone(),
+            model: config.model.clone(),
+        },
         engine,
         Arc::clone(&load),
         Limits {

@@ -22,6 +22,14 @@ use crate::{
 /// Most alternatives per position we return (OpenAI's limit).
 const MAX_TOP_LOGPROBS: u32 = 20;
 
+/// Who this worker is, as `Health` reports it.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub worker_id: String,
+    pub tier: String,
+    pub model: String,
+}
+
 /// Limits that apply to every request.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -46,9 +54,7 @@ pub struct InferenceService {
 
 impl InferenceService {
     pub fn new(
-        worker_id: String,
-        tier: String,
-        model: String,
+        identity: Identity,
         engine: Arc<dyn Engine>,
         load: Arc<Load>,
         limits: Limits,
@@ -57,9 +63,9 @@ impl InferenceService {
     ) -> Self {
         let slots = Arc::new(Semaphore::new(load.capacity as usize));
         Self {
-            worker_id,
-            tier,
-            model,
+            worker_id: identity.worker_id,
+            tier: identity.tier,
+            model: identity.model,
             engine,
             load,
             slots,
@@ -309,9 +315,11 @@ mod tests {
             default_tokens: 4,
         }));
         let svc = InferenceService::new(
-            "w".into(),
-            "small".into(),
-            "m".into(),
+            Identity {
+                worker_id: "w".into(),
+                tier: "small".into(),
+                model: "m".into(),
+            },
             engine,
             Arc::clone(&load),
             Limits {
