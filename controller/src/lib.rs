@@ -14,8 +14,8 @@ use std::{
 
 use switchback_proto::{Keys, pb::controller_server::ControllerServer};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tonic::transport::server::TcpIncoming;
 
 use crate::{config::ControllerConfig, service::ControllerService, view::ClusterView};
 
@@ -87,7 +87,7 @@ pub async fn run(
             view,
             stop: stop.clone(),
         }))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), {
+        .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), {
             let stop = stop.clone();
             async move {
                 shutdown.cancelled().await;

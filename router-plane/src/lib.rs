@@ -55,6 +55,13 @@ pub async fn run(
         limits,
     });
     tracing::info!(%local, "router serving");
+    // Streamed tokens are small writes: without TCP_NODELAY, Nagle's algorithm and delayed
+    // ACKs hold each one back by up to 40 ms.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(err) = tcp.set_nodelay(true) {
+            tracing::warn!(%err, "cannot set TCP_NODELAY");
+        }
+    });
     let result = axum::serve(listener, api::router(state))
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await;

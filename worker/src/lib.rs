@@ -13,8 +13,8 @@ use std::{sync::Arc, time::SystemTime};
 
 use switchback_proto::{Keys, WorkerRecord, pb::inference_server::InferenceServer};
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
+use tonic::transport::server::TcpIncoming;
 
 use crate::{
     config::{EngineConfig, WorkerConfig},
@@ -124,7 +124,7 @@ pub async fn run(
             tonic::transport::Server::builder()
                 .add_service(InferenceServer::new(service))
                 .serve_with_incoming_shutdown(
-                    TcpListenerStream::new(listener),
+                    TcpIncoming::from(listener).with_nodelay(Some(true)),
                     stop.cancelled_owned(),
                 ),
         )

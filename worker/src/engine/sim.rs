@@ -163,7 +163,8 @@ fn async_stream(
         };
         async move {
             let event = event?;
-            if matches!(event, EngineEvent::Delta { .. }) {
+            // A zero-length sleep still waits for the timer's next 1 ms tick.
+            if matches!(event, EngineEvent::Delta { .. }) && !delay.is_zero() {
                 tokio::time::sleep(delay).await;
             }
             Some((Ok(event), produced + 1))
