@@ -22,7 +22,6 @@ use axum::{
     routing::{get, post},
 };
 use serde_json::json;
-use switchback_proto::pb;
 
 use self::{
     error::ApiError,
@@ -372,26 +371,18 @@ async fn serve(
         let mut usage = None;
         let mut next = Some(Ok(Some(first)));
         loop {
+            // A worker error and the request deadline end the stream the same way.
             let item = match next.take() {
                 Some(item) => item,
                 None => match tokio::time::timeout_at(deadline, stream.message()).await {
-                    Ok(item) => item,
-                    Err(_) => {
-                        let err = ApiError::Timeout(timeout_s);
-                        app2.metrics.request(&d.tier, err.outcome());
-                        yield sse(err.body());
-                        yield Ok(Bytes::from_static(b"data: [DONE]\n\n"));
-                        return;
-                    }
+                    Ok(item) => item.map_err(ApiError::from),
+                    Err(_) => Err(ApiError::Timeout(timeout_s)),
                 },
             };
             match item {
                 Ok(Some(chunk)) => {
                     streamed_tokens += chunk.tokens.len();
-                    let finish = match pb::FinishReason::try_from(chunk.finish_reason) {
-                        Ok(pb::FinishReason::Unspecified) | Err(_) => None,
-                        Ok(f) => Some(f),
-                    };
+                    let finish = response::finish_of(chunk.finish_reason);
                     if chunk.usage.is_some() {
                         usage = chunk.usage;
                     }
@@ -400,8 +391,7 @@ async fn serve(
                     }
                 }
                 Ok(None) => break,
-                Err(status) => {
-                    let err = ApiError::from(status);
+                Err(err) => {
                     app2.metrics.request(&d.tier, err.outcome());
                     yield sse(err.body());
                     yield Ok(Bytes::from_static(b"data: [DONE]\n\n"));

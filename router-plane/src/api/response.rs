@@ -45,7 +45,7 @@ impl Collected {
     pub fn push(&mut self, chunk: pb::GenerateChunk) {
         self.text.push_str(&chunk.text);
         self.tokens.extend(chunk.tokens);
-        if let Some(f) = finish_of(&chunk.finish_reason) {
+        if let Some(f) = finish_of(chunk.finish_reason) {
             self.finish = Some(f);
         }
         if chunk.usage.is_some() {
@@ -54,8 +54,9 @@ impl Collected {
     }
 }
 
-fn finish_of(raw: &i32) -> Option<pb::FinishReason> {
-    match pb::FinishReason::try_from(*raw) {
+/// The finish reason of a chunk, if it is the final one.
+pub fn finish_of(raw: i32) -> Option<pb::FinishReason> {
+    match pb::FinishReason::try_from(raw) {
         Ok(pb::FinishReason::Unspecified) | Err(_) => None,
         Ok(f) => Some(f),
     }
