@@ -24,6 +24,8 @@ die() { log "error: $*"; exit 1; }
 present() {
   case $1 in
     protobuf-compiler) command -v protoc ;;
+    # protoc's well-known types (google/protobuf/*.proto), which etcd-client's protos import.
+    libprotobuf-dev) test -f /usr/include/google/protobuf/descriptor.proto ;;
     etcd-server) command -v etcd ;;
     etcd-client) command -v etcdctl ;;
     pkg-config | curl) command -v "$1" ;;
@@ -44,7 +46,7 @@ as_root() {
 }
 
 missing=()
-for pkg in protobuf-compiler etcd-server etcd-client pkg-config libssl-dev \
+for pkg in protobuf-compiler libprotobuf-dev etcd-server etcd-client pkg-config libssl-dev \
   build-essential curl python3-venv; do
   present "$pkg" || missing+=("$pkg")
 done
