@@ -53,16 +53,39 @@ pub fn read_yaml<T: DeserializeOwned + Default>(path: Option<&Path>) -> Result<T
     })
 }
 
-/// The etcd endpoints, defaulting to a local etcd; empty ones are errors.
+/// The etcd endpoints, defaulting to a local etcd. Each must read `[http[s]://]host:port`:
+/// a typo is a clear error at startup, while an endpoint that is well-formed but down is
+/// retried with backoff by whoever uses it.
 pub fn etcd_endpoints(endpoints: Option<Vec<String>>) -> Result<Vec<String>, ConfigError> {
     let endpoints = endpoints.unwrap_or_else(|| vec!["http://127.0.0.1:2379".to_owned()]);
-    if endpoints.is_empty() || endpoints.iter().any(|e| e.trim().is_empty()) {
-        return Err(invalid(
-            "etcd.endpoints",
-            "needs at least one non-empty endpoint",
-        ));
+    if endpoints.is_empty() {
+        return Err(invalid("etcd.endpoints", "needs at least one endpoint"));
+    }
+    for e in &endpoints {
+        check_endpoint(e).map_err(|why| invalid("etcd.endpoints", format!("`{e}`: {why}")))?;
     }
     Ok(endpoints)
+}
+
+fn check_endpoint(e: &str) -> Result<(), &'static str> {
+    let rest = e
+        .strip_prefix("http://")
+        .or_else(|| e.strip_prefix("https://"))
+        .unwrap_or(e);
+    if rest.contains("://") {
+        return Err("the scheme must be http or https");
+    }
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    let (host, port) = rest
+        .rsplit_once(':')
+        .ok_or("expected host:port, e.g. http://127.0.0.1:2379")?;
+    if host.is_empty() || host.contains('/') || host.chars().any(char::is_whitespace) {
+        return Err("the host is empty or not a host name");
+    }
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(()),
+        _ => Err("the port must be a number in 1..=65535"),
+    }
 }
 
 #[cfg(test)]
@@ -97,5 +120,22 @@ mod tests {
         );
         assert!(etcd_endpoints(Some(vec![])).is_err());
         assert!(etcd_endpoints(Some(vec![" ".into()])).is_err());
+        for good in [
+            "http://etcd:2379",
+            "https://10.0.0.1:2379/",
+            "localhost:2379",
+        ] {
+            assert!(etcd_endpoints(Some(vec![good.into()])).is_ok(), "{good}");
+        }
+        for bad in [
+            "http://etcd",
+            "etcd:port",
+            "grpc://etcd:2379",
+            "http://:2379",
+            "http://a b:1",
+        ] {
+            let err = etcd_endpoints(Some(vec![bad.into()])).expect_err(bad);
+            assert!(err.to_string().contains(bad), "{err}");
+        }
     }
 }

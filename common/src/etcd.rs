@@ -101,7 +101,9 @@ pub async fn keep_registered(
                         () = cancel.cancelled() => return,
                         () = tokio::time::sleep(backoff) => {}
                     }
-                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    // Short backoff: after an etcd restart the old lease (restored with a
+                    // fresh TTL) would delete the key if we re-registered later than that.
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
                     continue;
                 }
             },
@@ -157,7 +159,7 @@ async fn keep_alive(mut client: Client, lease: i64, ttl_s: i64) -> LeaseError {
 }
 
 /// Campaigns in the etcd election `name` with `value` (the candidate's address) until
-/// `cancel` fires; `leader` is set while this process holds leadership. Losing the lease
+/// `cancel` fires; `leader` holds true while this process holds leadership. Losing the lease
 /// (etcd outage, partition) drops leadership and starts a new campaign. On cancel the
 /// lease is revoked so a standby takes over at once.
 pub async fn campaign_forever(
@@ -166,9 +168,8 @@ pub async fn campaign_forever(
     value: &str,
     ttl_s: i64,
     cancel: CancellationToken,
-    leader: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    leader: tokio::sync::watch::Sender<bool>,
 ) {
-    use std::sync::atomic::Ordering;
     let mut backoff = Duration::from_millis(200);
     loop {
         let session = async {
@@ -201,7 +202,7 @@ pub async fn campaign_forever(
             won = campaign => match won {
                 Ok(_) => {
                     backoff = Duration::from_millis(200);
-                    leader.store(true, Ordering::SeqCst);
+                    leader.send_replace(true);
                     tracing::info!(election = name, value, "elected leader");
                     tokio::select! {
                         () = cancel.cancelled() => None,
@@ -211,7 +212,7 @@ pub async fn campaign_forever(
                 Err(err) => Some(LeaseError::Etcd(err)),
             },
         };
-        leader.store(false, Ordering::SeqCst);
+        leader.send_replace(false);
         match outcome {
             None => {
                 let _ = revoker.lease_revoke(lease).await;

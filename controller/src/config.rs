@@ -15,6 +15,7 @@ pub mod env {
     pub const ADVERTISE: &str = "SWITCHBACK_ADVERTISE";
     pub const ETCD_ENDPOINTS: &str = "SWITCHBACK_ETCD_ENDPOINTS";
     pub const ETCD_PREFIX: &str = "SWITCHBACK_ETCD_PREFIX";
+    pub const METRICS_LISTEN: &str = "SWITCHBACK_METRICS_LISTEN";
 }
 
 #[derive(Debug, Parser)]
@@ -42,6 +43,9 @@ pub struct Args {
     /// Key prefix of this cluster in etcd.
     #[arg(long, env = env::ETCD_PREFIX)]
     pub etcd_prefix: Option<String>,
+    /// HTTP listen address for /metrics and /healthz.
+    #[arg(long, env = env::METRICS_LISTEN)]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -53,6 +57,8 @@ pub struct RawConfig {
     pub etcd: Option<RawEtcd>,
     /// A worker whose last load report is older than this is shown as stale.
     pub stale_after_ms: Option<u64>,
+    /// HTTP listen address for /metrics and /healthz.
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -72,6 +78,7 @@ pub struct ControllerConfig {
     pub etcd_prefix: String,
     pub lease_ttl_s: i64,
     pub stale_after: Duration,
+    pub metrics_listen: SocketAddr,
 }
 
 impl RawConfig {
@@ -88,6 +95,9 @@ impl RawConfig {
         }
         if args.advertise.is_some() {
             self.advertise = args.advertise;
+        }
+        if args.metrics_listen.is_some() {
+            self.metrics_listen = args.metrics_listen;
         }
         let etcd = self.etcd.get_or_insert_with(RawEtcd::default);
         if args.etcd_endpoints.is_some() {
@@ -130,6 +140,9 @@ impl RawConfig {
                 .unwrap_or_else(|| switchback_proto::keys::DEFAULT_PREFIX.to_owned()),
             lease_ttl_s,
             stale_after: Duration::from_millis(stale_after_ms),
+            metrics_listen: self
+                .metrics_listen
+                .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 9090))),
         })
     }
 }

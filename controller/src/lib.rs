@@ -1,17 +1,18 @@
-//! Switchback controller: keeps one view of the cluster (membership from etcd, live load
-//! from the workers' report streams, health) and streams it to routers. Replicas campaign
-//! in an etcd election; the leader's address is how workers and routers find it.
+//! Switchback controller: keeps one view of the cluster (membership and drains from etcd,
+//! live load from the workers' report streams, health with its reason) and streams it to
+//! routers. Replicas campaign in an etcd election; the leader's address is how workers and
+//! routers find it. Standbys mirror the leader's view so that a failover starts warm.
 
 pub mod config;
 pub mod membership;
+pub mod metrics;
+pub mod mirror;
 pub mod service;
 pub mod view;
 
-use std::{
-    sync::{Arc, atomic::AtomicBool},
-    time::Duration,
-};
+use std::{sync::Arc, time::Duration};
 
+use axum::{extract::State, http::header, response::IntoResponse, routing::get};
 use switchback_proto::{Keys, pb::controller_server::ControllerServer};
 use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
@@ -27,10 +28,11 @@ pub enum ControllerError {
     Serve(#[from] tonic::transport::Error),
 }
 
-/// Runs the controller on `listener` until `shutdown` fires.
+/// Runs the controller on `listener` (gRPC) and `metrics` (HTTP) until `shutdown` fires.
 pub async fn run(
     config: ControllerConfig,
     listener: TcpListener,
+    metrics: TcpListener,
     shutdown: CancellationToken,
 ) -> Result<(), ControllerError> {
     let local = listener.local_addr()?;
@@ -65,19 +67,58 @@ pub async fn run(
             }
         }
     });
-    let leader = Arc::new(AtomicBool::new(false));
+    let (leader_tx, leader_rx) = tokio::sync::watch::channel(false);
     tasks.spawn({
         let endpoints = config.etcd_endpoints.clone();
         let name = keys.controller_election();
         let advertise = advertise.clone();
         let stop = stop.clone();
-        let leader = Arc::clone(&leader);
         let ttl = config.lease_ttl_s;
         async move {
             switchback_common::etcd::campaign_forever(
-                &endpoints, &name, &advertise, ttl, stop, leader,
+                &endpoints, &name, &advertise, ttl, stop, leader_tx,
             )
             .await;
+        }
+    });
+    // The view learns of leadership changes (a new leader's grace for load streams; the
+    // role in Status).
+    tasks.spawn({
+        let view = Arc::clone(&view);
+        let mut leader = leader_rx.clone();
+        let stop = stop.clone();
+        async move {
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => return,
+                    changed = leader.changed() => if changed.is_err() { return },
+                }
+                let is_leader = *leader.borrow_and_update();
+                view.set_leader(is_leader);
+            }
+        }
+    });
+    tasks.spawn(mirror::follow_leader(
+        config.etcd_endpoints.clone(),
+        keys.clone(),
+        advertise.clone(),
+        Arc::clone(&view),
+        leader_rx.clone(),
+        stop.clone(),
+    ));
+    tasks.spawn({
+        let app = axum::Router::new()
+            .route("/metrics", get(scrape))
+            .route("/healthz", get(|| async { "ok" }))
+            .with_state(Arc::clone(&view));
+        let stop = stop.clone();
+        async move {
+            if let Err(err) = axum::serve(metrics, app)
+                .with_graceful_shutdown(stop.cancelled_owned())
+                .await
+            {
+                tracing::error!(%err, "metrics server failed");
+            }
         }
     });
 
@@ -85,6 +126,9 @@ pub async fn run(
     let result = tonic::transport::Server::builder()
         .add_service(ControllerServer::new(ControllerService {
             view,
+            leader: leader_rx,
+            etcd_endpoints: config.etcd_endpoints.clone(),
+            keys,
             stop: stop.clone(),
         }))
         .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), {
@@ -101,4 +145,14 @@ pub async fn run(
     tasks.wait().await;
     tracing::info!("controller stopped");
     Ok(result?)
+}
+
+async fn scrape(State(view): State<Arc<ClusterView>>) -> impl IntoResponse {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        metrics::render(&view.status()),
+    )
 }

@@ -1,8 +1,9 @@
-//! Membership from etcd: reads every worker record under the prefix, then watches for
-//! joins, changes and leaves (a lease expiring deletes the record). Any break in the
-//! watch leads to a fresh full read, so the view converges after etcd outages.
+//! Membership from etcd: reads every worker record and operator drain under the cluster
+//! prefix, then watches for joins, changes, leaves (a lease expiring deletes the record)
+//! and drains. Any break in the watch leads to a fresh full read, so the view converges
+//! after etcd outages.
 
-use std::{sync::Arc, time::Duration};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use etcd_client::{EventType, GetOptions, WatchOptions};
 use switchback_proto::{Keys, WorkerRecord};
@@ -21,7 +22,15 @@ fn decode(key: &[u8], value: &[u8]) -> Option<WorkerRecord> {
     }
 }
 
-/// Follows the worker prefix until `cancel` fires. `synced` turns true after the first
+/// The reason stored in a drain mark (`{"reason": ...}`); an unreadable mark still drains.
+pub fn drain_reason(value: &[u8]) -> String {
+    serde_json::from_slice::<serde_json::Value>(value)
+        .ok()
+        .and_then(|v| v.get("reason").and_then(|r| r.as_str()).map(str::to_owned))
+        .unwrap_or_default()
+}
+
+/// Follows the cluster prefix until `cancel` fires. `synced` turns true after the first
 /// complete read.
 pub async fn follow(
     endpoints: Vec<String>,
@@ -48,7 +57,7 @@ pub async fn follow(
             () = cancel.cancelled() => return,
             () = tokio::time::sleep(backoff) => {}
         }
-        backoff = (backoff * 2).min(Duration::from_secs(5));
+        backoff = (backoff * 2).min(Duration::from_secs(2));
     }
 }
 
@@ -59,27 +68,37 @@ async fn follow_once(
     synced: &watch::Sender<bool>,
 ) -> Result<(), etcd_client::Error> {
     let mut client = switchback_common::etcd::connect(endpoints).await?;
-    let prefix = keys.workers();
+    // One read and one watch over the whole cluster prefix: worker records and drains
+    // stay consistent with each other (one revision).
+    let prefix = keys.prefix();
     let listing = client
-        .get(prefix.as_str(), Some(GetOptions::new().with_prefix()))
+        .get(prefix, Some(GetOptions::new().with_prefix()))
         .await?;
     let revision = listing.header().map_or(0, |h| h.revision());
-    let records = listing
-        .kvs()
-        .iter()
-        .filter_map(|kv| decode(kv.key(), kv.value()))
-        .collect::<Vec<_>>();
+    let mut records = Vec::new();
+    let mut drains = HashMap::new();
+    for kv in listing.kvs() {
+        let Ok(key) = std::str::from_utf8(kv.key()) else {
+            continue;
+        };
+        if keys.worker_id_of(key).is_some() {
+            records.extend(decode(kv.key(), kv.value()));
+        } else if let Some(id) = keys.drained_id_of(key) {
+            drains.insert(id.to_owned(), drain_reason(kv.value()));
+        }
+    }
     tracing::info!(
         workers = records.len(),
+        drained = drains.len(),
         revision,
         "membership read from etcd"
     );
-    view.replace_all(records);
+    view.replace_all(records, drains);
     synced.send_replace(true);
 
     let mut stream = client
         .watch(
-            prefix.as_str(),
+            prefix,
             Some(
                 WatchOptions::new()
                     .with_prefix()
@@ -96,23 +115,22 @@ async fn follow_once(
         }
         for event in response.events() {
             let Some(kv) = event.kv() else { continue };
-            let Some(id) = std::str::from_utf8(kv.key())
-                .ok()
-                .and_then(|k| keys.worker_id_of(k))
-            else {
+            let Ok(key) = std::str::from_utf8(kv.key()) else {
                 continue;
             };
-            match event.event_type() {
-                EventType::Put => {
-                    if let Some(record) = decode(kv.key(), kv.value()) {
-                        if record.id == id {
-                            view.upsert(record);
-                        } else {
-                            tracing::warn!(key_id = id, record_id = %record.id, "worker record id does not match its key; ignored");
-                        }
+            let put = event.event_type() == EventType::Put;
+            if let Some(id) = keys.worker_id_of(key) {
+                if !put {
+                    view.remove(id);
+                } else if let Some(record) = decode(kv.key(), kv.value()) {
+                    if record.id == id {
+                        view.upsert(record);
+                    } else {
+                        tracing::warn!(key_id = id, record_id = %record.id, "worker record id does not match its key; ignored");
                     }
                 }
-                EventType::Delete => view.remove(id),
+            } else if let Some(id) = keys.drained_id_of(key) {
+                view.set_drained(id, put.then(|| drain_reason(kv.value())));
             }
         }
     }

@@ -1,10 +1,15 @@
-//! The `Controller` gRPC service: load streams in, cluster views out.
+//! The `Controller` gRPC service: load streams in, cluster views out, failure reports and
+//! drains from routers and operators. Only the leader takes load streams and serves
+//! watches; a standby answers UNAVAILABLE so callers look the leader up again.
 
 use std::{pin::Pin, sync::Arc};
 
 use futures::{Stream, StreamExt};
-use switchback_proto::pb::{self, controller_server::Controller};
-use tokio::sync::broadcast::error::RecvError;
+use switchback_proto::{
+    Keys,
+    pb::{self, controller_server::Controller},
+};
+use tokio::sync::{broadcast::error::RecvError, watch};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -13,11 +18,24 @@ use crate::view::ClusterView;
 #[derive(Debug)]
 pub struct ControllerService {
     pub view: Arc<ClusterView>,
+    /// True while this replica is the elected leader.
+    pub leader: watch::Receiver<bool>,
+    pub etcd_endpoints: Vec<String>,
+    pub keys: Keys,
     /// Ends every open stream at shutdown, so the server's graceful stop can complete.
     pub stop: CancellationToken,
 }
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::ClusterEvent, Status>> + Send>>;
+
+fn not_leader() -> Status {
+    Status::unavailable("this controller is a standby; look the leader up in etcd")
+}
+
+/// Resolves when leadership is lost (or the sender is gone).
+async fn lost(mut leader: watch::Receiver<bool>) {
+    let _ = leader.wait_for(|l| !*l).await;
+}
 
 #[tonic::async_trait]
 impl Controller for ControllerService {
@@ -25,11 +43,17 @@ impl Controller for ControllerService {
         &self,
         req: Request<Streaming<pb::LoadReport>>,
     ) -> Result<Response<pb::ReportLoadAck>, Status> {
+        if !*self.leader.borrow() {
+            return Err(not_leader());
+        }
         let mut stream = req.into_inner();
         let mut worker = None;
+        let lost = lost(self.leader.clone());
+        tokio::pin!(lost);
         loop {
             let report = tokio::select! {
                 () = self.stop.cancelled() => return Err(Status::unavailable("controller shutting down")),
+                () = &mut lost => return Err(Status::unavailable("this controller lost the leadership")),
                 report = stream.message() => report?,
             };
             let Some(report) = report else { break };
@@ -51,19 +75,29 @@ impl Controller for ControllerService {
         &self,
         req: Request<pb::WatchClusterRequest>,
     ) -> Result<Response<Self::WatchClusterStream>, Status> {
+        if !*self.leader.borrow() {
+            return Err(not_leader());
+        }
         let watcher = req.into_inner().watcher;
-        tracing::info!(%watcher, "router watching the cluster");
+        tracing::info!(%watcher, "watching the cluster");
         let view = Arc::clone(&self.view);
         let stop = self.stop.clone();
+        let leader = self.leader.clone();
         // Subscribe before the snapshot so no change falls between them; a change seen in
         // both is applied twice, which is harmless (events are idempotent).
         let mut rx = view.subscribe();
         let snapshot = view.snapshot();
         let stream = async_stream::stream! {
+            let lost = lost(leader);
+            tokio::pin!(lost);
             yield Ok(pb::ClusterEvent { event: Some(pb::cluster_event::Event::Snapshot(snapshot)) });
             loop {
                 let next = tokio::select! {
                     () = stop.cancelled() => break,
+                    () = &mut lost => {
+                        yield Err(Status::unavailable("this controller lost the leadership"));
+                        break;
+                    }
                     next = rx.recv() => next,
                 };
                 match next {
@@ -84,6 +118,57 @@ impl Controller for ControllerService {
         &self,
         _req: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::ClusterView>, Status> {
-        Ok(Response::new(self.view.snapshot()))
+        Ok(Response::new(self.view.status()))
+    }
+
+    async fn report_worker_failure(
+        &self,
+        req: Request<pb::WorkerFailure>,
+    ) -> Result<Response<pb::WorkerFailureAck>, Status> {
+        let f = req.into_inner();
+        if f.worker_id.is_empty() {
+            return Err(Status::invalid_argument("worker_id is empty"));
+        }
+        let known = self.view.suspect(&f.worker_id, &f.reporter, &f.reason);
+        Ok(Response::new(pb::WorkerFailureAck { known }))
+    }
+
+    async fn drain(
+        &self,
+        req: Request<pb::DrainRequest>,
+    ) -> Result<Response<pb::DrainResponse>, Status> {
+        let d = req.into_inner();
+        if d.worker_id.is_empty() || d.worker_id.contains('/') {
+            return Err(Status::invalid_argument(
+                "worker_id must be a worker id (non-empty, without '/')",
+            ));
+        }
+        let key = self.keys.drain(&d.worker_id);
+        let etcd = |e: etcd_client::Error| Status::unavailable(format!("etcd: {e}"));
+        let mut client = switchback_common::etcd::connect(&self.etcd_endpoints)
+            .await
+            .map_err(etcd)?;
+        if d.undrain {
+            client.delete(key.as_str(), None).await.map_err(etcd)?;
+            self.view.set_drained(&d.worker_id, None);
+            tracing::info!(worker = %d.worker_id, "undrained by an operator");
+        } else {
+            let at = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |t| t.as_millis() as u64);
+            let value = serde_json::json!({"reason": d.reason, "at_unix_ms": at}).to_string();
+            client.put(key.as_str(), value, None).await.map_err(etcd)?;
+            // The membership watch brings the same mark; setting it now makes the answer
+            // consistent with the next Status.
+            self.view.set_drained(&d.worker_id, Some(d.reason.clone()));
+            tracing::info!(worker = %d.worker_id, reason = %d.reason, "drained by an operator");
+        }
+        let known = self
+            .view
+            .snapshot()
+            .workers
+            .iter()
+            .any(|w| w.info.as_ref().is_some_and(|i| i.id == d.worker_id));
+        Ok(Response::new(pb::DrainResponse { known }))
     }
 }

@@ -5,7 +5,7 @@
 #   deploy/local/quickstart.sh stop     stop it
 #   deploy/local/quickstart.sh status   show what runs
 #
-# The cluster: etcd (data in .run/etcd), a controller, a `small` worker (SmolLM2-135M), a
+# The cluster: etcd (data in .run/etcd), two controllers (leader + warm standby), a `small` worker (SmolLM2-135M), a
 # `large` worker (Qwen2.5-Coder-0.5B), both real mistral.rs inference on CPU, and the router
 # on http://127.0.0.1:8080/v1. Logs are in .run/logs/. Each step skips what is done.
 set -euo pipefail
@@ -22,7 +22,7 @@ die() { printf 'quickstart: error: %s\n' "$*" >&2; exit 1; }
 
 stop() {
   local pidfile name pid
-  for name in router worker-large worker-small controller etcd; do
+  for name in router worker-large worker-small controller-b controller etcd; do
     pidfile="$run/$name.pid"
     [[ -f $pidfile ]] || continue
     pid=$(cat "$pidfile")
@@ -38,7 +38,7 @@ stop() {
 
 status() {
   local name pidfile
-  for name in etcd controller worker-small worker-large router; do
+  for name in etcd controller controller-b worker-small worker-large router; do
     pidfile="$run/$name.pid"
     if [[ -f $pidfile ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
       printf '%-13s running (pid %s)\n' "$name" "$(cat "$pidfile")"
@@ -94,6 +94,9 @@ start etcd etcd --name switchback-local --data-dir "$run/etcd" \
   --initial-cluster switchback-local=http://127.0.0.1:2380
 wait_until "etcd ready" 30 etcdctl --endpoints=http://127.0.0.1:2379 endpoint health
 start controller "$bin/switchback-controller" --config deploy/local/config/controller.yaml
+# A second replica: it campaigns too, mirrors the leader's view and takes over on failure.
+start controller-b "$bin/switchback-controller" --config deploy/local/config/controller.yaml \
+  --id controller-b --listen 127.0.0.1:50051 --metrics-listen 127.0.0.1:9091
 start worker-small env SWITCHBACK_MODEL_PATH="$models/smollm2-135m/SmolLM2-135M-Instruct.Q4_1.gguf" \
   "$bin/switchback-worker" --config deploy/local/config/worker-small.yaml
 start worker-large env SWITCHBACK_MODEL_PATH="$models/qwen2.5-0.5b/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf" \
@@ -115,3 +118,5 @@ Try it:
 
   model: "auto" (default tier), "small", "large", or a model id from /v1/models.
 MSG
+printf '\nOperate it:\n  %s status            (tiers, workers, health and why; --json)\n  %s drain <worker>    (and undrain)\n' \
+  "$bin/sbctl" "$bin/sbctl"

@@ -40,6 +40,23 @@ impl Keys {
         (!id.is_empty() && !id.contains('/')).then_some(id)
     }
 
+    /// Prefix of operator drains; `drain/<id>` exists while worker `id` is drained.
+    pub fn drains(&self) -> String {
+        format!("{}drain/", self.prefix)
+    }
+
+    /// The drain mark of one worker (JSON: reason, who, when). Not bound to a lease: a
+    /// drain lasts until `sbctl undrain` or the worker's clean shutdown.
+    pub fn drain(&self, worker_id: &str) -> String {
+        format!("{}drain/{worker_id}", self.prefix)
+    }
+
+    /// The worker id in a key under [`Keys::drains`], if it is one.
+    pub fn drained_id_of<'k>(&self, key: &'k str) -> Option<&'k str> {
+        let id = key.strip_prefix(&self.prefix)?.strip_prefix("drain/")?;
+        (!id.is_empty() && !id.contains('/')).then_some(id)
+    }
+
     /// The name of the controllers' etcd election; its leader value is the leader's
     /// gRPC address.
     pub fn controller_election(&self) -> String {
@@ -81,5 +98,8 @@ mod tests {
         assert_eq!(keys.worker_id_of("/p/workers/a/b"), None);
         assert_eq!(keys.worker_id_of("/q/workers/abc"), None);
         assert_eq!(keys.worker_id_of("/p/drain/abc"), None);
+        assert_eq!(keys.drained_id_of("/p/drain/abc"), Some("abc"));
+        assert_eq!(keys.drained_id_of("/p/workers/abc"), None);
+        assert_eq!(keys.drain("abc"), "/p/drain/abc");
     }
 }

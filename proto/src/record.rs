@@ -24,6 +24,10 @@ pub struct WorkerRecord {
     /// `cpu`, `cuda:0`, … or `none` for `sim`.
     pub accelerator: String,
     pub max_concurrency: u32,
+    /// Requests the worker queues beyond `max_concurrency` before refusing; 0 when the
+    /// record comes from a worker that does not say (routers then do not pre-check).
+    #[serde(default)]
+    pub max_queue: u32,
     pub cost_per_mtok_input: f64,
     pub cost_per_mtok_output: f64,
     /// The worker binary's version.
@@ -73,6 +77,7 @@ impl From<WorkerRecord> for pb::WorkerInfo {
             engine: r.engine,
             accelerator: r.accelerator,
             max_concurrency: r.max_concurrency,
+            max_queue: r.max_queue,
             cost_per_mtok_input: r.cost_per_mtok_input,
             cost_per_mtok_output: r.cost_per_mtok_output,
             version: r.version,
@@ -92,6 +97,7 @@ impl From<pb::WorkerInfo> for WorkerRecord {
             engine: i.engine,
             accelerator: i.accelerator,
             max_concurrency: i.max_concurrency,
+            max_queue: i.max_queue,
             cost_per_mtok_input: i.cost_per_mtok_input,
             cost_per_mtok_output: i.cost_per_mtok_output,
             version: i.version,
@@ -114,6 +120,7 @@ mod tests {
             engine: "mistralrs".into(),
             accelerator: "cpu".into(),
             max_concurrency: 4,
+            max_queue: 8,
             cost_per_mtok_input: 0.1,
             cost_per_mtok_output: 0.2,
             version: "0.1.0".into(),

@@ -58,6 +58,16 @@ pub struct RawConfig {
     pub max_tokens_limit: Option<u32>,
     pub max_messages: Option<usize>,
     pub request_timeout_s: Option<u64>,
+    /// Workers tried per request before giving up (failures before the first token).
+    pub max_attempts: Option<u32>,
+    /// An attempt that has not produced its first token by then moves to another worker.
+    pub first_token_timeout_s: Option<u64>,
+    /// How long a request may wait in the router for a slot when its tier is saturated.
+    pub admission_wait_ms: Option<u64>,
+    /// Requests that may wait for a slot at once; beyond it the router answers 429 at once.
+    pub max_pending: Option<usize>,
+    /// How long a worker this router could not reach stays out of its routing set.
+    pub suspect_hold_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -79,6 +89,11 @@ pub struct RouterConfig {
     pub max_tokens_limit: u32,
     pub max_messages: usize,
     pub request_timeout: Duration,
+    pub max_attempts: u32,
+    pub first_token_timeout: Duration,
+    pub admission_wait: Duration,
+    pub max_pending: usize,
+    pub suspect_hold: Duration,
 }
 
 impl RawConfig {
@@ -134,6 +149,25 @@ impl RawConfig {
         if request_timeout_s == 0 {
             return Err(invalid("request_timeout_s", "must be at least 1"));
         }
+        let max_attempts = self.max_attempts.unwrap_or(3);
+        if !(1..=10).contains(&max_attempts) {
+            return Err(invalid("max_attempts", "must be in 1..=10"));
+        }
+        let first_token_timeout_s = self.first_token_timeout_s.unwrap_or(60);
+        if first_token_timeout_s == 0 {
+            return Err(invalid("first_token_timeout_s", "must be at least 1"));
+        }
+        let admission_wait_ms = self.admission_wait_ms.unwrap_or(1000);
+        if admission_wait_ms > request_timeout_s * 1000 {
+            return Err(invalid(
+                "admission_wait_ms",
+                "must not be longer than request_timeout_s",
+            ));
+        }
+        let suspect_hold_ms = self.suspect_hold_ms.unwrap_or(5000);
+        if !(100..=600_000).contains(&suspect_hold_ms) {
+            return Err(invalid("suspect_hold_ms", "must be in 100..=600000"));
+        }
         Ok(RouterConfig {
             listen: self
                 .listen
@@ -149,6 +183,11 @@ impl RawConfig {
             max_tokens_limit,
             max_messages: self.max_messages.unwrap_or(1024),
             request_timeout: Duration::from_secs(request_timeout_s),
+            max_attempts,
+            first_token_timeout: Duration::from_secs(first_token_timeout_s),
+            admission_wait: Duration::from_millis(admission_wait_ms),
+            max_pending: self.max_pending.unwrap_or(1024),
+            suspect_hold: Duration::from_millis(suspect_hold_ms),
         })
     }
 }

@@ -4,7 +4,7 @@
 use std::{collections::HashMap, sync::Mutex};
 
 use switchback_proto::pb::{self, inference_client::InferenceClient};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 use crate::api::openai::{Generation, PromptKind};
 
@@ -19,11 +19,9 @@ impl Clients {
         if let Some(ch) = channels.get(address) {
             return Ok(InferenceClient::new(ch.clone()));
         }
-        let channel = Endpoint::from_shared(format!("http://{address}"))?
-            .connect_timeout(std::time::Duration::from_secs(2))
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(std::time::Duration::from_secs(10))
-            .connect_lazy();
+        // Keep-alives with a timeout: a hung or cut-off worker breaks its streams within
+        // seconds instead of holding them until the request deadline.
+        let channel = switchback_common::etcd::grpc_endpoint(address)?.connect_lazy();
         channels.insert(address.to_owned(), channel.clone());
         Ok(InferenceClient::new(channel))
     }

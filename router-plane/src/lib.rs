@@ -46,7 +46,11 @@ pub async fn run(
         max_tokens_limit: config.max_tokens_limit,
         max_messages: config.max_messages,
     };
+    let name = format!("router@{local}");
+    let pending = tokio::sync::Semaphore::new(config.max_pending);
     let state = Arc::new(AppState {
+        pending,
+        name,
         config,
         view,
         clients: Default::default(),

@@ -24,6 +24,12 @@ pub struct Tokens {
     pub kind: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Retry {
+    pub tier: String,
+    pub reason: &'static str,
+}
+
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
@@ -33,6 +39,10 @@ pub struct Metrics {
     pub tokens: Family<Tokens, Counter>,
     pub decision: Histogram,
     pub controller_connected: Gauge,
+    pub controller_sessions: Gauge,
+    pub retries: Family<Retry, Counter>,
+    pub unreachable: Counter,
+    pub pending: Gauge,
 }
 
 fn latency_buckets() -> impl Iterator<Item = f64> {
@@ -75,8 +85,36 @@ impl Default for Metrics {
             "1 while the cluster watch to the controller is up",
             controller_connected.clone(),
         );
+        let retries = Family::<Retry, Counter>::default();
+        registry.register(
+            "retries",
+            "Attempts that failed before the first token and moved to another worker, by reason",
+            retries.clone(),
+        );
+        let unreachable = Counter::default();
+        registry.register(
+            "worker_unreachable",
+            "Workers this router could not reach (taken out of routing and reported)",
+            unreachable.clone(),
+        );
+        let pending = Gauge::default();
+        registry.register(
+            "pending_requests",
+            "Requests waiting in this router for a slot in a saturated tier",
+            pending.clone(),
+        );
+        let controller_sessions = Gauge::default();
+        registry.register(
+            "controller_watch_sessions",
+            "Cluster watches opened since start; it grows by one at every controller failover",
+            controller_sessions.clone(),
+        );
         Self {
             registry,
+            controller_sessions,
+            retries,
+            unreachable,
+            pending,
             requests,
             duration,
             ttft,

@@ -27,6 +27,8 @@ pub struct Candidate<'a> {
     pub running: u32,
     pub waiting: u32,
     pub capacity: u32,
+    /// Requests the worker queues beyond `capacity` before refusing (0: unknown).
+    pub max_queue: u32,
     /// This router's requests in flight to the worker.
     pub local_in_flight: u32,
 }
@@ -34,6 +36,17 @@ pub struct Candidate<'a> {
 impl Candidate<'_> {
     pub fn outstanding(&self) -> u32 {
         self.running + self.waiting + self.local_in_flight
+    }
+
+    /// Every slot and queue place is taken, as far as this router can tell: sending more
+    /// would only be refused.
+    ///
+    /// Reported load already includes this router's requests once the next report is in,
+    /// so for this bound the two are not added up (that would refuse work the worker has
+    /// room for); the larger one counts. The worker enforces its exact limit anyway.
+    pub fn is_full(&self) -> bool {
+        let known = (self.running + self.waiting).max(self.local_in_flight);
+        self.max_queue > 0 && known >= self.capacity.max(1) + self.max_queue
     }
 
     fn load_per_slot(&self) -> f64 {
@@ -55,6 +68,8 @@ pub enum NoWorker {
     Unknown,
     /// Workers exist but none is ready.
     NoneReady,
+    /// Ready workers exist but all of them are full (slots and queues).
+    Saturated,
 }
 
 /// The chosen candidate's index and how many were considered.
@@ -80,6 +95,13 @@ pub fn choose(
         .copied()
         .filter(|&i| candidates[i].ready)
         .collect();
+    if ready.is_empty() {
+        return Err(NoWorker::NoneReady);
+    }
+    let ready: Vec<usize> = ready
+        .into_iter()
+        .filter(|&i| !candidates[i].is_full())
+        .collect();
     // Ties rotate over the positions of the ready candidates, so equal workers take turns
     // whatever else is in the view.
     let n = ready.len() as u64;
@@ -90,7 +112,7 @@ pub fn choose(
             la.total_cmp(&lb)
                 .then_with(|| ((a as u64 + rotation) % n).cmp(&((b as u64 + rotation) % n)))
         })
-        .ok_or(NoWorker::NoneReady)?;
+        .ok_or(NoWorker::Saturated)?;
     Ok(Choice {
         index: ready[best],
         considered: matching.len(),
@@ -110,8 +132,28 @@ mod tests {
             running,
             waiting: 0,
             capacity: 4,
+            max_queue: 0,
             local_in_flight: local,
         }
+    }
+
+    #[test]
+    fn full_workers_are_skipped_and_all_full_is_saturated() {
+        let mut a = c("a", "small", 4, 6);
+        a.max_queue = 2;
+        let mut b = c("b", "small", 4, 0);
+        b.max_queue = 2;
+        assert!(a.is_full() && !b.is_full());
+        let cs = [a.clone(), b.clone()];
+        assert_eq!(
+            cs[choose(&cs, Target::Tier("small"), 0).expect("worker").index].id,
+            "b"
+        );
+        b.waiting = 2;
+        assert_eq!(
+            choose(&[a, b], Target::Tier("small"), 0),
+            Err(NoWorker::Saturated)
+        );
     }
 
     #[test]

@@ -8,8 +8,10 @@ use std::{
         Arc, Mutex, RwLock,
         atomic::{AtomicBool, AtomicU32, Ordering},
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
+
+use tokio::sync::Notify;
 
 use switchback_proto::{Keys, WorkerRecord, pb};
 use tokio_util::sync::CancellationToken;
@@ -21,6 +23,8 @@ pub struct Worker {
     pub record: WorkerRecord,
     pub health: pb::WorkerHealth,
     pub load: pb::LoadReport,
+    /// This router could not reach it recently (filled in snapshots only).
+    pub suspect: bool,
 }
 
 /// Shared, thread-safe view.
@@ -28,8 +32,16 @@ pub struct Worker {
 pub struct View {
     workers: RwLock<BTreeMap<String, Worker>>,
     in_flight: Mutex<HashMap<String, Arc<AtomicU32>>>,
+    /// Workers this router could not reach, out of its routing set until the instant.
+    suspects: Mutex<HashMap<String, Instant>>,
+    /// The controller the cluster watch is connected to, for failure reports.
+    controller: RwLock<Option<String>>,
+    /// Woken when capacity may have freed up: a request finished or the view changed.
+    changed: Arc<Notify>,
     ready: AtomicBool,
     connected: AtomicBool,
+    /// Cluster watches opened so far (a new one after every controller failover).
+    sessions: std::sync::atomic::AtomicU64,
 }
 
 /// Owned copy of a worker for one placement decision.
@@ -39,30 +51,37 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    pub fn candidates(&self) -> Vec<Candidate<'_>> {
+    /// Placement's view of the workers; a worker in `exclude` (tried already for this
+    /// request) or suspected by this router is not ready.
+    pub fn candidates(&self, exclude: &[String]) -> Vec<Candidate<'_>> {
         self.workers
             .iter()
             .map(|(w, local)| Candidate {
                 id: &w.record.id,
                 tier: &w.record.tier,
                 model: &w.record.model,
-                ready: w.health == pb::WorkerHealth::Ready,
+                ready: w.health == pb::WorkerHealth::Ready
+                    && !w.suspect
+                    && !exclude.contains(&w.record.id),
                 running: w.load.running,
                 waiting: w.load.waiting,
                 capacity: w.load.capacity.max(w.record.max_concurrency),
+                max_queue: w.record.max_queue,
                 local_in_flight: *local,
             })
             .collect()
     }
 }
 
-/// Decrements the router's in-flight count for a worker when dropped.
+/// Decrements the router's in-flight count for a worker when dropped, and wakes requests
+/// waiting for capacity.
 #[derive(Debug)]
-pub struct InFlight(Arc<AtomicU32>);
+pub struct InFlight(Arc<AtomicU32>, Arc<Notify>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
+        self.1.notify_waiters();
     }
 }
 
@@ -76,6 +95,11 @@ impl View {
         self.connected.load(Ordering::Relaxed)
     }
 
+    /// Cluster watches opened so far.
+    pub fn sessions(&self) -> u64 {
+        self.sessions.load(Ordering::Relaxed)
+    }
+
     fn counter(&self, worker_id: &str) -> Arc<AtomicU32> {
         let mut map = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
         Arc::clone(map.entry(worker_id.to_owned()).or_default())
@@ -85,12 +109,42 @@ impl View {
     pub fn start(&self, worker_id: &str) -> InFlight {
         let c = self.counter(worker_id);
         c.fetch_add(1, Ordering::Relaxed);
-        InFlight(c)
+        InFlight(c, Arc::clone(&self.changed))
+    }
+
+    /// Resolves when capacity may have freed up. Create it before looking at the view, so
+    /// a change in between is not missed.
+    pub fn changed(&self) -> tokio::sync::futures::OwnedNotified {
+        Arc::clone(&self.changed).notified_owned()
+    }
+
+    /// Takes a worker out of this router's routing set for `hold` after a failed
+    /// connection. Returns false if it was already out.
+    pub fn suspect(&self, worker_id: &str, hold: Duration) -> bool {
+        let mut suspects = self.suspects.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        let fresh = suspects.get(worker_id).is_none_or(|until| *until <= now);
+        suspects.insert(worker_id.to_owned(), now + hold);
+        fresh
+    }
+
+    /// The controller the watch is connected to.
+    pub fn controller(&self) -> Option<String> {
+        self.controller
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     pub fn snapshot(&self) -> Snapshot {
         let workers = self.workers.read().unwrap_or_else(|e| e.into_inner());
         let in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        let suspects = {
+            let mut s = self.suspects.lock().unwrap_or_else(|e| e.into_inner());
+            s.retain(|_, until| *until > now);
+            s.keys().cloned().collect::<std::collections::HashSet<_>>()
+        };
         Snapshot {
             workers: workers
                 .values()
@@ -98,7 +152,9 @@ impl View {
                     let local = in_flight
                         .get(&w.record.id)
                         .map_or(0, |c| c.load(Ordering::Relaxed));
-                    (w.clone(), local)
+                    let mut w = w.clone();
+                    w.suspect = suspects.contains(&w.record.id);
+                    (w, local)
                 })
                 .collect(),
         }
@@ -143,6 +199,8 @@ impl View {
                 }
             }
         }
+        drop(workers);
+        self.changed.notify_waiters();
     }
 }
 
@@ -156,6 +214,7 @@ fn worker_of(state: pb::WorkerState) -> Option<Worker> {
             ..Default::default()
         }),
         record,
+        suspect: false,
     })
 }
 
@@ -224,6 +283,8 @@ async fn follow_once(
         .into_inner();
     tracing::info!(%address, "watching the cluster");
     view.connected.store(true, Ordering::Relaxed);
+    view.sessions.fetch_add(1, Ordering::Relaxed);
+    *view.controller.write().unwrap_or_else(|e| e.into_inner()) = Some(address.clone());
     while let Some(event) = stream.message().await? {
         if let Some(event) = event.event {
             view.apply(event);
@@ -254,7 +315,7 @@ mod tests {
                 ..Default::default()
             }),
             health: pb::WorkerHealth::Ready as i32,
-            load_age_ms: 0,
+            ..Default::default()
         }
     }
 
@@ -265,6 +326,7 @@ mod tests {
         view.apply(Event::Snapshot(pb::ClusterView {
             workers: vec![state("a", 0)],
             controller_id: "c".into(),
+            ..Default::default()
         }));
         assert!(view.is_ready());
         view.apply(Event::Upsert(state("b", 1)));
@@ -286,8 +348,27 @@ mod tests {
         view.apply(Event::Upsert(state("a", 0)));
         let g1 = view.start("a");
         let _g2 = view.start("a");
-        assert_eq!(view.snapshot().candidates()[0].local_in_flight, 2);
+        assert_eq!(view.snapshot().candidates(&[])[0].local_in_flight, 2);
         drop(g1);
-        assert_eq!(view.snapshot().candidates()[0].local_in_flight, 1);
+        assert_eq!(view.snapshot().candidates(&[])[0].local_in_flight, 1);
+    }
+
+    #[test]
+    fn suspects_and_excluded_workers_are_not_ready() {
+        let view = View::default();
+        view.apply(Event::Upsert(state("a", 0)));
+        view.apply(Event::Upsert(state("b", 0)));
+        assert!(view.suspect("a", Duration::from_secs(60)));
+        assert!(!view.suspect("a", Duration::from_secs(60)), "already out");
+        let snap = view.snapshot();
+        let ready: Vec<_> = snap
+            .candidates(&["b".to_owned()])
+            .iter()
+            .map(|c| (c.id.to_owned(), c.ready))
+            .collect();
+        assert_eq!(ready, vec![("a".into(), false), ("b".into(), false)]);
+        // The hold ends on its own.
+        assert!(view.suspect("b", Duration::ZERO));
+        assert!(view.snapshot().candidates(&[])[1].ready);
     }
 }

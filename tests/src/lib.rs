@@ -7,7 +7,9 @@
 
 #![allow(clippy::unwrap_used)]
 
+pub mod bench;
 pub mod http;
+pub mod traffic;
 
 use std::{
     future::Future,
@@ -161,58 +163,84 @@ impl Proc {
     }
 }
 
-/// A single-member etcd on loopback with its data in a temp dir.
+/// A single-member etcd on loopback with its data in a temp dir. It can be stopped and
+/// started again on the same ports and data (an outage).
 #[derive(Debug)]
 pub struct Etcd {
     pub proc: Proc,
     pub endpoint: String,
+    args: Vec<String>,
     _dir: tempfile::TempDir,
 }
 
 impl Etcd {
     pub async fn start() -> Self {
+        Self::start_at(free_port()).await
+    }
+
+    /// etcd on a chosen client port (for tests that point a component at it before it runs).
+    pub async fn start_at(client_port: u16) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let client_port = free_port();
         let peer_port = free_port();
         let client = format!("http://127.0.0.1:{client_port}");
         let peer = format!("http://127.0.0.1:{peer_port}");
+        let args: Vec<String> = vec![
+            "--name".into(),
+            "test".into(),
+            "--data-dir".into(),
+            dir.path().join("data").display().to_string(),
+            "--listen-client-urls".into(),
+            client.clone(),
+            "--advertise-client-urls".into(),
+            client.clone(),
+            "--listen-peer-urls".into(),
+            peer.clone(),
+            "--initial-advertise-peer-urls".into(),
+            peer.clone(),
+            "--initial-cluster".into(),
+            format!("test={peer}"),
+            "--log-level".into(),
+            "error".into(),
+        ];
+        let etcd = Self {
+            proc: Self::spawn(&args),
+            endpoint: client,
+            args,
+            _dir: dir,
+        };
+        etcd.wait_up().await;
+        etcd
+    }
+
+    fn spawn(args: &[String]) -> Proc {
         let etcd = which("etcd").unwrap_or_else(|| {
             panic!("etcd is not installed: run deploy/local/ensure-deps.sh (Debian package etcd-server)")
         });
-        let proc = Proc::spawn(
+        Proc::spawn(
             "etcd",
             &etcd,
-            &[
-                "--name".into(),
-                "test".into(),
-                "--data-dir".into(),
-                dir.path().join("data").display().to_string(),
-                "--listen-client-urls".into(),
-                client.clone(),
-                "--advertise-client-urls".into(),
-                client.clone(),
-                "--listen-peer-urls".into(),
-                peer.clone(),
-                "--initial-advertise-peer-urls".into(),
-                peer.clone(),
-                "--initial-cluster".into(),
-                format!("test={peer}"),
-                "--log-level".into(),
-                "error".into(),
-            ],
+            args,
             &[("ETCD_UNSUPPORTED_ARCH", String::new())],
-        );
-        let etcd = Self {
-            proc,
-            endpoint: client,
-            _dir: dir,
-        };
+        )
+    }
+
+    async fn wait_up(&self) {
         wait_for("etcd to answer", Duration::from_secs(30), || async {
-            let mut c = etcd.client().await.ok()?;
+            let mut c = self.client().await.ok()?;
             c.get("health-probe", None).await.ok().map(|_| ())
         })
         .await;
-        etcd
+    }
+
+    /// Stops etcd (SIGKILL: an outage, not a maintenance stop).
+    pub async fn stop(&mut self) {
+        self.proc.kill().await;
+    }
+
+    /// Starts etcd again on the same ports and data, and waits until it answers.
+    pub async fn restart(&mut self) {
+        self.proc = Self::spawn(&self.args);
+        self.wait_up().await;
     }
 
     pub async fn client(&self) -> Result<etcd_client::Client, etcd_client::Error> {
@@ -224,8 +252,30 @@ impl Etcd {
 
     /// Whether `key` exists.
     pub async fn has_key(&self, key: &str) -> bool {
+        self.lease_of(key).await.is_some()
+    }
+
+    /// The lease `key` is bound to (0: none), if the key exists.
+    pub async fn lease_of(&self, key: &str) -> Option<i64> {
         let mut c = self.client().await.expect("etcd client");
-        !c.get(key, None).await.expect("etcd get").kvs().is_empty()
+        c.get(key, None)
+            .await
+            .expect("etcd get")
+            .kvs()
+            .first()
+            .map(|kv| kv.lease())
+    }
+
+    /// The controller leader's address, as the election says.
+    pub async fn leader(&self) -> Option<String> {
+        let mut c = self.client().await.ok()?;
+        let resp = c
+            .leader(switchback_proto::Keys::default().controller_election())
+            .await
+            .ok()?;
+        resp.kv()
+            .and_then(|kv| std::str::from_utf8(kv.value()).ok())
+            .map(str::to_owned)
     }
 }
 
@@ -245,6 +295,12 @@ pub struct Controller {
 
 impl Controller {
     pub async fn start(etcd: &Etcd) -> Self {
+        Self::start_with(&etcd.endpoint).await
+    }
+
+    /// A controller for the etcd at `endpoint` (which may not be up yet); waits until its
+    /// gRPC server answers, not until it is elected.
+    pub async fn start_with(etcd_endpoint: &str) -> Self {
         let port = free_port();
         let address = format!("127.0.0.1:{port}");
         let proc = Proc::spawn(
@@ -253,8 +309,10 @@ impl Controller {
             &[
                 "--listen".into(),
                 address.clone(),
+                "--metrics-listen".into(),
+                format!("127.0.0.1:{}", free_port()),
                 "--etcd-endpoints".into(),
-                etcd.endpoint.clone(),
+                etcd_endpoint.to_owned(),
             ],
             &[],
         );
@@ -266,6 +324,14 @@ impl Controller {
         )
         .await;
         c
+    }
+
+    /// Waits until this controller says it is the leader.
+    pub async fn wait_leader(&self, timeout: Duration) {
+        wait_for("the controller to be elected", timeout, || async {
+            (self.status().await.ok()?.role == "leader").then_some(())
+        })
+        .await;
     }
 
     pub async fn status(&self) -> Result<pb::ClusterView, Box<dyn std::error::Error>> {
@@ -282,6 +348,16 @@ impl Controller {
             .iter()
             .find(|w| w.info.as_ref().is_some_and(|i| i.id == worker_id))
             .and_then(|w| pb::WorkerHealth::try_from(w.health).ok())
+    }
+
+    /// The worker's state in the controller's view, if it is there.
+    pub async fn worker(&self, worker_id: &str) -> Option<pb::WorkerState> {
+        self.status()
+            .await
+            .ok()?
+            .workers
+            .into_iter()
+            .find(|w| w.info.as_ref().is_some_and(|i| i.id == worker_id))
     }
 
     pub async fn wait_ready(&self, worker_id: &str, timeout: Duration) {
@@ -490,4 +566,25 @@ impl Router {
         )
         .await;
     }
+}
+
+/// Runs `sbctl` against the cluster of `etcd`; returns (exit code, stdout, stderr).
+pub async fn sbctl(etcd: &Etcd, args: &[&str]) -> (i32, String, String) {
+    let out = tokio::time::timeout(
+        Duration::from_secs(120),
+        Command::new(bin("sbctl"))
+            .args(args)
+            .env("SWITCHBACK_ETCD_ENDPOINTS", &etcd.endpoint)
+            .env_remove("SWITCHBACK_CONTROLLER")
+            .kill_on_drop(true)
+            .output(),
+    )
+    .await
+    .expect("sbctl did not finish within 120 s")
+    .expect("run sbctl");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }

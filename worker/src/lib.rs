@@ -5,6 +5,7 @@
 //! [`run`] is the whole worker; `main.rs` only reads config and starts telemetry.
 
 pub mod config;
+pub mod drain;
 pub mod engine;
 pub mod load;
 pub mod service;
@@ -88,6 +89,7 @@ pub async fn run(
         engine: engine.kind().to_owned(),
         accelerator: engine.accelerator(),
         max_concurrency: config.max_concurrency,
+        max_queue: config.max_queue,
         cost_per_mtok_input: config.cost_per_mtok_input,
         cost_per_mtok_output: config.cost_per_mtok_output,
         version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -132,17 +134,27 @@ pub async fn run(
     tracing::info!(id = %config.id, tier = %config.tier, model = %config.model, %advertise, "worker serving");
 
     let registration_stop = CancellationToken::new();
-    let registration = {
-        let key = keys.worker(&config.id);
-        let value = record.to_json();
-        let endpoints = config.etcd_endpoints.clone();
-        let ttl = config.lease_ttl_s;
-        let stop = registration_stop.clone();
-        background.spawn(async move {
-            switchback_common::etcd::keep_registered(&endpoints, &key, &value, ttl, stop, |_| {})
-                .await;
-        })
-    };
+    let (drain_tx, drain_rx) = tokio::sync::watch::channel(false);
+    let drain_key = keys.drain(&config.id);
+    background.spawn(drain::watch_mark(
+        config.etcd_endpoints.clone(),
+        drain_key.clone(),
+        drain_tx,
+        registration_stop.clone(),
+    ));
+    let registration = background.spawn(drain::manage(
+        drain::Registration {
+            endpoints: config.etcd_endpoints.clone(),
+            key: keys.worker(&config.id),
+            value: record.to_json(),
+            ttl_s: config.lease_ttl_s,
+        },
+        drain_rx,
+        Arc::clone(&load),
+        requests.clone(),
+        shutdown.clone(),
+        registration_stop.clone(),
+    ));
     let reporter_stop = CancellationToken::new();
     background.spawn(load::report_forever(
         Arc::clone(&load),
@@ -173,6 +185,7 @@ pub async fn run(
     }
     registration_stop.cancel();
     let _ = registration.await;
+    clear_drain_mark(&config.etcd_endpoints, &drain_key).await;
     reporter_stop.cancel();
     server_stop.cancel();
     background.close();
@@ -183,4 +196,20 @@ pub async fn run(
     background.wait().await;
     tracing::info!("worker stopped");
     Ok(())
+}
+
+/// On a clean shutdown the worker's drain mark has served its purpose (a preStop drain);
+/// removing it lets the next process with this id start undrained. Best effort, bounded.
+async fn clear_drain_mark(endpoints: &[String], key: &str) {
+    let result = tokio::time::timeout(std::time::Duration::from_secs(3), async {
+        let mut client = switchback_common::etcd::connect(endpoints).await?;
+        client.delete(key, None).await
+    })
+    .await;
+    match result {
+        Ok(Ok(r)) if r.deleted() > 0 => tracing::info!(key, "drain mark removed"),
+        Ok(Ok(_)) => {}
+        Ok(Err(err)) => tracing::warn!(%err, key, "could not remove the drain mark"),
+        Err(_) => tracing::warn!(key, "etcd did not answer; the drain mark stays"),
+    }
 }

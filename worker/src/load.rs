@@ -57,6 +57,11 @@ impl Load {
         self.changed.notify_one();
     }
 
+    pub fn stop_draining(&self) {
+        self.draining.store(false, Ordering::Relaxed);
+        self.changed.notify_one();
+    }
+
     pub fn add_tokens(&self, n: u64) {
         self.tokens.fetch_add(n, Ordering::Relaxed);
     }
@@ -172,7 +177,7 @@ pub async fn report_forever(
                 if sleep_or_cancel(backoff, &cancel).await {
                     return;
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(2));
+                backoff = (backoff * 2).min(Duration::from_secs(1));
                 continue;
             }
             Err(err) => {
@@ -180,7 +185,7 @@ pub async fn report_forever(
                 if sleep_or_cancel(backoff, &cancel).await {
                     return;
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(2));
+                backoff = (backoff * 2).min(Duration::from_secs(1));
                 continue;
             }
         };
@@ -223,7 +228,7 @@ pub async fn report_forever(
         if sleep_or_cancel(backoff, &cancel).await {
             return;
         }
-        backoff = (backoff * 2).min(Duration::from_secs(2));
+        backoff = (backoff * 2).min(Duration::from_secs(1));
     }
 }
 

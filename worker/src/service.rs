@@ -131,7 +131,9 @@ impl InferenceService {
 fn engine_status(err: EngineError) -> Status {
     match err {
         EngineError::InvalidRequest(msg) => Status::invalid_argument(msg),
-        EngineError::Internal(msg) => Status::internal(msg),
+        EngineError::Internal(msg) => {
+            switchback_proto::refusal(Status::internal(msg), "engine-error")
+        }
     }
 }
 
@@ -166,7 +168,10 @@ impl Inference for InferenceService {
         req: Request<pb::GenerateRequest>,
     ) -> Result<Response<Self::GenerateStream>, Status> {
         if self.load.is_draining() {
-            return Err(Status::unavailable("worker is draining"));
+            return Err(switchback_proto::refusal(
+                Status::unavailable("worker is draining"),
+                "draining",
+            ));
         }
         let params = self.params(req.into_inner())?;
         // Take a free slot at once if there is one; otherwise wait in the bounded queue.
@@ -174,10 +179,13 @@ impl Inference for InferenceService {
         let queued = if slot_now.is_some() {
             None
         } else if self.load.waiting() >= self.limits.max_queue {
-            return Err(Status::resource_exhausted(format!(
-                "worker queue is full ({} waiting)",
-                self.limits.max_queue
-            )));
+            return Err(switchback_proto::refusal(
+                Status::resource_exhausted(format!(
+                    "worker queue is full ({} waiting)",
+                    self.limits.max_queue
+                )),
+                "queue-full",
+            ));
         } else {
             Some(self.load.enter_queue())
         };
@@ -214,7 +222,7 @@ impl Inference for InferenceService {
                         return;
                     }
                     () = abort.cancelled() => {
-                        let _ = tx.send(Err(Status::unavailable("the worker shut down before the request finished"))).await;
+                        let _ = tx.send(Err(switchback_proto::refusal(Status::unavailable("the worker shut down before the request finished"), "shutdown"))).await;
                         return;
                     }
                 };
@@ -270,7 +278,7 @@ impl Inference for InferenceService {
                         tracing::warn!(%err, "generation failed");
                         Err(engine_status(err))
                     }
-                    None => Err(Status::internal("engine stream ended without finishing")),
+                    None => Err(switchback_proto::refusal(Status::internal("engine stream ended without finishing"), "engine-error")),
                 };
                 let failed = chunk.is_err();
                 if tx.send(chunk).await.is_err() || failed {

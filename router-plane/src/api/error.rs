@@ -25,6 +25,10 @@ pub enum ApiError {
     /// The tier exists but no worker of it can take the request now.
     #[error("no worker of tier `{tier}` is available right now; retry shortly")]
     NoCapacity { tier: String },
+    /// Every ready worker of the tier is full (slots and queues) and none freed up within
+    /// the admission wait.
+    #[error("tier `{tier}` is at capacity: every worker's slots and queue are full; retry shortly")]
+    Saturated { tier: String },
     /// The router has no cluster view yet.
     #[error("the router has not received a cluster view yet; retry shortly")]
     NotReady,
@@ -50,6 +54,7 @@ impl ApiError {
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnknownModel(_) => StatusCode::NOT_FOUND,
             Self::NoCapacity { .. } | Self::NotReady => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Saturated { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Upstream { status, .. } => *status,
             Self::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -65,6 +70,7 @@ impl ApiError {
             Self::NoCapacity { .. } | Self::NotReady => {
                 ("service_unavailable", Some("no_capacity"))
             }
+            Self::Saturated { .. } => ("rate_limit_exceeded", Some("tier_saturated")),
             Self::Upstream { status, .. } if status.is_client_error() => {
                 ("invalid_request_error", None)
             }
@@ -102,6 +108,7 @@ impl ApiError {
             }
             Self::UnknownModel(_) => "unknown_model",
             Self::NoCapacity { .. } | Self::NotReady => "unavailable",
+            Self::Saturated { .. } => "saturated",
             Self::Upstream { .. } => "upstream_error",
             Self::Timeout(_) => "timeout",
         }
@@ -197,5 +204,11 @@ mod tests {
         assert!(!e.to_string().contains("secret"));
         let e = ApiError::from(tonic::Status::resource_exhausted("queue full"));
         assert_eq!(e.status(), StatusCode::TOO_MANY_REQUESTS);
+        let r = ApiError::Saturated {
+            tier: "small".into(),
+        }
+        .into_response();
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(r.headers()[header::RETRY_AFTER], "1");
     }
 }

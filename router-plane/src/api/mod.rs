@@ -1,6 +1,7 @@
 //! The OpenAI-compatible HTTP API: `/v1/chat/completions`, `/v1/completions`,
 //! `/v1/models`, plus `/healthz`, `/readyz` and `/metrics`.
 
+pub mod attempt;
 pub mod error;
 pub mod openai;
 pub mod response;
@@ -23,7 +24,10 @@ use axum::{
 };
 use serde_json::json;
 
+use switchback_proto::pb;
+
 use self::{
+    attempt::Failure,
     error::ApiError,
     openai::{ChatRequest, CompletionRequest, Generation, RequestLimits},
     response::{Collected, Decision},
@@ -31,7 +35,7 @@ use self::{
 use crate::{
     config::RouterConfig,
     dispatch::{self, Clients},
-    metrics::Metrics,
+    metrics::{Metrics, Retry},
     placement::{self, NoWorker, Target},
     view::View,
 };
@@ -51,6 +55,10 @@ pub struct AppState {
     pub metrics: Metrics,
     pub rotation: AtomicU64,
     pub limits: RequestLimits,
+    /// Bounds the requests waiting for capacity in a saturated tier.
+    pub pending: tokio::sync::Semaphore,
+    /// How this router names itself to the controller, e.g. `router@10.0.0.7:8080`.
+    pub name: String,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -86,6 +94,9 @@ async fn metrics(State(app): State<Arc<AppState>>) -> Response {
     app.metrics
         .controller_connected
         .set(i64::from(app.view.is_connected()));
+    app.metrics
+        .controller_sessions
+        .set(app.view.sessions() as i64);
     (
         [(
             header::CONTENT_TYPE,
@@ -189,14 +200,14 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// Chooses a worker for `model`.
-fn decide(app: &AppState, model: &str) -> Result<(Decision, String), ApiError> {
+/// Chooses a worker for `model`, skipping the workers in `exclude`.
+fn decide(app: &AppState, model: &str, exclude: &[String]) -> Result<(Decision, String), ApiError> {
     let started = Instant::now();
     if !app.view.is_ready() {
         return Err(ApiError::NotReady);
     }
     let snapshot = app.view.snapshot();
-    let candidates = snapshot.candidates();
+    let candidates = snapshot.candidates(exclude);
     let (target, reason) = if model == "auto" {
         (
             Target::Tier(app.config.default_tier.as_str()),
@@ -214,6 +225,13 @@ fn decide(app: &AppState, model: &str) -> Result<(Decision, String), ApiError> {
     app.metrics
         .decision
         .observe(started.elapsed().as_secs_f64());
+    let tier_of_target = || match target {
+        Target::Tier(t) => t.to_owned(),
+        Target::Model(m) => candidates
+            .iter()
+            .find(|c| c.model == m)
+            .map_or_else(|| m.to_owned(), |c| c.tier.to_owned()),
+    };
     match choice {
         Ok(choice) => {
             let c = &candidates[choice.index];
@@ -226,6 +244,7 @@ fn decide(app: &AppState, model: &str) -> Result<(Decision, String), ApiError> {
                     reason,
                     candidates: choice.considered,
                     queue_depth: c.outstanding(),
+                    retries: Vec::new(),
                 },
                 worker.record.address.clone(),
             ))
@@ -236,15 +255,176 @@ fn decide(app: &AppState, model: &str) -> Result<(Decision, String), ApiError> {
             }),
             Target::Model(m) => Err(ApiError::UnknownModel(m.to_owned())),
         },
-        Err(NoWorker::NoneReady) => {
-            let tier = match target {
-                Target::Tier(t) => t.to_owned(),
-                Target::Model(m) => candidates
-                    .iter()
-                    .find(|c| c.model == m)
-                    .map_or_else(|| m.to_owned(), |c| c.tier.to_owned()),
-            };
-            Err(ApiError::NoCapacity { tier })
+        Err(NoWorker::NoneReady) => Err(ApiError::NoCapacity {
+            tier: tier_of_target(),
+        }),
+        Err(NoWorker::Saturated) => Err(ApiError::Saturated {
+            tier: tier_of_target(),
+        }),
+    }
+}
+
+/// A request waiting in the router for capacity; counted in the pending gauge.
+struct Pending<'a>(
+    &'a AppState,
+    #[allow(dead_code)] tokio::sync::SemaphorePermit<'a>,
+);
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        self.0.metrics.pending.dec();
+    }
+}
+
+/// [`decide`], waiting (bounded by the admission wait, the deadline and the number of
+/// requests already waiting) while the tier is saturated, instead of sending work that
+/// would only be refused.
+async fn place(
+    app: &AppState,
+    model: &str,
+    exclude: &[String],
+    deadline: tokio::time::Instant,
+) -> Result<(Decision, String), ApiError> {
+    let wait_until = deadline.min(tokio::time::Instant::now() + app.config.admission_wait);
+    let mut pending = None;
+    loop {
+        // Registered before looking, so a slot freed in between is not missed.
+        let changed = app.view.changed();
+        match decide(app, model, exclude) {
+            Err(ApiError::Saturated { tier }) if tokio::time::Instant::now() < wait_until => {
+                if pending.is_none() {
+                    let permit = app
+                        .pending
+                        .try_acquire()
+                        .map_err(|_| ApiError::Saturated { tier: tier.clone() })?;
+                    app.metrics.pending.inc();
+                    pending = Some(Pending(app, permit));
+                }
+                if tokio::time::timeout_at(wait_until, changed).await.is_err() {
+                    return Err(ApiError::Saturated { tier });
+                }
+            }
+            other => return other,
+        }
+    }
+}
+
+/// Tells the controller (best effort, in the background) that a worker is unreachable, so
+/// every router stops sending to it, not only this one.
+fn report_unreachable(app: &AppState, worker: &str, reason: &str) {
+    if !app.view.suspect(worker, app.config.suspect_hold) {
+        return;
+    }
+    app.metrics.unreachable.inc();
+    tracing::warn!(
+        worker,
+        reason,
+        "worker unreachable; out of this router's routing set"
+    );
+    let Some(controller) = app.view.controller() else {
+        return;
+    };
+    let failure = pb::WorkerFailure {
+        worker_id: worker.to_owned(),
+        reporter: app.name.clone(),
+        reason: reason.to_owned(),
+    };
+    tokio::spawn(async move {
+        let report = async {
+            let channel = switchback_common::etcd::grpc_endpoint(&controller)?
+                .connect()
+                .await?;
+            pb::controller_client::ControllerClient::new(channel)
+                .report_worker_failure(failure)
+                .await?;
+            Ok::<_, Box<dyn std::error::Error + Send + Sync>>(())
+        };
+        match tokio::time::timeout(std::time::Duration::from_secs(3), report).await {
+            Ok(Ok(())) => {}
+            Ok(Err(err)) => tracing::warn!(%err, "could not report the worker to the controller"),
+            Err(_) => tracing::warn!("the controller did not take the failure report in time"),
+        }
+    });
+}
+
+/// A worker's answer, opened: the stream and its first chunk (streamed requests), or all
+/// of it (whole requests, which may be retried until the very end since the client has
+/// seen nothing yet).
+enum Opened {
+    Streaming(Box<tonic::Streaming<pb::GenerateChunk>>, pb::GenerateChunk),
+    /// The whole answer, and when its first chunk arrived.
+    Whole(Collected, Instant),
+}
+
+async fn attempt(
+    app: &AppState,
+    address: &str,
+    request: pb::GenerateRequest,
+    stream: bool,
+    deadline: tokio::time::Instant,
+) -> Result<Opened, (Failure, ApiError)> {
+    let first_token_by = deadline.min(tokio::time::Instant::now() + app.config.first_token_timeout);
+    let upstream = |s: tonic::Status| (Failure::of(&s), ApiError::from(s));
+    let mut client = app.clients.get(address).map_err(|e| {
+        (
+            Failure::of(&tonic::Status::unavailable("")),
+            ApiError::Upstream {
+                status: StatusCode::BAD_GATEWAY,
+                message: format!("bad worker address: {e}"),
+            },
+        )
+    })?;
+    let no_first_token = || {
+        (
+            Failure::NO_FIRST_TOKEN,
+            ApiError::Upstream {
+                status: StatusCode::GATEWAY_TIMEOUT,
+                message: "the worker produced no first token in time".to_owned(),
+            },
+        )
+    };
+    let opened = tokio::time::timeout_at(first_token_by, async {
+        let mut s = client
+            .generate(request)
+            .await
+            .map_err(upstream)?
+            .into_inner();
+        // Wait for the first chunk before answering, so that a worker that fails before
+        // producing anything is retried, or yields a proper HTTP error.
+        let first = s.message().await.map_err(upstream)?.ok_or_else(|| {
+            (
+                Failure::EMPTY_STREAM,
+                ApiError::Upstream {
+                    status: StatusCode::BAD_GATEWAY,
+                    message: "the worker closed the stream without answering".to_owned(),
+                },
+            )
+        })?;
+        Ok((s, first))
+    })
+    .await
+    .map_err(|_| no_first_token())?;
+    let (mut s, first) = opened?;
+    let first_at = Instant::now();
+    if stream {
+        return Ok(Opened::Streaming(Box::new(s), first));
+    }
+    let mut collected = Collected::default();
+    collected.push(first);
+    loop {
+        match tokio::time::timeout_at(deadline, s.message()).await {
+            Ok(Ok(Some(chunk))) => collected.push(chunk),
+            Ok(Ok(None)) => return Ok(Opened::Whole(collected, first_at)),
+            Ok(Err(status)) => return Err(upstream(status)),
+            Err(_) => {
+                return Err((
+                    Failure {
+                        retryable: false,
+                        ..Failure::NO_FIRST_TOKEN
+                    },
+                    ApiError::Timeout(app.config.request_timeout.as_secs()),
+                ));
+            }
         }
     }
 }
@@ -261,6 +441,10 @@ fn decision_headers(response: &mut Response, d: &Decision) {
         }
     }
     headers.insert("x-switchback-escalations", HeaderValue::from_static("0"));
+    headers.insert(
+        "x-switchback-attempts",
+        HeaderValue::from(d.retries.len() as u64 + 1),
+    );
 }
 
 #[tracing::instrument(skip_all, fields(model = %generation.model, stream = generation.stream, tier, worker))]
@@ -270,81 +454,106 @@ async fn serve(
     generation: Generation,
 ) -> Result<Response, (String, ApiError)> {
     let started = Instant::now();
-    let (decision, address) =
-        decide(&app, &generation.model).map_err(|e| ("none".to_owned(), e))?;
-    let span = tracing::Span::current();
-    span.record("tier", decision.tier.as_str());
-    span.record("worker", decision.worker.as_str());
-    tracing::debug!(
-        reason = decision.reason,
-        candidates = decision.candidates,
-        queue_depth = decision.queue_depth,
-        "placed"
-    );
-    let tier = decision.tier.clone();
-    let fail = |e: ApiError| (tier.clone(), e);
-
-    let in_flight = app.view.start(&decision.worker);
+    let deadline = tokio::time::Instant::from_std(started + app.config.request_timeout);
     let prefix = match endpoint {
         Endpoint::Chat => "chatcmpl",
         Endpoint::Completion => "cmpl",
     };
     let id = format!("{prefix}-{}", uuid::Uuid::new_v4().simple());
-    let mut client = app.clients.get(&address).map_err(|e| {
-        fail(ApiError::Upstream {
-            status: StatusCode::BAD_GATEWAY,
-            message: format!("bad worker address: {e}"),
-        })
-    })?;
-    let mut stream = client
-        .generate(dispatch::request(&id, &generation))
-        .await
-        .map_err(|s| fail(ApiError::from(s)))?
-        .into_inner();
-    // Wait for the first chunk before answering, so that a worker that fails before
-    // producing anything yields a proper HTTP error rather than a broken stream.
-    let first = stream
-        .message()
-        .await
-        .map_err(|s| fail(ApiError::from(s)))?
-        .ok_or_else(|| {
-            fail(ApiError::Upstream {
-                status: StatusCode::BAD_GATEWAY,
-                message: "the worker closed the stream without answering".to_owned(),
-            })
-        })?;
+    let request = dispatch::request(&id, &generation);
+
+    // Attempts: a failure before the client has seen anything moves the request to
+    // another worker of the same tier (never the same one twice), within the attempt
+    // budget and the deadline.
+    let mut tried: Vec<String> = Vec::new();
+    let mut retries: Vec<(String, &'static str)> = Vec::new();
+    let mut last: Option<(String, ApiError)> = None;
+    let (mut decision, in_flight, opened) = loop {
+        let (decision, address) = match place(&app, &generation.model, &tried, deadline).await {
+            Ok(placed) => placed,
+            // Nobody else to try: the last worker's failure says more than "no worker".
+            Err(err) => return Err(last.unwrap_or_else(|| ("none".to_owned(), err))),
+        };
+        let span = tracing::Span::current();
+        span.record("tier", decision.tier.as_str());
+        span.record("worker", decision.worker.as_str());
+        tracing::debug!(
+            reason = decision.reason,
+            candidates = decision.candidates,
+            queue_depth = decision.queue_depth,
+            attempt = tried.len() + 1,
+            "placed"
+        );
+        let in_flight = app.view.start(&decision.worker);
+        match attempt(&app, &address, request.clone(), generation.stream, deadline).await {
+            Ok(opened) => break (decision, in_flight, opened),
+            Err((failure, err)) => {
+                drop(in_flight);
+                // A full queue is the tier being saturated, whatever the worker said.
+                let err = if failure.reason == "queue_full" {
+                    ApiError::Saturated {
+                        tier: decision.tier.clone(),
+                    }
+                } else {
+                    err
+                };
+                if failure.unreachable {
+                    report_unreachable(&app, &decision.worker, &err.to_string());
+                }
+                tried.push(decision.worker.clone());
+                let out_of_time = deadline.saturating_duration_since(tokio::time::Instant::now())
+                    < std::time::Duration::from_millis(50);
+                if !failure.retryable
+                    || tried.len() >= app.config.max_attempts as usize
+                    || out_of_time
+                {
+                    return Err((decision.tier, err));
+                }
+                app.metrics
+                    .retries
+                    .get_or_create(&Retry {
+                        tier: decision.tier.clone(),
+                        reason: failure.reason,
+                    })
+                    .inc();
+                tracing::warn!(worker = %decision.worker, reason = failure.reason, %err, "attempt failed before the first token; retrying on another worker");
+                retries.push((decision.worker.clone(), failure.reason));
+                last = Some((decision.tier, err));
+            }
+        }
+    };
+    decision.retries = retries;
+    let tier = decision.tier.clone();
+    let created = unix_now();
+    let logprobs = generation.logprobs.is_some();
+
+    let (mut stream, first) = match opened {
+        Opened::Whole(collected, first_at) => {
+            drop(in_flight);
+            app.metrics
+                .ttft
+                .get_or_create(&crate::metrics::Tier { tier: tier.clone() })
+                .observe(first_at.duration_since(started).as_secs_f64());
+            let body = response::whole(endpoint, &id, created, &decision, &collected, logprobs);
+            if let Some(u) = &collected.usage {
+                app.metrics
+                    .tokens(&tier, u.prompt_tokens, u.completion_tokens);
+            }
+            app.metrics.request(&tier, "ok");
+            app.metrics
+                .duration
+                .get_or_create(&crate::metrics::Tier { tier: tier.clone() })
+                .observe(started.elapsed().as_secs_f64());
+            let mut response = Json(body).into_response();
+            decision_headers(&mut response, &decision);
+            return Ok(response);
+        }
+        Opened::Streaming(stream, first) => (stream, first),
+    };
     app.metrics
         .ttft
         .get_or_create(&crate::metrics::Tier { tier: tier.clone() })
         .observe(started.elapsed().as_secs_f64());
-    let created = unix_now();
-    let logprobs = generation.logprobs.is_some();
-
-    if !generation.stream {
-        let mut collected = Collected::default();
-        collected.push(first);
-        while let Some(chunk) = stream
-            .message()
-            .await
-            .map_err(|s| fail(ApiError::from(s)))?
-        {
-            collected.push(chunk);
-        }
-        drop(in_flight);
-        let body = response::whole(endpoint, &id, created, &decision, &collected, logprobs);
-        if let Some(u) = &collected.usage {
-            app.metrics
-                .tokens(&tier, u.prompt_tokens, u.completion_tokens);
-        }
-        app.metrics.request(&tier, "ok");
-        app.metrics
-            .duration
-            .get_or_create(&crate::metrics::Tier { tier: tier.clone() })
-            .observe(started.elapsed().as_secs_f64());
-        let mut response = Json(body).into_response();
-        decision_headers(&mut response, &decision);
-        return Ok(response);
-    }
 
     let include_usage = generation.include_usage;
     let head = response::StreamHead {
@@ -357,7 +566,6 @@ async fn serve(
     let d = decision.clone();
     let app2 = Arc::clone(&app);
     // The request deadline bounds the whole stream, not only its start.
-    let deadline = tokio::time::Instant::from_std(started + app.config.request_timeout);
     let timeout_s = app.config.request_timeout.as_secs();
     let events = async_stream::stream! {
         // The in-flight guard lives as long as the stream: a client that disconnects drops
@@ -371,11 +579,17 @@ async fn serve(
         let mut usage = None;
         let mut next = Some(Ok(Some(first)));
         loop {
-            // A worker error and the request deadline end the stream the same way.
+            // A worker error and the request deadline end the stream the same way: an
+            // error event, then [DONE], never a hang.
             let item = match next.take() {
                 Some(item) => item,
                 None => match tokio::time::timeout_at(deadline, stream.message()).await {
-                    Ok(item) => item.map_err(ApiError::from),
+                    Ok(item) => item.map_err(|s| {
+                        if Failure::of(&s).unreachable {
+                            report_unreachable(&app2, &d.worker, s.message());
+                        }
+                        ApiError::from(s)
+                    }),
                     Err(_) => Err(ApiError::Timeout(timeout_s)),
                 },
             };
@@ -392,6 +606,7 @@ async fn serve(
                 }
                 Ok(None) => break,
                 Err(err) => {
+                    tracing::warn!(worker = %d.worker, %err, streamed_tokens, "stream broke after the first token");
                     app2.metrics.request(&d.tier, err.outcome());
                     yield sse(err.body());
                     yield Ok(Bytes::from_static(b"data: [DONE]\n\n"));

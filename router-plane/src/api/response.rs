@@ -16,6 +16,8 @@ pub struct Decision {
     pub candidates: usize,
     /// The chosen worker's outstanding requests when it was chosen.
     pub queue_depth: u32,
+    /// Workers tried before this one, each with why it failed (before the first token).
+    pub retries: Vec<(String, &'static str)>,
 }
 
 impl Decision {
@@ -27,6 +29,7 @@ impl Decision {
             "reason": self.reason,
             "candidates": self.candidates,
             "queue_depth": self.queue_depth,
+            "retries": self.retries.iter().map(|(w, why)| json!({"worker": w, "reason": why})).collect::<Vec<_>>(),
             "escalations": [],
         })
     }

@@ -187,47 +187,14 @@ async fn main() {
     }
 
     let table = format!(
-        "<!-- router-overhead:start -->\n\
-         Measured {date} on this machine ({cores} cores), {requests} requests per cell, {MAX_TOKENS} tokens each, \
+        "Measured {date} on this machine ({cores} cores), {requests} requests per cell, {MAX_TOKENS} tokens each, \
          `sim` worker with zero prefill/decode time; latency is to the last token.\n\n\
          | concurrency | direct p50 ms | direct p99 ms | router p50 ms | router p99 ms | added p50 ms | added p99 ms | direct req/s | router req/s | router/direct throughput |\n\
-         |---|---|---|---|---|---|---|---|---|---|\n{rows}\n\
-         <!-- router-overhead:end -->",
-        date = chrono_free_date(),
+         |---|---|---|---|---|---|---|---|---|---|\n{rows}",
+        date = switchback_tests::bench::today(),
         cores = std::thread::available_parallelism().map_or(0, |n| n.get()),
         rows = rows.join("\n"),
     );
-    let doc = std::fs::read_to_string(&out).unwrap_or_default();
-    let updated = match (
-        doc.find("<!-- router-overhead:start -->"),
-        doc.find("<!-- router-overhead:end -->"),
-    ) {
-        (Some(a), Some(b)) => format!(
-            "{}{}{}",
-            &doc[..a],
-            table,
-            &doc[b + "<!-- router-overhead:end -->".len()..]
-        ),
-        _ => format!("{doc}\n{table}\n"),
-    };
-    std::fs::write(&out, updated).expect("write benchmarks");
+    switchback_tests::bench::write_section(std::path::Path::new(&out), "router-overhead", &table);
     println!("{table}");
-}
-
-/// Today's date (UTC) from the system clock, without a date crate.
-fn chrono_free_date() -> String {
-    let days = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() / 86_400) as i64;
-    // Civil-from-days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}")
 }

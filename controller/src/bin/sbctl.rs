@@ -1,0 +1,308 @@
+//! `sbctl`: the operator's command line for a Switchback cluster.
+//!
+//!   sbctl status [--json]                 per-tier capacity and every worker's health
+//!   sbctl drain <worker> [--wait]         stop new work to a worker; it deregisters when idle
+//!   sbctl undrain <worker>                let it take work again
+//!
+//! It finds the controller leader through etcd (like workers and routers do), or talks to
+//! `--controller` directly. A Kubernetes preStop hook runs `sbctl drain $ID --wait`.
+
+use std::{process::ExitCode, time::Duration};
+
+use clap::{Parser, Subcommand};
+use serde_json::json;
+use switchback_proto::{
+    Keys,
+    pb::{self, controller_client::ControllerClient},
+};
+use tonic::transport::Channel;
+
+#[derive(Debug, Parser)]
+#[command(name = "sbctl", version, about = "Operate a Switchback cluster")]
+struct Cli {
+    /// Controller gRPC address (host:port); default: the leader elected in etcd.
+    #[arg(long, env = "SWITCHBACK_CONTROLLER", global = true)]
+    controller: Option<String>,
+    /// Comma-separated etcd endpoints, to find the leader.
+    #[arg(
+        long,
+        env = "SWITCHBACK_ETCD_ENDPOINTS",
+        value_delimiter = ',',
+        default_value = "http://127.0.0.1:2379",
+        global = true
+    )]
+    etcd_endpoints: Vec<String>,
+    /// Key prefix of the cluster in etcd.
+    #[arg(long, env = "SWITCHBACK_ETCD_PREFIX", default_value = switchback_proto::keys::DEFAULT_PREFIX, global = true)]
+    etcd_prefix: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Tiers (capacity, load, cost) and workers (health and why).
+    Status {
+        /// One JSON object instead of tables.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Drain a worker: no new requests reach it, in-flight ones finish, then it
+    /// deregisters. It stays drained until `undrain` (or its own clean shutdown).
+    Drain {
+        worker: String,
+        /// Kept with the drain and shown in status.
+        #[arg(long, default_value = "")]
+        reason: String,
+        /// Wait until the worker has finished its in-flight work and deregistered.
+        #[arg(long)]
+        wait: bool,
+        /// Give up waiting after this many seconds (exit code 3).
+        #[arg(long, default_value_t = 600)]
+        timeout_s: u64,
+    },
+    /// Undrain a worker: it registers again and takes requests.
+    Undrain { worker: String },
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("sbctl: {err}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+async fn connect(cli: &Cli) -> Result<ControllerClient<Channel>, Error> {
+    let address = match &cli.controller {
+        Some(a) => a.clone(),
+        None => {
+            let mut etcd = switchback_common::etcd::connect(&cli.etcd_endpoints)
+                .await
+                .map_err(|e| format!("cannot reach etcd at {:?}: {e}", cli.etcd_endpoints))?;
+            switchback_common::etcd::controller_leader(&mut etcd, &Keys::new(&cli.etcd_prefix))
+                .await?
+                .ok_or("no controller leader is elected (is a controller running?)")?
+        }
+    };
+    let channel = switchback_common::etcd::grpc_endpoint(&address)?
+        .connect()
+        .await
+        .map_err(|e| format!("cannot reach the controller at {address}: {e}"))?;
+    Ok(ControllerClient::new(channel))
+}
+
+async fn run(cli: Cli) -> Result<ExitCode, Error> {
+    let mut client = connect(&cli).await?;
+    match &cli.command {
+        Command::Status { json } => {
+            let view = client.status(pb::StatusRequest {}).await?.into_inner();
+            if *json {
+                println!("{}", status_json(&view));
+            } else {
+                print!("{}", status_table(&view));
+            }
+        }
+        Command::Drain {
+            worker,
+            reason,
+            wait,
+            timeout_s,
+        } => {
+            let known = client
+                .drain(pb::DrainRequest {
+                    worker_id: worker.clone(),
+                    undrain: false,
+                    reason: reason.clone(),
+                })
+                .await?
+                .into_inner()
+                .known;
+            if !known {
+                eprintln!(
+                    "sbctl: no worker {worker} is registered now; it stays drained if it starts"
+                );
+            }
+            println!("drained {worker}");
+            if *wait && known {
+                let deadline = tokio::time::Instant::now() + Duration::from_secs(*timeout_s);
+                // Deregistration is the worker saying "nothing in flight": poll the
+                // leader (reconnecting if it changes) until the worker leaves the view.
+                loop {
+                    let present = match client.status(pb::StatusRequest {}).await {
+                        Ok(view) => view
+                            .into_inner()
+                            .workers
+                            .iter()
+                            .any(|w| w.info.as_ref().is_some_and(|i| &i.id == worker)),
+                        Err(_) => {
+                            if let Ok(c) = connect(&cli).await {
+                                client = c;
+                            }
+                            true
+                        }
+                    };
+                    if !present {
+                        println!("{worker} finished its in-flight work and deregistered");
+                        break;
+                    }
+                    if tokio::time::Instant::now() >= deadline {
+                        eprintln!("sbctl: {worker} is still registered after {timeout_s} s");
+                        return Ok(ExitCode::from(3));
+                    }
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+            }
+        }
+        Command::Undrain { worker } => {
+            client
+                .drain(pb::DrainRequest {
+                    worker_id: worker.clone(),
+                    undrain: true,
+                    reason: String::new(),
+                })
+                .await?;
+            println!("undrained {worker}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn health_name(h: i32) -> &'static str {
+    match pb::WorkerHealth::try_from(h).unwrap_or(pb::WorkerHealth::Unspecified) {
+        pb::WorkerHealth::Ready => "ready",
+        pb::WorkerHealth::Stale => "stale",
+        pb::WorkerHealth::Draining => "draining",
+        pb::WorkerHealth::Unreachable => "unreachable",
+        pb::WorkerHealth::Unspecified => "unknown",
+    }
+}
+
+fn status_json(view: &pb::ClusterView) -> serde_json::Value {
+    json!({
+        "controller": view.controller_id,
+        "role": view.role,
+        "tiers": view.tiers.iter().map(|t| json!({
+            "tier": t.tier,
+            "workers": {
+                "ready": t.workers_ready,
+                "draining": t.workers_draining,
+                "stale": t.workers_stale,
+                "unreachable": t.workers_unreachable,
+            },
+            "capacity": t.capacity,
+            "running": t.running,
+            "waiting": t.waiting,
+            "tokens_per_second": t.tokens_per_second,
+            "cost_per_mtok": {"input": t.cost_per_mtok_input, "output": t.cost_per_mtok_output},
+        })).collect::<Vec<_>>(),
+        "workers": view.workers.iter().map(|w| {
+            let info = w.info.clone().unwrap_or_default();
+            let load = w.load.clone().unwrap_or_default();
+            json!({
+                "id": info.id,
+                "tier": info.tier,
+                "model": info.model,
+                "address": info.address,
+                "node": info.node,
+                "health": health_name(w.health),
+                "reason": w.health_reason,
+                "drained": w.drained,
+                "running": load.running,
+                "waiting": load.waiting,
+                "capacity": load.capacity.max(info.max_concurrency),
+                "tokens_per_second": load.tokens_per_second,
+                "load_age_ms": (w.load_age_ms != u64::MAX).then_some(w.load_age_ms),
+            })
+        }).collect::<Vec<_>>(),
+        "drained": view.drained,
+    })
+}
+
+fn status_table(view: &pb::ClusterView) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let _ = writeln!(out, "controller {} ({})\n", view.controller_id, view.role);
+    let _ = writeln!(
+        out,
+        "{:<12} {:>5} {:>8} {:>5} {:>11} {:>5} {:>4} {:>6} {:>8} {:>15}",
+        "TIER",
+        "READY",
+        "DRAINING",
+        "STALE",
+        "UNREACHABLE",
+        "SLOTS",
+        "USED",
+        "QUEUED",
+        "TOK/S",
+        "$/MTOK IN/OUT"
+    );
+    for t in &view.tiers {
+        let _ = writeln!(
+            out,
+            "{:<12} {:>5} {:>8} {:>5} {:>11} {:>5} {:>4} {:>6} {:>8.1} {:>15}",
+            t.tier,
+            t.workers_ready,
+            t.workers_draining,
+            t.workers_stale,
+            t.workers_unreachable,
+            t.capacity,
+            t.running,
+            t.waiting,
+            t.tokens_per_second,
+            format!("{:.2}/{:.2}", t.cost_per_mtok_input, t.cost_per_mtok_output)
+        );
+    }
+    let _ = writeln!(
+        out,
+        "\n{:<16} {:<12} {:<12} {:>7} {:>6} {:>8}  {:<22} REASON",
+        "WORKER", "TIER", "HEALTH", "RUN/CAP", "QUEUED", "TOK/S", "ADDRESS"
+    );
+    for w in &view.workers {
+        let info = w.info.clone().unwrap_or_default();
+        let load = w.load.clone().unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "{:<16} {:<12} {:<12} {:>7} {:>6} {:>8.1}  {:<22} {}",
+            info.id,
+            info.tier,
+            health_name(w.health),
+            format!(
+                "{}/{}",
+                load.running,
+                load.capacity.max(info.max_concurrency)
+            ),
+            load.waiting,
+            load.tokens_per_second,
+            info.address,
+            w.health_reason
+        );
+    }
+    let gone: Vec<&String> = view
+        .drained
+        .iter()
+        .filter(|id| {
+            !view
+                .workers
+                .iter()
+                .any(|w| w.info.as_ref().is_some_and(|i| &i.id == *id))
+        })
+        .collect();
+    if !gone.is_empty() {
+        let _ = writeln!(
+            out,
+            "\ndrained and deregistered (sbctl undrain <id> to return): {}",
+            gone.iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    out
+}

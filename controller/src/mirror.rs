@@ -1,0 +1,97 @@
+//! A standby's warm view: while another replica leads, the standby watches the leader's
+//! cluster stream and copies its load reports and router suspicions. Membership and drains
+//! already come from etcd on every replica, so a new leader starts with the whole view,
+//! not from nothing.
+
+use std::{sync::Arc, time::Duration};
+
+use switchback_proto::{Keys, pb};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::view::ClusterView;
+
+/// Mirrors the leader into `view` whenever this replica is not the leader, until `cancel`.
+pub async fn follow_leader(
+    endpoints: Vec<String>,
+    keys: Keys,
+    own_address: String,
+    view: Arc<ClusterView>,
+    mut leader: watch::Receiver<bool>,
+    cancel: CancellationToken,
+) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        // Nothing to mirror while we lead.
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            r = leader.wait_for(|l| !*l) => if r.is_err() { return },
+        }
+        let started = std::time::Instant::now();
+        let result = tokio::select! {
+            () = cancel.cancelled() => return,
+            _ = leader.wait_for(|l| *l) => Ok(()),
+            r = mirror_once(&endpoints, &keys, &own_address, &view) => r,
+        };
+        if let Err(err) = result {
+            tracing::debug!(%err, "not mirroring the leader right now");
+        }
+        if started.elapsed() > Duration::from_secs(5) {
+            backoff = Duration::from_millis(100);
+        }
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+async fn mirror_once(
+    endpoints: &[String],
+    keys: &Keys,
+    own_address: &str,
+    view: &ClusterView,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let mut etcd = switchback_common::etcd::connect(endpoints).await?;
+    let address = switchback_common::etcd::controller_leader(&mut etcd, keys)
+        .await?
+        .ok_or("no leader elected")?;
+    if address == own_address {
+        return Err("the election names this replica; waiting for it to take office".into());
+    }
+    let channel = switchback_common::etcd::grpc_endpoint(&address)?
+        .connect()
+        .await?;
+    let mut client = pb::controller_client::ControllerClient::new(channel);
+    let mut stream = client
+        .watch_cluster(pb::WatchClusterRequest {
+            watcher: format!("standby@{own_address}"),
+        })
+        .await?
+        .into_inner();
+    tracing::info!(leader = %address, "standby mirroring the leader's view");
+    while let Some(event) = stream.message().await? {
+        match event.event {
+            Some(pb::cluster_event::Event::Snapshot(snapshot)) => {
+                for state in snapshot.workers {
+                    apply_state(view, state);
+                }
+            }
+            Some(pb::cluster_event::Event::Upsert(state)) => apply_state(view, state),
+            Some(pb::cluster_event::Event::Load(load)) => view.mirror(load, Duration::ZERO),
+            Some(pb::cluster_event::Event::Removed(_)) | None => {}
+        }
+    }
+    Ok(())
+}
+
+fn apply_state(view: &ClusterView, state: pb::WorkerState) {
+    let Some(info) = &state.info else { return };
+    if state.health == pb::WorkerHealth::Unreachable as i32 {
+        view.suspect(&info.id, "the previous leader", &state.health_reason);
+    }
+    if let Some(load) = state.load {
+        view.mirror(load, Duration::from_millis(state.load_age_ms));
+    }
+}

@@ -1,0 +1,254 @@
+//! How fast the cluster notices faults and what they cost clients: a worker killed, a
+//! worker hung (SIGSTOP), the leader controller killed, and etcd down for twice the lease
+//! TTL, each under steady traffic through the router. Writes a table into
+//! docs/BENCHMARKS.md.
+//!
+//!   cargo run -p switchback-tests --bin fault-bench -- [--reps N] [--out docs/BENCHMARKS.md]
+//!
+//! Times are measured by polling the controller's Status every 50 ms, so they carry up to
+//! 50 ms of polling error. The lease expiry column is the baseline: what detection would
+//! take if the cluster relied on etcd leases alone.
+
+#![allow(clippy::unwrap_used)]
+
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use switchback_proto::pb;
+use switchback_tests::{Controller, Etcd, Router, Worker, WorkerSpec, traffic::Traffic, wait_for};
+
+const CLIENTS: usize = 4;
+const WORKER_TTL_S: u32 = 5;
+
+fn body() -> serde_json::Value {
+    json!({"model": "small", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 8})
+}
+
+#[derive(Debug)]
+struct Outcome {
+    /// Out of the routing set (kill: unreachable; hang: stale; failover: new leader).
+    detect: Duration,
+    /// Lease expired (kill, hang); router re-connected (failover); view whole (etcd).
+    second: Duration,
+    failed: usize,
+    sent: usize,
+}
+
+async fn health(c: &Controller, id: &str) -> Option<pb::WorkerHealth> {
+    c.worker(id)
+        .await
+        .and_then(|w| pb::WorkerHealth::try_from(w.health).ok())
+}
+
+async fn cluster(controllers: usize) -> (Etcd, Vec<Controller>, Vec<Worker>, Router) {
+    let etcd = Etcd::start().await;
+    let mut cs = Vec::new();
+    for _ in 0..controllers {
+        let c = Controller::start(&etcd).await;
+        if cs.is_empty() {
+            c.wait_leader(Duration::from_secs(20)).await;
+        }
+        cs.push(c);
+    }
+    let mut ws = Vec::new();
+    for id in ["w-a", "w-b"] {
+        let mut spec = WorkerSpec::sim(id, "small", "sim", 2.0);
+        spec.lease_ttl_s = WORKER_TTL_S;
+        ws.push(Worker::start(&etcd, spec).await);
+        cs[0].wait_ready(id, Duration::from_secs(20)).await;
+    }
+    let router = Router::start(&etcd, "").await;
+    router.wait_model("sim").await;
+    (etcd, cs, ws, router)
+}
+
+async fn under_traffic<F, Fut>(router: &Router, fault: F) -> Outcome
+where
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = (Duration, Duration)>,
+{
+    let traffic = Traffic::start(router.url("/v1/chat/completions"), body(), CLIENTS);
+    traffic.wait_more(40, Duration::from_secs(30)).await;
+    let before = traffic.tally();
+    let (detect, second) = fault().await;
+    traffic.wait_more(40, Duration::from_secs(60)).await;
+    let after = traffic.stop().await;
+    Outcome {
+        detect,
+        second,
+        failed: after.failed.len() - before.failed.len(),
+        sent: after.sent() - before.sent(),
+    }
+}
+
+async fn kill_worker() -> Outcome {
+    let (_etcd, cs, mut ws, router) = cluster(1).await;
+    let c = &cs[0];
+    under_traffic(&router, || async {
+        ws[0].proc.kill().await;
+        let t0 = Instant::now();
+        wait_for("w-a unreachable", Duration::from_secs(30), || async {
+            matches!(
+                health(c, "w-a").await,
+                Some(pb::WorkerHealth::Unreachable) | None
+            )
+            .then_some(())
+        })
+        .await;
+        let detect = t0.elapsed();
+        c.wait_gone("w-a", Duration::from_secs(30)).await;
+        (detect, t0.elapsed())
+    })
+    .await
+}
+
+async fn hang_worker() -> Outcome {
+    let (_etcd, cs, ws, router) = cluster(1).await;
+    let c = &cs[0];
+    let o = under_traffic(&router, || async {
+        ws[0].proc.signal("STOP").await;
+        let t0 = Instant::now();
+        wait_for("w-a out of routing", Duration::from_secs(30), || async {
+            (health(c, "w-a").await != Some(pb::WorkerHealth::Ready)).then_some(())
+        })
+        .await;
+        let detect = t0.elapsed();
+        c.wait_gone("w-a", Duration::from_secs(30)).await;
+        (detect, t0.elapsed())
+    })
+    .await;
+    ws[0].proc.signal("CONT").await;
+    o
+}
+
+async fn kill_leader() -> Outcome {
+    let (_etcd, mut cs, _ws, router) = cluster(2).await;
+    let sessions = || async {
+        let text = reqwest::get(router.url("/metrics"))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        text.lines()
+            .find_map(|l| l.strip_prefix("switchback_router_controller_watch_sessions "))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    let (first, rest) = cs.split_at_mut(1);
+    let standby = &rest[0];
+    under_traffic(&router, || async {
+        first[0].proc.kill().await;
+        let t0 = Instant::now();
+        standby.wait_leader(Duration::from_secs(30)).await;
+        let elected = t0.elapsed();
+        wait_for(
+            "router on the new leader",
+            Duration::from_secs(30),
+            || async { (sessions().await? >= 2).then_some(()) },
+        )
+        .await;
+        (elected, t0.elapsed())
+    })
+    .await
+}
+
+async fn etcd_outage() -> Outcome {
+    let (mut etcd, cs, _ws, router) = cluster(1).await;
+    let c = &cs[0];
+    let etcd = &mut etcd;
+    under_traffic(&router, || async move {
+        etcd.stop().await;
+        let t0 = Instant::now();
+        while t0.elapsed() < Duration::from_secs(2 * u64::from(WORKER_TTL_S)) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        etcd.restart().await;
+        let t1 = Instant::now();
+        c.wait_leader(Duration::from_secs(30)).await;
+        for id in ["w-a", "w-b"] {
+            c.wait_ready(id, Duration::from_secs(30)).await;
+        }
+        (t0.elapsed(), t1.elapsed())
+    })
+    .await
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.0}", d.as_secs_f64() * 1000.0)
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v[v.len() / 2]
+}
+
+#[tokio::main]
+async fn main() {
+    let mut reps = 3usize;
+    let mut out = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/BENCHMARKS.md").to_owned();
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--reps" => reps = args.next().and_then(|v| v.parse().ok()).expect("--reps N"),
+            "--out" => out = args.next().expect("--out FILE"),
+            other => panic!("unknown argument {other}"),
+        }
+    }
+    let mut rows = Vec::new();
+    type Scenario = fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = Outcome>>>;
+    let scenarios: [(&str, &str, &str, Scenario); 4] = [
+        (
+            "worker killed (SIGKILL)",
+            "out of routing (router report)",
+            "lease expired (baseline)",
+            || Box::pin(kill_worker()),
+        ),
+        (
+            "worker hung (SIGSTOP)",
+            "out of routing (stale load)",
+            "lease expired",
+            || Box::pin(hang_worker()),
+        ),
+        (
+            "leader controller killed",
+            "standby elected",
+            "router on new leader",
+            || Box::pin(kill_leader()),
+        ),
+        (
+            "etcd down 2×TTL, restarted",
+            "outage length",
+            "restart → view whole",
+            || Box::pin(etcd_outage()),
+        ),
+    ];
+    for (name, first, second, run) in scenarios {
+        let mut outcomes = Vec::new();
+        for rep in 0..reps {
+            let o = run().await;
+            eprintln!("{name} #{rep}: {o:?}");
+            outcomes.push(o);
+        }
+        let d = median(outcomes.iter().map(|o| o.detect).collect());
+        let s = median(outcomes.iter().map(|o| o.second).collect());
+        let failed: usize = outcomes.iter().map(|o| o.failed).sum();
+        let sent: usize = outcomes.iter().map(|o| o.sent).sum();
+        rows.push(format!(
+            "| {name} | {first}: {} ms | {second}: {} ms | {failed} / {sent} |",
+            ms(d),
+            ms(s)
+        ));
+    }
+    let table = format!(
+        "Measured {date} on this machine ({cores} cores): {reps} runs per fault, medians; \
+         {CLIENTS} clients sending 8-token requests through one router to two `sim` workers \
+         (lease TTL {WORKER_TTL_S} s, controller `stale_after` 2 s, controller lease 5 s). \
+         Failed / sent counts requests from the fault until the cluster healed, summed over the runs.\n\n\
+         | fault | detection | second milestone | failed / sent |\n|---|---|---|---|\n{rows}",
+        date = switchback_tests::bench::today(),
+        cores = std::thread::available_parallelism().map_or(0, |n| n.get()),
+        rows = rows.join("\n"),
+    );
+    switchback_tests::bench::write_section(std::path::Path::new(&out), "faults", &table);
+    println!("{table}");
+}

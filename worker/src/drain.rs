@@ -1,0 +1,163 @@
+//! Operator drains. `sbctl drain <id>` (through the controller) writes `drain/<id>` in
+//! etcd; the worker watches that key. While it exists the worker refuses new requests,
+//! finishes the ones in flight and then deregisters (revokes its lease). When the key goes
+//! away (`sbctl undrain`) the worker registers again and takes work.
+//!
+//! The mark lives in etcd rather than in the controller so that it survives controller
+//! failover and worker restarts; the worker removes it itself on a clean shutdown, so a
+//! Kubernetes preStop drain does not keep the next pod of the same name drained.
+
+use std::{sync::Arc, time::Duration};
+
+use etcd_client::{EventType, WatchOptions};
+use tokio::sync::watch;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
+
+use crate::load::Load;
+
+/// Follows whether `key` exists, into `marked`, until `cancel` fires. On etcd errors the
+/// last known value stands and the watch is retried with backoff.
+pub async fn watch_mark(
+    endpoints: Vec<String>,
+    key: String,
+    marked: watch::Sender<bool>,
+    cancel: CancellationToken,
+) {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let started = std::time::Instant::now();
+        let result = tokio::select! {
+            () = cancel.cancelled() => return,
+            r = watch_once(&endpoints, &key, &marked) => r,
+        };
+        if started.elapsed() > Duration::from_secs(5) {
+            backoff = Duration::from_millis(200);
+        }
+        if let Err(err) = result {
+            tracing::warn!(%err, key, retry_in_ms = backoff.as_millis() as u64, "cannot watch the drain mark; keeping the last known state");
+        }
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+async fn watch_once(
+    endpoints: &[String],
+    key: &str,
+    marked: &watch::Sender<bool>,
+) -> Result<(), etcd_client::Error> {
+    let mut client = switchback_common::etcd::connect(endpoints).await?;
+    let current = client.get(key, None).await?;
+    let revision = current.header().map_or(0, |h| h.revision());
+    marked.send_if_modified(|m| std::mem::replace(m, !current.kvs().is_empty()) != *m);
+    let mut stream = client
+        .watch(
+            key,
+            Some(WatchOptions::new().with_start_revision(revision + 1)),
+        )
+        .await?;
+    while let Some(response) = stream.message().await? {
+        if response.canceled() {
+            return Err(etcd_client::Error::WatchError(format!(
+                "watch cancelled by etcd: {}",
+                response.cancel_reason()
+            )));
+        }
+        for event in response.events() {
+            let now = event.event_type() == EventType::Put;
+            marked.send_if_modified(|m| std::mem::replace(m, now) != now);
+        }
+    }
+    Err(etcd_client::Error::WatchError(
+        "watch stream ended".to_owned(),
+    ))
+}
+
+/// The worker's etcd registration.
+#[derive(Debug, Clone)]
+pub struct Registration {
+    pub endpoints: Vec<String>,
+    pub key: String,
+    pub value: Vec<u8>,
+    pub ttl_s: i64,
+}
+
+/// Resolves when `rx` holds `value`; never, if the sender is gone.
+async fn until(rx: &mut watch::Receiver<bool>, value: bool) {
+    if rx.wait_for(|v| *v == value).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
+/// Keeps the worker registered except while an operator drain is in force (see the module
+/// docs), until `stop` fires; then deregisters. After `shutdown` fires (SIGTERM) an
+/// undrain is ignored: the worker is on its way out.
+pub async fn manage(
+    registration: Registration,
+    mut drained: watch::Receiver<bool>,
+    load: Arc<Load>,
+    requests: TaskTracker,
+    shutdown: CancellationToken,
+    stop: CancellationToken,
+) {
+    let register = |lease_stop: CancellationToken| {
+        let r = registration.clone();
+        tokio::spawn(async move {
+            switchback_common::etcd::keep_registered(
+                &r.endpoints,
+                &r.key,
+                &r.value,
+                r.ttl_s,
+                lease_stop,
+                |_| {},
+            )
+            .await;
+        })
+    };
+    let mut lease_stop = CancellationToken::new();
+    let mut keeper = Some(register(lease_stop.clone()));
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => break,
+            () = until(&mut drained, true) => {}
+        }
+        tracing::info!("drained by an operator: refusing new requests, finishing in-flight ones");
+        load.start_draining();
+        requests.close();
+        let finished = tokio::select! {
+            () = stop.cancelled() => break,
+            () = requests.wait() => true,
+            () = until(&mut drained, false), if !shutdown.is_cancelled() => false,
+        };
+        if finished {
+            lease_stop.cancel();
+            if let Some(k) = keeper.take() {
+                let _ = k.await;
+            }
+            tracing::info!("drain complete: no request in flight; deregistered from etcd");
+            tokio::select! {
+                () = stop.cancelled() => break,
+                () = until(&mut drained, false) => {}
+            }
+        }
+        if shutdown.is_cancelled() {
+            // Shutting down anyway: stay out of routing until `stop`.
+            stop.cancelled().await;
+            break;
+        }
+        requests.reopen();
+        load.stop_draining();
+        if keeper.is_none() {
+            lease_stop = CancellationToken::new();
+            keeper = Some(register(lease_stop.clone()));
+        }
+        tracing::info!("undrained by an operator: taking requests again");
+    }
+    lease_stop.cancel();
+    if let Some(k) = keeper {
+        let _ = k.await;
+    }
+}
