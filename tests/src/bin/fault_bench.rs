@@ -217,7 +217,7 @@ async fn main() {
         ),
         (
             "etcd down 2×TTL, restarted",
-            "outage length",
+            "stop → view whole again",
             "restart → view whole",
             || Box::pin(etcd_outage()),
         ),
