@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod config;
+pub mod difficulty;
 pub mod dispatch;
 pub mod metrics;
 pub mod placement;

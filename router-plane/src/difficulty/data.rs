@@ -1,0 +1,163 @@
+//! Labelled routing data: for each prompt, how well each model answered it. One JSONL
+//! format for every source (`{"id", "prompt", "source", "scores": {model: 0..1}, "costs":
+//! {model: $/Mtok}}`), and the split rule every number in docs/ROUTING.md uses.
+
+use std::{
+    collections::BTreeMap,
+    io::{BufRead, Write},
+    path::Path,
+};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// One prompt with its per-model outcome.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Item {
+    pub id: String,
+    pub prompt: String,
+    /// Where it comes from, e.g. `routellm/mmlu/anatomy`.
+    #[serde(default)]
+    pub source: String,
+    /// Quality of each model's answer, in [0, 1] (correctness, or a judge score / 10).
+    pub scores: BTreeMap<String, f64>,
+    /// Cost per million tokens of each model, when the source says.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub costs: BTreeMap<String, f64>,
+}
+
+/// Which part of the data an item belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Split {
+    Train,
+    Calibration,
+    Test,
+}
+
+/// SHA-256 of the prompt's UTF-8 bytes, as lower-case hex.
+pub fn prompt_hash(prompt: &str) -> String {
+    Sha256::digest(prompt.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The shared split rule (`../shared/data/routing/README.md`): the first byte `b` of the
+/// prompt's SHA-256; `b % 10` in {0, 1} is train, 2 is calibration, 3..=9 is test.
+pub fn split_of(prompt: &str) -> Split {
+    match Sha256::digest(prompt.as_bytes())[0] % 10 {
+        0 | 1 => Split::Train,
+        2 => Split::Calibration,
+        _ => Split::Test,
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DataError {
+    #[error("{path}: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}:{line}: {message}")]
+    Parse {
+        path: String,
+        line: usize,
+        message: String,
+    },
+}
+
+impl DataError {
+    pub fn io(path: &Path, source: std::io::Error) -> Self {
+        Self::Io {
+            path: path.display().to_string(),
+            source,
+        }
+    }
+
+    pub fn parse(path: &Path, line: usize, message: impl Into<String>) -> Self {
+        Self::Parse {
+            path: path.display().to_string(),
+            line,
+            message: message.into(),
+        }
+    }
+}
+
+/// Reads a labelled JSONL file; a bad line is an error naming the line.
+pub fn read_jsonl(path: &Path) -> Result<Vec<Item>, DataError> {
+    let file = std::fs::File::open(path).map_err(|e| DataError::io(path, e))?;
+    let mut items = Vec::new();
+    for (n, line) in std::io::BufReader::new(file).lines().enumerate() {
+        let line = line.map_err(|e| DataError::io(path, e))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let item: Item = serde_json::from_str(&line)
+            .map_err(|e| DataError::parse(path, n + 1, e.to_string()))?;
+        if let Some((model, s)) = item.scores.iter().find(|(_, s)| !(0.0..=1.0).contains(*s)) {
+            return Err(DataError::parse(
+                path,
+                n + 1,
+                format!("score {s} of {model} is outside [0, 1]"),
+            ));
+        }
+        items.push(item);
+    }
+    Ok(items)
+}
+
+pub fn write_jsonl(path: &Path, items: &[Item]) -> Result<(), DataError> {
+    let file = std::fs::File::create(path).map_err(|e| DataError::io(path, e))?;
+    let mut out = std::io::BufWriter::new(file);
+    for item in items {
+        // Items are strings and numbers: they always serialise.
+        let line = serde_json::to_string(item).unwrap_or_default();
+        writeln!(out, "{line}").map_err(|e| DataError::io(path, e))?;
+    }
+    out.flush().map_err(|e| DataError::io(path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn split_follows_the_shared_rule() {
+        // sha256("") starts with 0xe3 = 227; 227 % 10 = 7: test.
+        assert_eq!(split_of(""), Split::Test);
+        assert!(prompt_hash("").starts_with("e3b0c442"));
+        // Roughly 20 / 10 / 70 over many prompts.
+        let mut counts = BTreeMap::new();
+        for i in 0..10_000 {
+            *counts.entry(split_of(&format!("prompt {i}"))).or_insert(0) += 1;
+        }
+        let share = |s| f64::from(counts[&s]) / 10_000.0;
+        assert!((share(Split::Train) - 0.2).abs() < 0.02);
+        assert!((share(Split::Calibration) - 0.1).abs() < 0.02);
+        assert!((share(Split::Test) - 0.7).abs() < 0.02);
+    }
+
+    #[test]
+    fn jsonl_round_trip_and_bad_scores_are_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("x.jsonl");
+        let item = Item {
+            id: "a".into(),
+            prompt: "2+2?".into(),
+            source: "t".into(),
+            scores: [("weak".to_owned(), 0.0), ("strong".to_owned(), 1.0)].into(),
+            costs: BTreeMap::new(),
+        };
+        write_jsonl(&path, std::slice::from_ref(&item)).expect("write");
+        assert_eq!(read_jsonl(&path).expect("read"), vec![item]);
+        std::fs::write(
+            &path,
+            "{\"id\":\"a\",\"prompt\":\"p\",\"scores\":{\"m\":2}}\n",
+        )
+        .expect("write");
+        let err = read_jsonl(&path).expect_err("score 2").to_string();
+        assert!(err.contains(":1:") && err.contains("outside"), "{err}");
+    }
+}

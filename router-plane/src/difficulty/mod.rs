@@ -1,0 +1,13 @@
+//! Difficulty routing: predict, for each prompt, how likely each tier is to answer it
+//! acceptably, and turn a request's quality target into a tier (Hybrid LLM, RouteLLM).
+//!
+//! - [`data`]: the labelled JSONL format and the shared split rule;
+//! - [`import`]: importers from the public routing datasets;
+//! - [`features`] and [`predictor`]: what runs on every request, and its training;
+//! - [`metrics`]: APGR, CPT, AIQ and the baselines, to judge a predictor on held-out data.
+
+pub mod data;
+pub mod features;
+pub mod import;
+pub mod metrics;
+pub mod predictor;

@@ -1,0 +1,418 @@
+//! The difficulty predictor: for a prompt, each tier's probability of answering it
+//! acceptably (one logistic regression per tier over [`features`]), and the quality knob:
+//! a calibration table that turns a request's quality target into the threshold the
+//! cheaper tier's probability must reach.
+//!
+//! The artifact is a JSON file (weights, tiers, feature version, calibration table) the
+//! router loads at start; `switchback-router train` writes it.
+
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::{
+    data::{Item, Split, split_of},
+    features::{self, Sparse},
+};
+
+pub const FORMAT: &str = "switchback-difficulty/1";
+
+/// One tier's head.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Head {
+    pub tier: String,
+    /// The model whose outcomes trained it.
+    pub model: String,
+    pub bias: f32,
+    /// Non-zero weights as (index, weight).
+    pub weights: Vec<(u32, f32)>,
+    #[serde(skip)]
+    dense: Vec<f32>,
+}
+
+impl Head {
+    fn prepare(&mut self) {
+        self.dense = vec![0.0; features::DIM];
+        for &(i, w) in &self.weights {
+            if let Some(slot) = self.dense.get_mut(i as usize) {
+                *slot = w;
+            }
+        }
+    }
+
+    pub fn probability(&self, x: &Sparse) -> f32 {
+        let z: f32 = self.bias
+            + x.iter()
+                .map(|&(i, v)| self.dense.get(i as usize).copied().unwrap_or(0.0) * v)
+                .sum::<f32>();
+        1.0 / (1.0 + (-z).exp())
+    }
+}
+
+/// One row of the quality knob: at target `quality` (a share of the top tier's quality on
+/// the calibration data), the cheaper tier answers when its probability ≥ `threshold`.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct Calibration {
+    pub quality: f32,
+    pub threshold: f32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Predictor {
+    pub format: String,
+    pub feature_version: String,
+    /// Tiers in rising cost; the last is the top tier.
+    pub heads: Vec<Head>,
+    /// Rising in quality.
+    pub calibration: Vec<Calibration>,
+    /// The quality target when a request sets none.
+    pub default_quality: f32,
+    /// Free text: what it was trained on.
+    pub trained_on: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PredictorError {
+    #[error("{path}: {message}")]
+    Load { path: String, message: String },
+    #[error("training: {0}")]
+    Train(String),
+}
+
+/// What the predictor says about one prompt.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Prediction {
+    /// Each tier's probability of an acceptable answer, in the predictor's tier order.
+    pub probabilities: Vec<(String, f32)>,
+    pub tier: String,
+    pub quality: f32,
+    pub threshold: f32,
+}
+
+impl Predictor {
+    pub fn load(path: &Path) -> Result<Self, PredictorError> {
+        let err = |message: String| PredictorError::Load {
+            path: path.display().to_string(),
+            message,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
+        let mut p: Self = serde_json::from_str(&text).map_err(|e| err(e.to_string()))?;
+        if p.format != FORMAT {
+            return Err(err(format!("format {:?}, expected {FORMAT:?}", p.format)));
+        }
+        if p.feature_version != features::VERSION {
+            return Err(err(format!(
+                "features {:?}; this router computes {:?}",
+                p.feature_version,
+                features::VERSION
+            )));
+        }
+        if p.heads.len() < 2 || p.calibration.is_empty() {
+            return Err(err(
+                "needs at least two tiers and a calibration table".into()
+            ));
+        }
+        for h in &mut p.heads {
+            h.prepare();
+        }
+        Ok(p)
+    }
+
+    pub fn save(&self, path: &Path) -> std::io::Result<()> {
+        let text = serde_json::to_string(self).map_err(std::io::Error::other)?;
+        std::fs::write(path, text)
+    }
+
+    pub fn tiers(&self) -> impl Iterator<Item = &str> {
+        self.heads.iter().map(|h| h.tier.as_str())
+    }
+
+    /// Each tier's probability for already extracted features.
+    pub fn probabilities(&self, x: &Sparse) -> Vec<f32> {
+        self.heads.iter().map(|h| h.probability(x)).collect()
+    }
+
+    /// The threshold for quality target `q` (linear between table rows).
+    pub fn threshold(&self, q: f32) -> f32 {
+        let t = &self.calibration;
+        if q <= t[0].quality {
+            return t[0].threshold;
+        }
+        for w in t.windows(2) {
+            if q <= w[1].quality {
+                let f = (q - w[0].quality) / (w[1].quality - w[0].quality).max(1e-9);
+                return w[0].threshold + f * (w[1].threshold - w[0].threshold);
+            }
+        }
+        t[t.len() - 1].threshold
+    }
+
+    /// The whole decision: features, probabilities, threshold, tier. The cheapest tier
+    /// whose probability reaches the threshold answers; else the top tier.
+    pub fn decide(&self, prompt: &str, quality: f32) -> Prediction {
+        let x = features::extract(prompt);
+        let p = self.probabilities(&x);
+        let threshold = self.threshold(quality.clamp(0.0, 1.0));
+        let chosen = p[..p.len() - 1]
+            .iter()
+            .position(|&pi| pi >= threshold)
+            .unwrap_or(p.len() - 1);
+        Prediction {
+            probabilities: self
+                .heads
+                .iter()
+                .zip(&p)
+                .map(|(h, &pi)| (h.tier.clone(), pi))
+                .collect(),
+            tier: self.heads[chosen].tier.clone(),
+            quality,
+            threshold,
+        }
+    }
+}
+
+/// Logistic regression with soft targets (a score in [0, 1]), L2, Adam; deterministic.
+fn fit(xs: &[Sparse], ys: &[f32], epochs: usize, l2: f32) -> (f32, Vec<f32>) {
+    let d = features::DIM;
+    let (mut w, mut b) = (vec![0.0f32; d], 0.0f32);
+    let (mut m, mut v) = (vec![0.0f32; d], vec![0.0f32; d]);
+    let (mut mb, mut vb) = (0.0f32, 0.0f32);
+    let (lr, b1, b2, eps) = (0.05f32, 0.9f32, 0.999f32, 1e-8f32);
+    let n = xs.len() as f32;
+    let mut t = 0i32;
+    for _ in 0..epochs {
+        // Full-batch gradient: small data, and no shuffling keeps it deterministic.
+        let mut g = vec![0.0f32; d];
+        let mut gb = 0.0f32;
+        for (x, &y) in xs.iter().zip(ys) {
+            let z = b + x.iter().map(|&(i, xv)| w[i as usize] * xv).sum::<f32>();
+            let err = 1.0 / (1.0 + (-z).exp()) - y;
+            for &(i, xv) in x {
+                g[i as usize] += err * xv / n;
+            }
+            gb += err / n;
+        }
+        t += 1;
+        let (c1, c2) = (1.0 - b1.powi(t), 1.0 - b2.powi(t));
+        for k in 0..d {
+            let gk = g[k] + l2 * w[k];
+            m[k] = b1 * m[k] + (1.0 - b1) * gk;
+            v[k] = b2 * v[k] + (1.0 - b2) * gk * gk;
+            w[k] -= lr * (m[k] / c1) / ((v[k] / c2).sqrt() + eps);
+        }
+        mb = b1 * mb + (1.0 - b1) * gb;
+        vb = b2 * vb + (1.0 - b2) * gb * gb;
+        b -= lr * (mb / c1) / ((vb / c2).sqrt() + eps);
+    }
+    (b, w)
+}
+
+/// Training options.
+#[derive(Debug, Clone)]
+pub struct TrainOptions {
+    /// (tier, model) in rising cost.
+    pub tiers: Vec<(String, String)>,
+    pub epochs: usize,
+    pub l2: f32,
+    pub default_quality: f32,
+}
+
+/// Fits one head per tier on the train split and the calibration table on the calibration
+/// split of `items` (items without a score for every tier's model are skipped).
+pub fn train(items: &[Item], opts: &TrainOptions) -> Result<Predictor, PredictorError> {
+    if opts.tiers.len() != 2 {
+        return Err(PredictorError::Train(
+            "exactly two tiers for now (cheaper first)".into(),
+        ));
+    }
+    let usable: Vec<&Item> = items
+        .iter()
+        .filter(|i| opts.tiers.iter().all(|(_, m)| i.scores.contains_key(m)))
+        .collect();
+    let part = |s: Split| {
+        usable
+            .iter()
+            .copied()
+            .filter(move |i| split_of(&i.prompt) == s)
+    };
+    let train: Vec<&Item> = part(Split::Train).collect();
+    let calib: Vec<&Item> = part(Split::Calibration).collect();
+    if train.len() < 20 || calib.len() < 10 {
+        return Err(PredictorError::Train(format!(
+            "too little data: {} train and {} calibration items carry scores for every tier's model",
+            train.len(),
+            calib.len()
+        )));
+    }
+    let xs: Vec<Sparse> = train.iter().map(|i| features::extract(&i.prompt)).collect();
+    let mut heads = Vec::new();
+    for (tier, model) in &opts.tiers {
+        let ys: Vec<f32> = train.iter().map(|i| i.scores[model] as f32).collect();
+        let (bias, w) = fit(&xs, &ys, opts.epochs, opts.l2);
+        let mut head = Head {
+            tier: tier.clone(),
+            model: model.clone(),
+            bias,
+            weights: w
+                .iter()
+                .enumerate()
+                .filter(|(_, x)| x.abs() > 1e-6)
+                .map(|(i, &x)| (i as u32, x))
+                .collect(),
+            dense: Vec::new(),
+        };
+        head.prepare();
+        heads.push(head);
+    }
+    // Calibration: for each quality target, the lowest threshold on the cheaper tier's
+    // probability (the most cheap answers) whose routing keeps that share of the top
+    // tier's quality on the calibration items.
+    let (weak_m, strong_m) = (&opts.tiers[0].1, &opts.tiers[1].1);
+    let probs: Vec<f32> = calib
+        .iter()
+        .map(|i| heads[0].probability(&features::extract(&i.prompt)))
+        .collect();
+    let top: f64 = calib.iter().map(|i| i.scores[strong_m]).sum::<f64>() / calib.len() as f64;
+    let mut candidates: Vec<f32> = probs.clone();
+    candidates.push(0.0);
+    candidates.push(1.0 + f32::EPSILON);
+    candidates.sort_by(f32::total_cmp);
+    candidates.dedup();
+    let quality_at = |t: f32| -> f64 {
+        calib
+            .iter()
+            .zip(&probs)
+            .map(|(i, &p)| {
+                if p >= t {
+                    i.scores[weak_m]
+                } else {
+                    i.scores[strong_m]
+                }
+            })
+            .sum::<f64>()
+            / calib.len() as f64
+    };
+    let qualities: Vec<(f32, f64)> = candidates.iter().map(|&t| (t, quality_at(t))).collect();
+    let mut calibration = Vec::new();
+    for step in 0..=100 {
+        let q = step as f32 / 100.0;
+        let target = f64::from(q) * top;
+        let threshold = qualities
+            .iter()
+            .find(|(_, r)| *r >= target - 1e-12)
+            .map_or(1.0 + f32::EPSILON, |(t, _)| *t);
+        calibration.push(Calibration {
+            quality: q,
+            threshold,
+        });
+    }
+    // Keep the table monotone: a higher target never lowers the bar.
+    for k in 1..calibration.len() {
+        calibration[k].threshold = calibration[k].threshold.max(calibration[k - 1].threshold);
+    }
+    Ok(Predictor {
+        format: FORMAT.to_owned(),
+        feature_version: features::VERSION.to_owned(),
+        heads,
+        calibration,
+        default_quality: opts.default_quality,
+        trained_on: format!(
+            "{} train + {} calibration items; tiers {}",
+            train.len(),
+            calib.len(),
+            opts.tiers
+                .iter()
+                .map(|(t, m)| format!("{t}={m}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    /// Synthetic data where "hard" prompts defeat the weak model.
+    fn items(n: usize) -> Vec<Item> {
+        (0..n)
+            .map(|k| {
+                let hard = k % 3 == 0;
+                let prompt = if hard {
+                    format!("prove the theorem about integrals number {k}")
+                } else {
+                    format!("say hello to friend {k}")
+                };
+                Item {
+                    id: k.to_string(),
+                    prompt,
+                    source: "synthetic".into(),
+                    scores: BTreeMap::from([
+                        ("weak".to_owned(), if hard { 0.0 } else { 1.0 }),
+                        ("strong".to_owned(), 1.0),
+                    ]),
+                    costs: BTreeMap::new(),
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn learns_which_prompts_are_hard_and_the_knob_moves_them() {
+        let opts = TrainOptions {
+            tiers: vec![
+                ("small".into(), "weak".into()),
+                ("large".into(), "strong".into()),
+            ],
+            epochs: 200,
+            l2: 1e-4,
+            default_quality: 0.9,
+        };
+        let p = train(&items(600), &opts).expect("trains");
+        let easy = p.decide("say hello to friend 100001", 1.0);
+        let hard = p.decide("prove the theorem about integrals number 100002", 1.0);
+        assert!(
+            easy.probabilities[0].1 > hard.probabilities[0].1 + 0.3,
+            "{easy:?} {hard:?}"
+        );
+        assert_eq!(easy.tier, "small");
+        assert_eq!(hard.tier, "large");
+        // Quality target 0: everything may go to the small tier.
+        assert_eq!(
+            p.decide("prove the theorem about integrals number 7", 0.0)
+                .tier,
+            "small"
+        );
+        // The table rises with the target.
+        assert!(
+            p.calibration
+                .windows(2)
+                .all(|w| w[0].threshold <= w[1].threshold)
+        );
+
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("p.json");
+        p.save(&path).expect("save");
+        let loaded = Predictor::load(&path).expect("load");
+        assert_eq!(
+            loaded.decide("say hello to friend 5", 0.9),
+            p.decide("say hello to friend 5", 0.9)
+        );
+    }
+
+    #[test]
+    fn artifacts_of_another_feature_version_are_refused() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("p.json");
+        std::fs::write(
+            &path,
+            format!(r#"{{"format":"{FORMAT}","feature_version":"minilm-9","heads":[],"calibration":[],"default_quality":0.9,"trained_on":""}}"#),
+        )
+        .expect("write");
+        let err = Predictor::load(&path)
+            .expect_err("wrong version")
+            .to_string();
+        assert!(err.contains("minilm-9"), "{err}");
+    }
+}
