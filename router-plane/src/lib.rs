@@ -3,6 +3,7 @@
 //! worker) pair with the pure placement core, and relays the worker's stream.
 
 pub mod api;
+pub mod cli;
 pub mod config;
 pub mod difficulty;
 pub mod dispatch;

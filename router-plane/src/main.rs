@@ -1,14 +1,42 @@
 //! `switchback-router --config router.yaml`: reads config, starts telemetry, serves.
+//! `switchback-router import | train | eval`: the offline side of difficulty routing
+//! (see `cli.rs`).
 
 use clap::Parser;
-use switchback_router::config;
+use switchback_router::{cli, config};
 
 const BINARY: &str = "switchback-router";
 
+#[derive(Debug, Parser)]
+#[command(
+    name = "switchback-router",
+    version,
+    about = "OpenAI-compatible front door of a Switchback cluster",
+    args_conflicts_with_subcommands = true
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<cli::Command>,
+    #[command(flatten)]
+    serve: config::Args,
+}
+
+fn main() {
+    let args = Cli::parse();
+    if let Some(command) = args.command {
+        if let Err(err) = cli::run(command) {
+            eprintln!("{BINARY}: {err}");
+            std::process::exit(1);
+        }
+        return;
+    }
+    serve(args.serve);
+}
+
 #[tokio::main]
-async fn main() {
+async fn serve(args: config::Args) {
     let _telemetry = switchback_common::init(BINARY);
-    let config = switchback_common::config_or_exit(BINARY, config::load(config::Args::parse()));
+    let config = switchback_common::config_or_exit(BINARY, config::load(args));
     let listener = switchback_common::bind_or_exit(BINARY, config.listen).await;
     let shutdown = switchback_common::shutdown_on_signal();
     switchback_common::exit_on_error(

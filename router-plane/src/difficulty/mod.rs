@@ -10,4 +10,5 @@ pub mod data;
 pub mod features;
 pub mod import;
 pub mod metrics;
+pub mod minilm;
 pub mod predictor;

@@ -1,19 +1,66 @@
 //! The difficulty predictor: for a prompt, each tier's probability of answering it
-//! acceptably (one logistic regression per tier over [`features`]), and the quality knob:
-//! a calibration table that turns a request's quality target into the threshold the
-//! cheaper tier's probability must reach.
+//! acceptably (one logistic regression per tier over [`features`] and, optionally, a
+//! MiniLM embedding), and the quality knob. As in Hybrid LLM, the decision thresholds the
+//! predicted quality gap (top tier's probability minus the cheaper tier's): a prompt goes
+//! to the top tier when the gap is above the threshold, and a calibration table turns a
+//! request's quality target into that threshold.
 //!
 //! The artifact is a JSON file (weights, tiers, feature version, calibration table) the
 //! router loads at start; `switchback-router train` writes it.
 
-use std::path::Path;
+use std::{path::Path, sync::Arc};
 
 use serde::{Deserialize, Serialize};
 
 use super::{
     data::{Item, Split, split_of},
     features::{self, Sparse},
+    minilm::{self, MiniLm, StaticTable},
 };
+
+/// Width of the feature space: lexical features, then a text embedding.
+pub const DIM: usize = features::DIM + minilm::HIDDEN;
+
+/// What turns a prompt into features.
+#[derive(Debug, Clone, Default)]
+pub enum Encoder {
+    /// Hashed n-grams and lexical signals only.
+    #[default]
+    Lexical,
+    /// Plus the MiniLM embedding from the distilled static table (microseconds).
+    Static(Arc<StaticTable>),
+    /// Plus the full MiniLM encoder's embedding (milliseconds; offline comparison).
+    Full(Arc<MiniLm>),
+}
+
+impl Encoder {
+    pub fn version(&self) -> &'static str {
+        match self {
+            Self::Lexical => features::VERSION,
+            Self::Static(_) => "lexical-hash-1+minilm-static-1",
+            Self::Full(_) => "lexical-hash-1+minilm-1",
+        }
+    }
+
+    pub fn extract(&self, prompt: &str) -> Sparse {
+        let mut x = features::extract(prompt);
+        let embedding = match self {
+            Self::Lexical => return x,
+            Self::Static(t) => t.embed(prompt),
+            Self::Full(m) => m.embed(prompt).unwrap_or_else(|err| {
+                tracing::warn!(%err, "MiniLM failed on a prompt; using a zero embedding");
+                vec![0.0; minilm::HIDDEN]
+            }),
+        };
+        x.extend(
+            embedding
+                .into_iter()
+                .enumerate()
+                .map(|(k, v)| ((features::DIM + k) as u32, v)),
+        );
+        x
+    }
+}
 
 pub const FORMAT: &str = "switchback-difficulty/1";
 
@@ -32,7 +79,7 @@ pub struct Head {
 
 impl Head {
     fn prepare(&mut self) {
-        self.dense = vec![0.0; features::DIM];
+        self.dense = vec![0.0; DIM];
         for &(i, w) in &self.weights {
             if let Some(slot) = self.dense.get_mut(i as usize) {
                 *slot = w;
@@ -50,7 +97,7 @@ impl Head {
 }
 
 /// One row of the quality knob: at target `quality` (a share of the top tier's quality on
-/// the calibration data), the cheaper tier answers when its probability ≥ `threshold`.
+/// the calibration data), the top tier answers when the predicted gap > `threshold`.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
 pub struct Calibration {
     pub quality: f32,
@@ -69,6 +116,8 @@ pub struct Predictor {
     pub default_quality: f32,
     /// Free text: what it was trained on.
     pub trained_on: String,
+    #[serde(skip)]
+    encoder: Encoder,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -90,7 +139,31 @@ pub struct Prediction {
 }
 
 impl Predictor {
+    /// Loads an artifact of the lexical-only kind.
     pub fn load(path: &Path) -> Result<Self, PredictorError> {
+        Self::load_with(path, Encoder::Lexical)
+    }
+
+    /// The feature layout this artifact needs (to pick the encoder before loading).
+    pub fn feature_version_of(path: &Path) -> Result<String, PredictorError> {
+        let text = std::fs::read_to_string(path).map_err(|e| PredictorError::Load {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        })?;
+        #[derive(Deserialize)]
+        struct Peek {
+            feature_version: String,
+        }
+        serde_json::from_str::<Peek>(&text)
+            .map(|p| p.feature_version)
+            .map_err(|e| PredictorError::Load {
+                path: path.display().to_string(),
+                message: e.to_string(),
+            })
+    }
+
+    /// Loads an artifact and attaches `encoder`, which must compute its feature layout.
+    pub fn load_with(path: &Path, encoder: Encoder) -> Result<Self, PredictorError> {
         let err = |message: String| PredictorError::Load {
             path: path.display().to_string(),
             message,
@@ -100,13 +173,14 @@ impl Predictor {
         if p.format != FORMAT {
             return Err(err(format!("format {:?}, expected {FORMAT:?}", p.format)));
         }
-        if p.feature_version != features::VERSION {
+        if p.feature_version != encoder.version() {
             return Err(err(format!(
-                "features {:?}; this router computes {:?}",
+                "features {:?}, but the encoder given computes {:?}",
                 p.feature_version,
-                features::VERSION
+                encoder.version()
             )));
         }
+        p.encoder = encoder;
         if p.heads.len() < 2 || p.calibration.is_empty() {
             return Err(err(
                 "needs at least two tiers and a calibration table".into()
@@ -125,6 +199,11 @@ impl Predictor {
 
     pub fn tiers(&self) -> impl Iterator<Item = &str> {
         self.heads.iter().map(|h| h.tier.as_str())
+    }
+
+    /// The features of `prompt`, as this predictor's encoder computes them.
+    pub fn features(&self, prompt: &str) -> Sparse {
+        self.encoder.extract(prompt)
     }
 
     /// Each tier's probability for already extracted features.
@@ -147,16 +226,14 @@ impl Predictor {
         t[t.len() - 1].threshold
     }
 
-    /// The whole decision: features, probabilities, threshold, tier. The cheapest tier
-    /// whose probability reaches the threshold answers; else the top tier.
+    /// The whole decision: features, probabilities, threshold, tier. The cheaper tier
+    /// answers unless the predicted gain of the top tier is above the threshold.
     pub fn decide(&self, prompt: &str, quality: f32) -> Prediction {
-        let x = features::extract(prompt);
+        let x = self.encoder.extract(prompt);
         let p = self.probabilities(&x);
         let threshold = self.threshold(quality.clamp(0.0, 1.0));
-        let chosen = p[..p.len() - 1]
-            .iter()
-            .position(|&pi| pi >= threshold)
-            .unwrap_or(p.len() - 1);
+        let top = p.len() - 1;
+        let chosen = if p[top] - p[0] > threshold { top } else { 0 };
         Prediction {
             probabilities: self
                 .heads
@@ -173,7 +250,7 @@ impl Predictor {
 
 /// Logistic regression with soft targets (a score in [0, 1]), L2, Adam; deterministic.
 fn fit(xs: &[Sparse], ys: &[f32], epochs: usize, l2: f32) -> (f32, Vec<f32>) {
-    let d = features::DIM;
+    let d = DIM;
     let (mut w, mut b) = (vec![0.0f32; d], 0.0f32);
     let (mut m, mut v) = (vec![0.0f32; d], vec![0.0f32; d]);
     let (mut mb, mut vb) = (0.0f32, 0.0f32);
@@ -219,7 +296,11 @@ pub struct TrainOptions {
 
 /// Fits one head per tier on the train split and the calibration table on the calibration
 /// split of `items` (items without a score for every tier's model are skipped).
-pub fn train(items: &[Item], opts: &TrainOptions) -> Result<Predictor, PredictorError> {
+pub fn train(
+    items: &[Item],
+    opts: &TrainOptions,
+    encoder: Encoder,
+) -> Result<Predictor, PredictorError> {
     if opts.tiers.len() != 2 {
         return Err(PredictorError::Train(
             "exactly two tiers for now (cheaper first)".into(),
@@ -244,7 +325,7 @@ pub fn train(items: &[Item], opts: &TrainOptions) -> Result<Predictor, Predictor
             calib.len()
         )));
     }
-    let xs: Vec<Sparse> = train.iter().map(|i| features::extract(&i.prompt)).collect();
+    let xs: Vec<Sparse> = train.iter().map(|i| encoder.extract(&i.prompt)).collect();
     let mut heads = Vec::new();
     for (tier, model) in &opts.tiers {
         let ys: Vec<f32> = train.iter().map(|i| i.scores[model] as f32).collect();
@@ -264,29 +345,32 @@ pub fn train(items: &[Item], opts: &TrainOptions) -> Result<Predictor, Predictor
         head.prepare();
         heads.push(head);
     }
-    // Calibration: for each quality target, the lowest threshold on the cheaper tier's
-    // probability (the most cheap answers) whose routing keeps that share of the top
-    // tier's quality on the calibration items.
+    // Calibration: for each quality target, the highest threshold on the predicted gap
+    // (the most cheap answers) whose routing keeps that share of the top tier's quality
+    // on the calibration items.
     let (weak_m, strong_m) = (&opts.tiers[0].1, &opts.tiers[1].1);
-    let probs: Vec<f32> = calib
+    let gaps: Vec<f32> = calib
         .iter()
-        .map(|i| heads[0].probability(&features::extract(&i.prompt)))
+        .map(|i| {
+            let x = encoder.extract(&i.prompt);
+            heads[1].probability(&x) - heads[0].probability(&x)
+        })
         .collect();
     let top: f64 = calib.iter().map(|i| i.scores[strong_m]).sum::<f64>() / calib.len() as f64;
-    let mut candidates: Vec<f32> = probs.clone();
-    candidates.push(0.0);
-    candidates.push(1.0 + f32::EPSILON);
+    let mut candidates: Vec<f32> = gaps.clone();
+    candidates.push(-1.0 - f32::EPSILON);
+    candidates.push(1.0);
     candidates.sort_by(f32::total_cmp);
     candidates.dedup();
     let quality_at = |t: f32| -> f64 {
         calib
             .iter()
-            .zip(&probs)
-            .map(|(i, &p)| {
-                if p >= t {
-                    i.scores[weak_m]
-                } else {
+            .zip(&gaps)
+            .map(|(i, &g)| {
+                if g > t {
                     i.scores[strong_m]
+                } else {
+                    i.scores[weak_m]
                 }
             })
             .sum::<f64>()
@@ -299,20 +383,21 @@ pub fn train(items: &[Item], opts: &TrainOptions) -> Result<Predictor, Predictor
         let target = f64::from(q) * top;
         let threshold = qualities
             .iter()
+            .rev()
             .find(|(_, r)| *r >= target - 1e-12)
-            .map_or(1.0 + f32::EPSILON, |(t, _)| *t);
+            .map_or(-1.0 - f32::EPSILON, |(t, _)| *t);
         calibration.push(Calibration {
             quality: q,
             threshold,
         });
     }
-    // Keep the table monotone: a higher target never lowers the bar.
+    // Keep the table monotone: a higher target never raises the bar for the top tier.
     for k in 1..calibration.len() {
-        calibration[k].threshold = calibration[k].threshold.max(calibration[k - 1].threshold);
+        calibration[k].threshold = calibration[k].threshold.min(calibration[k - 1].threshold);
     }
     Ok(Predictor {
         format: FORMAT.to_owned(),
-        feature_version: features::VERSION.to_owned(),
+        feature_version: encoder.version().to_owned(),
         heads,
         calibration,
         default_quality: opts.default_quality,
@@ -326,6 +411,7 @@ pub fn train(items: &[Item], opts: &TrainOptions) -> Result<Predictor, Predictor
                 .collect::<Vec<_>>()
                 .join(", ")
         ),
+        encoder,
     })
 }
 
@@ -369,7 +455,7 @@ mod tests {
             l2: 1e-4,
             default_quality: 0.9,
         };
-        let p = train(&items(600), &opts).expect("trains");
+        let p = train(&items(600), &opts, Encoder::Lexical).expect("trains");
         let easy = p.decide("say hello to friend 100001", 1.0);
         let hard = p.decide("prove the theorem about integrals number 100002", 1.0);
         assert!(
@@ -384,11 +470,11 @@ mod tests {
                 .tier,
             "small"
         );
-        // The table rises with the target.
+        // A higher target lowers the gap the top tier needs.
         assert!(
             p.calibration
                 .windows(2)
-                .all(|w| w[0].threshold <= w[1].threshold)
+                .all(|w| w[0].threshold >= w[1].threshold)
         );
 
         let dir = tempfile::tempdir().expect("tempdir");

@@ -1,0 +1,390 @@
+//! `switchback-router import | train | eval`: the offline side of difficulty routing.
+//!
+//!   switchback-router import routellm-mmlu --root ../shared/data/routing --out mmlu.jsonl
+//!   switchback-router train --data mmlu.jsonl --tier small=MODEL --tier large=MODEL --out p.json
+//!   switchback-router eval --data mmlu.jsonl --predictor p.json [--json] [--predictions F.csv] [--plot F.svg]
+
+use std::{fmt::Write as _, path::PathBuf};
+
+use clap::Subcommand;
+use serde_json::json;
+
+use crate::difficulty::{
+    data::{self, Item, Split},
+    import,
+    metrics::{Curve, Report},
+    minilm::{MiniLm, StaticTable},
+    predictor::{self, Encoder, Predictor, TrainOptions},
+};
+
+/// Where the encoder's files are, for commands that need one.
+#[derive(Debug, clap::Args)]
+pub struct EncoderArgs {
+    /// Features: lexical, static (MiniLM distilled table) or minilm (the full encoder).
+    #[arg(long, default_value = "static")]
+    pub encoder: String,
+    /// The all-MiniLM-L6-v2 directory (fetch-models.sh minilm).
+    #[arg(long, env = "SWITCHBACK_MINILM_DIR")]
+    pub minilm_dir: Option<PathBuf>,
+    /// The static table (`distill` writes it); default: static-table.bin in --minilm-dir.
+    #[arg(long)]
+    pub table: Option<PathBuf>,
+}
+
+impl EncoderArgs {
+    pub fn encoder(&self) -> Result<Encoder, Error> {
+        let dir = || {
+            self.minilm_dir
+                .clone()
+                .ok_or("--minilm-dir (or SWITCHBACK_MINILM_DIR) is needed for MiniLM features")
+        };
+        Ok(match self.encoder.as_str() {
+            "lexical" => Encoder::Lexical,
+            "static" => {
+                let dir = dir()?;
+                let table = self
+                    .table
+                    .clone()
+                    .unwrap_or_else(|| dir.join("static-table.bin"));
+                Encoder::Static(std::sync::Arc::new(StaticTable::load(&table, &dir)?))
+            }
+            "minilm" => Encoder::Full(std::sync::Arc::new(MiniLm::load(&dir()?)?)),
+            other => return Err(format!("--encoder {other:?}: lexical, static or minilm").into()),
+        })
+    }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Distill MiniLM into a static token table (once; the router's fast features).
+    Distill {
+        /// The all-MiniLM-L6-v2 directory.
+        #[arg(long, env = "SWITCHBACK_MINILM_DIR")]
+        minilm_dir: PathBuf,
+        /// Default: static-table.bin in --minilm-dir.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Convert a public routing dataset into labelled JSONL.
+    Import {
+        /// One of: routellm-mmlu, routellm-gsm8k, routellm-mt-bench, llmrouter, routerarena.
+        dataset: String,
+        /// The datasets' root (the folder with routellm/, llmrouter/, routerarena/).
+        #[arg(long)]
+        root: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Fit the predictor on the train split and its quality knob on the calibration split.
+    Train {
+        /// Labelled JSONL files (several are concatenated).
+        #[arg(long, required = true)]
+        data: Vec<PathBuf>,
+        /// TIER=MODEL, cheaper tier first; MODEL is a key of the items' `scores`.
+        #[arg(long = "tier", required = true)]
+        tiers: Vec<String>,
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long, default_value_t = 300)]
+        epochs: usize,
+        #[arg(long, default_value_t = 1e-3)]
+        l2: f32,
+        /// The quality target of requests that set none.
+        #[arg(long, default_value_t = 0.95)]
+        default_quality: f32,
+        #[command(flatten)]
+        encoder: EncoderArgs,
+    },
+    /// Replay a labelled set through the predictor and report APGR, CPT and AIQ against
+    /// random, oracle, always-small and always-large routing.
+    Eval {
+        #[arg(long, required = true)]
+        data: Vec<PathBuf>,
+        #[arg(long)]
+        predictor: PathBuf,
+        /// Which items: test (default), calibration, train, or all (evaluation-only sets).
+        #[arg(long, default_value = "test")]
+        split: String,
+        /// Print the report as one JSON object.
+        #[arg(long)]
+        json: bool,
+        /// Write every item's id, prompt hash and per-tier probability as CSV.
+        #[arg(long)]
+        predictions: Option<PathBuf>,
+        /// Write the quality-vs-strong-calls curve as SVG.
+        #[arg(long)]
+        plot: Option<PathBuf>,
+        /// The encoder files (its kind must match the predictor's features).
+        #[command(flatten)]
+        encoder: EncoderArgs,
+    },
+}
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+fn load(paths: &[PathBuf]) -> Result<Vec<Item>, Error> {
+    let mut items = Vec::new();
+    for p in paths {
+        items.extend(data::read_jsonl(p)?);
+    }
+    Ok(items)
+}
+
+pub fn run(command: Command) -> Result<(), Error> {
+    match command {
+        Command::Distill { minilm_dir, out } => {
+            let started = std::time::Instant::now();
+            let table = MiniLm::load(&minilm_dir)?.distill(256)?;
+            let out = out.unwrap_or_else(|| minilm_dir.join("static-table.bin"));
+            table.save(&out)?;
+            eprintln!(
+                "wrote {} ({table:?}) in {:.1} s",
+                out.display(),
+                started.elapsed().as_secs_f64()
+            );
+        }
+        Command::Import { dataset, root, out } => {
+            let items = import::by_name(&dataset, &root).ok_or_else(|| {
+                format!(
+                    "unknown dataset {dataset:?}; one of {}",
+                    import::IMPORTERS.join(", ")
+                )
+            })??;
+            data::write_jsonl(&out, &items)?;
+            let mut counts = std::collections::BTreeMap::new();
+            for i in &items {
+                *counts.entry(data::split_of(&i.prompt)).or_insert(0usize) += 1;
+            }
+            eprintln!("{} items to {} ({counts:?})", items.len(), out.display());
+        }
+        Command::Train {
+            data,
+            tiers,
+            out,
+            epochs,
+            l2,
+            default_quality,
+            encoder,
+        } => {
+            let tiers = tiers
+                .iter()
+                .map(|t| {
+                    t.split_once('=')
+                        .map(|(a, b)| (a.to_owned(), b.to_owned()))
+                        .ok_or_else(|| format!("--tier {t:?}: expected TIER=MODEL"))
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let items = load(&data)?;
+            let p = predictor::train(
+                &items,
+                &TrainOptions {
+                    tiers,
+                    epochs,
+                    l2,
+                    default_quality,
+                },
+                encoder.encoder()?,
+            )?;
+            p.save(&out)?;
+            eprintln!("wrote {} ({})", out.display(), p.trained_on);
+        }
+        Command::Eval {
+            data,
+            predictor,
+            split,
+            json,
+            predictions,
+            plot,
+            encoder,
+        } => {
+            let want = match split.as_str() {
+                "test" => Some(Split::Test),
+                "calibration" => Some(Split::Calibration),
+                "train" => Some(Split::Train),
+                "all" => None,
+                other => {
+                    return Err(
+                        format!("--split {other:?}: test, calibration, train or all").into(),
+                    );
+                }
+            };
+            let p = Predictor::load_with(&predictor, encoder.encoder()?)?;
+            let (weak_m, strong_m) = (
+                p.heads[0].model.clone(),
+                p.heads[p.heads.len() - 1].model.clone(),
+            );
+            let items: Vec<Item> = load(&data)?
+                .into_iter()
+                .filter(|i| want.is_none_or(|s| data::split_of(&i.prompt) == s))
+                .filter(|i| i.scores.contains_key(&weak_m) && i.scores.contains_key(&strong_m))
+                .collect();
+            if items.is_empty() {
+                return Err(
+                    format!("no {split} items carry scores for {weak_m} and {strong_m}").into(),
+                );
+            }
+            let probs: Vec<Vec<f32>> = items
+                .iter()
+                .map(|i| p.probabilities(&p.features(&i.prompt)))
+                .collect();
+            let weak: Vec<f64> = items.iter().map(|i| i.scores[&weak_m]).collect();
+            let strong: Vec<f64> = items.iter().map(|i| i.scores[&strong_m]).collect();
+            // Higher score: send to the strong tier; the less likely the cheap tier is to
+            // answer well, the higher.
+            let score: Vec<f64> = probs
+                .iter()
+                .map(|p| f64::from(p[p.len() - 1] - p[0]))
+                .collect();
+            let reports = [
+                Report::of("switchback", Curve::of(&score, &weak, &strong)),
+                Report::of("random", Curve::random(&weak, &strong)),
+                Report::of("oracle", Curve::oracle(&weak, &strong)),
+            ];
+            let n = items.len() as f64;
+            let (r_weak, r_strong) = (weak.iter().sum::<f64>() / n, strong.iter().sum::<f64>() / n);
+            if let Some(path) = &predictions {
+                let mut csv = String::from("id,prompt_sha256");
+                for h in &p.heads {
+                    let _ = write!(csv, ",p_{}", h.tier);
+                }
+                csv.push('\n');
+                for (i, pr) in items.iter().zip(&probs) {
+                    let _ = write!(csv, "{},{}", csv_field(&i.id), data::prompt_hash(&i.prompt));
+                    for v in pr {
+                        let _ = write!(csv, ",{v:.6}");
+                    }
+                    csv.push('\n');
+                }
+                std::fs::write(path, csv)?;
+            }
+            if let Some(path) = &plot {
+                std::fs::write(path, svg(&reports, r_weak, r_strong, &weak_m, &strong_m))?;
+            }
+            let summary = json!({
+                "items": items.len(),
+                "split": split,
+                "weak_model": weak_m,
+                "strong_model": strong_m,
+                "always_weak_quality": r_weak,
+                "always_strong_quality": r_strong,
+                "predictor": p.trained_on,
+                "routers": reports.iter().map(|r| json!({
+                    "router": r.router,
+                    "apgr": r.apgr,
+                    "cpt50": r.cpt50,
+                    "cpt80": r.cpt80,
+                    "strong_share_no_drop": r.strong_share_no_drop,
+                    "strong_share_1pct_drop": r.strong_share_1pct_drop,
+                    "aiq": r.aiq,
+                })).collect::<Vec<_>>(),
+            });
+            if json {
+                println!("{summary}");
+            } else {
+                println!(
+                    "{} {split} items; always-{weak_m}: {:.3}, always-{strong_m}: {:.3}",
+                    items.len(),
+                    r_weak,
+                    r_strong
+                );
+                println!(
+                    "{:<12} {:>6} {:>7} {:>7} {:>12} {:>12} {:>6}",
+                    "router", "APGR", "CPT50", "CPT80", "strong@0%", "strong@1%", "AIQ"
+                );
+                for r in &reports {
+                    println!(
+                        "{:<12} {:>6.3} {:>6.1}% {:>6.1}% {:>11.1}% {:>11.1}% {:>6.3}",
+                        r.router,
+                        r.apgr,
+                        r.cpt50 * 100.0,
+                        r.cpt80 * 100.0,
+                        r.strong_share_no_drop * 100.0,
+                        r.strong_share_1pct_drop * 100.0,
+                        r.aiq
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn csv_field(s: &str) -> String {
+    if s.contains([',', '"', '\n']) {
+        format!("\"{}\"", s.replace('"', "\"\""))
+    } else {
+        s.to_owned()
+    }
+}
+
+/// Quality against the share of calls to the strong model, one line per router.
+fn svg(reports: &[Report], r_weak: f64, r_strong: f64, weak: &str, strong: &str) -> String {
+    let (w, h, m) = (640.0, 420.0, 50.0);
+    let lo = reports
+        .iter()
+        .flat_map(|r| r.curve.iter().map(|p| p.1))
+        .fold(f64::MAX, f64::min);
+    let hi = reports
+        .iter()
+        .flat_map(|r| r.curve.iter().map(|p| p.1))
+        .fold(f64::MIN, f64::max);
+    let span = (hi - lo).max(1e-9);
+    let x = |c: f64| m + c * (w - 2.0 * m);
+    let y = |q: f64| h - m - (q - lo) / span * (h - 2.0 * m);
+    let mut out = format!(
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">
+<rect width="100%" height="100%" fill="white"/>
+<line x1="{m}" y1="{b}" x2="{r}" y2="{b}" stroke="black"/><line x1="{m}" y1="{m}" x2="{m}" y2="{b}" stroke="black"/>
+<text x="{cx}" y="{ty}" text-anchor="middle">share of calls to {strong}</text>
+<text x="12" y="{cy}" transform="rotate(-90 12 {cy})" text-anchor="middle">mean quality</text>
+<text x="{m}" y="{ty2}">0</text><text x="{r}" y="{ty2}" text-anchor="end">1</text>
+<text x="{lx}" y="{by}" text-anchor="end">{lo:.3}</text><text x="{lx}" y="{ty3}" text-anchor="end">{hi:.3}</text>
+"#,
+        b = h - m,
+        r = w - m,
+        cx = w / 2.0,
+        ty = h - 12.0,
+        cy = h / 2.0,
+        ty2 = h - m + 15.0,
+        lx = m - 4.0,
+        by = h - m,
+        ty3 = m + 4.0,
+    );
+    let colours = ["#1f6feb", "#8b949e", "#2da44e"];
+    for (k, r) in reports.iter().enumerate() {
+        let pts: Vec<String> = r
+            .curve
+            .iter()
+            .map(|&(c, q)| format!("{:.1},{:.1}", x(c), y(q)))
+            .collect();
+        let dash = if r.router == "random" {
+            r#" stroke-dasharray="6 4""#
+        } else {
+            ""
+        };
+        let _ = writeln!(
+            out,
+            r#"<polyline fill="none" stroke="{}" stroke-width="2"{dash} points="{}"/><text x="{}" y="{}" fill="{}">{} (APGR {:.3})</text>"#,
+            colours[k % colours.len()],
+            pts.join(" "),
+            w - m - 170.0,
+            m + 16.0 * (k as f64 + 1.0),
+            colours[k % colours.len()],
+            r.router,
+            r.apgr
+        );
+    }
+    let _ = writeln!(
+        out,
+        r#"<circle cx="{}" cy="{}" r="4" fill="black"/><text x="{}" y="{}">always {weak}</text><circle cx="{}" cy="{}" r="4" fill="black"/><text x="{}" y="{}" text-anchor="end">always {strong}</text></svg>"#,
+        x(0.0),
+        y(r_weak),
+        x(0.0) + 6.0,
+        y(r_weak) - 6.0,
+        x(1.0),
+        y(r_strong),
+        x(1.0) - 6.0,
+        y(r_strong) + 16.0
+    );
+    out
+}
