@@ -19,7 +19,7 @@ step() { printf '\n==> %s\n' "$*" >&2; }
 step "dependencies"
 venv=$(deploy/local/ensure-deps.sh)
 export SWITCHBACK_PYTHON="$venv/bin/python"
-deploy/local/fetch-models.sh small >/dev/null
+deploy/local/fetch-models.sh small minilm >/dev/null
 if ! cargo nextest --version >/dev/null 2>&1; then
   step "installing cargo-nextest"
   cargo install --locked cargo-nextest
@@ -33,6 +33,12 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "build"
 cargo build --workspace --bins --locked
+# The difficulty predictor's embedding table, distilled once from MiniLM (~30 s).
+export SWITCHBACK_MINILM_DIR="$SWITCHBACK_CACHE/models/all-minilm-l6-v2"
+if [[ ! -f $SWITCHBACK_MINILM_DIR/static-table.bin ]]; then
+  step "distilling the MiniLM static table"
+  "$CARGO_TARGET_DIR/debug/switchback-router" distill --minilm-dir "$SWITCHBACK_MINILM_DIR"
+fi
 
 step "tests"
 cargo nextest run --workspace --locked --no-fail-fast

@@ -82,9 +82,15 @@ esac
 
 step "dependencies"
 deploy/local/ensure-deps.sh >/dev/null
-deploy/local/fetch-models.sh small large >/dev/null
+deploy/local/fetch-models.sh small large minilm >/dev/null
 step "building (the first build of mistral.rs takes a while)"
 cargo build --workspace --bins --locked
+# The difficulty predictor's embedding table, distilled once from MiniLM (~30 s).
+export SWITCHBACK_MINILM_DIR="$models/all-minilm-l6-v2"
+if [[ ! -f $SWITCHBACK_MINILM_DIR/static-table.bin ]]; then
+  step "distilling the MiniLM static table for difficulty routing"
+  "$bin/switchback-router" distill --minilm-dir "$SWITCHBACK_MINILM_DIR"
+fi
 
 mkdir -p "$run/logs" "$run/etcd"
 export RUST_LOG="${RUST_LOG:-info}"

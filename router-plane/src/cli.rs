@@ -92,6 +92,9 @@ pub enum Command {
         /// The quality target of requests that set none.
         #[arg(long, default_value_t = 0.95)]
         default_quality: f32,
+        /// Fit the heads on train + calibration (the knob is still fitted on calibration).
+        #[arg(long)]
+        heads_on_calibration: bool,
         #[command(flatten)]
         encoder: EncoderArgs,
     },
@@ -164,6 +167,7 @@ pub fn run(command: Command) -> Result<(), Error> {
             epochs,
             l2,
             default_quality,
+            heads_on_calibration,
             encoder,
         } => {
             let tiers = tiers
@@ -182,6 +186,7 @@ pub fn run(command: Command) -> Result<(), Error> {
                     epochs,
                     l2,
                     default_quality,
+                    heads_on_calibration,
                 },
                 encoder.encoder()?,
             )?;

@@ -15,6 +15,8 @@ pub mod env {
     pub const ETCD_PREFIX: &str = "SWITCHBACK_ETCD_PREFIX";
     pub const CONTROLLER: &str = "SWITCHBACK_CONTROLLER";
     pub const DEFAULT_TIER: &str = "SWITCHBACK_DEFAULT_TIER";
+    /// Overrides `difficulty.minilm_dir`.
+    pub const MINILM_DIR: &str = "SWITCHBACK_MINILM_DIR";
 }
 
 #[derive(Debug, Parser)]
@@ -68,6 +70,30 @@ pub struct RawConfig {
     pub max_pending: Option<usize>,
     /// How long a worker this router could not reach stays out of its routing set.
     pub suspect_hold_ms: Option<u64>,
+    /// Difficulty routing for `model: "auto"`; without it, `auto` means `default_tier`.
+    pub difficulty: Option<RawDifficulty>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDifficulty {
+    /// The predictor artifact (`switchback-router train` writes it).
+    pub predictor: PathBuf,
+    /// The all-MiniLM-L6-v2 directory, for artifacts with MiniLM features.
+    pub minilm_dir: Option<PathBuf>,
+    /// The distilled table; default: static-table.bin in `minilm_dir`.
+    pub table: Option<PathBuf>,
+    /// Quality target of requests that set none; default: the artifact's.
+    pub default_quality: Option<f64>,
+}
+
+/// Difficulty routing settings, checked.
+#[derive(Debug, Clone)]
+pub struct DifficultyConfig {
+    pub predictor: PathBuf,
+    pub minilm_dir: Option<PathBuf>,
+    pub table: Option<PathBuf>,
+    pub default_quality: Option<f64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -94,6 +120,7 @@ pub struct RouterConfig {
     pub admission_wait: Duration,
     pub max_pending: usize,
     pub suspect_hold: Duration,
+    pub difficulty: Option<DifficultyConfig>,
 }
 
 impl RawConfig {
@@ -188,6 +215,22 @@ impl RawConfig {
             admission_wait: Duration::from_millis(admission_wait_ms),
             max_pending: self.max_pending.unwrap_or(1024),
             suspect_hold: Duration::from_millis(suspect_hold_ms),
+            difficulty: match self.difficulty {
+                None => None,
+                Some(d) => {
+                    if d.default_quality.is_some_and(|q| !(0.0..=1.0).contains(&q)) {
+                        return Err(invalid("difficulty.default_quality", "must be in [0, 1]"));
+                    }
+                    Some(DifficultyConfig {
+                        predictor: d.predictor,
+                        minilm_dir: std::env::var_os(env::MINILM_DIR)
+                            .map(PathBuf::from)
+                            .or(d.minilm_dir),
+                        table: d.table,
+                        default_quality: d.default_quality,
+                    })
+                }
+            },
         })
     }
 }

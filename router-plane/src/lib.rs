@@ -23,10 +23,58 @@ use crate::{
     view::{ControllerTarget, View},
 };
 
+/// Loads the difficulty predictor the config names (and the encoder files it needs), and
+/// checks that its tiers are the router's.
+pub fn load_difficulty(
+    config: &RouterConfig,
+) -> Result<Option<difficulty::predictor::Predictor>, config::ConfigError> {
+    use difficulty::{
+        minilm::StaticTable,
+        predictor::{Encoder, Predictor},
+    };
+    let Some(d) = &config.difficulty else {
+        return Ok(None);
+    };
+    let bad = |reason: String| switchback_common::config::invalid("difficulty.predictor", reason);
+    let version = Predictor::feature_version_of(&d.predictor).map_err(|e| bad(e.to_string()))?;
+    let encoder = if version == difficulty::features::VERSION {
+        Encoder::Lexical
+    } else {
+        let dir = d.minilm_dir.clone().ok_or_else(|| {
+            switchback_common::config::invalid(
+                "difficulty.minilm_dir",
+                format!("the predictor uses MiniLM features ({version}); set the model directory"),
+            )
+        })?;
+        let table = d
+            .table
+            .clone()
+            .unwrap_or_else(|| dir.join("static-table.bin"));
+        let table = StaticTable::load(&table, &dir)
+            .map_err(|e| switchback_common::config::invalid("difficulty.table", e.to_string()))?;
+        Encoder::Static(Arc::new(table))
+    };
+    let mut p = Predictor::load_with(&d.predictor, encoder).map_err(|e| bad(e.to_string()))?;
+    for tier in p.tiers() {
+        if !config.tiers.iter().any(|t| t == tier) {
+            return Err(bad(format!(
+                "its tier {tier:?} is not one of the router's `tiers` {:?}",
+                config.tiers
+            )));
+        }
+    }
+    if let Some(q) = d.default_quality {
+        p.default_quality = q as f32;
+    }
+    tracing::info!(predictor = %d.predictor.display(), features = %version, trained_on = %p.trained_on, "difficulty routing on");
+    Ok(Some(p))
+}
+
 /// Serves the HTTP API on `listener` until `shutdown` fires; in-flight requests finish
 /// before it returns.
 pub async fn run(
     config: RouterConfig,
+    difficulty: Option<difficulty::predictor::Predictor>,
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
@@ -51,6 +99,7 @@ pub async fn run(
     let name = format!("router@{local}");
     let pending = tokio::sync::Semaphore::new(config.max_pending);
     let state = Arc::new(AppState {
+        difficulty,
         pending,
         name,
         config,

@@ -37,10 +37,12 @@ fn main() {
 async fn serve(args: config::Args) {
     let _telemetry = switchback_common::init(BINARY);
     let config = switchback_common::config_or_exit(BINARY, config::load(args));
+    let difficulty =
+        switchback_common::config_or_exit(BINARY, switchback_router::load_difficulty(&config));
     let listener = switchback_common::bind_or_exit(BINARY, config.listen).await;
     let shutdown = switchback_common::shutdown_on_signal();
     switchback_common::exit_on_error(
         BINARY,
-        switchback_router::run(config, listener, shutdown).await,
+        switchback_router::run(config, difficulty, listener, shutdown).await,
     );
 }

@@ -43,6 +43,7 @@ pub struct Metrics {
     pub retries: Family<Retry, Counter>,
     pub unreachable: Counter,
     pub pending: Gauge,
+    pub difficulty: Histogram,
 }
 
 fn latency_buckets() -> impl Iterator<Item = f64> {
@@ -109,8 +110,15 @@ impl Default for Metrics {
             "Cluster watches opened since start; it grows by one at every controller failover",
             controller_sessions.clone(),
         );
+        let difficulty = Histogram::new([1e-6, 5e-6, 1e-5, 5e-5, 1e-4, 5e-4, 1e-3, 5e-3, 1e-2]);
+        registry.register(
+            "difficulty_decision_seconds",
+            "Time to predict a prompt's difficulty and pick its tier (model auto)",
+            difficulty.clone(),
+        );
         Self {
             registry,
+            difficulty,
             controller_sessions,
             retries,
             unreachable,

@@ -59,6 +59,8 @@ pub struct AppState {
     pub pending: tokio::sync::Semaphore,
     /// How this router names itself to the controller, e.g. `router@10.0.0.7:8080`.
     pub name: String,
+    /// Difficulty routing for `model: "auto"`, when configured.
+    pub difficulty: Option<crate::difficulty::predictor::Predictor>,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -149,10 +151,35 @@ async fn read_body(app: &AppState, headers: &HeaderMap, body: Body) -> Result<By
     }
 }
 
+/// The quality target from `x-switchback-quality` when the body sets none.
+fn quality_header(headers: &HeaderMap, g: &mut Generation) -> Result<(), ApiError> {
+    if g.quality.is_some() {
+        return Ok(());
+    }
+    let Some(v) = headers.get("x-switchback-quality") else {
+        return Ok(());
+    };
+    let q = v
+        .to_str()
+        .ok()
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .filter(|q| (0.0..=1.0).contains(q))
+        .ok_or_else(|| {
+            ApiError::invalid(
+                "x-switchback-quality",
+                "the `x-switchback-quality` header must be a number in [0, 1]",
+            )
+        })?;
+    g.quality = Some(q);
+    Ok(())
+}
+
 async fn chat(State(app): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
     let result = async {
         let bytes = read_body(&app, &headers, body).await?;
-        ChatRequest::parse(&bytes)?.validate(&app.limits)
+        let mut g = ChatRequest::parse(&bytes)?.validate(&app.limits)?;
+        quality_header(&headers, &mut g)?;
+        Ok(g)
     }
     .await;
     respond(app, Endpoint::Chat, result).await
@@ -161,7 +188,9 @@ async fn chat(State(app): State<Arc<AppState>>, headers: HeaderMap, body: Body) 
 async fn completions(State(app): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
     let result = async {
         let bytes = read_body(&app, &headers, body).await?;
-        CompletionRequest::parse(&bytes)?.validate(&app.limits)
+        let mut g = CompletionRequest::parse(&bytes)?.validate(&app.limits)?;
+        quality_header(&headers, &mut g)?;
+        Ok(g)
     }
     .await;
     respond(app, Endpoint::Completion, result).await
@@ -245,6 +274,7 @@ fn decide(app: &AppState, model: &str, exclude: &[String]) -> Result<(Decision, 
                     candidates: choice.considered,
                     queue_depth: c.outstanding(),
                     retries: Vec::new(),
+                    difficulty: None,
                 },
                 worker.record.address.clone(),
             ))
@@ -462,6 +492,21 @@ async fn serve(
     let id = format!("{prefix}-{}", uuid::Uuid::new_v4().simple());
     let request = dispatch::request(&id, &generation);
 
+    // `auto` with difficulty routing: the predictor picks the tier once per request.
+    let prediction = match (&app.difficulty, generation.model.as_str()) {
+        (Some(p), "auto") => {
+            let t = Instant::now();
+            let quality = generation.quality.map_or(p.default_quality, |q| q as f32);
+            let prediction = p.decide(&generation.prompt_text(), quality);
+            app.metrics.difficulty.observe(t.elapsed().as_secs_f64());
+            Some(prediction)
+        }
+        _ => None,
+    };
+    let model = prediction
+        .as_ref()
+        .map_or(generation.model.as_str(), |p| p.tier.as_str());
+
     // Attempts: a failure before the client has seen anything moves the request to
     // another worker of the same tier (never the same one twice), within the attempt
     // budget and the deadline.
@@ -469,7 +514,7 @@ async fn serve(
     let mut retries: Vec<(String, &'static str)> = Vec::new();
     let mut last: Option<(String, ApiError)> = None;
     let (mut decision, in_flight, opened) = loop {
-        let (decision, address) = match place(&app, &generation.model, &tried, deadline).await {
+        let (decision, address) = match place(&app, model, &tried, deadline).await {
             Ok(placed) => placed,
             // Nobody else to try: the last worker's failure says more than "no worker".
             Err(err) => return Err(last.unwrap_or_else(|| ("none".to_owned(), err))),
@@ -523,6 +568,10 @@ async fn serve(
         }
     };
     decision.retries = retries;
+    if prediction.is_some() {
+        decision.reason = "difficulty";
+    }
+    decision.difficulty = prediction;
     let tier = decision.tier.clone();
     let created = unix_now();
     let logprobs = generation.logprobs.is_some();

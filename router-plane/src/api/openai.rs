@@ -179,6 +179,22 @@ pub struct Generation {
     pub include_usage: bool,
     /// Whether to return log-probabilities, and how many alternatives per token.
     pub logprobs: Option<u32>,
+    /// The request's quality target for `auto` (body `switchback.quality`).
+    pub quality: Option<f64>,
+}
+
+impl Generation {
+    /// The text the difficulty predictor reads: every message's content, in order.
+    pub fn prompt_text(&self) -> String {
+        match &self.prompt {
+            PromptKind::Chat(messages) => messages
+                .iter()
+                .map(|m| m.content.as_str())
+                .collect::<Vec<_>>()
+                .join("\n"),
+            PromptKind::Text(t) => t.clone(),
+        }
+    }
 }
 
 /// Parses the body as a JSON object; anything else is malformed.
@@ -395,6 +411,7 @@ impl ChatRequest {
             stream: c.stream.unwrap_or(false),
             include_usage: c.stream_options.is_some_and(|o| o.include_usage),
             logprobs,
+            quality: c.switchback.as_ref().and_then(|s| s.quality),
         })
     }
 }
@@ -443,6 +460,7 @@ impl CompletionRequest {
             stream: c.stream.unwrap_or(false),
             include_usage: c.stream_options.is_some_and(|o| o.include_usage),
             logprobs: f.logprobs,
+            quality: c.switchback.as_ref().and_then(|s| s.quality),
         })
     }
 }

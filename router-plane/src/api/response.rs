@@ -18,6 +18,8 @@ pub struct Decision {
     pub queue_depth: u32,
     /// Workers tried before this one, each with why it failed (before the first token).
     pub retries: Vec<(String, &'static str)>,
+    /// For `auto` with difficulty routing: the predictor's view of the prompt.
+    pub difficulty: Option<crate::difficulty::predictor::Prediction>,
 }
 
 impl Decision {
@@ -31,6 +33,12 @@ impl Decision {
             "queue_depth": self.queue_depth,
             "retries": self.retries.iter().map(|(w, why)| json!({"worker": w, "reason": why})).collect::<Vec<_>>(),
             "escalations": [],
+            "difficulty": self.difficulty.as_ref().map(|p| json!({
+                "quality_target": p.quality,
+                "threshold": p.threshold,
+                "tier": p.tier,
+                "probabilities": p.probabilities.iter().map(|(t, v)| (t.clone(), json!(v))).collect::<serde_json::Map<_, _>>(),
+            })),
         })
     }
 }

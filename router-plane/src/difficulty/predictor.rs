@@ -292,6 +292,9 @@ pub struct TrainOptions {
     pub epochs: usize,
     pub l2: f32,
     pub default_quality: f32,
+    /// Fit the heads on train + calibration (the calibration table always uses the
+    /// calibration split only); more data for the heads, a slightly optimistic table.
+    pub heads_on_calibration: bool,
 }
 
 /// Fits one head per tier on the train split and the calibration table on the calibration
@@ -325,10 +328,15 @@ pub fn train(
             calib.len()
         )));
     }
-    let xs: Vec<Sparse> = train.iter().map(|i| encoder.extract(&i.prompt)).collect();
+    let fit_on: Vec<&Item> = if opts.heads_on_calibration {
+        train.iter().chain(&calib).copied().collect()
+    } else {
+        train.clone()
+    };
+    let xs: Vec<Sparse> = fit_on.iter().map(|i| encoder.extract(&i.prompt)).collect();
     let mut heads = Vec::new();
     for (tier, model) in &opts.tiers {
-        let ys: Vec<f32> = train.iter().map(|i| i.scores[model] as f32).collect();
+        let ys: Vec<f32> = fit_on.iter().map(|i| i.scores[model] as f32).collect();
         let (bias, w) = fit(&xs, &ys, opts.epochs, opts.l2);
         let mut head = Head {
             tier: tier.clone(),
@@ -454,6 +462,7 @@ mod tests {
             epochs: 200,
             l2: 1e-4,
             default_quality: 0.9,
+            heads_on_calibration: false,
         };
         let p = train(&items(600), &opts, Encoder::Lexical).expect("trains");
         let easy = p.decide("say hello to friend 100001", 1.0);

@@ -1,0 +1,198 @@
+//! Difficulty routing end to end: a router with the shipped predictor (MiniLM static
+//! features) places `model: "auto"` by the request's quality target and shows why; and the
+//! MiniLM encoder itself behaves like a sentence encoder.
+
+use std::{path::PathBuf, time::Duration};
+
+use serde_json::{Value, json};
+use switchback_router::difficulty::minilm::{MiniLm, StaticTable};
+use switchback_tests::{Controller, Etcd, Router, Worker, WorkerSpec, http, models_dir};
+
+fn minilm_dir() -> PathBuf {
+    let dir = models_dir().join("all-minilm-l6-v2");
+    assert!(
+        dir.join("static-table.bin").is_file(),
+        "{} lacks static-table.bin: run deploy/local/fetch-models.sh minilm and \
+         switchback-router distill (tests/run.sh does both)",
+        dir.display()
+    );
+    dir
+}
+
+fn predictor() -> PathBuf {
+    PathBuf::from(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/routing/predictor.json"
+    ))
+}
+
+fn difficulty_yaml() -> String {
+    format!(
+        "difficulty: {{predictor: {:?}, minilm_dir: {:?}}}",
+        predictor().display().to_string(),
+        minilm_dir().display().to_string()
+    )
+}
+
+const HARD: &str = "The following are multiple choice questions (with answers) about abstract algebra.\n\nFind the degree for the given field extension Q(sqrt(2), sqrt(3), sqrt(18)) over Q.\nA. 0\nB. 4\nC. 2\nD. 6\nAnswer:";
+
+async fn auto(router: &Router, quality: Option<f64>, header: Option<&str>) -> http::Reply {
+    let mut body = json!({"model": "auto", "max_tokens": 4,
+                          "messages": [{"role": "user", "content": HARD}]});
+    if let Some(q) = quality {
+        body["switchback"] = json!({"quality": q});
+    }
+    let mut req = reqwest::Client::new()
+        .post(router.url("/v1/chat/completions"))
+        .json(&body);
+    if let Some(h) = header {
+        req = req.header("x-switchback-quality", h);
+    }
+    let resp = req.send().await.expect("POST");
+    let status = resp.status().as_u16();
+    let headers = resp
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
+        .collect();
+    http::Reply {
+        status,
+        headers,
+        body: resp.text().await.expect("body"),
+    }
+}
+
+/// The decision's difficulty part, checked for consistency with the chosen tier.
+fn difficulty(reply: &http::Reply) -> Value {
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let body = reply.json();
+    let d = body["switchback"]["difficulty"].clone();
+    assert_eq!(body["switchback"]["reason"], "difficulty");
+    let (small, large) = (
+        d["probabilities"]["small"].as_f64().expect("p small"),
+        d["probabilities"]["large"].as_f64().expect("p large"),
+    );
+    assert!(
+        (0.0..=1.0).contains(&small) && (0.0..=1.0).contains(&large),
+        "{d}"
+    );
+    let threshold = d["threshold"].as_f64().expect("threshold");
+    let expected = if large - small > threshold {
+        "large"
+    } else {
+        "small"
+    };
+    assert_eq!(d["tier"], expected, "{d}");
+    assert_eq!(reply.header("x-switchback-tier"), Some(expected));
+    d
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn auto_routes_by_predicted_difficulty_and_the_quality_knob() {
+    let etcd = Etcd::start().await;
+    let controller = Controller::start(&etcd).await;
+    let _s = Worker::start(&etcd, WorkerSpec::sim("w-small", "small", "sim-small", 1.0)).await;
+    let _l = Worker::start(&etcd, WorkerSpec::sim("w-large", "large", "sim-large", 1.0)).await;
+    controller
+        .wait_ready("w-small", Duration::from_secs(20))
+        .await;
+    controller
+        .wait_ready("w-large", Duration::from_secs(20))
+        .await;
+    let router = Router::start(&etcd, &difficulty_yaml()).await;
+    router.wait_model("sim-small").await;
+    router.wait_model("sim-large").await;
+
+    // Target 0: any quality will do, so the small tier answers.
+    let zero = difficulty(&auto(&router, Some(0.0), None).await);
+    assert_eq!(zero["tier"], "small");
+    // Target 1 (by header): the bar for the large tier is lower or equal.
+    let one = difficulty(&auto(&router, None, Some("1")).await);
+    assert!(
+        one["threshold"].as_f64() <= zero["threshold"].as_f64(),
+        "{one} vs {zero}"
+    );
+    assert_eq!(one["quality_target"], 1.0);
+    // The same prompt gets the same probabilities whatever the target.
+    assert_eq!(one["probabilities"], zero["probabilities"]);
+    // The body's target wins over the header's.
+    let both = difficulty(&auto(&router, Some(0.0), Some("1")).await);
+    assert_eq!(both["quality_target"], 0.0);
+    // No target: the predictor's default.
+    let default = difficulty(&auto(&router, None, None).await);
+    assert!(
+        default["quality_target"]
+            .as_f64()
+            .is_some_and(|q| q > 0.0 && q < 1.0)
+    );
+
+    // A bad header is a 400 naming it.
+    let bad = auto(&router, None, Some("1.5")).await;
+    assert_eq!(bad.status, 400, "{}", bad.body);
+    assert_eq!(bad.json()["error"]["param"], "x-switchback-quality");
+    // Naming a tier bypasses the predictor.
+    let named = http::post_json(
+        &router.url("/v1/chat/completions"),
+        &json!({"model": "large", "max_tokens": 2, "messages": [{"role": "user", "content": "hi"}]}),
+    )
+    .await;
+    assert_eq!(named.status, 200);
+    assert!(named.json()["switchback"]["difficulty"].is_null());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_predictor_for_tiers_the_router_lacks_is_a_config_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let config = dir.path().join("router.yaml");
+    std::fs::write(&config, format!("tiers: [a, b]\n{}\n", difficulty_yaml())).expect("write");
+    let out = tokio::process::Command::new(switchback_tests::bin("switchback-router"))
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .await
+        .expect("run");
+    assert_eq!(out.status.code(), Some(64));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("difficulty.predictor") && stderr.contains("small"),
+        "{stderr}"
+    );
+}
+
+fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+#[test]
+fn minilm_and_its_static_table_embed_like_sentence_encoders() {
+    let dir = minilm_dir();
+    let model = MiniLm::load(&dir).expect("MiniLM loads");
+    let a = model
+        .embed("What is the capital of France?")
+        .expect("embed");
+    let b = model
+        .embed("Which city is France's capital?")
+        .expect("embed");
+    let c = model
+        .embed("Give me a recipe for sourdough bread.")
+        .expect("embed");
+    assert_eq!(a.len(), 384);
+    assert!((cosine(&a, &a) - 1.0).abs() < 1e-4, "normalised");
+    assert!(
+        cosine(&a, &b) > cosine(&a, &c) + 0.2,
+        "{} vs {}",
+        cosine(&a, &b),
+        cosine(&a, &c)
+    );
+
+    let table = StaticTable::load(&dir.join("static-table.bin"), &dir).expect("table loads");
+    let (sa, sb, sc) = (
+        table.embed("What is the capital of France?"),
+        table.embed("Which city is France's capital?"),
+        table.embed("Give me a recipe for sourdough bread."),
+    );
+    assert!(
+        cosine(&sa, &sb) > cosine(&sa, &sc),
+        "the distilled table keeps the ordering"
+    );
+}
