@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# reproduce.sh: every number in docs/ROUTING.md, from the public data to the tables.
+#
+#   deploy/routing/reproduce.sh [DATA_ROOT]      (default: ../shared/data/routing)
+#
+# Imports the datasets into labelled JSONL under $SWITCHBACK_CACHE/routing, trains the
+# shipped predictor (deploy/routing/predictor.json, rewritten in place: it should come out
+# byte-identical) and the strict in-domain ones, and prints every evaluation. Needs the
+# built binaries and MiniLM with its distilled table (tests/run.sh or quickstart.sh make
+# both). Takes about a minute.
+set -euo pipefail
+
+root=$(cd "$(dirname "$0")/../.." && pwd)
+cd "$root"
+data=${1:-$root/../shared/data/routing}
+export SWITCHBACK_CACHE="${SWITCHBACK_CACHE:-$HOME/.cache/switchback}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$SWITCHBACK_CACHE/target}"
+export SWITCHBACK_MINILM_DIR="${SWITCHBACK_MINILM_DIR:-$SWITCHBACK_CACHE/models/all-minilm-l6-v2}"
+router="$CARGO_TARGET_DIR/debug/switchback-router"
+out="$SWITCHBACK_CACHE/routing"
+mkdir -p "$out"
+[[ -x $router ]] || { echo "build first: cargo build --workspace --bins" >&2; exit 1; }
+
+for d in routellm-mmlu routellm-gsm8k routellm-mt-bench llmrouter routerarena; do
+  "$router" import "$d" --root "$data" --out "$out/$d.jsonl"
+done
+
+weak=mistralai/Mixtral-8x7B-Instruct-v0.1
+strong=gpt-4-1106-preview
+# The shipped predictor: MMLU + GSM8K, heads on train + calibration, knob on calibration.
+"$router" train --data "$out/routellm-mmlu.jsonl" --data "$out/routellm-gsm8k.jsonl" \
+  --tier small=$weak --tier large=$strong --heads-on-calibration --out deploy/routing/predictor.json
+for d in mmlu gsm8k; do
+  echo "== shipped predictor, RouteLLM $d, test split"
+  "$router" eval --data "$out/routellm-$d.jsonl" --predictor deploy/routing/predictor.json \
+    --plot "$out/$d.svg" --predictions "$out/$d-predictions.csv"
+done
+echo "== shipped predictor, MT-Bench (evaluation only: never trained on)"
+"$router" eval --data "$out/routellm-mt-bench.jsonl" --predictor deploy/routing/predictor.json \
+  --split all --plot "$out/mt-bench.svg" --predictions "$out/mt-bench-predictions.csv"
+
+# Strict in-domain predictors: heads on train only, one per benchmark, per encoder.
+for d in mmlu gsm8k; do
+  for enc in lexical static; do
+    "$router" train --data "$out/routellm-$d.jsonl" --tier small=$weak --tier large=$strong \
+      --encoder $enc --out "$out/$d-$enc.json"
+    echo "== strict in-domain, $enc features, RouteLLM $d, test split"
+    "$router" eval --data "$out/routellm-$d.jsonl" --predictor "$out/$d-$enc.json" --encoder $enc
+  done
+done
+echo "plots and per-item predictions: $out"
