@@ -27,7 +27,8 @@ done
 
 weak=mistralai/Mixtral-8x7B-Instruct-v0.1
 strong=gpt-4-1106-preview
-# The shipped predictor: MMLU + GSM8K, heads on train + calibration, knob on calibration.
+# The shipped predictor: MMLU + GSM8K, tier heads on train + calibration,
+# knob on calibration.
 "$router" train --data "$out/routellm-mmlu.jsonl" --data "$out/routellm-gsm8k.jsonl" \
   --tier small=$weak --tier large=$strong --heads-on-calibration --out deploy/routing/predictor.json
 for d in mmlu gsm8k; do
@@ -40,6 +41,17 @@ echo "== shipped predictor, MT-Bench (evaluation only: never trained on)"
   --split all --plot "$out/mt-bench.svg" --predictions "$out/mt-bench-predictions.csv"
 
 # Strict in-domain predictors: heads on train only, one per benchmark, per encoder.
+# The same with a head on the gain itself (--gap-head): preferred on the calibration split,
+# worse on test and on MT-Bench, so not shipped.
+"$router" train --data "$out/routellm-mmlu.jsonl" --data "$out/routellm-gsm8k.jsonl" \
+  --tier small=$weak --tier large=$strong --heads-on-calibration --gap-head --out "$out/gap-head.json"
+for d in mmlu gsm8k; do
+  echo "== gap head variant, RouteLLM $d, test split"
+  "$router" eval --data "$out/routellm-$d.jsonl" --predictor "$out/gap-head.json"
+done
+echo "== gap head variant, MT-Bench"
+"$router" eval --data "$out/routellm-mt-bench.jsonl" --predictor "$out/gap-head.json" --split all
+
 for d in mmlu gsm8k; do
   for enc in lexical static; do
     "$router" train --data "$out/routellm-$d.jsonl" --tier small=$weak --tier large=$strong \

@@ -95,6 +95,9 @@ pub enum Command {
         /// Fit the heads on train + calibration (the knob is still fitted on calibration).
         #[arg(long)]
         heads_on_calibration: bool,
+        /// Also fit a head on the top tier's gain itself, and decide on it.
+        #[arg(long)]
+        gap_head: bool,
         #[command(flatten)]
         encoder: EncoderArgs,
     },
@@ -106,6 +109,9 @@ pub enum Command {
         #[arg(long)]
         predictor: PathBuf,
         /// Which items: test (default), calibration, train, or all (evaluation-only sets).
+        /// Besides random and the oracle, two trivial routers are reported: `length`
+        /// (longer prompts to the strong model) and `source-prior` (each source's mean
+        /// gain on the train + calibration items, e.g. per MMLU subject).
         #[arg(long, default_value = "test")]
         split: String,
         /// Print the report as one JSON object.
@@ -168,6 +174,7 @@ pub fn run(command: Command) -> Result<(), Error> {
             l2,
             default_quality,
             heads_on_calibration,
+            gap_head,
             encoder,
         } => {
             let tiers = tiers
@@ -187,6 +194,7 @@ pub fn run(command: Command) -> Result<(), Error> {
                     l2,
                     default_quality,
                     heads_on_calibration,
+                    gap_head,
                 },
                 encoder.encoder()?,
             )?;
@@ -218,32 +226,60 @@ pub fn run(command: Command) -> Result<(), Error> {
                 p.heads[0].model.clone(),
                 p.heads[p.heads.len() - 1].model.clone(),
             );
-            let items: Vec<Item> = load(&data)?
+            let all: Vec<Item> = load(&data)?
                 .into_iter()
-                .filter(|i| want.is_none_or(|s| data::split_of(&i.prompt) == s))
                 .filter(|i| i.scores.contains_key(&weak_m) && i.scores.contains_key(&strong_m))
+                .collect();
+            // The per-source prior baseline: each source's mean gain from the strong model
+            // on the train + calibration items (what a trivial router could learn).
+            let mut prior: std::collections::HashMap<&str, (f64, usize)> = Default::default();
+            for i in all
+                .iter()
+                .filter(|i| data::split_of(&i.prompt) != Split::Test)
+            {
+                let e = prior.entry(i.source.as_str()).or_default();
+                e.0 += i.scores[&strong_m] - i.scores[&weak_m];
+                e.1 += 1;
+            }
+            let prior_of = |i: &Item| {
+                prior
+                    .get(i.source.as_str())
+                    .map_or(0.0, |(sum, n)| sum / *n as f64)
+            };
+            let items: Vec<&Item> = all
+                .iter()
+                .filter(|i| want.is_none_or(|s| data::split_of(&i.prompt) == s))
                 .collect();
             if items.is_empty() {
                 return Err(
                     format!("no {split} items carry scores for {weak_m} and {strong_m}").into(),
                 );
             }
-            let probs: Vec<Vec<f32>> = items
+            let (probs, gains): (Vec<Vec<f32>>, Vec<f64>) = items
                 .iter()
-                .map(|i| p.probabilities(&p.features(&i.prompt)))
-                .collect();
+                .map(|i| {
+                    let x = p.features(&i.prompt);
+                    let pr = p.probabilities(&x);
+                    let g = f64::from(p.gain(&x, &pr));
+                    (pr, g)
+                })
+                .unzip();
             let weak: Vec<f64> = items.iter().map(|i| i.scores[&weak_m]).collect();
             let strong: Vec<f64> = items.iter().map(|i| i.scores[&strong_m]).collect();
             // Higher score: send to the strong tier; the less likely the cheap tier is to
             // answer well, the higher.
-            let score: Vec<f64> = probs
+            let score = gains;
+            let length: Vec<f64> = items
                 .iter()
-                .map(|p| f64::from(p[p.len() - 1] - p[0]))
+                .map(|i| i.prompt.chars().count() as f64)
                 .collect();
+            let source_prior: Vec<f64> = items.iter().map(|i| prior_of(i)).collect();
             let reports = [
                 Report::of("switchback", Curve::of(&score, &weak, &strong)),
                 Report::of("random", Curve::random(&weak, &strong)),
                 Report::of("oracle", Curve::oracle(&weak, &strong)),
+                Report::of("length", Curve::of(&length, &weak, &strong)),
+                Report::of("source-prior", Curve::of(&source_prior, &weak, &strong)),
             ];
             let n = items.len() as f64;
             let (r_weak, r_strong) = (weak.iter().sum::<f64>() / n, strong.iter().sum::<f64>() / n);
@@ -253,7 +289,7 @@ pub fn run(command: Command) -> Result<(), Error> {
                     let _ = write!(csv, ",p_{}", h.tier);
                 }
                 csv.push('\n');
-                for (i, pr) in items.iter().zip(&probs) {
+                for (i, pr) in items.iter().copied().zip(&probs) {
                     let _ = write!(csv, "{},{}", csv_field(&i.id), data::prompt_hash(&i.prompt));
                     for v in pr {
                         let _ = write!(csv, ",{v:.6}");

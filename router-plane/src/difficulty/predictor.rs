@@ -64,6 +64,9 @@ impl Encoder {
 
 pub const FORMAT: &str = "switchback-difficulty/1";
 
+/// A threshold below every possible gap (gaps are in [-1, 1]): the top tier answers all.
+const ALL_TOP: f32 = -1.0 - f32::EPSILON;
+
 /// One tier's head.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Head {
@@ -110,6 +113,10 @@ pub struct Predictor {
     pub feature_version: String,
     /// Tiers in rising cost; the last is the top tier.
     pub heads: Vec<Head>,
+    /// A head trained on the gain itself ((top − cheaper + 1) / 2), when present; else the
+    /// gain is the difference of the tier heads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gap: Option<Head>,
     /// Rising in quality.
     pub calibration: Vec<Calibration>,
     /// The quality target when a request sets none.
@@ -186,7 +193,7 @@ impl Predictor {
                 "needs at least two tiers and a calibration table".into()
             ));
         }
-        for h in &mut p.heads {
+        for h in p.heads.iter_mut().chain(p.gap.as_mut()) {
             h.prepare();
         }
         Ok(p)
@@ -211,6 +218,14 @@ impl Predictor {
         self.heads.iter().map(|h| h.probability(x)).collect()
     }
 
+    /// The predicted gain of the top tier over the cheaper one, in [-1, 1].
+    pub fn gain(&self, x: &Sparse, probabilities: &[f32]) -> f32 {
+        match &self.gap {
+            Some(g) => 2.0 * g.probability(x) - 1.0,
+            None => probabilities[probabilities.len() - 1] - probabilities[0],
+        }
+    }
+
     /// The threshold for quality target `q` (linear between table rows).
     pub fn threshold(&self, q: f32) -> f32 {
         let t = &self.calibration;
@@ -233,7 +248,11 @@ impl Predictor {
         let p = self.probabilities(&x);
         let threshold = self.threshold(quality.clamp(0.0, 1.0));
         let top = p.len() - 1;
-        let chosen = if p[top] - p[0] > threshold { top } else { 0 };
+        let chosen = if self.gain(&x, &p) > threshold {
+            top
+        } else {
+            0
+        };
         Prediction {
             probabilities: self
                 .heads
@@ -284,6 +303,19 @@ fn fit(xs: &[Sparse], ys: &[f32], epochs: usize, l2: f32) -> (f32, Vec<f32>) {
     (b, w)
 }
 
+/// Mean cross-entropy of the model (`bias`, `w`) on soft targets `ys`.
+fn log_loss(xs: &[Sparse], ys: &[f32], bias: f32, w: &[f32]) -> f32 {
+    xs.iter()
+        .zip(ys)
+        .map(|(x, &y)| {
+            let z = bias + x.iter().map(|&(i, v)| w[i as usize] * v).sum::<f32>();
+            let p = (1.0 / (1.0 + (-z).exp())).clamp(1e-6, 1.0 - 1e-6);
+            -(y * p.ln() + (1.0 - y) * (1.0 - p).ln())
+        })
+        .sum::<f32>()
+        / xs.len() as f32
+}
+
 /// Training options.
 #[derive(Debug, Clone)]
 pub struct TrainOptions {
@@ -295,6 +327,8 @@ pub struct TrainOptions {
     /// Fit the heads on train + calibration (the calibration table always uses the
     /// calibration split only); more data for the heads, a slightly optimistic table.
     pub heads_on_calibration: bool,
+    /// Also fit a head on the gain itself and decide on it.
+    pub gap_head: bool,
 }
 
 /// Fits one head per tier on the train split and the calibration table on the calibration
@@ -335,9 +369,11 @@ pub fn train(
     };
     let xs: Vec<Sparse> = fit_on.iter().map(|i| encoder.extract(&i.prompt)).collect();
     let mut heads = Vec::new();
+    let mut losses = Vec::new();
     for (tier, model) in &opts.tiers {
         let ys: Vec<f32> = fit_on.iter().map(|i| i.scores[model] as f32).collect();
         let (bias, w) = fit(&xs, &ys, opts.epochs, opts.l2);
+        losses.push(format!("{tier} {:.3}", log_loss(&xs, &ys, bias, &w)));
         let mut head = Head {
             tier: tier.clone(),
             model: model.clone(),
@@ -357,16 +393,43 @@ pub fn train(
     // (the most cheap answers) whose routing keeps that share of the top tier's quality
     // on the calibration items.
     let (weak_m, strong_m) = (&opts.tiers[0].1, &opts.tiers[1].1);
+    let gap = if opts.gap_head {
+        let ys: Vec<f32> = fit_on
+            .iter()
+            .map(|i| ((i.scores[strong_m] - i.scores[weak_m] + 1.0) / 2.0) as f32)
+            .collect();
+        let (bias, w) = fit(&xs, &ys, opts.epochs, opts.l2);
+        losses.push(format!("gap {:.3}", log_loss(&xs, &ys, bias, &w)));
+        let mut head = Head {
+            tier: "gap".into(),
+            model: format!("{strong_m} - {weak_m}"),
+            bias,
+            weights: w
+                .iter()
+                .enumerate()
+                .filter(|(_, x)| x.abs() > 1e-6)
+                .map(|(i, &x)| (i as u32, x))
+                .collect(),
+            dense: Vec::new(),
+        };
+        head.prepare();
+        Some(head)
+    } else {
+        None
+    };
     let gaps: Vec<f32> = calib
         .iter()
         .map(|i| {
             let x = encoder.extract(&i.prompt);
-            heads[1].probability(&x) - heads[0].probability(&x)
+            match &gap {
+                Some(g) => 2.0 * g.probability(&x) - 1.0,
+                None => heads[1].probability(&x) - heads[0].probability(&x),
+            }
         })
         .collect();
     let top: f64 = calib.iter().map(|i| i.scores[strong_m]).sum::<f64>() / calib.len() as f64;
     let mut candidates: Vec<f32> = gaps.clone();
-    candidates.push(-1.0 - f32::EPSILON);
+    candidates.push(ALL_TOP);
     candidates.push(1.0);
     candidates.sort_by(f32::total_cmp);
     candidates.dedup();
@@ -393,11 +456,16 @@ pub fn train(
             .iter()
             .rev()
             .find(|(_, r)| *r >= target - 1e-12)
-            .map_or(-1.0 - f32::EPSILON, |(t, _)| *t);
+            .map_or(ALL_TOP, |(t, _)| *t);
         calibration.push(Calibration {
             quality: q,
             threshold,
         });
+    }
+    // A target of 1 means "no quality risk": everything goes to the top tier, even where
+    // the calibration data says a cheaper answer would have done as well.
+    if let Some(last) = calibration.last_mut() {
+        last.threshold = ALL_TOP;
     }
     // Keep the table monotone: a higher target never raises the bar for the top tier.
     for k in 1..calibration.len() {
@@ -407,12 +475,15 @@ pub fn train(
         format: FORMAT.to_owned(),
         feature_version: encoder.version().to_owned(),
         heads,
+        gap,
         calibration,
         default_quality: opts.default_quality,
         trained_on: format!(
-            "{} train + {} calibration items; tiers {}",
+            "{} train + {} calibration items (heads fitted on {}; training loss {}); tiers {}",
             train.len(),
             calib.len(),
+            fit_on.len(),
+            losses.join(", "),
             opts.tiers
                 .iter()
                 .map(|(t, m)| format!("{t}={m}"))
@@ -463,9 +534,10 @@ mod tests {
             l2: 1e-4,
             default_quality: 0.9,
             heads_on_calibration: false,
+            gap_head: false,
         };
         let p = train(&items(600), &opts, Encoder::Lexical).expect("trains");
-        let easy = p.decide("say hello to friend 100001", 1.0);
+        let easy = p.decide("say hello to friend 100001", 0.99);
         let hard = p.decide("prove the theorem about integrals number 100002", 1.0);
         assert!(
             easy.probabilities[0].1 > hard.probabilities[0].1 + 0.3,
@@ -493,6 +565,75 @@ mod tests {
         assert_eq!(
             loaded.decide("say hello to friend 5", 0.9),
             p.decide("say hello to friend 5", 0.9)
+        );
+    }
+
+    #[test]
+    fn training_lowers_the_loss_and_learns_a_separable_set() {
+        let items = items(300);
+        let xs: Vec<Sparse> = items.iter().map(|i| features::extract(&i.prompt)).collect();
+        let ys: Vec<f32> = items.iter().map(|i| i.scores["weak"] as f32).collect();
+        let before = log_loss(&xs, &ys, 0.0, &vec![0.0; DIM]);
+        let (b, w) = fit(&xs, &ys, 100, 1e-4);
+        let after = log_loss(&xs, &ys, b, &w);
+        assert!((before - std::f32::consts::LN_2).abs() < 1e-4, "{before}");
+        assert!(after < before / 4.0, "loss {before} -> {after}");
+        let correct = xs
+            .iter()
+            .zip(&ys)
+            .filter(|(x, y)| {
+                let z = b + x.iter().map(|&(i, v)| w[i as usize] * v).sum::<f32>();
+                (z > 0.0) == (**y > 0.5)
+            })
+            .count();
+        assert_eq!(correct, xs.len(), "a separable toy set is learned exactly");
+    }
+
+    #[test]
+    fn calibration_ends_route_all_bottom_or_all_top_and_is_monotone() {
+        let opts = TrainOptions {
+            tiers: vec![
+                ("small".into(), "weak".into()),
+                ("large".into(), "strong".into()),
+            ],
+            epochs: 100,
+            l2: 1e-3,
+            default_quality: 0.9,
+            heads_on_calibration: false,
+            gap_head: false,
+        };
+        let p = train(&items(600), &opts, Encoder::Lexical).expect("trains");
+        let prompts: Vec<String> = (0..50)
+            .map(|k| {
+                if k % 2 == 0 {
+                    format!("say hello to friend {k}")
+                } else {
+                    format!("prove the theorem about integrals number {k}")
+                }
+            })
+            .collect();
+        let large_share = |q: f32| {
+            prompts
+                .iter()
+                .filter(|pr| p.decide(pr, q).tier == "large")
+                .count()
+        };
+        assert_eq!(
+            large_share(0.0),
+            0,
+            "target 0: everything to the bottom tier"
+        );
+        assert_eq!(
+            large_share(1.0),
+            prompts.len(),
+            "target 1: everything to the top tier"
+        );
+        let shares: Vec<usize> = (0..=10).map(|k| large_share(k as f32 / 10.0)).collect();
+        assert!(shares.windows(2).all(|w| w[0] <= w[1]), "{shares:?}");
+        assert!(
+            p.calibration
+                .windows(2)
+                .all(|w| w[0].threshold >= w[1].threshold)
         );
     }
 
