@@ -75,6 +75,31 @@ pub enum Command {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Label a dataset with the cluster's own tiers: ask each tier through a running
+    /// router, score the answers against the gold ones, write labelled JSONL for `train`.
+    Label {
+        /// mmlu (zero-shot multiple choice) or gsm8k.
+        dataset: String,
+        /// The datasets' root (../shared/data/routing).
+        #[arg(long)]
+        root: PathBuf,
+        /// The router's base URL.
+        #[arg(long, default_value = "http://127.0.0.1:8080")]
+        router: String,
+        /// Tiers to ask (each becomes a key of `scores`).
+        #[arg(long = "tier", required = true)]
+        tiers: Vec<String>,
+        /// How many questions (spread over the whole set by prompt hash).
+        #[arg(long, default_value_t = 300)]
+        limit: usize,
+        /// Default: 8 for mmlu, 256 for gsm8k.
+        #[arg(long)]
+        max_tokens: Option<u32>,
+        #[arg(long, default_value_t = 2)]
+        concurrency: usize,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Fit the predictor on the train split and its quality knob on the calibration split.
     Train {
         /// Labelled JSONL files (several are concatenated).
@@ -150,6 +175,57 @@ pub fn run(command: Command) -> Result<(), Error> {
                 "wrote {} ({table:?}) in {:.1} s",
                 out.display(),
                 started.elapsed().as_secs_f64()
+            );
+        }
+        Command::Label {
+            dataset,
+            root,
+            router,
+            tiers,
+            limit,
+            max_tokens,
+            concurrency,
+            out,
+        } => {
+            use crate::difficulty::label;
+            let (questions, default_tokens) = match dataset.as_str() {
+                "mmlu" => (label::mmlu(&root)?, 8),
+                "gsm8k" => (label::gsm8k(&root)?, 256),
+                other => return Err(format!("unknown dataset {other:?}: mmlu or gsm8k").into()),
+            };
+            let questions = label::sample(questions, limit);
+            let started = std::time::Instant::now();
+            let runtime = tokio::runtime::Runtime::new()?;
+            let items = runtime.block_on(label::run(
+                &router,
+                &questions,
+                &tiers,
+                max_tokens.unwrap_or(default_tokens),
+                concurrency,
+                |done, total| {
+                    if done % 20 == 0 || done == total {
+                        eprintln!("{done}/{total} answers");
+                    }
+                },
+            ))?;
+            data::write_jsonl(&out, &items)?;
+            let accuracy: Vec<String> = tiers
+                .iter()
+                .map(|t| {
+                    let ok: f64 = items
+                        .iter()
+                        .map(|i| i.scores.get(t).copied().unwrap_or(0.0))
+                        .sum();
+                    format!("{t} {:.1} %", 100.0 * ok / items.len().max(1) as f64)
+                })
+                .collect();
+            eprintln!(
+                "{} questions × {} tiers in {:.0} s; accuracy {}; wrote {}",
+                items.len(),
+                tiers.len(),
+                started.elapsed().as_secs_f64(),
+                accuracy.join(", "),
+                out.display()
             );
         }
         Command::Import { dataset, root, out } => {

@@ -196,3 +196,62 @@ fn minilm_and_its_static_table_embed_like_sentence_encoders() {
         "the distilled table keeps the ordering"
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn label_asks_every_tier_and_writes_what_train_reads() {
+    let etcd = Etcd::start().await;
+    let controller = Controller::start(&etcd).await;
+    let _s = Worker::start(&etcd, WorkerSpec::sim("w-small", "small", "sim-small", 0.1)).await;
+    let _l = Worker::start(&etcd, WorkerSpec::sim("w-large", "large", "sim-large", 0.1)).await;
+    controller
+        .wait_ready("w-small", Duration::from_secs(20))
+        .await;
+    controller
+        .wait_ready("w-large", Duration::from_secs(20))
+        .await;
+    let router = Router::start(&etcd, "").await;
+    router.wait_model("sim-small").await;
+    router.wait_model("sim-large").await;
+
+    // A small dataset in MMLU's layout (the public one lives outside the repository).
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data_root = dir.path().join("data");
+    std::fs::create_dir_all(data_root.join("mmlu/test")).expect("mkdir");
+    let mut csv = String::from("question,choice0,choice1,choice2,choice3,answer\n");
+    for k in 0..15 {
+        csv.push_str(&format!(
+            "\"What is {k} + {k}?\",{},{},{},{},{}\n",
+            2 * k,
+            2 * k + 1,
+            k,
+            0,
+            k % 4
+        ));
+    }
+    std::fs::write(data_root.join("mmlu/test/arithmetic_test.csv"), csv).expect("write");
+    let out = dir.path().join("labels.jsonl");
+    let status = tokio::process::Command::new(switchback_tests::bin("switchback-router"))
+        .args([
+            "label", "mmlu", "--tier", "small", "--tier", "large", "--limit", "12",
+        ])
+        .arg("--root")
+        .arg(&data_root)
+        .args(["--router", &router.base])
+        .arg("--out")
+        .arg(&out)
+        .status()
+        .await
+        .expect("run label");
+    assert!(status.success());
+    let items = switchback_router::difficulty::data::read_jsonl(&out).expect("labelled JSONL");
+    assert_eq!(items.len(), 12);
+    for i in &items {
+        assert_eq!(
+            i.scores.keys().collect::<Vec<_>>(),
+            vec!["large", "small"],
+            "{i:?}"
+        );
+        assert!(i.scores.values().all(|s| *s == 0.0 || *s == 1.0));
+        assert!(i.prompt.contains("Answer with the letter"));
+    }
+}

@@ -9,6 +9,7 @@
 pub mod data;
 pub mod features;
 pub mod import;
+pub mod label;
 pub mod metrics;
 pub mod minilm;
 pub mod predictor;

@@ -1,0 +1,256 @@
+//! Labels from the cluster's own tiers: send questions with gold answers through each tier
+//! of a running cluster (its router's HTTP API), score every answer against the gold one,
+//! and write the labelled JSONL that `train` takes. So an operator trains the router for
+//! the models they actually run.
+
+use std::{collections::BTreeMap, path::Path};
+
+use serde_json::{Value, json};
+
+use super::data::{DataError, Item, prompt_hash};
+
+/// A question with its gold answer, and how to score an answer to it.
+#[derive(Debug, Clone)]
+pub struct Question {
+    pub id: String,
+    pub source: String,
+    pub prompt: String,
+    pub gold: Gold,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Gold {
+    /// A multiple-choice letter, `A`..`D`.
+    Letter(char),
+    /// A number (GSM8K's final answer).
+    Number(f64),
+}
+
+impl Gold {
+    /// 1 if `answer` gives the gold answer, else 0. Multiple choice: the first standalone
+    /// letter A–D in the answer; numbers: the last number in the answer.
+    pub fn score(&self, answer: &str) -> f64 {
+        match self {
+            Self::Letter(g) => {
+                let chars: Vec<char> = answer.chars().collect();
+                let found = (0..chars.len()).find_map(|i| {
+                    let c = chars[i];
+                    let alone = |j: Option<&char>| j.is_none_or(|c| !c.is_alphanumeric());
+                    (('A'..='D').contains(&c)
+                        && alone(i.checked_sub(1).and_then(|k| chars.get(k)))
+                        && alone(chars.get(i + 1)))
+                    .then_some(c)
+                });
+                f64::from(u8::from(found == Some(*g)))
+            }
+            Self::Number(g) => {
+                let last = answer
+                    .split(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-' || c == ','))
+                    .filter_map(|t| t.replace(',', "").trim_end_matches('.').parse::<f64>().ok())
+                    .next_back();
+                f64::from(u8::from(last.is_some_and(|v| (v - g).abs() < 1e-6)))
+            }
+        }
+    }
+}
+
+/// MMLU test questions (`mmlu/test/<subject>_test.csv`), asked zero-shot.
+pub fn mmlu(root: &Path) -> Result<Vec<Question>, DataError> {
+    let dir = root.join("mmlu/test");
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .map_err(|e| DataError::io(&dir, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "csv"))
+        .collect();
+    files.sort();
+    let mut out = Vec::new();
+    for f in files {
+        let subject = f
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or_default()
+            .trim_end_matches("_test")
+            .to_owned();
+        let mut reader =
+            csv::Reader::from_path(&f).map_err(|e| DataError::parse(&f, 0, e.to_string()))?;
+        for (n, record) in reader.records().enumerate() {
+            let r = record.map_err(|e| DataError::parse(&f, n + 2, e.to_string()))?;
+            let field = |k: usize| r.get(k).unwrap_or_default();
+            let answer: usize = field(5)
+                .trim()
+                .parse()
+                .map_err(|_| DataError::parse(&f, n + 2, "answer is not 0..3"))?;
+            let letter = ['A', 'B', 'C', 'D']
+                .get(answer)
+                .copied()
+                .ok_or_else(|| DataError::parse(&f, n + 2, "answer is not 0..3"))?;
+            let prompt = format!(
+                "The following is a multiple choice question about {}.\n\n{}\nA. {}\nB. {}\nC. {}\nD. {}\n\nAnswer with the letter of the correct choice only.",
+                subject.replace('_', " "),
+                field(0),
+                field(1),
+                field(2),
+                field(3),
+                field(4)
+            );
+            out.push(Question {
+                id: format!("mmlu/{subject}/{n}"),
+                source: format!("label/mmlu/{subject}"),
+                prompt,
+                gold: Gold::Letter(letter),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// GSM8K test questions (`routellm/gsm8k/test.jsonl`; the gold number follows `####`).
+pub fn gsm8k(root: &Path) -> Result<Vec<Question>, DataError> {
+    let path = root.join("routellm/gsm8k/test.jsonl");
+    let text = std::fs::read_to_string(&path).map_err(|e| DataError::io(&path, e))?;
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let v: Value = serde_json::from_str(line)
+            .map_err(|e| DataError::parse(&path, n + 1, e.to_string()))?;
+        let gold = v["answer"]
+            .as_str()
+            .and_then(|a| a.rsplit("####").next())
+            .and_then(|g| g.trim().replace(',', "").parse::<f64>().ok())
+            .ok_or_else(|| DataError::parse(&path, n + 1, "no number after ####"))?;
+        out.push(Question {
+            id: format!("gsm8k/{n}"),
+            source: "label/gsm8k".into(),
+            prompt: format!(
+                "{}\nSolve it step by step, then give the final number on its own line.",
+                v["question"].as_str().unwrap_or_default()
+            ),
+            gold: Gold::Number(gold),
+        });
+    }
+    Ok(out)
+}
+
+/// `limit` questions spread over the whole set: the first ones in prompt-hash order, so
+/// every split gets its share and the choice does not depend on file order.
+pub fn sample(mut questions: Vec<Question>, limit: usize) -> Vec<Question> {
+    questions.sort_by_cached_key(|q| prompt_hash(&q.prompt));
+    questions.truncate(limit);
+    questions
+}
+
+/// Asks `router` (base URL) each question on each tier and scores the answers. Requests
+/// are greedy; a failed request is an error (a label must not be silently missing).
+pub async fn run(
+    router: &str,
+    questions: &[Question],
+    tiers: &[String],
+    max_tokens: u32,
+    concurrency: usize,
+    mut progress: impl FnMut(usize, usize),
+) -> Result<Vec<Item>, String> {
+    use futures::StreamExt;
+    let http = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(600))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let url = format!("{}/v1/chat/completions", router.trim_end_matches('/'));
+    let jobs = questions
+        .iter()
+        .enumerate()
+        .flat_map(|(qi, q)| tiers.iter().map(move |t| (qi, q, t.clone())));
+    let mut answers = futures::stream::iter(jobs)
+        .map(|(qi, q, tier)| {
+            let (http, url) = (http.clone(), url.clone());
+            async move {
+                let body = json!({"model": tier, "max_tokens": max_tokens,
+                                  "messages": [{"role": "user", "content": q.prompt}]});
+                let resp = http
+                    .post(&url)
+                    .json(&body)
+                    .send()
+                    .await
+                    .map_err(|e| format!("{}: {e}", q.id))?;
+                let status = resp.status();
+                let v: Value = resp.json().await.map_err(|e| format!("{}: {e}", q.id))?;
+                if !status.is_success() {
+                    return Err(format!("{} on {tier}: HTTP {status}: {v}", q.id));
+                }
+                let text = v["choices"][0]["message"]["content"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_owned();
+                Ok::<_, String>((qi, tier, q.gold.score(&text)))
+            }
+        })
+        .buffer_unordered(concurrency.max(1));
+    let mut scores: Vec<BTreeMap<String, f64>> = vec![BTreeMap::new(); questions.len()];
+    let total = questions.len() * tiers.len();
+    let mut done = 0;
+    while let Some(answer) = answers.next().await {
+        let (qi, tier, score) = answer?;
+        scores[qi].insert(tier, score);
+        done += 1;
+        progress(done, total);
+    }
+    Ok(questions
+        .iter()
+        .zip(scores)
+        .map(|(q, scores)| Item {
+            id: q.id.clone(),
+            prompt: q.prompt.clone(),
+            source: q.source.clone(),
+            scores,
+            costs: BTreeMap::new(),
+        })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn letters_and_numbers_are_scored_like_a_grader() {
+        let g = Gold::Letter('B');
+        assert_eq!(g.score("B"), 1.0);
+        assert_eq!(g.score("The answer is B."), 1.0);
+        assert_eq!(g.score("(B) because…"), 1.0);
+        assert_eq!(g.score("A"), 0.0);
+        assert_eq!(
+            g.score("Because of the Bible"),
+            0.0,
+            "a B inside a word is not an answer"
+        );
+        assert_eq!(g.score(""), 0.0);
+        let n = Gold::Number(1234.0);
+        assert_eq!(n.score("so she earns $1,234."), 1.0);
+        assert_eq!(n.score("12 + 3 = 15\n1234"), 1.0);
+        assert_eq!(
+            n.score("1234 is wrong, it is 18"),
+            0.0,
+            "the last number counts"
+        );
+        assert_eq!(Gold::Number(-3.5).score("x = -3.5"), 1.0);
+    }
+
+    #[test]
+    fn samples_are_stable_and_bounded() {
+        let qs: Vec<Question> = (0..50)
+            .map(|k| Question {
+                id: k.to_string(),
+                source: "s".into(),
+                prompt: format!("q{k}"),
+                gold: Gold::Letter('A'),
+            })
+            .collect();
+        let a: Vec<String> = sample(qs.clone(), 10).into_iter().map(|q| q.id).collect();
+        let mut rev = qs;
+        rev.reverse();
+        let b: Vec<String> = sample(rev, 10).into_iter().map(|q| q.id).collect();
+        assert_eq!(a, b);
+        assert_eq!(a.len(), 10);
+    }
+}
