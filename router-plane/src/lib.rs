@@ -98,8 +98,9 @@ pub async fn run(
     };
     let name = format!("router@{local}");
     let pending = tokio::sync::Semaphore::new(config.max_pending);
+    let watch_predictor = config.difficulty.is_some();
     let state = Arc::new(AppState {
-        difficulty,
+        difficulty: std::sync::RwLock::new(difficulty.map(Arc::new)),
         pending,
         name,
         config,
@@ -109,6 +110,9 @@ pub async fn run(
         rotation: AtomicU64::new(0),
         limits,
     });
+    if watch_predictor {
+        tasks.spawn(reload_predictor(Arc::clone(&state), watch_stop.clone()));
+    }
     tracing::info!(%local, "router serving");
     // Streamed tokens are small writes: without TCP_NODELAY, Nagle's algorithm and delayed
     // ACKs hold each one back by up to 40 ms.
@@ -125,4 +129,55 @@ pub async fn run(
     tasks.wait().await;
     tracing::info!("router stopped");
     result
+}
+
+/// Reloads the difficulty predictor when its artifact (or table) changes on disk, e.g. a
+/// new one rolled out through a ConfigMap. A bad new artifact is logged and the old one
+/// kept.
+async fn reload_predictor(state: Arc<AppState>, stop: CancellationToken) {
+    let Some(d) = state.config.difficulty.clone() else {
+        return;
+    };
+    let stamp = || {
+        [Some(d.predictor.clone()), d.table.clone()]
+            .into_iter()
+            .flatten()
+            .map(|p| std::fs::metadata(&p).and_then(|m| m.modified()).ok())
+            .collect::<Vec<_>>()
+    };
+    let mut last = stamp();
+    let mut ticker = tokio::time::interval(std::time::Duration::from_secs(5));
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        let now = stamp();
+        if now == last {
+            continue;
+        }
+        last = now;
+        let config = state.config.clone();
+        match tokio::task::spawn_blocking(move || load_difficulty(&config)).await {
+            Ok(Ok(Some(p))) => {
+                *state.difficulty.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(p));
+                state
+                    .metrics
+                    .reloads
+                    .get_or_create(&metrics::Reload { outcome: "ok" })
+                    .inc();
+                tracing::info!(predictor = %d.predictor.display(), "difficulty predictor reloaded");
+            }
+            Ok(Ok(None)) => {}
+            Ok(Err(err)) => {
+                state
+                    .metrics
+                    .reloads
+                    .get_or_create(&metrics::Reload { outcome: "failed" })
+                    .inc();
+                tracing::error!(%err, "the changed predictor does not load; keeping the previous one");
+            }
+            Err(err) => tracing::error!(%err, "predictor reload task failed"),
+        }
+    }
 }

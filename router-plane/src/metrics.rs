@@ -44,6 +44,12 @@ pub struct Metrics {
     pub unreachable: Counter,
     pub pending: Gauge,
     pub difficulty: Histogram,
+    pub reloads: Family<Reload, Counter>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Reload {
+    pub outcome: &'static str,
 }
 
 fn latency_buckets() -> impl Iterator<Item = f64> {
@@ -116,8 +122,15 @@ impl Default for Metrics {
             "Time to predict a prompt's difficulty and pick its tier (model auto)",
             difficulty.clone(),
         );
+        let reloads = Family::<Reload, Counter>::default();
+        registry.register(
+            "predictor_reloads",
+            "Reloads of the difficulty predictor after its artifact changed, by outcome",
+            reloads.clone(),
+        );
         Self {
             registry,
+            reloads,
             difficulty,
             controller_sessions,
             retries,

@@ -255,3 +255,68 @@ async fn label_asks_every_tier_and_writes_what_train_reads() {
         assert!(i.prompt.contains("Answer with the letter"));
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_changed_predictor_is_reloaded_and_a_broken_one_is_ignored() {
+    let etcd = Etcd::start().await;
+    let controller = Controller::start(&etcd).await;
+    let _s = Worker::start(&etcd, WorkerSpec::sim("w-small", "small", "sim-small", 0.1)).await;
+    let _l = Worker::start(&etcd, WorkerSpec::sim("w-large", "large", "sim-large", 0.1)).await;
+    controller
+        .wait_ready("w-small", Duration::from_secs(20))
+        .await;
+    controller
+        .wait_ready("w-large", Duration::from_secs(20))
+        .await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let artifact = dir.path().join("predictor.json");
+    let mut json: Value =
+        serde_json::from_str(&std::fs::read_to_string(predictor()).expect("read")).expect("json");
+    std::fs::write(&artifact, json.to_string()).expect("write");
+    let router = Router::start(
+        &etcd,
+        &format!(
+            "difficulty: {{predictor: {:?}, minilm_dir: {:?}}}",
+            artifact.display().to_string(),
+            minilm_dir().display().to_string()
+        ),
+    )
+    .await;
+    router.wait_model("sim-small").await;
+    router.wait_model("sim-large").await;
+    let target =
+        || async { difficulty(&auto(&router, None, None).await)["quality_target"].as_f64() };
+    assert_eq!(target().await, Some(0.95));
+
+    // A new artifact (another default target) is picked up without a restart.
+    json["default_quality"] = json!(0.5);
+    std::fs::write(&artifact, json.to_string()).expect("write");
+    switchback_tests::wait_for(
+        "the router to reload the predictor",
+        Duration::from_secs(30),
+        || async { (target().await == Some(0.5)).then_some(()) },
+    )
+    .await;
+    // A broken one is refused; the router keeps routing with the last good one.
+    std::fs::write(&artifact, "{ not json").expect("write");
+    let failed_reloads = || async {
+        let text = reqwest::get(router.url("/metrics"))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(r#"switchback_router_predictor_reloads_total{outcome="failed"} "#)
+            })
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    switchback_tests::wait_for(
+        "the router to try the broken artifact",
+        Duration::from_secs(30),
+        || async { (failed_reloads().await? >= 1).then_some(()) },
+    )
+    .await;
+    assert_eq!(target().await, Some(0.5));
+}

@@ -59,8 +59,9 @@ pub struct AppState {
     pub pending: tokio::sync::Semaphore,
     /// How this router names itself to the controller, e.g. `router@10.0.0.7:8080`.
     pub name: String,
-    /// Difficulty routing for `model: "auto"`, when configured.
-    pub difficulty: Option<crate::difficulty::predictor::Predictor>,
+    /// Difficulty routing for `model: "auto"`, when configured; swapped when the artifact
+    /// changes on disk.
+    pub difficulty: std::sync::RwLock<Option<Arc<crate::difficulty::predictor::Predictor>>>,
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -493,7 +494,12 @@ async fn serve(
     let request = dispatch::request(&id, &generation);
 
     // `auto` with difficulty routing: the predictor picks the tier once per request.
-    let prediction = match (&app.difficulty, generation.model.as_str()) {
+    let predictor = app
+        .difficulty
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let prediction = match (&predictor, generation.model.as_str()) {
         (Some(p), "auto") => {
             let t = Instant::now();
             let quality = generation.quality.map_or(p.default_quality, |q| q as f32);

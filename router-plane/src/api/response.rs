@@ -22,6 +22,11 @@ pub struct Decision {
     pub difficulty: Option<crate::difficulty::predictor::Prediction>,
 }
 
+/// An f32 as the short decimal it stands for (0.95, not 0.949999988079071).
+fn round6(x: f32) -> f64 {
+    (f64::from(x) * 1e6).round() / 1e6
+}
+
 impl Decision {
     pub fn json(&self) -> Value {
         json!({
@@ -34,10 +39,10 @@ impl Decision {
             "retries": self.retries.iter().map(|(w, why)| json!({"worker": w, "reason": why})).collect::<Vec<_>>(),
             "escalations": [],
             "difficulty": self.difficulty.as_ref().map(|p| json!({
-                "quality_target": p.quality,
-                "threshold": p.threshold,
+                "quality_target": round6(p.quality),
+                "threshold": round6(p.threshold),
                 "tier": p.tier,
-                "probabilities": p.probabilities.iter().map(|(t, v)| (t.clone(), json!(v))).collect::<serde_json::Map<_, _>>(),
+                "probabilities": p.probabilities.iter().map(|(t, v)| (t.clone(), json!(round6(*v)))).collect::<serde_json::Map<_, _>>(),
             })),
         })
     }
