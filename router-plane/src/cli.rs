@@ -95,6 +95,9 @@ pub enum Command {
         /// Default: 8 for mmlu, 256 for gsm8k.
         #[arg(long)]
         max_tokens: Option<u32>,
+        /// Skip questions whose prompt is longer (CPU tiers take minutes on long ones).
+        #[arg(long)]
+        max_prompt_chars: Option<usize>,
         #[arg(long, default_value_t = 2)]
         concurrency: usize,
         #[arg(long)]
@@ -184,6 +187,7 @@ pub fn run(command: Command) -> Result<(), Error> {
             tiers,
             limit,
             max_tokens,
+            max_prompt_chars,
             concurrency,
             out,
         } => {
@@ -193,7 +197,13 @@ pub fn run(command: Command) -> Result<(), Error> {
                 "gsm8k" => (label::gsm8k(&root)?, 256),
                 other => return Err(format!("unknown dataset {other:?}: mmlu or gsm8k").into()),
             };
-            let questions = label::sample(questions, limit);
+            let questions = label::sample(
+                questions
+                    .into_iter()
+                    .filter(|q| max_prompt_chars.is_none_or(|m| q.prompt.chars().count() <= m))
+                    .collect(),
+                limit,
+            );
             let started = std::time::Instant::now();
             let runtime = tokio::runtime::Runtime::new()?;
             let items = runtime.block_on(label::run(

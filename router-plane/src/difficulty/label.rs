@@ -133,10 +133,12 @@ pub fn gsm8k(root: &Path) -> Result<Vec<Question>, DataError> {
     Ok(out)
 }
 
-/// `limit` questions spread over the whole set: the first ones in prompt-hash order, so
-/// every split gets its share and the choice does not depend on file order.
+/// `limit` questions spread over the whole set, independent of file order. The order is
+/// a hash of the prompt with a salt: sorting by the plain prompt hash would pick prompts
+/// whose hash starts low, which the split rule (first byte mod 10) does not spread evenly.
 pub fn sample(mut questions: Vec<Question>, limit: usize) -> Vec<Question> {
-    questions.sort_by_cached_key(|q| prompt_hash(&q.prompt));
+    questions
+        .sort_by_cached_key(|q| prompt_hash(&format!("switchback-label-sample\n{}", q.prompt)));
     questions.truncate(limit);
     questions
 }
@@ -252,5 +254,28 @@ mod tests {
         let b: Vec<String> = sample(rev, 10).into_iter().map(|q| q.id).collect();
         assert_eq!(a, b);
         assert_eq!(a.len(), 10);
+    }
+
+    #[test]
+    fn samples_keep_the_split_proportions() {
+        use crate::difficulty::data::{Split, split_of};
+        let qs: Vec<Question> = (0..20_000)
+            .map(|k| Question {
+                id: k.to_string(),
+                source: "s".into(),
+                prompt: format!("question {k}"),
+                gold: Gold::Letter('A'),
+            })
+            .collect();
+        let picked = sample(qs, 2000);
+        let share =
+            |s: Split| picked.iter().filter(|q| split_of(&q.prompt) == s).count() as f64 / 2000.0;
+        assert!(
+            (share(Split::Train) - 0.2).abs() < 0.03,
+            "{}",
+            share(Split::Train)
+        );
+        assert!((share(Split::Calibration) - 0.1).abs() < 0.03);
+        assert!((share(Split::Test) - 0.7).abs() < 0.03);
     }
 }

@@ -355,7 +355,14 @@ pub fn train(
     };
     let train: Vec<&Item> = part(Split::Train).collect();
     let calib: Vec<&Item> = part(Split::Calibration).collect();
-    if train.len() < 20 || calib.len() < 10 {
+    if train.len() < 200 {
+        tracing::warn!(
+            train = train.len(),
+            calibration = calib.len(),
+            "few training items: expect a weak predictor"
+        );
+    }
+    if train.len() < 10 || calib.len() < 5 {
         return Err(PredictorError::Train(format!(
             "too little data: {} train and {} calibration items carry scores for every tier's model",
             train.len(),
