@@ -139,7 +139,9 @@ pub enum Command {
         /// Which items: test (default), calibration, train, or all (evaluation-only sets).
         /// Besides random and the oracle, two trivial routers are reported: `length`
         /// (longer prompts to the strong model) and `source-prior` (each source's mean
-        /// gain on the train + calibration items, e.g. per MMLU subject).
+        /// gain on the train + calibration items, e.g. per MMLU subject); with MiniLM
+        /// features also `knn-32` (the mean gain of the 32 nearest train + calibration
+        /// prompts by embedding).
         #[arg(long, default_value = "test")]
         split: String,
         /// Print the report as one JSON object.
@@ -360,13 +362,17 @@ pub fn run(command: Command) -> Result<(), Error> {
                 .map(|i| i.prompt.chars().count() as f64)
                 .collect();
             let source_prior: Vec<f64> = items.iter().map(|i| prior_of(i)).collect();
-            let reports = [
+            let knn = knn_gain(&p, &all, &items, &weak_m, &strong_m, 32);
+            let mut reports = vec![
                 Report::of("switchback", Curve::of(&score, &weak, &strong)),
                 Report::of("random", Curve::random(&weak, &strong)),
                 Report::of("oracle", Curve::oracle(&weak, &strong)),
                 Report::of("length", Curve::of(&length, &weak, &strong)),
                 Report::of("source-prior", Curve::of(&source_prior, &weak, &strong)),
             ];
+            if let Some(knn) = knn {
+                reports.push(Report::of("knn-32", Curve::of(&knn, &weak, &strong)));
+            }
             let n = items.len() as f64;
             let (r_weak, r_strong) = (weak.iter().sum::<f64>() / n, strong.iter().sum::<f64>() / n);
             if let Some(path) = &predictions {
@@ -434,6 +440,55 @@ pub fn run(command: Command) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+/// The `k`-nearest-neighbour baseline (like RouteLLM's similarity-weighted ranking): each
+/// item's score is the mean gain of the `k` train + calibration items whose embeddings are
+/// closest. Only when the predictor's features include an embedding.
+fn knn_gain(
+    p: &Predictor,
+    all: &[Item],
+    items: &[&Item],
+    weak: &str,
+    strong: &str,
+    k: usize,
+) -> Option<Vec<f64>> {
+    use crate::difficulty::features;
+    let embed = |prompt: &str| -> Vec<f32> {
+        let mut e = vec![0.0f32; crate::difficulty::minilm::HIDDEN];
+        for (i, v) in p.features(prompt) {
+            if let Some(slot) = (i as usize)
+                .checked_sub(features::DIM)
+                .and_then(|j| e.get_mut(j))
+            {
+                *slot = v;
+            }
+        }
+        e
+    };
+    let reference: Vec<(Vec<f32>, f64)> = all
+        .iter()
+        .filter(|i| data::split_of(&i.prompt) != Split::Test)
+        .map(|i| (embed(&i.prompt), i.scores[strong] - i.scores[weak]))
+        .collect();
+    if reference.is_empty() || reference[0].0.iter().all(|v| *v == 0.0) {
+        return None;
+    }
+    Some(
+        items
+            .iter()
+            .map(|i| {
+                let q = embed(&i.prompt);
+                let mut sims: Vec<(f32, f64)> = reference
+                    .iter()
+                    .map(|(e, g)| (e.iter().zip(&q).map(|(a, b)| a * b).sum::<f32>(), *g))
+                    .collect();
+                let k = k.min(sims.len());
+                sims.select_nth_unstable_by(k - 1, |a, b| b.0.total_cmp(&a.0));
+                sims[..k].iter().map(|(_, g)| g).sum::<f64>() / k as f64
+            })
+            .collect(),
+    )
 }
 
 fn csv_field(s: &str) -> String {
