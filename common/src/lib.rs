@@ -2,6 +2,7 @@
 //! handling, and etcd access (connecting, keys kept alive under a lease, finding the
 //! controller leader).
 
+pub mod backoff;
 pub mod config;
 pub mod etcd;
 pub mod telemetry;

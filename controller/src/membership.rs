@@ -6,6 +6,7 @@
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use etcd_client::{EventType, GetOptions, WatchOptions};
+use switchback_common::backoff::Backoff;
 use switchback_proto::{Keys, WorkerRecord};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -39,25 +40,19 @@ pub async fn follow(
     synced: watch::Sender<bool>,
     cancel: CancellationToken,
 ) {
-    let mut backoff = Duration::from_millis(200);
-    while !cancel.is_cancelled() {
-        let session_started = std::time::Instant::now();
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(2));
+    loop {
+        backoff.start();
         let result = tokio::select! {
             () = cancel.cancelled() => return,
             r = follow_once(&endpoints, &keys, &view, &synced) => r,
         };
-        // A watch that worked for a while starts the backoff over.
-        if session_started.elapsed() > Duration::from_secs(5) {
-            backoff = Duration::from_millis(200);
-        }
         if let Err(err) = result {
-            tracing::error!(%err, retry_in_ms = backoff.as_millis() as u64, "etcd membership watch broke");
+            tracing::error!(%err, retry_in_ms = backoff.delay().as_millis() as u64, "etcd membership watch broke");
         }
-        tokio::select! {
-            () = cancel.cancelled() => return,
-            () = tokio::time::sleep(backoff) => {}
+        if !backoff.wait(&cancel).await {
+            return;
         }
-        backoff = (backoff * 2).min(Duration::from_secs(2));
     }
 }
 

@@ -5,6 +5,7 @@
 
 use std::{sync::Arc, time::Duration};
 
+use switchback_common::backoff::Backoff;
 use switchback_proto::{Keys, pb};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -20,14 +21,14 @@ pub async fn follow_leader(
     mut leader: watch::Receiver<bool>,
     cancel: CancellationToken,
 ) {
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
     loop {
         // Nothing to mirror while we lead.
         tokio::select! {
             () = cancel.cancelled() => return,
             r = leader.wait_for(|l| !*l) => if r.is_err() { return },
         }
-        let started = std::time::Instant::now();
+        backoff.start();
         let result = tokio::select! {
             () = cancel.cancelled() => return,
             _ = leader.wait_for(|l| *l) => Ok(()),
@@ -36,14 +37,9 @@ pub async fn follow_leader(
         if let Err(err) = result {
             tracing::debug!(%err, "not mirroring the leader right now");
         }
-        if started.elapsed() > Duration::from_secs(5) {
-            backoff = Duration::from_millis(100);
+        if !backoff.wait(&cancel).await {
+            return;
         }
-        tokio::select! {
-            () = cancel.cancelled() => return,
-            () = tokio::time::sleep(backoff) => {}
-        }
-        backoff = (backoff * 2).min(Duration::from_secs(2));
     }
 }
 

@@ -13,6 +13,7 @@ use std::{
 
 use tokio::sync::Notify;
 
+use switchback_common::backoff::Backoff;
 use switchback_proto::{Keys, WorkerRecord, pb};
 use tokio_util::sync::CancellationToken;
 
@@ -140,11 +141,9 @@ impl View {
         let workers = self.workers.read().unwrap_or_else(|e| e.into_inner());
         let in_flight = self.in_flight.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
-        let suspects = {
-            let mut s = self.suspects.lock().unwrap_or_else(|e| e.into_inner());
-            s.retain(|_, until| *until > now);
-            s.keys().cloned().collect::<std::collections::HashSet<_>>()
-        };
+        // Per request: no copy of the suspects, only a lookup while the lock is held.
+        let mut suspects = self.suspects.lock().unwrap_or_else(|e| e.into_inner());
+        suspects.retain(|_, until| *until > now);
         Snapshot {
             workers: workers
                 .values()
@@ -153,7 +152,7 @@ impl View {
                         .get(&w.record.id)
                         .map_or(0, |c| c.load(Ordering::Relaxed));
                     let mut w = w.clone();
-                    w.suspect = suspects.contains(&w.record.id);
+                    w.suspect = suspects.contains_key(&w.record.id);
                     (w, local)
                 })
                 .collect(),
@@ -233,27 +232,21 @@ pub async fn follow(
     watcher: String,
     cancel: CancellationToken,
 ) {
-    let mut backoff = Duration::from_millis(100);
-    while !cancel.is_cancelled() {
-        let session_started = std::time::Instant::now();
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(2));
+    loop {
+        backoff.start();
         let result = tokio::select! {
             () = cancel.cancelled() => return,
             r = follow_once(&view, &target, &watcher) => r,
         };
-        // A watch that worked for a while starts the backoff over.
-        if session_started.elapsed() > Duration::from_secs(5) {
-            backoff = Duration::from_millis(100);
-        }
         view.connected.store(false, Ordering::Relaxed);
         match result {
             Ok(()) => tracing::warn!("controller ended the cluster watch"),
             Err(err) => tracing::warn!(%err, "cluster watch failed; routing on the last view"),
         }
-        tokio::select! {
-            () = cancel.cancelled() => return,
-            () = tokio::time::sleep(backoff) => {}
+        if !backoff.wait(&cancel).await {
+            return;
         }
-        backoff = (backoff * 2).min(Duration::from_secs(2));
     }
 }
 

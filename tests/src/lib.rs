@@ -542,6 +542,21 @@ impl Router {
         format!("{}{path}", self.base)
     }
 
+    /// The value of one series on the router's `/metrics`, e.g.
+    /// `switchback_router_controller_watch_sessions` or `name{label="v"}`.
+    pub async fn metric(&self, series: &str) -> Option<f64> {
+        let text = reqwest::get(self.url("/metrics"))
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        let prefix = format!("{series} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .and_then(|v| v.trim().parse::<f64>().ok())
+    }
+
     /// Waits until `/v1/models` lists `id` (the router has seen a ready worker for it).
     pub async fn wait_model(&self, id: &str) {
         let http = reqwest::Client::new();

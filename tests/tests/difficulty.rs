@@ -26,12 +26,37 @@ fn predictor() -> PathBuf {
     ))
 }
 
-fn difficulty_yaml() -> String {
+/// etcd, a controller and one `sim` worker per tier (`small`, `large`), all ready.
+async fn two_tiers() -> (Etcd, Controller, [Worker; 2]) {
+    let etcd = Etcd::start().await;
+    let controller = Controller::start(&etcd).await;
+    let small = Worker::start(&etcd, WorkerSpec::sim("w-small", "small", "sim-small", 0.1)).await;
+    let large = Worker::start(&etcd, WorkerSpec::sim("w-large", "large", "sim-large", 0.1)).await;
+    for id in ["w-small", "w-large"] {
+        controller.wait_ready(id, Duration::from_secs(20)).await;
+    }
+    (etcd, controller, [small, large])
+}
+
+/// A router with `yaml` appended to its config, once it can place on both tiers.
+async fn router(etcd: &Etcd, yaml: &str) -> Router {
+    let router = Router::start(etcd, yaml).await;
+    router.wait_model("sim-small").await;
+    router.wait_model("sim-large").await;
+    router
+}
+
+/// The router config block for difficulty routing with the predictor at `artifact`.
+fn difficulty_yaml_for(artifact: &std::path::Path) -> String {
     format!(
         "difficulty: {{predictor: {:?}, minilm_dir: {:?}}}",
-        predictor().display().to_string(),
+        artifact.display().to_string(),
         minilm_dir().display().to_string()
     )
+}
+
+fn difficulty_yaml() -> String {
+    difficulty_yaml_for(&predictor())
 }
 
 const HARD: &str = "The following are multiple choice questions (with answers) about abstract algebra.\n\nFind the degree for the given field extension Q(sqrt(2), sqrt(3), sqrt(18)) over Q.\nA. 0\nB. 4\nC. 2\nD. 6\nAnswer:";
@@ -89,19 +114,8 @@ fn difficulty(reply: &http::Reply) -> Value {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn auto_routes_by_predicted_difficulty_and_the_quality_knob() {
-    let etcd = Etcd::start().await;
-    let controller = Controller::start(&etcd).await;
-    let _s = Worker::start(&etcd, WorkerSpec::sim("w-small", "small", "sim-small", 1.0)).await;
-    let _l = Worker::start(&etcd, WorkerSpec::sim("w-large", "large", "sim-large", 1.0)).await;
-    controller
-        .wait_ready("w-small", Duration::from_secs(20))
-        .await;
-    controller
-        .wait_ready("w-large", Duration::from_secs(20))
-        .await;
-    let router = Router::start(&etcd, &difficulty_yaml()).await;
-    router.wait_model("sim-small").await;
-    router.wait_model("sim-large").await;
+    let (etcd, _controller, _workers) = two_tiers().await;
+    let router = router(&etcd, &difficulty_yaml()).await;
 
     // Target 0: any quality will do, so the small tier answers.
     let zero = difficulty(&auto(&router, Some(0.0), None).await);
@@ -199,19 +213,8 @@ fn minilm_and_its_static_table_embed_like_sentence_encoders() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn label_asks_every_tier_and_writes_what_train_reads() {
-    let etcd = Etcd::start().await;
-    let controller = Controller::start(&etcd).await;
-    let _s = Worker::start(&etcd, WorkerSpec::sim("w-small", "small", "sim-small", 0.1)).await;
-    let _l = Worker::start(&etcd, WorkerSpec::sim("w-large", "large", "sim-large", 0.1)).await;
-    controller
-        .wait_ready("w-small", Duration::from_secs(20))
-        .await;
-    controller
-        .wait_ready("w-large", Duration::from_secs(20))
-        .await;
-    let router = Router::start(&etcd, "").await;
-    router.wait_model("sim-small").await;
-    router.wait_model("sim-large").await;
+    let (etcd, _controller, _workers) = two_tiers().await;
+    let router = router(&etcd, "").await;
 
     // A small dataset in MMLU's layout (the public one lives outside the repository).
     let dir = tempfile::tempdir().expect("tempdir");
@@ -258,32 +261,13 @@ async fn label_asks_every_tier_and_writes_what_train_reads() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_changed_predictor_is_reloaded_and_a_broken_one_is_ignored() {
-    let etcd = Etcd::start().await;
-    let controller = Controller::start(&etcd).await;
-    let _s = Worker::start(&etcd, WorkerSpec::sim("w-small", "small", "sim-small", 0.1)).await;
-    let _l = Worker::start(&etcd, WorkerSpec::sim("w-large", "large", "sim-large", 0.1)).await;
-    controller
-        .wait_ready("w-small", Duration::from_secs(20))
-        .await;
-    controller
-        .wait_ready("w-large", Duration::from_secs(20))
-        .await;
+    let (etcd, _controller, _workers) = two_tiers().await;
     let dir = tempfile::tempdir().expect("tempdir");
     let artifact = dir.path().join("predictor.json");
     let mut json: Value =
         serde_json::from_str(&std::fs::read_to_string(predictor()).expect("read")).expect("json");
     std::fs::write(&artifact, json.to_string()).expect("write");
-    let router = Router::start(
-        &etcd,
-        &format!(
-            "difficulty: {{predictor: {:?}, minilm_dir: {:?}}}",
-            artifact.display().to_string(),
-            minilm_dir().display().to_string()
-        ),
-    )
-    .await;
-    router.wait_model("sim-small").await;
-    router.wait_model("sim-large").await;
+    let router = router(&etcd, &difficulty_yaml_for(&artifact)).await;
     let target =
         || async { difficulty(&auto(&router, None, None).await)["quality_target"].as_f64() };
     assert_eq!(target().await, Some(0.95));
@@ -299,23 +283,12 @@ async fn a_changed_predictor_is_reloaded_and_a_broken_one_is_ignored() {
     .await;
     // A broken one is refused; the router keeps routing with the last good one.
     std::fs::write(&artifact, "{ not json").expect("write");
-    let failed_reloads = || async {
-        let text = reqwest::get(router.url("/metrics"))
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
-        text.lines()
-            .find_map(|l| {
-                l.strip_prefix(r#"switchback_router_predictor_reloads_total{outcome="failed"} "#)
-            })
-            .and_then(|v| v.trim().parse::<u64>().ok())
-    };
+    let failed_reloads =
+        || router.metric(r#"switchback_router_predictor_reloads_total{outcome="failed"}"#);
     switchback_tests::wait_for(
         "the router to try the broken artifact",
         Duration::from_secs(30),
-        || async { (failed_reloads().await? >= 1).then_some(()) },
+        || async { (failed_reloads().await? >= 1.0).then_some(()) },
     )
     .await;
     assert_eq!(target().await, Some(0.5));

@@ -120,18 +120,8 @@ async fn leader_failover_under_traffic_fails_no_request() {
     .await;
     let router = Router::start(&etcd, "").await;
     router.wait_model("sim").await;
-    let sessions = || async {
-        let text = reqwest::get(router.url("/metrics"))
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
-        text.lines()
-            .find_map(|l| l.strip_prefix("switchback_router_controller_watch_sessions "))
-            .and_then(|v| v.trim().parse::<u64>().ok())
-    };
-    assert_eq!(sessions().await, Some(1));
+    let sessions = || router.metric("switchback_router_controller_watch_sessions");
+    assert_eq!(sessions().await, Some(1.0));
 
     let traffic = Traffic::start(router.url("/v1/chat/completions"), short(), 4);
     traffic.wait_more(20, Duration::from_secs(30)).await;
@@ -152,7 +142,7 @@ async fn leader_failover_under_traffic_fails_no_request() {
     wait_for(
         "the router to watch the new leader",
         Duration::from_secs(20),
-        || async { (sessions().await? >= 2).then_some(()) },
+        || async { (sessions().await? >= 2.0).then_some(()) },
     )
     .await;
     traffic.wait_more(20, Duration::from_secs(30)).await;

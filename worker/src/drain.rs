@@ -10,6 +10,7 @@
 use std::{sync::Arc, time::Duration};
 
 use etcd_client::{EventType, WatchOptions};
+use switchback_common::backoff::Backoff;
 use tokio::sync::watch;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
@@ -23,24 +24,19 @@ pub async fn watch_mark(
     marked: watch::Sender<bool>,
     cancel: CancellationToken,
 ) {
-    let mut backoff = Duration::from_millis(200);
+    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(2));
     loop {
-        let started = std::time::Instant::now();
+        backoff.start();
         let result = tokio::select! {
             () = cancel.cancelled() => return,
             r = watch_once(&endpoints, &key, &marked) => r,
         };
-        if started.elapsed() > Duration::from_secs(5) {
-            backoff = Duration::from_millis(200);
-        }
         if let Err(err) = result {
-            tracing::warn!(%err, key, retry_in_ms = backoff.as_millis() as u64, "cannot watch the drain mark; keeping the last known state");
+            tracing::warn!(%err, key, retry_in_ms = backoff.delay().as_millis() as u64, "cannot watch the drain mark; keeping the last known state");
         }
-        tokio::select! {
-            () = cancel.cancelled() => return,
-            () = tokio::time::sleep(backoff) => {}
+        if !backoff.wait(&cancel).await {
+            return;
         }
-        backoff = (backoff * 2).min(Duration::from_secs(2));
     }
 }
 

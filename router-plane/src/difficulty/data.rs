@@ -85,6 +85,18 @@ impl DataError {
     }
 }
 
+/// The files in `dir` ending in `.<ext>`, sorted (so imports do not depend on directory
+/// order).
+pub fn files_with_extension(dir: &Path, ext: &str) -> Result<Vec<std::path::PathBuf>, DataError> {
+    let mut files: Vec<_> = std::fs::read_dir(dir)
+        .map_err(|e| DataError::io(dir, e))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == ext))
+        .collect();
+    files.sort();
+    Ok(files)
+}
+
 /// Reads a labelled JSONL file; a bad line is an error naming the line.
 pub fn read_jsonl(path: &Path) -> Result<Vec<Item>, DataError> {
     let file = std::fs::File::open(path).map_err(|e| DataError::io(path, e))?;

@@ -102,12 +102,7 @@ fn routellm_csv(
 pub fn routellm_mmlu(root: &Path) -> Result<Vec<Item>, DataError> {
     let dir = root.join("routellm/mmlu/responses");
     let skip = contaminated(&root.join("routellm/mmlu/contaminated_prompts.jsonl"))?;
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .map_err(|e| DataError::io(&dir, e))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "csv"))
-        .collect();
-    files.sort();
+    let files = super::data::files_with_extension(&dir, "csv")?;
     let mut out = Vec::new();
     for f in files {
         let subject = f
@@ -229,12 +224,7 @@ pub fn routerarena(root: &Path) -> Result<Vec<Item>, DataError> {
     let cost_path = root.join("routerarena/model_cost/cost.json");
     let prices: Value = serde_json::from_str(&read(&cost_path)?)
         .map_err(|e| DataError::parse(&cost_path, 0, e.to_string()))?;
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .map_err(|e| DataError::io(&dir, e))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
-        .collect();
-    files.sort();
+    let files = super::data::files_with_extension(&dir, "jsonl")?;
     let mut by_index: BTreeMap<String, Item> = BTreeMap::new();
     for f in files {
         let model = f

@@ -57,12 +57,7 @@ impl Gold {
 /// MMLU test questions (`mmlu/test/<subject>_test.csv`), asked zero-shot.
 pub fn mmlu(root: &Path) -> Result<Vec<Question>, DataError> {
     let dir = root.join("mmlu/test");
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .map_err(|e| DataError::io(&dir, e))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "csv"))
-        .collect();
-    files.sort();
+    let files = super::data::files_with_extension(&dir, "csv")?;
     let mut out = Vec::new();
     for f in files {
         let subject = f

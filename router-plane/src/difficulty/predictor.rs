@@ -81,6 +81,24 @@ pub struct Head {
 }
 
 impl Head {
+    /// A head from trained dense weights (stored sparse).
+    fn fitted(tier: &str, model: &str, bias: f32, w: &[f32]) -> Self {
+        let mut head = Self {
+            tier: tier.to_owned(),
+            model: model.to_owned(),
+            bias,
+            weights: w
+                .iter()
+                .enumerate()
+                .filter(|(_, x)| x.abs() > 1e-6)
+                .map(|(i, &x)| (i as u32, x))
+                .collect(),
+            dense: Vec::new(),
+        };
+        head.prepare();
+        head
+    }
+
     fn prepare(&mut self) {
         self.dense = vec![0.0; DIM];
         for &(i, w) in &self.weights {
@@ -220,10 +238,7 @@ impl Predictor {
 
     /// The predicted gain of the top tier over the cheaper one, in [-1, 1].
     pub fn gain(&self, x: &Sparse, probabilities: &[f32]) -> f32 {
-        match &self.gap {
-            Some(g) => 2.0 * g.probability(x) - 1.0,
-            None => probabilities[probabilities.len() - 1] - probabilities[0],
-        }
+        gain(self.gap.as_ref(), x, probabilities)
     }
 
     /// The threshold for quality target `q` (linear between table rows).
@@ -264,6 +279,15 @@ impl Predictor {
             quality,
             threshold,
         }
+    }
+}
+
+/// The top tier's predicted gain: from the gain head when there is one, else the
+/// difference of the tier heads' probabilities.
+fn gain(gap: Option<&Head>, x: &Sparse, probabilities: &[f32]) -> f32 {
+    match gap {
+        Some(g) => 2.0 * g.probability(x) - 1.0,
+        None => probabilities[probabilities.len() - 1] - probabilities[0],
     }
 }
 
@@ -381,20 +405,7 @@ pub fn train(
         let ys: Vec<f32> = fit_on.iter().map(|i| i.scores[model] as f32).collect();
         let (bias, w) = fit(&xs, &ys, opts.epochs, opts.l2);
         losses.push(format!("{tier} {:.3}", log_loss(&xs, &ys, bias, &w)));
-        let mut head = Head {
-            tier: tier.clone(),
-            model: model.clone(),
-            bias,
-            weights: w
-                .iter()
-                .enumerate()
-                .filter(|(_, x)| x.abs() > 1e-6)
-                .map(|(i, &x)| (i as u32, x))
-                .collect(),
-            dense: Vec::new(),
-        };
-        head.prepare();
-        heads.push(head);
+        heads.push(Head::fitted(tier, model, bias, &w));
     }
     // Calibration: for each quality target, the highest threshold on the predicted gap
     // (the most cheap answers) whose routing keeps that share of the top tier's quality
@@ -407,20 +418,12 @@ pub fn train(
             .collect();
         let (bias, w) = fit(&xs, &ys, opts.epochs, opts.l2);
         losses.push(format!("gap {:.3}", log_loss(&xs, &ys, bias, &w)));
-        let mut head = Head {
-            tier: "gap".into(),
-            model: format!("{strong_m} - {weak_m}"),
+        Some(Head::fitted(
+            "gap",
+            &format!("{strong_m} - {weak_m}"),
             bias,
-            weights: w
-                .iter()
-                .enumerate()
-                .filter(|(_, x)| x.abs() > 1e-6)
-                .map(|(i, &x)| (i as u32, x))
-                .collect(),
-            dense: Vec::new(),
-        };
-        head.prepare();
-        Some(head)
+            &w,
+        ))
     } else {
         None
     };
@@ -428,10 +431,8 @@ pub fn train(
         .iter()
         .map(|i| {
             let x = encoder.extract(&i.prompt);
-            match &gap {
-                Some(g) => 2.0 * g.probability(&x) - 1.0,
-                None => heads[1].probability(&x) - heads[0].probability(&x),
-            }
+            let p: Vec<f32> = heads.iter().map(|h| h.probability(&x)).collect();
+            gain(gap.as_ref(), &x, &p)
         })
         .collect();
     let top: f64 = calib.iter().map(|i| i.scores[strong_m]).sum::<f64>() / calib.len() as f64;

@@ -123,17 +123,7 @@ async fn hang_worker() -> Outcome {
 
 async fn kill_leader() -> Outcome {
     let (_etcd, mut cs, _ws, router) = cluster(2).await;
-    let sessions = || async {
-        let text = reqwest::get(router.url("/metrics"))
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
-        text.lines()
-            .find_map(|l| l.strip_prefix("switchback_router_controller_watch_sessions "))
-            .and_then(|v| v.trim().parse::<u64>().ok())
-    };
+    let sessions = || router.metric("switchback_router_controller_watch_sessions");
     let (first, rest) = cs.split_at_mut(1);
     let standby = &rest[0];
     under_traffic(&router, || async {
@@ -144,7 +134,7 @@ async fn kill_leader() -> Outcome {
         wait_for(
             "router on the new leader",
             Duration::from_secs(30),
-            || async { (sessions().await? >= 2).then_some(()) },
+            || async { (sessions().await? >= 2.0).then_some(()) },
         )
         .await;
         (elected, t0.elapsed())
