@@ -57,6 +57,12 @@ impl Keys {
         (!id.is_empty() && !id.contains('/')).then_some(id)
     }
 
+    /// The cluster's routing policy (YAML), read by every router; absent: each router's
+    /// config file decides.
+    pub fn policy(&self) -> String {
+        format!("{}policy", self.prefix)
+    }
+
     /// The name of the controllers' etcd election; its leader value is the leader's
     /// gRPC address.
     pub fn controller_election(&self) -> String {

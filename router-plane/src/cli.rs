@@ -129,6 +129,10 @@ pub enum Command {
         #[command(flatten)]
         encoder: EncoderArgs,
     },
+    /// Drive the placement core and the cascade with simulated tiers and workers and a
+    /// trace from labelled data; compare round-robin, least-queue, difficulty-only,
+    /// cascade-only and the joint policy (docs/ROUTING.md).
+    Simulate(Box<crate::simulate_cli::SimulateArgs>),
     /// Replay a labelled set through the predictor and report APGR, CPT and AIQ against
     /// random, oracle, always-small and always-large routing.
     Eval {
@@ -171,6 +175,7 @@ fn load(paths: &[PathBuf]) -> Result<Vec<Item>, Error> {
 
 pub fn run(command: Command) -> Result<(), Error> {
     match command {
+        Command::Simulate(args) => crate::simulate_cli::run(*args)?,
         Command::Distill { minilm_dir, out } => {
             let started = std::time::Instant::now();
             let table = MiniLm::load(&minilm_dir)?.distill(256)?;

@@ -72,6 +72,8 @@ pub struct RawConfig {
     pub suspect_hold_ms: Option<u64>,
     /// Difficulty routing for `model: "auto"`; without it, `auto` means `default_tier`.
     pub difficulty: Option<RawDifficulty>,
+    /// The routing policy while etcd holds none under `<prefix>/policy`.
+    pub policy: Option<crate::policy::Policy>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -121,6 +123,7 @@ pub struct RouterConfig {
     pub max_pending: usize,
     pub suspect_hold: Duration,
     pub difficulty: Option<DifficultyConfig>,
+    pub policy: crate::policy::Policy,
 }
 
 impl RawConfig {
@@ -195,7 +198,10 @@ impl RawConfig {
         if !(100..=600_000).contains(&suspect_hold_ms) {
             return Err(invalid("suspect_hold_ms", "must be in 100..=600000"));
         }
+        let policy = self.policy.unwrap_or_default();
+        policy.check().map_err(|reason| invalid("policy", reason))?;
         Ok(RouterConfig {
+            policy,
             listen: self
                 .listen
                 .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 8080))),

@@ -3,12 +3,16 @@
 //! worker) pair with the pure placement core, and relays the worker's stream.
 
 pub mod api;
+pub mod cascade;
 pub mod cli;
 pub mod config;
 pub mod difficulty;
 pub mod dispatch;
 pub mod metrics;
 pub mod placement;
+pub mod policy;
+pub mod simulate;
+pub mod simulate_cli;
 pub mod view;
 
 use std::sync::{Arc, atomic::AtomicU64};
@@ -99,7 +103,9 @@ pub async fn run(
     let name = format!("router@{local}");
     let pending = tokio::sync::Semaphore::new(config.max_pending);
     let watch_predictor = config.difficulty.is_some();
+    let policy = std::sync::RwLock::new(Arc::new(config.policy.clone()));
     let state = Arc::new(AppState {
+        policy,
         difficulty: std::sync::RwLock::new(difficulty.map(Arc::new)),
         pending,
         name,
@@ -113,6 +119,7 @@ pub async fn run(
     if watch_predictor {
         tasks.spawn(reload_predictor(Arc::clone(&state), watch_stop.clone()));
     }
+    tasks.spawn(follow_policy(Arc::clone(&state), watch_stop.clone()));
     tracing::info!(%local, "router serving");
     // Streamed tokens are small writes: without TCP_NODELAY, Nagle's algorithm and delayed
     // ACKs hold each one back by up to 40 ms.
@@ -178,6 +185,86 @@ async fn reload_predictor(state: Arc<AppState>, stop: CancellationToken) {
                 tracing::error!(%err, "the changed predictor does not load; keeping the previous one");
             }
             Err(err) => tracing::error!(%err, "predictor reload task failed"),
+        }
+    }
+}
+
+/// Follows the cluster's routing policy under `<prefix>/policy`: read, then watch from the
+/// next revision, again after any break. While the key is absent the config file's policy
+/// applies; a document that does not validate is logged, counted and ignored, and the
+/// router keeps the policy it has.
+async fn follow_policy(state: Arc<AppState>, stop: CancellationToken) {
+    use etcd_client::{EventType, WatchOptions};
+    let keys = Keys::new(&state.config.etcd_prefix);
+    let key = keys.policy();
+    let apply = |value: Option<&[u8]>| {
+        let policy = match value {
+            None => {
+                tracing::info!("no routing policy in etcd; using the config file's");
+                state.config.policy.clone()
+            }
+            Some(bytes) => match std::str::from_utf8(bytes)
+                .map_err(|e| e.to_string())
+                .and_then(policy::Policy::from_yaml)
+            {
+                Ok(p) => p,
+                Err(err) => {
+                    state
+                        .metrics
+                        .policy_updates
+                        .get_or_create(&metrics::Reload { outcome: "invalid" })
+                        .inc();
+                    tracing::error!(%err, %key, "the routing policy in etcd is invalid; keeping the current one");
+                    return;
+                }
+            },
+        };
+        state
+            .metrics
+            .policy_updates
+            .get_or_create(&metrics::Reload { outcome: "ok" })
+            .inc();
+        *state.policy.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(policy);
+        tracing::info!(%key, "routing policy applied");
+    };
+    let mut backoff = switchback_common::backoff::Backoff::new(
+        std::time::Duration::from_millis(200),
+        std::time::Duration::from_secs(2),
+    );
+    loop {
+        backoff.start();
+        let session = async {
+            let mut client = switchback_common::etcd::connect(&state.config.etcd_endpoints).await?;
+            let current = client.get(key.as_str(), None).await?;
+            let revision = current.header().map_or(0, |h| h.revision());
+            apply(current.kvs().first().map(|kv| kv.value()));
+            let mut stream = client
+                .watch(
+                    key.as_str(),
+                    Some(WatchOptions::new().with_start_revision(revision + 1)),
+                )
+                .await?;
+            while let Some(response) = stream.message().await? {
+                for event in response.events() {
+                    match (event.event_type(), event.kv()) {
+                        (EventType::Put, Some(kv)) => apply(Some(kv.value())),
+                        (EventType::Delete, _) => apply(None),
+                        (EventType::Put, None) => {}
+                    }
+                }
+            }
+            Ok::<(), etcd_client::Error>(())
+        };
+        let result = tokio::select! {
+            () = stop.cancelled() => return,
+            r = session => r,
+        };
+        match result {
+            Ok(()) => tracing::warn!("policy watch ended; watching again"),
+            Err(err) => tracing::warn!(%err, "policy watch broke; watching again"),
+        }
+        if !backoff.wait(&stop).await {
+            return;
         }
     }
 }

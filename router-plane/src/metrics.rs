@@ -45,6 +45,23 @@ pub struct Metrics {
     pub pending: Gauge,
     pub difficulty: Histogram,
     pub reloads: Family<Reload, Counter>,
+    pub escalations: Family<Escalation, Counter>,
+    pub wasted_tokens: Family<Tier, Counter>,
+    pub moves: Family<JointMove, Counter>,
+    pub policy_updates: Family<Reload, Counter>,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Escalation {
+    pub from: String,
+    pub to: String,
+    pub reason: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct JointMove {
+    pub tier: String,
+    pub moved: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -128,8 +145,36 @@ impl Default for Metrics {
             "Reloads of the difficulty predictor after its artifact changed, by outcome",
             reloads.clone(),
         );
+        let escalations = Family::<Escalation, Counter>::default();
+        registry.register(
+            "escalations",
+            "Answers of a lower tier judged not confident and sent to the next tier, by tier pair and reason",
+            escalations.clone(),
+        );
+        let wasted_tokens = Family::<Tier, Counter>::default();
+        registry.register(
+            "escalation_wasted_tokens",
+            "Tokens a lower tier generated for answers that were then escalated",
+            wasted_tokens.clone(),
+        );
+        let moves = Family::<JointMove, Counter>::default();
+        registry.register(
+            "joint_decisions",
+            "model auto decisions by chosen tier and how the tier was reached (preferred, up-for-latency, down-for-latency, best-effort)",
+            moves.clone(),
+        );
+        let policy_updates = Family::<Reload, Counter>::default();
+        registry.register(
+            "policy_updates",
+            "Routing policies read from etcd, by outcome (ok, invalid)",
+            policy_updates.clone(),
+        );
         Self {
             registry,
+            escalations,
+            wasted_tokens,
+            moves,
+            policy_updates,
             reloads,
             difficulty,
             controller_sessions,

@@ -14,6 +14,8 @@ pub enum Target<'a> {
     Tier(&'a str),
     /// Any worker serving this model id.
     Model(&'a str),
+    /// Any worker at all (load-only placement, as the simulator's baseline).
+    Any,
 }
 
 /// One worker as placement sees it.
@@ -21,6 +23,8 @@ pub enum Target<'a> {
 pub struct Candidate<'a> {
     pub id: &'a str,
     pub tier: &'a str,
+    /// The machine it runs on: an escalation prefers another one.
+    pub node: &'a str,
     pub model: &'a str,
     /// Ready: registered, reporting, not draining.
     pub ready: bool,
@@ -57,6 +61,7 @@ impl Candidate<'_> {
         match target {
             Target::Tier(t) => self.tier == t,
             Target::Model(m) => self.model == m,
+            Target::Any => true,
         }
     }
 }
@@ -119,6 +124,266 @@ pub fn choose(
     })
 }
 
+/// One tier as the joint decision sees it. [`joint`] takes them in rising cost order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TierView<'a> {
+    pub name: &'a str,
+    /// This request's cost on this tier (the tier's prices times the request's tokens).
+    pub cost: f64,
+    /// The predictor's probability that this tier answers acceptably, when known.
+    pub success: Option<f32>,
+    /// Seconds one slot of this tier takes for this request, prefill and decode.
+    pub service_s: f64,
+    /// Seconds to this request's first token on an idle slot (prefill).
+    pub first_token_s: f64,
+    /// Seconds one slot takes for a typical request of this tier: what each request
+    /// queued ahead costs.
+    pub mean_service_s: f64,
+}
+
+/// What the request allows, as tier indexes into the [`TierView`] list.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Ask {
+    /// The cheapest tier that meets the request's quality target.
+    pub preferred: usize,
+    /// The tier the quality target plus the policy's headroom asks for (at least
+    /// `preferred`): taken only while one of its workers has a free slot, so that idle
+    /// expensive capacity buys quality and busy capacity is left to the requests that
+    /// need it.
+    pub stretch: usize,
+    /// The cheapest tier the request may fall to when nothing at or above `preferred`
+    /// meets the deadline (at most `preferred`; equal to it for a strict quality target).
+    pub floor: usize,
+    /// The most expensive tier the request may use (at least `stretch`).
+    pub ceiling: usize,
+    /// Seconds the client can wait for the whole answer, if it said.
+    pub deadline_s: Option<f64>,
+}
+
+/// What a worker is expected to deliver for the request, from its queue and its tier's
+/// speed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Estimate {
+    /// Until a slot is free for the request.
+    pub wait_s: f64,
+    pub ttft_s: f64,
+    pub e2e_s: f64,
+}
+
+impl Estimate {
+    /// A worker with `capacity` slots and `outstanding` requests starts a new one at once
+    /// while a slot is free; otherwise after the requests ahead of it drain, `capacity`
+    /// at a time, each taking the tier's mean service time.
+    pub fn of(c: &Candidate<'_>, tier: &TierView<'_>) -> Self {
+        let slots = f64::from(c.capacity.max(1));
+        let ahead = (f64::from(c.outstanding()) + 1.0 - slots).max(0.0);
+        let wait_s = ahead / slots * tier.mean_service_s;
+        Self {
+            wait_s,
+            ttft_s: wait_s + tier.first_token_s,
+            e2e_s: wait_s + tier.service_s,
+        }
+    }
+}
+
+/// Why the joint decision chose the tier it chose.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Move {
+    /// A tier above the preferred one within the headroom, because it had a free slot.
+    Stretch,
+    /// The preferred tier, within the deadline (or with no deadline).
+    Preferred,
+    /// A more expensive tier, because the preferred one could not meet the deadline or
+    /// was full; quality can only rise.
+    Up,
+    /// A cheaper tier that still meets the request's own quality target, because the
+    /// preferred one could not meet the deadline or was full.
+    Down,
+    /// No allowed tier meets the deadline: the one expected to finish first.
+    BestEffort,
+}
+
+impl Move {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Move::Stretch => "stretch-idle",
+            Move::Preferred => "preferred",
+            Move::Up => "up-for-latency",
+            Move::Down => "down-for-latency",
+            Move::BestEffort => "best-effort",
+        }
+    }
+}
+
+/// A tier's best worker for the request, as the decision weighed it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Considered {
+    pub tier: usize,
+    /// Index into the candidates.
+    pub index: usize,
+    pub estimate: Estimate,
+    pub meets_deadline: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct JointChoice {
+    /// Index into the candidates.
+    pub index: usize,
+    /// Index into the tiers.
+    pub tier: usize,
+    pub estimate: Estimate,
+    pub moved: Move,
+    /// The best available worker of every allowed tier, in tier order.
+    pub considered: Vec<Considered>,
+}
+
+/// The joint decision over (tier, worker): one pure function of the request's quality
+/// range and deadline, each tier's cost and speed, and each worker's live queue.
+///
+/// Rules, in order (a lexicographic score: quality first, then the deadline, then cost,
+/// then wait):
+/// 1. Only tiers in `floor..=ceiling` and workers that are ready and not full count.
+/// 2. Within a tier, the worker expected to finish first (ties rotate).
+/// 3. The highest tier in `preferred + 1..=stretch` whose best worker has a free slot and
+///    meets the deadline (headroom on idle capacity only).
+/// 4. The preferred tier if it meets the deadline; else the cheapest more expensive tier
+///    that does (quality rises); else the most expensive cheaper tier down to `floor`
+///    that does (quality stays within what the request allows).
+/// 5. If none meets it: the allowed tier at or above `preferred` expected to finish
+///    first, else the highest one below it — the request is served late rather than
+///    refused. (Highest, not fastest, keeps the choice monotone in the quality target.)
+/// 6. With no deadline, a tier meets it whenever it has an available worker, so a full
+///    preferred tier moves the request up (then down) instead of queueing it.
+pub fn joint(
+    tiers: &[TierView<'_>],
+    candidates: &[Candidate<'_>],
+    ask: &Ask,
+    rotation: u64,
+) -> Result<JointChoice, NoWorker> {
+    if tiers.is_empty() {
+        return Err(NoWorker::Unknown);
+    }
+    let ceiling = ask.ceiling.min(tiers.len() - 1);
+    let preferred = ask.preferred.min(ceiling);
+    let stretch = ask.stretch.clamp(preferred, ceiling);
+    let floor = ask.floor.min(preferred);
+    // Two passes over the candidates and no per-candidate allocation: the simulator calls
+    // this a million times over a thousand workers.
+    let tier_of = |c: &Candidate<'_>| (floor..=ceiling).find(|&t| tiers[t].name == c.tier);
+    let n = tiers.len();
+    let (mut any, mut any_ready) = (false, false);
+    let mut best: Vec<Option<(f64, f64)>> = vec![None; n];
+    let mut available = vec![0u64; n];
+    for c in candidates {
+        let Some(t) = tier_of(c) else { continue };
+        any = true;
+        if !c.ready {
+            continue;
+        }
+        any_ready = true;
+        if c.is_full() {
+            continue;
+        }
+        available[t] += 1;
+        let key = (Estimate::of(c, &tiers[t]).e2e_s, c.load_per_slot());
+        if best[t].is_none_or(|b| key.0.total_cmp(&b.0).then(key.1.total_cmp(&b.1)).is_lt()) {
+            best[t] = Some(key);
+        }
+    }
+    // Ties rotate over the positions of the tier's available workers.
+    let mut position = vec![0u64; n];
+    let mut winner: Vec<Option<(u64, usize)>> = vec![None; n];
+    for (i, c) in candidates.iter().enumerate() {
+        let Some(t) = tier_of(c) else { continue };
+        if !c.ready || c.is_full() {
+            continue;
+        }
+        let pos = position[t];
+        position[t] += 1;
+        let key = (Estimate::of(c, &tiers[t]).e2e_s, c.load_per_slot());
+        if best[t] != Some(key) {
+            continue;
+        }
+        let turn = (pos + rotation) % available[t];
+        if winner[t].is_none_or(|(w, _)| turn < w) {
+            winner[t] = Some((turn, i));
+        }
+    }
+    let considered: Vec<Considered> = (floor..=ceiling)
+        .filter_map(|t| {
+            let (_, index) = winner[t]?;
+            let estimate = Estimate::of(&candidates[index], &tiers[t]);
+            Some(Considered {
+                tier: t,
+                index,
+                estimate,
+                meets_deadline: ask.deadline_s.is_none_or(|d| estimate.e2e_s <= d),
+            })
+        })
+        .collect();
+    let at = |t: usize| considered.iter().find(|c| c.tier == t);
+    let idle = (preferred + 1..=stretch)
+        .rev()
+        .filter_map(at)
+        .find(|c| c.meets_deadline && c.estimate.wait_s == 0.0);
+    if let Some(c) = idle {
+        return Ok(JointChoice {
+            index: c.index,
+            tier: c.tier,
+            estimate: c.estimate,
+            moved: Move::Stretch,
+            considered: considered.clone(),
+        });
+    }
+    let order = std::iter::once(preferred)
+        .chain(preferred + 1..=ceiling)
+        .chain((floor..preferred).rev());
+    let mut pick = None;
+    for t in order {
+        if let Some(c) = at(t).filter(|c| c.meets_deadline) {
+            let moved = match t.cmp(&preferred) {
+                std::cmp::Ordering::Equal => Move::Preferred,
+                std::cmp::Ordering::Greater => Move::Up,
+                std::cmp::Ordering::Less => Move::Down,
+            };
+            pick = Some((*c, moved));
+            break;
+        }
+    }
+    if pick.is_none() {
+        let soonest = |range: std::ops::RangeInclusive<usize>| {
+            considered
+                .iter()
+                .filter(|c| range.contains(&c.tier))
+                .min_by(|a, b| a.estimate.e2e_s.total_cmp(&b.estimate.e2e_s))
+                .copied()
+        };
+        // Below the preferred tier the highest available one, not the fastest: a higher
+        // quality target must never end on a cheaper tier than a lower one would.
+        pick = soonest(preferred..=ceiling)
+            .or_else(|| {
+                considered
+                    .iter()
+                    .rev()
+                    .find(|c| c.tier < preferred)
+                    .copied()
+            })
+            .map(|c| (c, Move::BestEffort));
+    }
+    match pick {
+        Some((c, moved)) => Ok(JointChoice {
+            index: c.index,
+            tier: c.tier,
+            estimate: c.estimate,
+            moved,
+            considered,
+        }),
+        None if !any => Err(NoWorker::Unknown),
+        None if !any_ready => Err(NoWorker::NoneReady),
+        None => Err(NoWorker::Saturated),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -127,6 +392,7 @@ mod tests {
         Candidate {
             id,
             tier,
+            node: id,
             model: "m",
             ready: true,
             running,
@@ -266,6 +532,239 @@ mod tests {
                         assert_eq!(cs[i].outstanding(), min);
                     }
                 }
+            }
+        }
+    }
+
+    fn tv(name: &str, service_s: f64) -> TierView<'_> {
+        TierView {
+            name,
+            cost: service_s,
+            success: None,
+            service_s,
+            first_token_s: service_s / 10.0,
+            mean_service_s: service_s,
+        }
+    }
+
+    fn ask(preferred: usize, floor: usize, deadline_s: Option<f64>) -> Ask {
+        Ask {
+            preferred,
+            stretch: preferred,
+            floor,
+            ceiling: 2,
+            deadline_s,
+        }
+    }
+
+    const TIERS: [&str; 3] = ["small", "medium", "large"];
+
+    #[test]
+    fn joint_stays_on_the_preferred_tier_while_it_meets_the_deadline() {
+        let tiers = [tv("small", 1.0), tv("large", 4.0)];
+        let cs = [c("s", "small", 0, 0), c("l", "large", 0, 0)];
+        let choice = joint(&tiers, &cs, &ask(0, 0, Some(2.0)), 0).expect("choice");
+        assert_eq!((cs[choice.index].id, choice.moved), ("s", Move::Preferred));
+        assert_eq!(choice.considered.len(), 2);
+    }
+
+    #[test]
+    fn joint_moves_up_when_the_preferred_tier_would_miss_the_deadline() {
+        let tiers = [tv("small", 1.0), tv("large", 2.0)];
+        // 12 outstanding on 4 slots: 9 ahead, 2.25 s of waiting plus 1 s of service.
+        let cs = [c("s", "small", 4, 8), c("l", "large", 0, 0)];
+        let choice = joint(&tiers, &cs, &ask(0, 0, Some(3.0)), 0).expect("choice");
+        assert_eq!((cs[choice.index].id, choice.moved), ("l", Move::Up));
+        assert!((choice.considered[0].estimate.wait_s - 2.25).abs() < 1e-9);
+        assert!(!choice.considered[0].meets_deadline);
+        // A roomier deadline keeps it where it is.
+        let choice = joint(&tiers, &cs, &ask(0, 0, Some(3.5)), 0).expect("choice");
+        assert_eq!(choice.moved, Move::Preferred);
+    }
+
+    #[test]
+    fn joint_takes_the_headroom_only_onto_a_free_slot() {
+        let tiers = [tv("small", 1.0), tv("large", 2.0)];
+        let stretch = Ask {
+            stretch: 1,
+            ..ask(0, 0, Some(10.0))
+        };
+        let cs = [c("s", "small", 0, 0), c("l", "large", 3, 0)];
+        let choice = joint(&tiers, &cs, &stretch, 0).expect("choice");
+        assert_eq!((cs[choice.index].id, choice.moved), ("l", Move::Stretch));
+        // The large worker busy (every slot taken): the request keeps to its target.
+        let cs = [c("s", "small", 0, 0), c("l", "large", 4, 0)];
+        let choice = joint(&tiers, &cs, &stretch, 0).expect("choice");
+        assert_eq!((cs[choice.index].id, choice.moved), ("s", Move::Preferred));
+    }
+
+    #[test]
+    fn joint_moves_down_only_to_the_floor() {
+        let tiers = [tv("small", 1.0), tv("large", 4.0)];
+        let cs = [c("s", "small", 0, 0), c("l", "large", 4, 12)];
+        let choice = joint(&tiers, &cs, &ask(1, 0, Some(5.0)), 0).expect("choice");
+        assert_eq!((cs[choice.index].id, choice.moved), ("s", Move::Down));
+        // The floor is the preferred tier itself: late on the large tier, not cheap.
+        let choice = joint(&tiers, &cs, &ask(1, 1, Some(5.0)), 0).expect("choice");
+        assert_eq!((cs[choice.index].id, choice.moved), ("l", Move::BestEffort));
+    }
+
+    #[test]
+    fn joint_without_deadline_moves_up_from_a_full_tier_instead_of_queueing() {
+        let tiers = [tv("small", 1.0), tv("large", 4.0)];
+        let mut s = c("s", "small", 4, 0);
+        s.max_queue = 2;
+        s.waiting = 2;
+        let cs = [s, c("l", "large", 3, 0)];
+        let choice = joint(&tiers, &cs, &ask(0, 0, None), 0).expect("choice");
+        assert_eq!((cs[choice.index].id, choice.moved), ("l", Move::Up));
+        // Nothing above and nothing allowed below: saturated.
+        let choice = joint(&tiers[..1], &cs, &ask(0, 0, None), 0);
+        assert_eq!(choice, Err(NoWorker::Saturated));
+    }
+
+    #[test]
+    fn joint_errors_say_whether_workers_exist() {
+        let tiers = [tv("small", 1.0)];
+        assert_eq!(
+            joint(&tiers, &[c("l", "large", 0, 0)], &ask(0, 0, None), 0),
+            Err(NoWorker::Unknown)
+        );
+        let mut s = c("s", "small", 0, 0);
+        s.ready = false;
+        assert_eq!(
+            joint(&tiers, &[s], &ask(0, 0, None), 0),
+            Err(NoWorker::NoneReady)
+        );
+    }
+
+    #[test]
+    fn joint_picks_the_worker_expected_to_finish_first_and_rotates_ties() {
+        let tiers = [tv("small", 1.0)];
+        let cs = [
+            c("a", "small", 4, 4),
+            c("b", "small", 0, 0),
+            c("c", "small", 0, 0),
+        ];
+        let picked: std::collections::BTreeSet<_> = (0..4)
+            .map(|r| cs[joint(&tiers, &cs, &ask(0, 0, None), r).expect("w").index].id)
+            .collect();
+        assert_eq!(picked.into_iter().collect::<Vec<_>>(), ["b", "c"]);
+    }
+
+    /// xorshift, so the property tests need no extra crates and are reproducible.
+    struct Rng(u64);
+    impl Rng {
+        fn below(&mut self, n: u64) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0 % n
+        }
+    }
+
+    fn random_cluster(rng: &mut Rng) -> Vec<Candidate<'static>> {
+        const IDS: [&str; 6] = ["w0", "w1", "w2", "w3", "w4", "w5"];
+        (0..1 + rng.below(6) as usize)
+            .map(|i| {
+                let mut w = c(IDS[i], TIERS[rng.below(3) as usize], 0, 0);
+                w.capacity = 1 + rng.below(4) as u32;
+                w.running = rng.below(u64::from(w.capacity) + 1) as u32;
+                w.waiting = rng.below(4) as u32;
+                w.local_in_flight = rng.below(3) as u32;
+                w.max_queue = rng.below(4) as u32;
+                w.ready = rng.below(5) != 0;
+                w
+            })
+            .collect()
+    }
+
+    #[test]
+    fn joint_never_picks_unready_or_full_workers_or_tiers_out_of_range() {
+        let tiers = [tv("small", 1.0), tv("medium", 2.0), tv("large", 4.0)];
+        let mut rng = Rng(0x5eed);
+        for _ in 0..20_000 {
+            let cs = random_cluster(&mut rng);
+            let ceiling = rng.below(3) as usize;
+            let preferred = rng.below(ceiling as u64 + 1) as usize;
+            let floor = rng.below(preferred as u64 + 1) as usize;
+            let deadline = [None, Some(1.5), Some(4.0), Some(100.0)][rng.below(4) as usize];
+            let stretch = preferred + rng.below((ceiling - preferred) as u64 + 1) as usize;
+            let a = Ask {
+                preferred,
+                stretch,
+                floor,
+                ceiling,
+                deadline_s: deadline,
+            };
+            match joint(&tiers, &cs, &a, rng.below(7)) {
+                Ok(choice) => {
+                    let w = &cs[choice.index];
+                    assert!(w.ready && !w.is_full(), "{w:?}");
+                    assert!((floor..=ceiling).contains(&choice.tier));
+                    assert_eq!(w.tier, TIERS[choice.tier]);
+                    if choice.moved == Move::Down {
+                        assert!(choice.tier < preferred);
+                    }
+                    if choice.moved == Move::Stretch {
+                        assert!(choice.tier > preferred && choice.tier <= stretch);
+                        assert!(
+                            w.outstanding() < w.capacity,
+                            "stretch only onto a free slot"
+                        );
+                    }
+                }
+                Err(_) => {
+                    // Refused only when no allowed worker could take it.
+                    assert!(!cs.iter().any(|w| w.ready
+                        && !w.is_full()
+                        && TIERS[floor..=ceiling].contains(&w.tier)));
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn joint_is_monotone_in_the_quality_target() {
+        // A higher target means a preferred tier and a floor at least as high; the chosen
+        // tier must never fall, whatever the load and deadline.
+        let tiers = [tv("small", 1.0), tv("medium", 2.0), tv("large", 4.0)];
+        let mut rng = Rng(0xfeed);
+        for _ in 0..20_000 {
+            let cs = random_cluster(&mut rng);
+            let deadline = [None, Some(1.5), Some(4.0)][rng.below(3) as usize];
+            let p1 = rng.below(3) as usize;
+            let f1 = rng.below(p1 as u64 + 1) as usize;
+            let s1 = p1 + rng.below((3 - p1) as u64) as usize;
+            let p2 = p1 + rng.below((3 - p1) as u64) as usize;
+            let f2 = f1 + rng.below((p2 - f1) as u64 + 1) as usize;
+            let s2 = s1.max(p2) + rng.below((3 - s1.max(p2)) as u64) as usize;
+            let rot = rng.below(5);
+            let low = joint(
+                &tiers,
+                &cs,
+                &Ask {
+                    stretch: s1,
+                    ..ask(p1, f1, deadline)
+                },
+                rot,
+            );
+            let high = joint(
+                &tiers,
+                &cs,
+                &Ask {
+                    stretch: s2,
+                    ..ask(p2, f2, deadline)
+                },
+                rot,
+            );
+            if let (Ok(l), Ok(h)) = (&low, &high) {
+                assert!(
+                    l.tier <= h.tier,
+                    "({p1},{s1},{f1})→{} but ({p2},{s2},{f2})→{} in {cs:?}",
+                    l.tier,
+                    h.tier
+                );
             }
         }
     }

@@ -60,6 +60,7 @@ impl Snapshot {
             .map(|(w, local)| Candidate {
                 id: &w.record.id,
                 tier: &w.record.tier,
+                node: &w.record.node,
                 model: &w.record.model,
                 ready: w.health == pb::WorkerHealth::Ready
                     && !w.suspect
@@ -169,6 +170,25 @@ impl View {
         out.sort();
         out.dedup();
         out
+    }
+
+    /// The tier's prices per million tokens (input, output): its cheapest worker's.
+    pub fn tier_price(&self, tier: &str) -> Option<(f64, f64)> {
+        let workers = self.workers.read().unwrap_or_else(|e| e.into_inner());
+        workers
+            .values()
+            .filter(|w| w.record.tier == tier)
+            .map(|w| (w.record.cost_per_mtok_input, w.record.cost_per_mtok_output))
+            .min_by(|a, b| a.1.total_cmp(&b.1))
+    }
+
+    /// Whether a ready worker of the tier has a free slot, counting this router's own
+    /// requests to it.
+    pub fn has_idle_slot(&self, tier: &str) -> bool {
+        self.snapshot()
+            .candidates(&[])
+            .iter()
+            .any(|c| c.tier == tier && c.ready && c.outstanding() < c.capacity)
     }
 
     pub fn apply(&self, event: pb::cluster_event::Event) {

@@ -97,6 +97,17 @@ pub fn small_model() -> PathBuf {
     path
 }
 
+/// The Qwen2.5-Coder-0.5B GGUF for the `large` tier.
+pub fn large_model() -> PathBuf {
+    let path = models_dir().join("qwen2.5-0.5b/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf");
+    assert!(
+        path.is_file(),
+        "{} is missing: run deploy/local/fetch-models.sh large",
+        path.display()
+    );
+    path
+}
+
 /// A running process, killed (SIGKILL) when dropped.
 #[derive(Debug)]
 pub struct Proc {
@@ -267,6 +278,19 @@ impl Etcd {
     }
 
     /// The controller leader's address, as the election says.
+    /// Writes the cluster's routing policy (YAML) where every router follows it.
+    pub async fn set_policy(&self, yaml: &str) {
+        let mut client = self.client().await.expect("etcd client");
+        client
+            .put(
+                switchback_proto::Keys::default().policy(),
+                yaml.as_bytes().to_vec(),
+                None,
+            )
+            .await
+            .expect("put the routing policy");
+    }
+
     pub async fn leader(&self) -> Option<String> {
         let mut c = self.client().await.ok()?;
         let resp = c
@@ -425,6 +449,21 @@ impl WorkerSpec {
             engine: format!(
                 "{{kind: mistralrs, model_path: {:?}}}",
                 small_model().display().to_string()
+            ),
+            max_concurrency: 2,
+            lease_ttl_s: 3,
+            extra: String::new(),
+        }
+    }
+
+    pub fn large_real(id: &str) -> Self {
+        Self {
+            id: id.into(),
+            tier: "large".into(),
+            model: "qwen2.5-0.5b".into(),
+            engine: format!(
+                "{{kind: mistralrs, model_path: {:?}}}",
+                large_model().display().to_string()
             ),
             max_concurrency: 2,
             lease_ttl_s: 3,

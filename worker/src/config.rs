@@ -24,6 +24,7 @@ pub mod env {
     pub const ETCD_PREFIX: &str = "SWITCHBACK_ETCD_PREFIX";
     pub const CONTROLLER: &str = "SWITCHBACK_CONTROLLER";
     pub const MODEL_PATH: &str = "SWITCHBACK_MODEL_PATH";
+    pub const METRICS_LISTEN: &str = "SWITCHBACK_METRICS_LISTEN";
 }
 
 /// Command-line flags; each also reads its `SWITCHBACK_*` variable.
@@ -67,6 +68,9 @@ pub struct Args {
     /// GGUF file for the `mistralrs` engine.
     #[arg(long, env = env::MODEL_PATH)]
     pub model_path: Option<PathBuf>,
+    /// HTTP listen address for /metrics and /healthz (default: off).
+    #[arg(long, env = env::METRICS_LISTEN)]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 /// The YAML file, every key optional. Unknown keys are errors.
@@ -89,6 +93,9 @@ pub struct RawConfig {
     pub controller: Option<String>,
     pub load_report_interval_ms: Option<u64>,
     pub shutdown_grace_s: Option<u64>,
+    /// HTTP listen address for /metrics and /healthz; off unless set (several workers
+    /// often share a host, so there is no fixed default port).
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -149,6 +156,7 @@ pub struct WorkerConfig {
     pub controller: Option<String>,
     pub load_report_interval: Duration,
     pub shutdown_grace: Duration,
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone)]
@@ -192,7 +200,16 @@ impl RawConfig {
         macro_rules! set {
             ($($field:ident),*) => { $( if args.$field.is_some() { self.$field = args.$field; } )* };
         }
-        set!(id, tier, model, listen, advertise, node, controller);
+        set!(
+            id,
+            tier,
+            model,
+            listen,
+            advertise,
+            node,
+            controller,
+            metrics_listen
+        );
         if args.etcd_endpoints.is_some() || args.etcd_prefix.is_some() {
             let etcd = self.etcd.get_or_insert_with(RawEtcd::default);
             if args.etcd_endpoints.is_some() {
@@ -343,6 +360,7 @@ impl RawConfig {
             controller: self.controller,
             load_report_interval: Duration::from_millis(load_report_interval_ms),
             shutdown_grace: Duration::from_secs(self.shutdown_grace_s.unwrap_or(30)),
+            metrics_listen: self.metrics_listen,
         })
     }
 }

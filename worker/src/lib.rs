@@ -8,6 +8,7 @@ pub mod config;
 pub mod drain;
 pub mod engine;
 pub mod load;
+pub mod metrics;
 pub mod service;
 
 use std::{sync::Arc, time::SystemTime};
@@ -68,6 +69,7 @@ pub async fn build_engine(config: &WorkerConfig) -> Result<Arc<dyn Engine>, Work
 pub async fn run(
     config: WorkerConfig,
     listener: TcpListener,
+    metrics: Option<TcpListener>,
     shutdown: CancellationToken,
 ) -> Result<(), WorkerError> {
     let engine = build_engine(&config).await?;
@@ -131,6 +133,20 @@ pub async fn run(
                 ),
         )
     };
+    if let Some(listener) = metrics {
+        let scrape = metrics::Scrape {
+            load: Arc::clone(&load),
+            tier: config.tier.clone(),
+            model: config.model.clone(),
+            max_queue: config.max_queue,
+        };
+        let stop = server_stop.clone();
+        background.spawn(async move {
+            if let Err(err) = metrics::serve(listener, scrape, stop).await {
+                tracing::error!(%err, "metrics server failed");
+            }
+        });
+    }
     tracing::info!(id = %config.id, tier = %config.tier, model = %config.model, %advertise, "worker serving");
 
     let registration_stop = CancellationToken::new();

@@ -74,7 +74,13 @@ impl Load {
         }
     }
 
-    fn ttft(&self) -> f64 {
+    /// Tokens generated since start.
+    pub fn tokens(&self) -> u64 {
+        self.tokens.load(Ordering::Relaxed)
+    }
+
+    /// Smoothed time to first token of recent requests, in ms (0 before the first).
+    pub fn ttft(&self) -> f64 {
         self.ttft_ms.lock().ok().and_then(|a| *a).unwrap_or(0.0)
     }
 

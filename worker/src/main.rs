@@ -10,9 +10,13 @@ async fn main() {
     let _telemetry = switchback_common::init(BINARY);
     let config = switchback_common::config_or_exit(BINARY, config::load(config::Args::parse()));
     let listener = switchback_common::bind_or_exit(BINARY, config.listen).await;
+    let metrics = match config.metrics_listen {
+        Some(addr) => Some(switchback_common::bind_or_exit(BINARY, addr).await),
+        None => None,
+    };
     let shutdown = switchback_common::shutdown_on_signal();
     switchback_common::exit_on_error(
         BINARY,
-        switchback_worker::run(config, listener, shutdown).await,
+        switchback_worker::run(config, listener, metrics, shutdown).await,
     );
 }

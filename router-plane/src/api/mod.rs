@@ -5,12 +5,10 @@ pub mod attempt;
 pub mod error;
 pub mod openai;
 pub mod response;
+pub mod route;
 
 use std::{
-    sync::{
-        Arc,
-        atomic::{AtomicU64, Ordering},
-    },
+    sync::{Arc, atomic::AtomicU64},
     time::{Instant, SystemTime},
 };
 
@@ -33,11 +31,12 @@ use self::{
     response::{Collected, Decision},
 };
 use crate::{
+    cascade,
     config::RouterConfig,
     dispatch::{self, Clients},
     metrics::{Metrics, Retry},
-    placement::{self, NoWorker, Target},
-    view::View,
+    policy::Policy,
+    view::{self, View},
 };
 
 /// Which OpenAI endpoint a request came through.
@@ -62,6 +61,14 @@ pub struct AppState {
     /// Difficulty routing for `model: "auto"`, when configured; swapped when the artifact
     /// changes on disk.
     pub difficulty: std::sync::RwLock<Option<Arc<crate::difficulty::predictor::Predictor>>>,
+    /// The routing policy: from etcd when the cluster has one, else the config file's.
+    pub policy: std::sync::RwLock<Arc<Policy>>,
+}
+
+impl AppState {
+    pub fn policy(&self) -> Arc<Policy> {
+        Arc::clone(&self.policy.read().unwrap_or_else(|e| e.into_inner()))
+    }
 }
 
 pub fn router(state: Arc<AppState>) -> Router {
@@ -230,116 +237,6 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// Chooses a worker for `model`, skipping the workers in `exclude`.
-fn decide(app: &AppState, model: &str, exclude: &[String]) -> Result<(Decision, String), ApiError> {
-    let started = Instant::now();
-    if !app.view.is_ready() {
-        return Err(ApiError::NotReady);
-    }
-    let snapshot = app.view.snapshot();
-    let candidates = snapshot.candidates(exclude);
-    let (target, reason) = if model == "auto" {
-        (
-            Target::Tier(app.config.default_tier.as_str()),
-            "auto-default-tier",
-        )
-    } else if app.config.tiers.iter().any(|t| t == model)
-        || candidates.iter().any(|c| c.tier == model)
-    {
-        (Target::Tier(model), "tier")
-    } else {
-        (Target::Model(model), "model")
-    };
-    let rotation = app.rotation.fetch_add(1, Ordering::Relaxed);
-    let choice = placement::choose(&candidates, target, rotation);
-    app.metrics
-        .decision
-        .observe(started.elapsed().as_secs_f64());
-    let tier_of_target = || match target {
-        Target::Tier(t) => t.to_owned(),
-        Target::Model(m) => candidates
-            .iter()
-            .find(|c| c.model == m)
-            .map_or_else(|| m.to_owned(), |c| c.tier.to_owned()),
-    };
-    match choice {
-        Ok(choice) => {
-            let c = &candidates[choice.index];
-            let (worker, _) = &snapshot.workers[choice.index];
-            Ok((
-                Decision {
-                    tier: c.tier.to_owned(),
-                    worker: c.id.to_owned(),
-                    model: c.model.to_owned(),
-                    reason,
-                    candidates: choice.considered,
-                    queue_depth: c.outstanding(),
-                    retries: Vec::new(),
-                    difficulty: None,
-                },
-                worker.record.address.clone(),
-            ))
-        }
-        Err(NoWorker::Unknown) => match target {
-            Target::Tier(tier) => Err(ApiError::NoCapacity {
-                tier: tier.to_owned(),
-            }),
-            Target::Model(m) => Err(ApiError::UnknownModel(m.to_owned())),
-        },
-        Err(NoWorker::NoneReady) => Err(ApiError::NoCapacity {
-            tier: tier_of_target(),
-        }),
-        Err(NoWorker::Saturated) => Err(ApiError::Saturated {
-            tier: tier_of_target(),
-        }),
-    }
-}
-
-/// A request waiting in the router for capacity; counted in the pending gauge.
-struct Pending<'a>(
-    &'a AppState,
-    #[allow(dead_code)] tokio::sync::SemaphorePermit<'a>,
-);
-
-impl Drop for Pending<'_> {
-    fn drop(&mut self) {
-        self.0.metrics.pending.dec();
-    }
-}
-
-/// [`decide`], waiting (bounded by the admission wait, the deadline and the number of
-/// requests already waiting) while the tier is saturated, instead of sending work that
-/// would only be refused.
-async fn place(
-    app: &AppState,
-    model: &str,
-    exclude: &[String],
-    deadline: tokio::time::Instant,
-) -> Result<(Decision, String), ApiError> {
-    let wait_until = deadline.min(tokio::time::Instant::now() + app.config.admission_wait);
-    let mut pending = None;
-    loop {
-        // Registered before looking, so a slot freed in between is not missed.
-        let changed = app.view.changed();
-        match decide(app, model, exclude) {
-            Err(ApiError::Saturated { tier }) if tokio::time::Instant::now() < wait_until => {
-                if pending.is_none() {
-                    let permit = app
-                        .pending
-                        .try_acquire()
-                        .map_err(|_| ApiError::Saturated { tier: tier.clone() })?;
-                    app.metrics.pending.inc();
-                    pending = Some(Pending(app, permit));
-                }
-                if tokio::time::timeout_at(wait_until, changed).await.is_err() {
-                    return Err(ApiError::Saturated { tier });
-                }
-            }
-            other => return other,
-        }
-    }
-}
-
 /// Tells the controller (best effort, in the background) that a worker is unreachable, so
 /// every router stops sending to it, not only this one.
 fn report_unreachable(app: &AppState, worker: &str, reason: &str) {
@@ -378,13 +275,30 @@ fn report_unreachable(app: &AppState, worker: &str, reason: &str) {
     });
 }
 
-/// A worker's answer, opened: the stream and its first chunk (streamed requests), or all
-/// of it (whole requests, which may be retried until the very end since the client has
-/// seen nothing yet).
+/// A worker's answer, opened: the stream and what was read of it so far (streamed
+/// requests; at least the first chunk, more when a cascade judged the answer), or all of
+/// it (whole requests, which may be retried until the very end since the client has seen
+/// nothing yet).
 enum Opened {
-    Streaming(Box<tonic::Streaming<pb::GenerateChunk>>, pb::GenerateChunk),
+    Streaming {
+        stream: Box<tonic::Streaming<pb::GenerateChunk>>,
+        read: Vec<pb::GenerateChunk>,
+        /// The worker closed the stream already.
+        ended: bool,
+    },
     /// The whole answer, and when its first chunk arrived.
     Whole(Collected, Instant),
+}
+
+impl Opened {
+    /// Tokens generated so far.
+    fn tokens(&self) -> u32 {
+        let n = match self {
+            Opened::Streaming { read, .. } => read.iter().map(|c| c.tokens.len()).sum(),
+            Opened::Whole(c, _) => c.tokens.len(),
+        };
+        u32::try_from(n).unwrap_or(u32::MAX)
+    }
 }
 
 async fn attempt(
@@ -438,7 +352,11 @@ async fn attempt(
     let (mut s, first) = opened?;
     let first_at = Instant::now();
     if stream {
-        return Ok(Opened::Streaming(Box::new(s), first));
+        return Ok(Opened::Streaming {
+            stream: Box::new(s),
+            read: vec![first],
+            ended: false,
+        });
     }
     let mut collected = Collected::default();
     collected.push(first);
@@ -471,60 +389,37 @@ fn decision_headers(response: &mut Response, d: &Decision) {
             headers.insert(name, v);
         }
     }
-    headers.insert("x-switchback-escalations", HeaderValue::from_static("0"));
+    headers.insert(
+        "x-switchback-escalations",
+        HeaderValue::from(d.escalations.len() as u64),
+    );
     headers.insert(
         "x-switchback-attempts",
         HeaderValue::from(d.retries.len() as u64 + 1),
     );
 }
 
-#[tracing::instrument(skip_all, fields(model = %generation.model, stream = generation.stream, tier, worker))]
-async fn serve(
-    app: Arc<AppState>,
-    endpoint: Endpoint,
-    generation: Generation,
-) -> Result<Response, (String, ApiError)> {
-    let started = Instant::now();
-    let deadline = tokio::time::Instant::from_std(started + app.config.request_timeout);
-    let prefix = match endpoint {
-        Endpoint::Chat => "chatcmpl",
-        Endpoint::Completion => "cmpl",
-    };
-    let id = format!("{prefix}-{}", uuid::Uuid::new_v4().simple());
-    let request = dispatch::request(&id, &generation);
-
-    // `auto` with difficulty routing: the predictor picks the tier once per request.
-    let predictor = app
-        .difficulty
-        .read()
-        .unwrap_or_else(|e| e.into_inner())
-        .clone();
-    let prediction = match (&predictor, generation.model.as_str()) {
-        (Some(p), "auto") => {
-            let t = Instant::now();
-            let quality = generation.quality.map_or(p.default_quality, |q| q as f32);
-            let prediction = p.decide(&generation.prompt_text(), quality);
-            app.metrics.difficulty.observe(t.elapsed().as_secs_f64());
-            Some(prediction)
-        }
-        _ => None,
-    };
-    let model = prediction
-        .as_ref()
-        .map_or(generation.model.as_str(), |p| p.tier.as_str());
-
-    // Attempts: a failure before the client has seen anything moves the request to
-    // another worker of the same tier (never the same one twice), within the attempt
-    // budget and the deadline.
+/// Places the request and opens a worker's answer, moving to another worker of the same
+/// choice after a failure before the first token (never the same worker twice), within
+/// the attempt budget and the deadline.
+async fn open_answer(
+    app: &AppState,
+    plan: &route::Plan,
+    request: &pb::GenerateRequest,
+    stream: bool,
+    deadline: tokio::time::Instant,
+    avoid_nodes: &[String],
+) -> Result<(Decision, view::InFlight, Opened), (String, ApiError)> {
     let mut tried: Vec<String> = Vec::new();
     let mut retries: Vec<(String, &'static str)> = Vec::new();
     let mut last: Option<(String, ApiError)> = None;
-    let (mut decision, in_flight, opened) = loop {
-        let (decision, address) = match place(&app, model, &tried, deadline).await {
-            Ok(placed) => placed,
-            // Nobody else to try: the last worker's failure says more than "no worker".
-            Err(err) => return Err(last.unwrap_or_else(|| ("none".to_owned(), err))),
-        };
+    loop {
+        let (mut decision, address) =
+            match route::place(app, plan, &tried, avoid_nodes, deadline).await {
+                Ok(placed) => placed,
+                // Nobody else to try: the last worker's failure says more than "no worker".
+                Err(err) => return Err(last.unwrap_or_else(|| ("none".to_owned(), err))),
+            };
         let span = tracing::Span::current();
         span.record("tier", decision.tier.as_str());
         span.record("worker", decision.worker.as_str());
@@ -536,8 +431,11 @@ async fn serve(
             "placed"
         );
         let in_flight = app.view.start(&decision.worker);
-        match attempt(&app, &address, request.clone(), generation.stream, deadline).await {
-            Ok(opened) => break (decision, in_flight, opened),
+        match attempt(app, &address, request.clone(), stream, deadline).await {
+            Ok(opened) => {
+                decision.retries = retries;
+                return Ok((decision, in_flight, opened));
+            }
             Err((failure, err)) => {
                 drop(in_flight);
                 // A full queue is the tier being saturated, whatever the worker said.
@@ -549,7 +447,7 @@ async fn serve(
                     err
                 };
                 if failure.unreachable {
-                    report_unreachable(&app, &decision.worker, &err.to_string());
+                    report_unreachable(app, &decision.worker, &err.to_string());
                 }
                 tried.push(decision.worker.clone());
                 let out_of_time = deadline.saturating_duration_since(tokio::time::Instant::now())
@@ -572,19 +470,208 @@ async fn serve(
                 last = Some((decision.tier, err));
             }
         }
-    };
-    decision.retries = retries;
-    if prediction.is_some() {
-        decision.reason = "difficulty";
     }
-    decision.difficulty = prediction;
+}
+
+/// Reads as much of a lower tier's answer as the cascade judges (the first `k` tokens, or
+/// all of it for `k` = 0) and measures its confidence. `Err` when the answer broke off
+/// before that (then it is escalated too: the next tier may well answer).
+async fn read_for_judgement(
+    opened: Opened,
+    k: u32,
+    deadline: tokio::time::Instant,
+) -> (Opened, Result<Option<cascade::Confidence>, ApiError>) {
+    let limit = if k == 0 { usize::MAX } else { k as usize };
+    let (opened, tokens): (Opened, Vec<pb::TokenLogprob>) = match opened {
+        Opened::Whole(collected, at) => {
+            let tokens = collected.tokens.iter().take(limit).cloned().collect();
+            (Opened::Whole(collected, at), tokens)
+        }
+        Opened::Streaming {
+            mut stream,
+            mut read,
+            mut ended,
+        } => {
+            let mut seen: usize = read.iter().map(|c| c.tokens.len()).sum();
+            let finished = |read: &[pb::GenerateChunk]| {
+                read.last()
+                    .is_some_and(|c| response::finish_of(c.finish_reason).is_some())
+            };
+            while !ended && seen < limit && !finished(&read) {
+                match tokio::time::timeout_at(deadline, stream.message()).await {
+                    Ok(Ok(Some(chunk))) => {
+                        seen += chunk.tokens.len();
+                        read.push(chunk);
+                    }
+                    Ok(Ok(None)) => ended = true,
+                    Ok(Err(status)) => {
+                        let opened = Opened::Streaming {
+                            stream,
+                            read,
+                            ended: true,
+                        };
+                        return (opened, Err(ApiError::from(status)));
+                    }
+                    Err(_) => {
+                        let opened = Opened::Streaming {
+                            stream,
+                            read,
+                            ended: true,
+                        };
+                        return (opened, Err(ApiError::Timeout(0)));
+                    }
+                }
+            }
+            let tokens = read
+                .iter()
+                .flat_map(|c| c.tokens.iter())
+                .take(limit)
+                .cloned()
+                .collect();
+            (
+                Opened::Streaming {
+                    stream,
+                    read,
+                    ended,
+                },
+                tokens,
+            )
+        }
+    };
+    (opened, Ok(cascade::Confidence::of(&tokens)))
+}
+
+/// Keeps at most `n` alternatives per token: a cascade asks workers for more than the
+/// client did, to judge the first token's margin.
+fn trim_alternatives(tokens: &mut [pb::TokenLogprob], n: u32) {
+    for t in tokens {
+        t.top.truncate(n as usize);
+    }
+}
+
+#[tracing::instrument(skip_all, fields(model = %generation.model, stream = generation.stream, tier, worker, escalations))]
+async fn serve(
+    app: Arc<AppState>,
+    endpoint: Endpoint,
+    generation: Generation,
+) -> Result<Response, (String, ApiError)> {
+    let started = Instant::now();
+    let deadline = tokio::time::Instant::from_std(started + app.config.request_timeout);
+    let prefix = match endpoint {
+        Endpoint::Chat => "chatcmpl",
+        Endpoint::Completion => "cmpl",
+    };
+    let id = format!("{prefix}-{}", uuid::Uuid::new_v4().simple());
+    let policy = app.policy();
+    let predictor = app
+        .difficulty
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let mut plan = route::plan(&app, &generation, predictor.as_deref(), &policy);
+    // Cascades apply to `auto` by the policy's default, and to a named tier only when the
+    // client asks for one.
+    let cascade_on = match plan.want {
+        route::Want::Auto(_) => generation.cascade.unwrap_or(policy.cascade.enabled),
+        route::Want::Named(_) => generation.cascade == Some(true),
+    };
+    let mut request = dispatch::request(&id, &generation);
+    let client_alternatives = request.top_logprobs;
+    if cascade_on {
+        request.top_logprobs = request.top_logprobs.max(2);
+    }
+
+    // Escalations: a lower tier's answer that is not confident is dropped (cancelling its
+    // generation) and the query goes to the next tier, preferably on another node.
+    let mut escalations: Vec<response::Escalation> = Vec::new();
+    let mut avoid_nodes: Vec<String> = Vec::new();
+    let mut joint = None;
+    let (mut decision, in_flight, opened) = loop {
+        let (decision, in_flight, opened) = open_answer(
+            &app,
+            &plan,
+            &request,
+            generation.stream,
+            deadline,
+            &avoid_nodes,
+        )
+        .await?;
+        if joint.is_none() {
+            joint = decision.joint.clone();
+        }
+        let level = app.config.tiers.iter().position(|t| *t == decision.tier);
+        let next = level.and_then(|l| app.config.tiers.get(l + 1)).cloned();
+        let Some(next) = next
+            .filter(|_| cascade_on && escalations.len() < policy.cascade.max_escalations as usize)
+        else {
+            break (decision, in_flight, opened);
+        };
+        let boost = if policy.cascade.idle_boost > 0.0 && app.view.has_idle_slot(&next) {
+            policy.cascade.idle_boost
+        } else {
+            0.0
+        };
+        let (opened, judged) =
+            read_for_judgement(opened, policy.cascade.judge_tokens, deadline).await;
+        let (verdict, confidence) = match &judged {
+            Ok(c) => (
+                cascade::judge(
+                    c.as_ref(),
+                    &policy.cascade.floors_for(&decision.tier),
+                    boost,
+                ),
+                *c,
+            ),
+            Err(_) => (cascade::Verdict::Escalate("lower-tier-failed"), None),
+        };
+        let reason = match verdict {
+            cascade::Verdict::Keep => break (decision, in_flight, opened),
+            cascade::Verdict::Escalate(reason) => reason,
+        };
+        let wasted_tokens = opened.tokens();
+        app.metrics
+            .escalations
+            .get_or_create(&crate::metrics::Escalation {
+                from: decision.tier.clone(),
+                to: next.clone(),
+                reason,
+            })
+            .inc();
+        app.metrics
+            .wasted_tokens
+            .get_or_create(&crate::metrics::Tier {
+                tier: decision.tier.clone(),
+            })
+            .inc_by(u64::from(wasted_tokens));
+        tracing::info!(from = %decision.tier, worker = %decision.worker, to = %next, reason, wasted_tokens, ?confidence, "escalating");
+        escalations.push(response::Escalation {
+            from_tier: decision.tier.clone(),
+            from_worker: decision.worker.clone(),
+            to_tier: next.clone(),
+            reason,
+            confidence,
+            wasted_tokens,
+        });
+        avoid_nodes.push(decision.node.clone());
+        // Dropping the answer cancels what is left of the lower tier's generation.
+        drop((opened, in_flight));
+        plan.want = route::Want::Named(next);
+    };
+    tracing::Span::current().record("escalations", escalations.len());
+    if !escalations.is_empty() {
+        decision.reason = "cascade";
+    }
+    decision.escalations = escalations;
+    decision.joint = joint;
+    decision.difficulty = plan.prediction.clone();
     let tier = decision.tier.clone();
     let created = unix_now();
     let logprobs = generation.logprobs.is_some();
 
-    let (mut stream, first) = match opened {
-        Opened::Whole(collected, first_at) => {
+    let (mut stream, read, ended) = match opened {
+        Opened::Whole(mut collected, first_at) => {
             drop(in_flight);
+            trim_alternatives(&mut collected.tokens, client_alternatives);
             app.metrics
                 .ttft
                 .get_or_create(&crate::metrics::Tier { tier: tier.clone() })
@@ -603,7 +690,11 @@ async fn serve(
             decision_headers(&mut response, &decision);
             return Ok(response);
         }
-        Opened::Streaming(stream, first) => (stream, first),
+        Opened::Streaming {
+            stream,
+            read,
+            ended,
+        } => (stream, read, ended),
     };
     app.metrics
         .ttft
@@ -632,12 +723,13 @@ async fn serve(
         }
         let mut streamed_tokens = 0usize;
         let mut usage = None;
-        let mut next = Some(Ok(Some(first)));
+        let mut read = read.into_iter();
         loop {
             // A worker error and the request deadline end the stream the same way: an
             // error event, then [DONE], never a hang.
-            let item = match next.take() {
-                Some(item) => item,
+            let item = match read.next() {
+                Some(chunk) => Ok(Some(chunk)),
+                None if ended => Ok(None),
                 None => match tokio::time::timeout_at(deadline, stream.message()).await {
                     Ok(item) => item.map_err(|s| {
                         if Failure::of(&s).unreachable {
@@ -649,7 +741,8 @@ async fn serve(
                 },
             };
             match item {
-                Ok(Some(chunk)) => {
+                Ok(Some(mut chunk)) => {
+                    trim_alternatives(&mut chunk.tokens, client_alternatives);
                     streamed_tokens += chunk.tokens.len();
                     let finish = response::finish_of(chunk.finish_reason);
                     if chunk.usage.is_some() {

@@ -61,8 +61,14 @@ pub struct StreamOptions {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SwitchbackOptions {
-    /// Reserved for difficulty routing: the quality target in [0, 1].
+    /// The quality target in [0, 1] for `model: "auto"`.
     pub quality: Option<f64>,
+    /// Whether a low-confidence answer from a lower tier may be escalated (policy default
+    /// otherwise).
+    pub cascade: Option<bool>,
+    /// The latency the client needs, in ms: the joint decision moves the request to
+    /// another tier rather than queue past it (policy default otherwise).
+    pub deadline_ms: Option<u64>,
 }
 
 /// Fields shared by both endpoints.
@@ -181,6 +187,10 @@ pub struct Generation {
     pub logprobs: Option<u32>,
     /// The request's quality target for `auto` (body `switchback.quality`).
     pub quality: Option<f64>,
+    /// `switchback.cascade`.
+    pub cascade: Option<bool>,
+    /// `switchback.deadline_ms`.
+    pub deadline_ms: Option<u64>,
 }
 
 impl Generation {
@@ -291,6 +301,12 @@ fn check_common(
         return Err(ApiError::invalid(
             "switchback.quality",
             format!("`switchback.quality` must be in [0, 1], got {q}"),
+        ));
+    }
+    if c.switchback.as_ref().and_then(|s| s.deadline_ms) == Some(0) {
+        return Err(ApiError::invalid(
+            "switchback.deadline_ms",
+            "`switchback.deadline_ms` must be at least 1",
         ));
     }
     Ok(())
@@ -412,6 +428,8 @@ impl ChatRequest {
             include_usage: c.stream_options.is_some_and(|o| o.include_usage),
             logprobs,
             quality: c.switchback.as_ref().and_then(|s| s.quality),
+            cascade: c.switchback.as_ref().and_then(|s| s.cascade),
+            deadline_ms: c.switchback.as_ref().and_then(|s| s.deadline_ms),
         })
     }
 }
@@ -461,6 +479,8 @@ impl CompletionRequest {
             include_usage: c.stream_options.is_some_and(|o| o.include_usage),
             logprobs: f.logprobs,
             quality: c.switchback.as_ref().and_then(|s| s.quality),
+            cascade: c.switchback.as_ref().and_then(|s| s.cascade),
+            deadline_ms: c.switchback.as_ref().and_then(|s| s.deadline_ms),
         })
     }
 }

@@ -10,8 +10,10 @@ use super::Endpoint;
 pub struct Decision {
     pub tier: String,
     pub worker: String,
+    /// The chosen worker's machine.
+    pub node: String,
     pub model: String,
-    /// How the tier was chosen: `auto-default-tier`, `tier`, `model`.
+    /// How the tier was chosen: `difficulty`, `auto-default-tier`, `tier`, `model`.
     pub reason: &'static str,
     pub candidates: usize,
     /// The chosen worker's outstanding requests when it was chosen.
@@ -20,6 +22,45 @@ pub struct Decision {
     pub retries: Vec<(String, &'static str)>,
     /// For `auto` with difficulty routing: the predictor's view of the prompt.
     pub difficulty: Option<crate::difficulty::predictor::Prediction>,
+    /// For `auto`: the joint decision over (tier, worker) of the final attempt's tier.
+    pub joint: Option<JointView>,
+    /// Lower tiers whose answers were judged not confident, in order.
+    pub escalations: Vec<Escalation>,
+}
+
+/// The joint decision, as the client and the trace see it.
+#[derive(Debug, Clone)]
+pub struct JointView {
+    pub preferred: String,
+    /// The headroom tier (taken only onto a free slot).
+    pub stretch: String,
+    pub routed_quality: Option<f32>,
+    pub deadline_ms: Option<u64>,
+    pub moved: &'static str,
+    pub considered: Vec<ConsideredView>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ConsideredView {
+    pub tier: String,
+    pub worker: String,
+    pub queue_depth: u32,
+    pub expected_wait_ms: u64,
+    pub expected_e2e_ms: u64,
+    pub meets_deadline: bool,
+    pub cost: f64,
+}
+
+/// One escalation: which answer was dropped, why, and what it cost.
+#[derive(Debug, Clone)]
+pub struct Escalation {
+    pub from_tier: String,
+    pub from_worker: String,
+    pub to_tier: String,
+    pub reason: &'static str,
+    pub confidence: Option<crate::cascade::Confidence>,
+    /// Tokens the lower tier generated for nothing.
+    pub wasted_tokens: u32,
 }
 
 /// An f32 as the short decimal it stands for (0.95, not 0.949999988079071).
@@ -28,19 +69,65 @@ fn round6(x: f32) -> f64 {
 }
 
 impl Decision {
+    pub fn new(reason: &'static str, candidates: usize) -> Self {
+        Self {
+            tier: String::new(),
+            worker: String::new(),
+            node: String::new(),
+            model: String::new(),
+            reason,
+            candidates,
+            queue_depth: 0,
+            retries: Vec::new(),
+            difficulty: None,
+            joint: None,
+            escalations: Vec::new(),
+        }
+    }
+
     pub fn json(&self) -> Value {
         json!({
             "tier": self.tier,
             "worker": self.worker,
+            "node": self.node,
             "model": self.model,
             "reason": self.reason,
             "candidates": self.candidates,
             "queue_depth": self.queue_depth,
             "retries": self.retries.iter().map(|(w, why)| json!({"worker": w, "reason": why})).collect::<Vec<_>>(),
-            "escalations": [],
+            "escalations": self.escalations.iter().map(|e| json!({
+                "from_tier": e.from_tier,
+                "from_worker": e.from_worker,
+                "to_tier": e.to_tier,
+                "reason": e.reason,
+                "wasted_tokens": e.wasted_tokens,
+                "confidence": e.confidence.map(|c| json!({
+                    "tokens": c.tokens,
+                    "mean_logprob": round6(c.mean_logprob),
+                    "min_logprob": round6(c.min_logprob),
+                    "first_margin": c.first_margin.map(round6),
+                })),
+            })).collect::<Vec<_>>(),
+            "joint": self.joint.as_ref().map(|j| json!({
+                "preferred_tier": j.preferred,
+                "stretch_tier": j.stretch,
+                "routed_quality": j.routed_quality.map(round6),
+                "deadline_ms": j.deadline_ms,
+                "moved": j.moved,
+                "considered": j.considered.iter().map(|c| json!({
+                    "tier": c.tier,
+                    "worker": c.worker,
+                    "queue_depth": c.queue_depth,
+                    "expected_wait_ms": c.expected_wait_ms,
+                    "expected_e2e_ms": c.expected_e2e_ms,
+                    "meets_deadline": c.meets_deadline,
+                    "cost": c.cost,
+                })).collect::<Vec<_>>(),
+            })),
             "difficulty": self.difficulty.as_ref().map(|p| json!({
                 "quality_target": round6(p.quality),
                 "threshold": round6(p.threshold),
+                "gain": round6(p.gain),
                 "tier": p.tier,
                 "probabilities": p.probabilities.iter().map(|(t, v)| (t.clone(), json!(round6(*v)))).collect::<serde_json::Map<_, _>>(),
             })),

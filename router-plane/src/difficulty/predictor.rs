@@ -161,6 +161,8 @@ pub struct Prediction {
     pub tier: String,
     pub quality: f32,
     pub threshold: f32,
+    /// The predicted gain of the top tier that was compared with the threshold.
+    pub gain: f32,
 }
 
 impl Predictor {
@@ -263,11 +265,8 @@ impl Predictor {
         let p = self.probabilities(&x);
         let threshold = self.threshold(quality.clamp(0.0, 1.0));
         let top = p.len() - 1;
-        let chosen = if self.gain(&x, &p) > threshold {
-            top
-        } else {
-            0
-        };
+        let gain = self.gain(&x, &p);
+        let chosen = if gain > threshold { top } else { 0 };
         Prediction {
             probabilities: self
                 .heads
@@ -278,7 +277,19 @@ impl Predictor {
             tier: self.heads[chosen].tier.clone(),
             quality,
             threshold,
+            gain,
         }
+    }
+
+    /// The tier a prompt with predicted `gain` gets at quality target `quality`: what
+    /// [`Predictor::decide`] would choose, without extracting the features again.
+    pub fn tier_at(&self, gain: f32, quality: f32) -> &str {
+        let chosen = if gain > self.threshold(quality.clamp(0.0, 1.0)) {
+            self.heads.len() - 1
+        } else {
+            0
+        };
+        &self.heads[chosen].tier
     }
 }
 

@@ -1,0 +1,429 @@
+//! `switchback-router simulate`: builds the trace from labelled data and the predictor,
+//! sizes the cluster, runs every strategy at the headline load and over a load sweep, and
+//! writes the tables, a JSON report and two SVG plots.
+
+use std::{fmt::Write as _, path::PathBuf};
+
+use crate::{
+    cli::EncoderArgs,
+    difficulty::{
+        data::{self, Split},
+        predictor::Predictor,
+    },
+    simulate::{self, Report, Rng, Setup, Strategy, TierSpec, TraceItem},
+};
+
+type Error = Box<dyn std::error::Error + Send + Sync>;
+
+#[derive(Debug, clap::Args)]
+pub struct SimulateArgs {
+    /// Labelled JSONL (from `import`); items need scores of both of the predictor's
+    /// tier models.
+    #[arg(long, required = true)]
+    pub data: Vec<PathBuf>,
+    #[arg(long)]
+    pub predictor: PathBuf,
+    #[command(flatten)]
+    pub encoder: EncoderArgs,
+    /// Workers in the cluster, both tiers together.
+    #[arg(long, default_value_t = 1000)]
+    pub workers: u32,
+    /// Requests at the headline load.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub requests: usize,
+    /// Headline offered load, as a fraction of capacity.
+    #[arg(long, default_value_t = 0.9)]
+    pub load: f64,
+    /// Loads of the goodput-vs-load sweep (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "0.5,0.7,0.8,0.9,1.0,1.1")]
+    pub sweep: Vec<f64>,
+    /// Skip the sweep.
+    #[arg(long)]
+    pub no_sweep: bool,
+    /// Requests per sweep point.
+    #[arg(long, default_value_t = 100_000)]
+    pub sweep_requests: usize,
+    /// Quality target, as a fraction of always-large quality.
+    #[arg(long, default_value_t = 0.95)]
+    pub quality: f64,
+    /// The quality target the cluster was sized for (default: --quality). Setting it apart
+    /// from --quality models a traffic mix that moved since the operator provisioned.
+    #[arg(long)]
+    pub size_quality: Option<f64>,
+    /// The joint policy's headroom above the target (policy `quality_margin`).
+    #[arg(long, default_value_t = 0.02)]
+    pub margin: f64,
+    /// End-to-end SLO in seconds; default: 3 × the large tier's mean service time.
+    #[arg(long)]
+    pub slo_s: Option<f64>,
+    /// Slots per worker.
+    #[arg(long, default_value_t = 8)]
+    pub slots: u32,
+    /// Queue places per worker beyond its slots.
+    #[arg(long, default_value_t = 64)]
+    pub max_queue: u32,
+    /// Per-token times (ms) of the small tier: prefill, decode.
+    #[arg(long, value_delimiter = ',', default_value = "0.2,10")]
+    pub small_ms: Vec<f64>,
+    /// Per-token times (ms) of the large tier: prefill, decode.
+    #[arg(long, value_delimiter = ',', default_value = "0.6,30")]
+    pub large_ms: Vec<f64>,
+    /// Prices ($ per million tokens, input,output) of the small tier.
+    #[arg(long, value_delimiter = ',', default_value = "0.02,0.04")]
+    pub small_price: Vec<f64>,
+    /// Prices ($ per million tokens, input,output) of the large tier.
+    #[arg(long, value_delimiter = ',', default_value = "0.10,0.20")]
+    pub large_price: Vec<f64>,
+    /// Mean output tokens per answer (log-normal spread per prompt).
+    #[arg(long, default_value_t = 128)]
+    pub output_tokens: u32,
+    /// AUROC of the small tier's confidence between its right and wrong answers (the one
+    /// modelled signal: the data has no log-probabilities).
+    #[arg(long, default_value_t = 0.75)]
+    pub confidence_auroc: f64,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// Where the report (results.md, results.json) and plots go.
+    #[arg(long)]
+    pub out_dir: PathBuf,
+}
+
+fn pair(v: &[f64], flag: &str) -> Result<(f64, f64), Error> {
+    match v {
+        [a, b] if *a >= 0.0 && *b >= 0.0 => Ok((*a, *b)),
+        _ => Err(format!("{flag} takes two non-negative numbers, e.g. 0.2,10").into()),
+    }
+}
+
+pub fn run(a: SimulateArgs) -> Result<(), Error> {
+    if !(0.0..=1.0).contains(&a.quality) || a.workers < 2 || a.requests == 0 {
+        return Err(
+            "--quality must be in [0, 1], --workers at least 2, --requests at least 1".into(),
+        );
+    }
+    let predictor = Predictor::load_with(&a.predictor, a.encoder.encoder()?)?;
+    let (weak, strong) = (
+        predictor.heads[0].model.clone(),
+        predictor.heads[predictor.heads.len() - 1].model.clone(),
+    );
+    let mut rng = Rng::new(a.seed);
+    let started = std::time::Instant::now();
+    let mut items: Vec<TraceItem> = Vec::new();
+    for path in &a.data {
+        for item in data::read_jsonl(path)? {
+            let (Some(&w), Some(&s)) = (item.scores.get(&weak), item.scores.get(&strong)) else {
+                continue;
+            };
+            let split = data::split_of(&item.prompt);
+            if split == Split::Train {
+                continue;
+            }
+            let x = predictor.features(&item.prompt);
+            let p = predictor.probabilities(&x);
+            let out = f64::from(a.output_tokens) * (0.5 * rng.normal() - 0.125).exp();
+            items.push(TraceItem {
+                gain: predictor.gain(&x, &p),
+                score: [w, s],
+                prompt_tokens: u32::try_from(item.prompt.len().div_ceil(4))
+                    .unwrap_or(u32::MAX)
+                    .max(1),
+                output_tokens: (out.round() as u32).clamp(1, 4096),
+                confidence: simulate::modelled_confidence(w >= 0.5, a.confidence_auroc, &mut rng),
+                calibration: split == Split::Calibration,
+            });
+        }
+    }
+    let test: Vec<u32> = (0..items.len() as u32)
+        .filter(|&i| !items[i as usize].calibration)
+        .collect();
+    if test.is_empty() {
+        return Err("no test-split items with both tiers' scores in --data".into());
+    }
+    eprintln!(
+        "trace: {} test + {} calibration items, predicted in {:.1} s",
+        test.len(),
+        items.len() - test.len(),
+        started.elapsed().as_secs_f64()
+    );
+
+    let (sp, sd) = pair(&a.small_ms, "--small-ms")?;
+    let (lp, ld) = pair(&a.large_ms, "--large-ms")?;
+    let (spi, spo) = pair(&a.small_price, "--small-price")?;
+    let (lpi, lpo) = pair(&a.large_price, "--large-price")?;
+    let spec = |name: &str, workers, prefill, decode, price_in, price_out| TierSpec {
+        name: name.to_owned(),
+        workers,
+        slots: a.slots,
+        max_queue: a.max_queue,
+        prefill_ms_per_token: prefill,
+        decode_ms_per_token: decode,
+        price_in,
+        price_out,
+        mean_service_s: 0.0,
+    };
+    let threshold = predictor.threshold(a.quality as f32);
+    let sizing_threshold = predictor.threshold(a.size_quality.unwrap_or(a.quality) as f32);
+    let threshold_with_margin = predictor.threshold((a.quality + a.margin).min(1.0) as f32);
+    // The cluster is sized for difficulty-only routing at the target: each tier gets
+    // workers in proportion to the work that routing sends it (the operator provisions
+    // for the mix; the most favourable cluster for the difficulty-only baseline).
+    let probe = [
+        spec("small", 1, sp, sd, spi, spo),
+        spec("large", 1, lp, ld, lpi, lpo),
+    ];
+    let test_items: Vec<&TraceItem> = test.iter().map(|&i| &items[i as usize]).collect();
+    let large_work: f64 = test_items
+        .iter()
+        .filter(|i| i.gain > sizing_threshold)
+        .map(|i| service(&probe[1], i))
+        .sum();
+    let small_work: f64 = test_items
+        .iter()
+        .filter(|i| i.gain <= sizing_threshold)
+        .map(|i| service(&probe[0], i))
+        .sum();
+    let large_workers = ((f64::from(a.workers) * large_work / (large_work + small_work)).round()
+        as u32)
+        .clamp(1, a.workers - 1);
+    let mut tiers = vec![
+        spec("small", a.workers - large_workers, sp, sd, spi, spo),
+        spec("large", large_workers, lp, ld, lpi, lpo),
+    ];
+    tiers.iter_mut().for_each(|t| t.fit(&items));
+    let slo_s = a.slo_s.unwrap_or(3.0 * tiers[1].mean_service_s);
+    let cascade_floor = simulate::fit_cascade_floor(&items, a.quality);
+    let setup = |load: f64, requests: usize| Setup {
+        tiers: tiers.clone(),
+        load,
+        requests,
+        slo_s,
+        quality: a.quality,
+        margin: a.margin,
+        threshold,
+        threshold_with_margin,
+        cascade_floor,
+        seed: a.seed,
+    };
+    let trace_of = |n: usize, seed: u64| -> Vec<u32> {
+        let mut r = Rng::new(seed);
+        (0..n)
+            .map(|_| test[(r.next_u64() % test.len() as u64) as usize])
+            .collect()
+    };
+
+    let headline = setup(a.load, a.requests);
+    let trace = trace_of(a.requests, a.seed ^ 0x7ace);
+    let mut reports = Vec::new();
+    for strategy in Strategy::ALL {
+        let r = simulate::run(strategy, &headline, &items, &trace);
+        eprintln!("{} at load {}: {:.1} s wall", r.policy, r.load, r.wall_s);
+        reports.push(r);
+    }
+    let mut sweep = Vec::new();
+    if !a.no_sweep {
+        let trace = trace_of(a.sweep_requests, a.seed ^ 0x5eef);
+        for &load in &a.sweep {
+            for strategy in Strategy::ALL {
+                sweep.push(simulate::run(
+                    strategy,
+                    &setup(load, a.sweep_requests),
+                    &items,
+                    &trace,
+                ));
+            }
+        }
+    }
+
+    std::fs::create_dir_all(&a.out_dir)?;
+    let mut md = String::new();
+    let _ = writeln!(
+        md,
+        "Cluster: {} workers ({} small, {} large; {} slots and {} queue places each); small {sp} / {sd} ms per prompt / output token, large {lp} / {ld}; prices small {spi}/{spo}, large {lpi}/{lpo} $ per Mtok in/out; capacity {:.0} req/s; SLO {:.2} s end to end; quality target {} (sized for {}; the joint policy takes +{} headroom onto free slots); cascade floor {:.3} on a confidence with AUROC {}; trace: {} test items of {}.\n",
+        a.workers,
+        tiers[0].workers,
+        tiers[1].workers,
+        a.slots,
+        a.max_queue,
+        simulate::capacity(&tiers, &items),
+        slo_s,
+        a.quality,
+        a.size_quality.unwrap_or(a.quality),
+        a.margin,
+        cascade_floor,
+        a.confidence_auroc,
+        test.len(),
+        a.data
+            .iter()
+            .map(|p| p
+                .file_name()
+                .map_or_else(String::new, |f| f.to_string_lossy().into_owned()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let _ = writeln!(md, "Headline: load {}, {} requests.\n", a.load, a.requests);
+    md.push_str(&simulate::table(&reports));
+    if !sweep.is_empty() {
+        let _ = writeln!(
+            md,
+            "\nLoad sweep ({} requests per point):\n",
+            a.sweep_requests
+        );
+        md.push_str(&simulate::table(&sweep));
+    }
+    std::fs::write(a.out_dir.join("results.md"), &md)?;
+    let json = serde_json::json!({
+        "headline": reports.iter().map(report_json).collect::<Vec<_>>(),
+        "sweep": sweep.iter().map(report_json).collect::<Vec<_>>(),
+        "slo_s": slo_s,
+        "workers": {"small": tiers[0].workers, "large": tiers[1].workers},
+    });
+    std::fs::write(
+        a.out_dir.join("results.json"),
+        serde_json::to_vec_pretty(&json)?,
+    )?;
+    std::fs::write(
+        a.out_dir.join("quality-cost.svg"),
+        quality_cost_svg(&reports),
+    )?;
+    if !sweep.is_empty() {
+        std::fs::write(a.out_dir.join("goodput-load.svg"), goodput_svg(&sweep))?;
+    }
+    print!("{md}");
+    Ok(())
+}
+
+fn service(t: &TierSpec, i: &TraceItem) -> f64 {
+    (t.prefill_ms_per_token * f64::from(i.prompt_tokens)
+        + t.decode_ms_per_token * f64::from(i.output_tokens))
+        / 1000.0
+}
+
+fn report_json(r: &Report) -> serde_json::Value {
+    serde_json::json!({
+        "policy": r.policy, "load": r.load, "requests": r.requests, "rejected": r.rejected,
+        "quality": r.quality, "relative_quality": r.relative_quality, "cost_per_1k": r.cost_per_1k,
+        "ttft_p50_s": r.ttft_p50, "ttft_p99_s": r.ttft_p99, "e2e_p50_s": r.e2e_p50, "e2e_p99_s": r.e2e_p99,
+        "goodput_rps": r.goodput, "correct_in_slo_rps": r.quality_goodput,
+        "large_share": r.large_share, "escalated_share": r.escalated_share,
+        "simulated_s": r.simulated_s, "wall_s": r.wall_s,
+    })
+}
+
+const COLOURS: [&str; 6] = [
+    "#888888", "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
+];
+
+/// A scatter of points per strategy, or lines when `lines` (points in x order).
+fn plot(
+    title: &str,
+    x_label: &str,
+    y_label: &str,
+    series: &[(&str, Vec<(f64, f64)>)],
+    lines: bool,
+) -> String {
+    let (w, h, m) = (640.0, 420.0, 60.0);
+    let xs = series.iter().flat_map(|(_, p)| p.iter().map(|q| q.0));
+    let ys = series.iter().flat_map(|(_, p)| p.iter().map(|q| q.1));
+    let (x0, x1) = xs.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| {
+        (a.min(x), b.max(x))
+    });
+    let (y0, y1) = ys.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), y| {
+        (a.min(y), b.max(y))
+    });
+    let (x0, x1) = (x0 - (x1 - x0) * 0.05 - 1e-9, x1 + (x1 - x0) * 0.05 + 1e-9);
+    let (y0, y1) = (y0 - (y1 - y0) * 0.05 - 1e-9, y1 + (y1 - y0) * 0.05 + 1e-9);
+    let px = |x: f64| m + (x - x0) / (x1 - x0) * (w - 2.0 * m);
+    let py = |y: f64| h - m - (y - y0) / (y1 - y0) * (h - 2.0 * m);
+    let mut s = format!(
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12"><rect width="100%" height="100%" fill="white"/><text x="{}" y="20" text-anchor="middle" font-size="14">{title}</text><line x1="{m}" y1="{}" x2="{}" y2="{}" stroke="black"/><line x1="{m}" y1="{m}" x2="{m}" y2="{}" stroke="black"/><text x="{}" y="{}" text-anchor="middle">{x_label}</text><text x="15" y="{}" transform="rotate(-90 15 {})" text-anchor="middle">{y_label}</text>"#,
+        w / 2.0,
+        h - m,
+        w - m,
+        h - m,
+        h - m,
+        w / 2.0,
+        h - 15.0,
+        h / 2.0,
+        h / 2.0
+    );
+    for k in 0..=4 {
+        let fx = x0 + (x1 - x0) * f64::from(k) / 4.0;
+        let fy = y0 + (y1 - y0) * f64::from(k) / 4.0;
+        let _ = write!(
+            s,
+            r#"<text x="{}" y="{}" text-anchor="middle">{fx:.3}</text><text x="{}" y="{}" text-anchor="end">{fy:.3}</text>"#,
+            px(fx),
+            h - m + 15.0,
+            m - 5.0,
+            py(fy) + 4.0
+        );
+    }
+    for (k, (name, points)) in series.iter().enumerate() {
+        let c = COLOURS[k % COLOURS.len()];
+        if lines && points.len() > 1 {
+            let path: Vec<String> = points
+                .iter()
+                .map(|&(x, y)| format!("{:.1},{:.1}", px(x), py(y)))
+                .collect();
+            let _ = write!(
+                s,
+                r#"<polyline fill="none" stroke="{c}" stroke-width="2" points="{}"/>"#,
+                path.join(" ")
+            );
+        }
+        for &(x, y) in points {
+            let _ = write!(
+                s,
+                r#"<circle cx="{:.1}" cy="{:.1}" r="4" fill="{c}"/>"#,
+                px(x),
+                py(y)
+            );
+        }
+        let _ = write!(
+            s,
+            r#"<rect x="{}" y="{}" width="10" height="10" fill="{c}"/><text x="{}" y="{}">{name}</text>"#,
+            w - m - 170.0,
+            m + 16.0 * k as f64,
+            w - m - 155.0,
+            m + 9.0 + 16.0 * k as f64
+        );
+    }
+    s.push_str("</svg>");
+    s
+}
+
+fn quality_cost_svg(reports: &[Report]) -> String {
+    let series: Vec<(&str, Vec<(f64, f64)>)> = reports
+        .iter()
+        .map(|r| (r.policy, vec![(r.cost_per_1k, r.relative_quality)]))
+        .collect();
+    plot(
+        "Quality vs cost at the headline load",
+        "$ per 1,000 requests",
+        "quality (of always-large)",
+        &series,
+        false,
+    )
+}
+
+fn goodput_svg(sweep: &[Report]) -> String {
+    let series: Vec<(&str, Vec<(f64, f64)>)> = Strategy::ALL
+        .iter()
+        .map(|s| {
+            let mut points: Vec<(f64, f64)> = sweep
+                .iter()
+                .filter(|r| r.policy == s.name())
+                .map(|r| (r.load, r.goodput))
+                .collect();
+            points.sort_by(|a, b| a.0.total_cmp(&b.0));
+            (s.name(), points)
+        })
+        .collect();
+    plot(
+        "Goodput under the SLO vs offered load",
+        "offered load (of capacity)",
+        "requests/s within the SLO",
+        &series,
+        true,
+    )
+}
