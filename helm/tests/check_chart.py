@@ -512,6 +512,11 @@ def configs(objects: list[dict], case: str) -> dict[str, list[tuple[dict, dict]]
     return found
 
 
+def controller_image(objects: list[dict]) -> str:
+    (d,) = [o for o in by_kind(objects, "Deployment") if component_of(o) == "controller"]
+    return d["spec"]["template"]["spec"]["containers"][0]["image"]
+
+
 def port_of(socket: str) -> int:
     return int(socket.rsplit(":", 1)[1])
 
@@ -596,6 +601,17 @@ def check_wiring(objects: list[dict], found: dict, values: dict, case: str) -> N
             F.check(hook[:2] == ["/bin/sh", "-c"], f"{where}: preStop must run through a shell to expand $POD_NAME")
             script = hook[-1]
             F.check(re.search(r'\bsbctl\b.*\bdrain "\$POD_NAME"', script) is not None, f"{where}: preStop does not drain $POD_NAME: {script}")
+            # sbctl is in the controller image only: an init container copies it into a
+            # volume the worker mounts, at the path the hook runs.
+            sbctl = re.search(r"exec (\S*sbctl) ", script)
+            if F.check(sbctl is not None, f"{where}: preStop does not exec sbctl"):
+                tools_dir = sbctl.group(1).rsplit("/", 1)[0]
+                tools = mounts.get(tools_dir)
+                copiers = [i for i in spec.get("initContainers", [])
+                           if i["image"] == controller_image(objects)
+                           and i["command"] == ["cp", "/usr/local/bin/sbctl", sbctl.group(1)]
+                           and any(m["mountPath"] == tools_dir and tools and m["name"] == tools["name"] for m in i["volumeMounts"])]
+                F.check(len(copiers) == 1, f"{where}: no init container puts sbctl at {sbctl.group(1)}")
             used = set(re.findall(r"(--[a-z][a-z-]*)", script))
             F.check(used <= flags, f"{where}: preStop uses flags sbctl lacks: {sorted(used - flags)}")
             F.check("--wait" in used, f"{where}: preStop must wait for the drain")
