@@ -349,8 +349,19 @@ def metric_names() -> set[str]:
 # --- rendering ---------------------------------------------------------------------------
 
 
-def load_values(path: Path | None) -> dict[str, Any] | None:
-    return None if path is None else yaml.safe_load(path.read_text())
+def load_values(*paths: Path) -> dict[str, Any]:
+    """Values files merged like Helm's repeated -f: maps key by key, the later file winning."""
+
+    def merge(base: dict, override: dict) -> dict:
+        out = dict(base)
+        for key, value in override.items():
+            out[key] = merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        return out
+
+    values: dict[str, Any] = {}
+    for path in paths:
+        values = merge(values, yaml.safe_load(path.read_text()) or {})
+    return values
 
 
 def render(chart: helm.Chart, values: dict[str, Any] | None, release: str = RELEASE) -> list[dict]:
@@ -443,12 +454,22 @@ def check_metadata(objects: list[dict], case: str) -> None:
         F.check(matches(owner["spec"]["selector"]["matchLabels"], labels), f"{where}: the selector does not match the pod labels")
 
 
+ZONE_LABELS = {"topology.kubernetes.io/zone", "failure-domain.beta.kubernetes.io/zone"}
+
+
 def check_no_pinning(objects: list[dict], case: str) -> None:
-    """Nothing pins pods to one node or zone: no hostPath, no zone affinity."""
+    """Nothing pins pods to one node or zone: no hostPath, no zone in a nodeSelector or a
+    node affinity (spreading over zones is fine), no StorageClass the values did not ask for."""
     text = json.dumps([strip(o) for o in objects])
     F.check('"hostPath"' not in text, f"{case}: a hostPath volume is rendered")
-    F.check("topology.kubernetes.io/zone" not in text and "failure-domain.beta.kubernetes.io/zone" not in text,
-            f"{case}: something refers to the zone label")
+    for owner, template in pod_templates(objects):
+        where = f"{case}: {owner['kind']}/{owner['metadata']['name']}"
+        spec = template["spec"]
+        F.check(not ZONE_LABELS & set(spec.get("nodeSelector", {})), f"{where}: nodeSelector pins a zone")
+        affinity = json.dumps(spec.get("affinity", {}).get("nodeAffinity", {}))
+        F.check(not any(z in affinity for z in ZONE_LABELS), f"{where}: node affinity on a zone")
+        if component_of(owner) == "etcd":
+            F.check(not spec.get("nodeSelector") and not spec.get("affinity"), f"{where}: etcd members are pinned")
     for sts in by_kind(objects, "StatefulSet"):
         for claim in sts["spec"].get("volumeClaimTemplates", []):
             F.check("storageClassName" not in claim["spec"],
@@ -760,6 +781,7 @@ def main() -> int:
 
     gpu = load_values(EXAMPLES / "gpu-values.yaml")
     cpu = load_values(EXAMPLES / "cpu-sim-values.yaml")
+    kind = load_values(EXAMPLES / "cpu-sim-values.yaml", ROOT / "deploy" / "kind" / "values.yaml")
     external = {
         "etcd": {"external": {"endpoints": ["http://etcd-a.infra:2379", "https://etcd-b.infra:2379", "10.0.0.7:2379"]},
                  "prefix": "/team-a/switchback/"},
@@ -793,6 +815,8 @@ def main() -> int:
             ("default values", None, RELEASE),
             ("examples/gpu-values.yaml", gpu, RELEASE),
             ("examples/cpu-sim-values.yaml", cpu, RELEASE),
+            # What deploy/kind/up.sh installs.
+            ("cpu-sim + deploy/kind/values.yaml", kind, "switchback"),
             # The longest release name Helm allows, to catch names that grow past 63.
             ("external etcd", external, "a" * 53),
             ("mistralrs from an initContainer", init_fetch, RELEASE),
@@ -837,6 +861,18 @@ def main() -> int:
         F.check(all(c["engine"]["kind"] == "sim" for _, c in found["worker"]), "cpu example: sim engines only")
         F.check("nvidia.com/gpu" not in json.dumps([strip(o) for o in objects]), "cpu example: asks for a GPU")
         F.check(len(found["worker"]) >= 2, "cpu example: at least two tiers")
+
+        # The kind install: worker tiers on the labelled inference nodes of cluster.yaml.
+        objects, found = rendered["cpu-sim + deploy/kind/values.yaml"]
+        cluster = yaml.safe_load((ROOT / "deploy" / "kind" / "cluster.yaml").read_text())
+        pools = {n.get("labels", {}).get("switchback.io/pool") for n in cluster["nodes"] if n["role"] == "worker"}
+        for d in [o for o in by_kind(objects, "Deployment") if component_of(o) == "worker"]:
+            selector = d["spec"]["template"]["spec"].get("nodeSelector", {})
+            F.check(selector.get("switchback.io/pool") in pools, f"kind: {d['metadata']['name']} lands on no kind worker node")
+        F.check(len([n for n in cluster["nodes"] if n["role"] == "worker"]) == 2 and cluster["nodes"][0]["role"] == "control-plane",
+                "kind: cluster.yaml should have 1 control plane and 2 workers")
+        F.check([s["metadata"]["name"] for s in by_kind(objects, "Service") if component_of(s) == "router"] == ["switchback-router"],
+                "kind: up.sh port-forwards service/switchback-router")
 
         # External etcd: no etcd objects at all, every component on the given endpoints.
         objects, found = rendered["external etcd"]
