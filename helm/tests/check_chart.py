@@ -783,7 +783,7 @@ def main() -> int:
     cpu = load_values(EXAMPLES / "cpu-sim-values.yaml")
     kind = load_values(EXAMPLES / "cpu-sim-values.yaml", ROOT / "deploy" / "kind" / "values.yaml")
     external = {
-        "etcd": {"external": {"endpoints": ["http://etcd-a.infra:2379", "https://etcd-b.infra:2379", "10.0.0.7:2379"]},
+        "etcd": {"external": {"endpoints": ["http://etcd-a.infra:2379", "http://etcd-b.infra:2379", "10.0.0.7:2379"]},
                  "prefix": "/team-a/switchback/"},
         "otel": {"endpoint": "http://otel-collector.observability:4317"},
         # Listed expensive-first: the router must still get them cheapest-first.
@@ -891,6 +891,12 @@ def main() -> int:
                 f"external etcd: router difficulty {router.get('difficulty')}")
         F.check("difficulty" not in rendered["default values"][1]["router"][0][1], "default: difficulty must be off without a predictor")
         F.check(len(by_kind(objects, "ServiceMonitor")) == 3, "external etcd: ServiceMonitors")
+
+        # Tiers of equal cost keep the order they are listed in.
+        ties = {"tiers": [{"name": n, "model": n, "engine": {"kind": "sim"}} for n in ("c", "a", "b")]}
+        router_cm = [o for o in render(chart, ties) if o["kind"] == "ConfigMap" and component_of(o) == "router"]
+        F.check(yaml.safe_load(router_cm[0]["data"]["router.yaml"])["tiers"] == ["c", "a", "b"],
+                "tiers of equal cost must keep their order")
 
         # values.schema.json and the templates refuse what would break the binaries or the cluster.
         base = chart.values
