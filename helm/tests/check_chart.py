@@ -2,8 +2,9 @@
 """Checks the Helm chart helm/switchback with Helm's own Go library (helm-python-sdk).
 
 What it checks, and why:
-- `helm lint --strict` passes for each values file we ship (default, the GPU and CPU sim
-  examples, external etcd).
+- `helm lint --strict` passes for each values file we ship or document: the defaults, the
+  GPU and CPU sim examples, what deploy/kind/up.sh installs, external etcd (with difficulty
+  routing, ServiceMonitors and OTLP on), and a mistralrs tier fed by an init container.
 - Every manifest those renders produce validates against the Kubernetes OpenAPI schemas
   (kubernetes-validate, strict: an unknown field is an error) for the oldest Kubernetes the
   chart claims, a middle one and the newest the validator knows. ServiceMonitor is a CRD the
@@ -16,9 +17,10 @@ What it checks, and why:
   test rather than a cluster.
 - Behaviour that a template change could quietly break: labels on every object, selectors
   that match, ports and probes that line up with the config, the preStop drain with flags
-  sbctl really has, no etcd objects with external etcd, the PDB and HPA, GPU requests in
-  the GPU example, OTLP env on every Switchback container, the dashboard's metric names,
-  and values.schema.json refusing bad values.
+  sbctl really has (and an sbctl to run), no etcd objects with external etcd, the PDBs
+  (none that could block a node drain) and the HPA, GPU requests in the GPU example, OTLP
+  env on every Switchback container, the dashboard's metric names (read from the metrics
+  modules), and values.schema.json refusing bad values.
 
 Usage: check_chart.py  (run through helm/tests/check.sh, which makes the venv)
 """
@@ -600,6 +602,10 @@ def check_wiring(objects: list[dict], found: dict, values: dict, case: str) -> N
             F.check(container["livenessProbe"]["httpGet"]["path"] == "/healthz", f"{where}: liveness must be /healthz")
             F.check(probe_port("readinessProbe") == ports["http"], f"{where}: probe port")
             F.check(config["default_tier"] in config["tiers"], f"{where}: default_tier not in tiers")
+            for key, path in config.get("difficulty", {}).items():
+                if key != "default_quality":
+                    F.check(any(path.startswith(m.rstrip("/") + "/") for m in mounts),
+                            f"{where}: difficulty.{key} {path} is on no mounted volume")
         if component == "controller":
             F.check(port_of(config["listen"]) == ports["grpc"], f"{where}: listen vs the grpc port")
             F.check(port_of(config["metrics_listen"]) == ports["metrics"], f"{where}: metrics_listen vs the metrics port")
@@ -662,12 +668,41 @@ def check_cluster_shape(objects: list[dict], found: dict, values: dict, case: st
 
     # The controller PDB keeps one replica through voluntary disruptions.
     pdbs = [p for p in by_kind(objects, "PodDisruptionBudget") if component_of(p) == "controller"]
-    if F.check(len(pdbs) == 1, f"{case}: the controller PodDisruptionBudget is missing"):
+    if values_or_default(values)["controller"]["replicas"] < 2:
+        F.check(not pdbs, f"{case}: a controller PDB over one replica would block node drains")
+    elif F.check(len(pdbs) == 1, f"{case}: the controller PodDisruptionBudget is missing"):
         F.check(pdbs[0]["spec"].get("minAvailable") == 1, f"{case}: controller PDB minAvailable")
         if controllers:
             F.check(matches(pdbs[0]["spec"]["selector"]["matchLabels"], controllers[0]["spec"]["template"]["metadata"]["labels"]),
                     f"{case}: the controller PDB selects no controller pod")
             F.check(controllers[0]["spec"]["replicas"] >= 2, f"{case}: controllers need a standby")
+
+    # Every PDB selects pods, and none can block a node drain forever: each leaves room for
+    # at least one pod of what it guards to go.
+    v = values_or_default(values)
+    for pdb in by_kind(objects, "PodDisruptionBudget"):
+        where = f"{case}: PodDisruptionBudget/{pdb['metadata']['name']}"
+        guarded = [o for o in by_kind(objects, "Deployment") + by_kind(objects, "StatefulSet")
+                   if matches(pdb["spec"]["selector"]["matchLabels"], o["spec"]["template"]["metadata"]["labels"])]
+        if F.check(len(guarded) == 1, f"{where}: guards {len(guarded)} workloads"):
+            owner = guarded[0]
+            replicas = owner["spec"].get("replicas")
+            if replicas is None:  # under the router HPA
+                replicas = v["router"]["autoscaling"]["minReplicas"]
+            min_available = pdb["spec"].get("minAvailable")
+            max_unavailable = pdb["spec"].get("maxUnavailable")
+            F.check(replicas > 1, f"{where}: a PDB over a single replica blocks node drains")
+            if isinstance(min_available, int):
+                F.check(min_available < replicas, f"{where}: minAvailable {min_available} of {replicas} blocks node drains")
+            if isinstance(max_unavailable, int):
+                F.check(max_unavailable >= 1, f"{where}: maxUnavailable 0 blocks node drains")
+    router_min = v["router"]["autoscaling"]["minReplicas"] if v["router"]["autoscaling"]["enabled"] else v["router"]["replicas"]
+    router_pdbs = [p for p in by_kind(objects, "PodDisruptionBudget") if component_of(p) == "router"]
+    F.check(len(router_pdbs) == int(v["router"]["podDisruptionBudget"]["enabled"] and router_min > 1),
+            f"{case}: router PDB rendered {len(router_pdbs)} times for {router_min} replicas")
+    etcd_pdbs = [p for p in by_kind(objects, "PodDisruptionBudget") if component_of(p) == "etcd"]
+    bundled = not v["etcd"]["external"]["endpoints"]
+    F.check(len(etcd_pdbs) == int(bundled and v["etcd"]["replicas"] > 1), f"{case}: etcd PDB for {v['etcd']['replicas']} members")
 
     # The router autoscaler, when on, owns the replica count and has CPU requests to scale on.
     hpas = by_kind(objects, "HorizontalPodAutoscaler")
@@ -891,6 +926,12 @@ def main() -> int:
                 f"external etcd: router difficulty {router.get('difficulty')}")
         F.check("difficulty" not in rendered["default values"][1]["router"][0][1], "default: difficulty must be off without a predictor")
         F.check(len(by_kind(objects, "ServiceMonitor")) == 3, "external etcd: ServiceMonitors")
+
+        # One controller: no PDB (it would block node drains), and the shape checks still hold.
+        single = {"controller": {"replicas": 1}, "router": {"autoscaling": {"enabled": False}, "replicas": 1}}
+        objects, _ = check_render(chart, "one controller, one router", single)
+        F.check(not [p for p in by_kind(objects, "PodDisruptionBudget") if component_of(p) in ("controller", "router")],
+                "one controller, one router: PDBs rendered over single replicas")
 
         # Tiers of equal cost keep the order they are listed in.
         ties = {"tiers": [{"name": n, "model": n, "engine": {"kind": "sim"}} for n in ("c", "a", "b")]}
