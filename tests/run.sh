@@ -3,6 +3,7 @@
 #
 # Installs what is missing (Debian packages, the openai client venv, the SmolLM2 weights,
 # cargo-nextest), then: rustfmt check, clippy with warnings as errors, build the binaries,
+# the Helm chart checks (helm/tests/check.sh: lint, render, Kubernetes schemas, config keys),
 # and every test with cargo-nextest (unit tests and the end-to-end tests in tests/, which
 # start real etcd, controller, workers and routers as processes).
 #
@@ -39,6 +40,9 @@ if [[ ! -f $SWITCHBACK_MINILM_DIR/static-table.bin ]]; then
   step "distilling the MiniLM static table"
   "$CARGO_TARGET_DIR/debug/switchback-router" distill --minilm-dir "$SWITCHBACK_MINILM_DIR"
 fi
+
+step "helm chart"
+helm/tests/check.sh
 
 step "tests"
 cargo nextest run --workspace --locked --no-fail-fast
