@@ -3,9 +3,11 @@
 #
 # Installs what is missing (Debian packages, the openai client venv, the SmolLM2 weights,
 # cargo-nextest), then: rustfmt check, clippy with warnings as errors, build the binaries,
-# the Helm chart checks (helm/tests/check.sh: lint, render, Kubernetes schemas, config keys),
-# and every test with cargo-nextest (unit tests and the end-to-end tests in tests/, which
-# start real etcd, controller, workers and routers as processes).
+# build the container images from them (deploy/docker/build-images.sh), the Helm chart
+# checks (helm/tests/check.sh: lint, render, Kubernetes schemas, config keys), and every
+# test with cargo-nextest (unit tests and the end-to-end tests in tests/, which start real
+# etcd, controller, workers and routers as processes, and the compose cluster from the
+# images).
 #
 # The cargo target dir defaults to $SWITCHBACK_CACHE/target, outside the clone, so a fresh
 # clone reuses an earlier build of mistral.rs (a cold build takes ~30 min on 2 cores).
@@ -39,6 +41,15 @@ export SWITCHBACK_MINILM_DIR="$SWITCHBACK_CACHE/models/all-minilm-l6-v2"
 if [[ ! -f $SWITCHBACK_MINILM_DIR/static-table.bin ]]; then
   step "distilling the MiniLM static table"
   "$CARGO_TARGET_DIR/debug/switchback-router" distill --minilm-dir "$SWITCHBACK_MINILM_DIR"
+fi
+
+# Container images of these binaries, for the compose test (tests/tests/compose.rs). Without
+# a Docker engine the step is skipped and that test fails saying why.
+if command -v docker >/dev/null && docker info >/dev/null 2>&1; then
+  step "images"
+  deploy/docker/build-images.sh
+else
+  step "images: skipped, no Docker engine (the compose test will fail)"
 fi
 
 step "helm chart"

@@ -8,6 +8,7 @@
 #![allow(clippy::unwrap_used)]
 
 pub mod bench;
+pub mod compose;
 pub mod http;
 pub mod traffic;
 
