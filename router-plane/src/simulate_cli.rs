@@ -321,7 +321,7 @@ fn plot(
     series: &[(&str, Vec<(f64, f64)>)],
     lines: bool,
 ) -> String {
-    let (w, h, m) = (640.0, 420.0, 60.0);
+    let (w, h, m) = (640.0, 420.0, 70.0);
     let xs = series.iter().flat_map(|(_, p)| p.iter().map(|q| q.0));
     let ys = series.iter().flat_map(|(_, p)| p.iter().map(|q| q.1));
     let (x0, x1) = xs.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| {
@@ -346,12 +346,23 @@ fn plot(
         h / 2.0,
         h / 2.0
     );
+    // Fewer decimals for larger numbers, so tick labels stay inside the margin.
+    let digits = |span: f64| {
+        if span >= 100.0 {
+            0
+        } else if span >= 1.0 {
+            2
+        } else {
+            3
+        }
+    };
+    let (dx, dy) = (digits(x1 - x0), digits(y1 - y0));
     for k in 0..=4 {
         let fx = x0 + (x1 - x0) * f64::from(k) / 4.0;
         let fy = y0 + (y1 - y0) * f64::from(k) / 4.0;
         let _ = write!(
             s,
-            r#"<text x="{}" y="{}" text-anchor="middle">{fx:.3}</text><text x="{}" y="{}" text-anchor="end">{fy:.3}</text>"#,
+            r#"<text x="{}" y="{}" text-anchor="middle">{fx:.dx$}</text><text x="{}" y="{}" text-anchor="end">{fy:.dy$}</text>"#,
             px(fx),
             h - m + 15.0,
             m - 5.0,
