@@ -74,6 +74,62 @@ pub fn judge(confidence: Option<&Confidence>, floors: &Floors, boost: f32) -> Ve
     Verdict::Keep
 }
 
+/// One labelled answer of a lower tier, for fitting its floor: its confidence (e.g. mean
+/// log-probability), its score, and the next tier's score on the same prompt.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Labelled {
+    pub confidence: f32,
+    pub lower: f64,
+    pub upper: f64,
+}
+
+/// The floor that escalates the fewest answers while the cascade's quality (escalated
+/// answers scored by the upper tier, the rest by the lower) reaches `quality` × the upper
+/// tier's. `None` for no data; `-inf` when the lower tier alone reaches it; `+inf` when
+/// only escalating everything does.
+pub fn fit_floor(points: &[Labelled], quality: f64) -> Option<f32> {
+    if points.is_empty() {
+        return None;
+    }
+    let target = quality * points.iter().map(|p| p.upper).sum::<f64>();
+    let mut total: f64 = points.iter().map(|p| p.lower).sum();
+    if total >= target {
+        return Some(f32::NEG_INFINITY);
+    }
+    let mut by_confidence = points.to_vec();
+    by_confidence.sort_by(|a, b| a.confidence.total_cmp(&b.confidence));
+    // Escalating the k least confident answers swaps their scores for the upper tier's.
+    for (k, p) in by_confidence.iter().enumerate() {
+        total += p.upper - p.lower;
+        if total >= target {
+            return Some(
+                by_confidence
+                    .get(k + 1)
+                    .map_or(f32::INFINITY, |next| (p.confidence + next.confidence) / 2.0),
+            );
+        }
+    }
+    Some(f32::INFINITY)
+}
+
+/// The cascade's quality and escalated share at `floor` (answers below it escalate).
+pub fn outcome_at(points: &[Labelled], floor: f32) -> (f64, f64) {
+    let n = points.len().max(1) as f64;
+    let escalated = points.iter().filter(|p| p.confidence < floor).count() as f64;
+    let quality = points
+        .iter()
+        .map(|p| {
+            if p.confidence < floor {
+                p.upper
+            } else {
+                p.lower
+            }
+        })
+        .sum::<f64>()
+        / n;
+    (quality, escalated / n)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,6 +148,24 @@ mod tests {
                 })
                 .collect(),
         }
+    }
+
+    #[test]
+    fn fitted_floor_reaches_the_target_with_the_fewest_escalations() {
+        let p = |confidence, lower, upper| Labelled {
+            confidence,
+            lower,
+            upper,
+        };
+        // Two unconfident wrong answers the upper tier gets right, one confident right one.
+        let points = [p(-2.0, 0.0, 1.0), p(-1.5, 0.0, 1.0), p(-0.1, 1.0, 1.0)];
+        let floor = fit_floor(&points, 1.0).expect("data");
+        assert!(floor > -1.5 && floor < -0.1, "{floor}");
+        assert_eq!(outcome_at(&points, floor), (1.0, 2.0 / 3.0));
+        let floor = fit_floor(&points, 0.6).expect("data");
+        assert!(floor > -2.0 && floor < -1.5, "escalate only one: {floor}");
+        assert_eq!(fit_floor(&points, 0.3), Some(f32::NEG_INFINITY));
+        assert_eq!(fit_floor(&[], 0.9), None);
     }
 
     #[test]

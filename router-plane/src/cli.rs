@@ -133,6 +133,19 @@ pub enum Command {
     /// trace from labelled data; compare round-robin, least-queue, difficulty-only,
     /// cascade-only and the joint policy (docs/ROUTING.md).
     Simulate(Box<crate::simulate_cli::SimulateArgs>),
+    /// Fit the cascade's floor per tier from labels with confidences (`label` records
+    /// each answer's mean log-probability): the fewest escalations that keep the quality
+    /// target on train + calibration, reported on test. Prints the policy fragment.
+    FitCascade {
+        #[arg(long, required = true)]
+        data: Vec<PathBuf>,
+        /// Tiers in rising cost, as named in the labels (`label --tier ...`).
+        #[arg(long = "tier", required = true)]
+        tiers: Vec<String>,
+        /// Quality target, as a fraction of the next tier's quality.
+        #[arg(long, default_value_t = 0.95)]
+        quality: f64,
+    },
     /// Replay a labelled set through the predictor and report APGR, CPT and AIQ against
     /// random, oracle, always-small and always-large routing.
     Eval {
@@ -176,6 +189,57 @@ fn load(paths: &[PathBuf]) -> Result<Vec<Item>, Error> {
 pub fn run(command: Command) -> Result<(), Error> {
     match command {
         Command::Simulate(args) => crate::simulate_cli::run(*args)?,
+        Command::FitCascade {
+            data,
+            tiers,
+            quality,
+        } => {
+            if tiers.len() < 2 || !(0.0..=1.0).contains(&quality) {
+                return Err(
+                    "give at least two --tier (cheapest first) and --quality in [0, 1]".into(),
+                );
+            }
+            let items = load(&data)?;
+            let mut yaml = String::from("cascade:\n  per_tier:\n");
+            for pair in tiers.windows(2) {
+                let (lower, upper) = (&pair[0], &pair[1]);
+                let points = |test: bool| -> Vec<crate::cascade::Labelled> {
+                    items
+                        .iter()
+                        .filter(|i| (data::split_of(&i.prompt) == Split::Test) == test)
+                        .filter_map(|i| {
+                            Some(crate::cascade::Labelled {
+                                confidence: *i.confidence.get(lower)? as f32,
+                                lower: *i.scores.get(lower)?,
+                                upper: *i.scores.get(upper)?,
+                            })
+                        })
+                        .collect()
+                };
+                let (fit, test) = (points(false), points(true));
+                let floor = crate::cascade::fit_floor(&fit, quality).ok_or_else(|| {
+                    format!("no train/calibration item has {lower}'s confidence and both scores: label with `label` first")
+                })?;
+                // The policy's range for a mean log-probability floor.
+                let floor = floor.clamp(-100.0, 0.0);
+                let upper_quality = |ps: &[crate::cascade::Labelled]| {
+                    ps.iter().map(|p| p.upper).sum::<f64>() / ps.len().max(1) as f64
+                };
+                let (q_fit, e_fit) = crate::cascade::outcome_at(&fit, floor);
+                let (q_test, e_test) = crate::cascade::outcome_at(&test, floor);
+                eprintln!(
+                    "{lower} -> {upper}: floor {floor:.4} on {} items: quality {:.1} % of {upper}, {:.1} % escalated; test ({} items): {:.1} %, {:.1} % escalated",
+                    fit.len(),
+                    100.0 * q_fit / upper_quality(&fit).max(1e-12),
+                    100.0 * e_fit,
+                    test.len(),
+                    100.0 * q_test / upper_quality(&test).max(1e-12),
+                    100.0 * e_test,
+                );
+                yaml.push_str(&format!("    {lower}: {{min_mean_logprob: {floor:.4}}}\n"));
+            }
+            print!("{yaml}");
+        }
         Command::Distill { minilm_dir, out } => {
             let started = std::time::Instant::now();
             let table = MiniLm::load(&minilm_dir)?.distill(256)?;

@@ -268,30 +268,18 @@ fn inverse_normal_cdf(p: f64) -> f64 {
 }
 
 /// The cascade floor on calibration items: the lowest floor (fewest escalations) whose
-/// quality reaches `quality` × always-large.
+/// quality reaches `quality` × always-large (the same fit as `fit-cascade`).
 pub fn fit_cascade_floor(items: &[TraceItem], quality: f64) -> f32 {
-    let cal: Vec<&TraceItem> = items.iter().filter(|i| i.calibration).collect();
-    if cal.is_empty() {
-        return f32::NEG_INFINITY;
-    }
-    let top: f64 = cal.iter().map(|i| i.score[1]).sum();
-    let target = quality * top;
-    let mut by_conf = cal.clone();
-    by_conf.sort_by(|a, b| a.confidence.total_cmp(&b.confidence));
-    // Escalating the k least confident: quality = Σ strong of those + Σ weak of the rest.
-    let mut total: f64 = cal.iter().map(|i| i.score[0]).sum();
-    if total >= target {
-        return f32::NEG_INFINITY;
-    }
-    for (k, item) in by_conf.iter().enumerate() {
-        total += item.score[1] - item.score[0];
-        if total >= target {
-            return by_conf.get(k + 1).map_or(f32::INFINITY, |next| {
-                (item.confidence + next.confidence) / 2.0
-            });
-        }
-    }
-    f32::INFINITY
+    let points: Vec<cascade::Labelled> = items
+        .iter()
+        .filter(|i| i.calibration)
+        .map(|i| cascade::Labelled {
+            confidence: i.confidence,
+            lower: i.score[0],
+            upper: i.score[1],
+        })
+        .collect();
+    cascade::fit_floor(&points, quality).unwrap_or(f32::NEG_INFINITY)
 }
 
 #[derive(Debug, Clone, Copy)]

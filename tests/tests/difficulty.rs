@@ -293,3 +293,59 @@ async fn a_changed_predictor_is_reloaded_and_a_broken_one_is_ignored() {
     .await;
     assert_eq!(target().await, Some(0.5));
 }
+
+#[test]
+fn fit_cascade_prints_a_policy_whose_floor_separates_wrong_from_right_answers() {
+    // 200 labelled prompts: the small tier is wrong exactly on its 100 least confident
+    // answers (mean log-probability at most -1.0), the large tier always right.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("labels.jsonl");
+    let lines: Vec<String> = (0..200)
+        .map(|k| {
+            let confidence = -f64::from(200 - k) / 100.0;
+            let small = if k > 100 { 1.0 } else { 0.0 };
+            json!({"id": k.to_string(), "prompt": format!("question {k}"),
+                   "scores": {"small": small, "large": 1.0},
+                   "confidence": {"small": confidence, "large": -0.1}})
+            .to_string()
+        })
+        .collect();
+    std::fs::write(&data, lines.join("\n")).expect("write labels");
+    let out = std::process::Command::new(switchback_tests::bin("switchback-router"))
+        .args(["fit-cascade", "--data"])
+        .arg(&data)
+        .args(["--tier", "small", "--tier", "large", "--quality", "1.0"])
+        .output()
+        .expect("run fit-cascade");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let yaml = String::from_utf8(out.stdout).expect("utf-8");
+    let policy = switchback_router::policy::Policy::from_yaml(&yaml).expect("a valid policy");
+    let floor = policy
+        .cascade
+        .floors_for("small")
+        .min_mean_logprob
+        .expect("a mean floor");
+    // Fitted on train + calibration only, with quality target 1: it must escalate every
+    // wrong answer there and keep every right one.
+    use switchback_router::difficulty::data::{Split, split_of};
+    let fitted: Vec<(f64, bool)> = (0..200)
+        .filter(|k| split_of(&format!("question {k}")) != Split::Test)
+        .map(|k| (-f64::from(200 - k) / 100.0, k > 100))
+        .collect();
+    let wrong = fitted.iter().filter(|(_, right)| !right).map(|(c, _)| *c);
+    let right = fitted.iter().filter(|(_, right)| *right).map(|(c, _)| *c);
+    let (most_confident_wrong, least_confident_right) = (
+        wrong.fold(f64::NEG_INFINITY, f64::max),
+        right.fold(f64::INFINITY, f64::min),
+    );
+    assert!(
+        f64::from(floor) > most_confident_wrong && f64::from(floor) <= least_confident_right,
+        "{floor} not in ({most_confident_wrong}, {least_confident_right}]\n{yaml}"
+    );
+    let report = String::from_utf8_lossy(&out.stderr);
+    assert!(report.contains("small -> large"), "{report}");
+}

@@ -24,6 +24,10 @@ pub struct Item {
     /// Cost per million tokens of each model, when the source says.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub costs: BTreeMap<String, f64>,
+    /// Each model's confidence in its own answer (mean token log-probability), when the
+    /// labels come from `label` (what `fit-cascade` fits the cascade floors on).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub confidence: BTreeMap<String, f64>,
 }
 
 /// Which part of the data an item belongs to.
@@ -161,6 +165,7 @@ mod tests {
             source: "t".into(),
             scores: [("weak".to_owned(), 0.0), ("strong".to_owned(), 1.0)].into(),
             costs: BTreeMap::new(),
+            confidence: BTreeMap::new(),
         };
         write_jsonl(&path, std::slice::from_ref(&item)).expect("write");
         assert_eq!(read_jsonl(&path).expect("read"), vec![item]);

@@ -93,6 +93,7 @@ fn routellm_csv(
             source: source.to_owned(),
             scores,
             costs: BTreeMap::new(),
+            confidence: BTreeMap::new(),
         });
     }
     Ok(())
@@ -175,6 +176,7 @@ pub fn routellm_mt_bench(root: &Path) -> Result<Vec<Item>, DataError> {
                 source: format!("routellm/mt_bench/{category}"),
                 scores,
                 costs: BTreeMap::new(),
+                confidence: BTreeMap::new(),
             });
         }
     }
@@ -211,6 +213,7 @@ pub fn llmrouter(root: &Path) -> Result<Vec<Item>, DataError> {
                 source: "llmrouter/dcrouter".to_owned(),
                 scores,
                 costs,
+                confidence: BTreeMap::new(),
             });
         }
     }
@@ -259,6 +262,7 @@ pub fn routerarena(root: &Path) -> Result<Vec<Item>, DataError> {
                 ),
                 scores: BTreeMap::new(),
                 costs: BTreeMap::new(),
+                confidence: BTreeMap::new(),
             });
             item.scores.insert(model.clone(), score.clamp(0.0, 1.0));
             if let Some(c) = cost {

@@ -162,7 +162,9 @@ pub async fn run(
         .map(|(qi, q, tier)| {
             let (http, url) = (http.clone(), url.clone());
             async move {
-                let body = json!({"model": tier, "max_tokens": max_tokens,
+                // Log-probabilities too: the answer's mean is what `fit-cascade` fits the
+                // cascade floors on.
+                let body = json!({"model": tier, "max_tokens": max_tokens, "logprobs": true,
                                   "messages": [{"role": "user", "content": q.prompt}]});
                 let resp = http
                     .post(&url)
@@ -179,28 +181,39 @@ pub async fn run(
                     .as_str()
                     .unwrap_or_default()
                     .to_owned();
-                Ok::<_, String>((qi, tier, q.gold.score(&text)))
+                let logprobs: Vec<f64> = v["choices"][0]["logprobs"]["content"]
+                    .as_array()
+                    .map(|ts| ts.iter().filter_map(|t| t["logprob"].as_f64()).collect())
+                    .unwrap_or_default();
+                let confidence = (!logprobs.is_empty())
+                    .then(|| logprobs.iter().sum::<f64>() / logprobs.len() as f64);
+                Ok::<_, String>((qi, tier, q.gold.score(&text), confidence))
             }
         })
         .buffer_unordered(concurrency.max(1));
     let mut scores: Vec<BTreeMap<String, f64>> = vec![BTreeMap::new(); questions.len()];
+    let mut confidence: Vec<BTreeMap<String, f64>> = vec![BTreeMap::new(); questions.len()];
     let total = questions.len() * tiers.len();
     let mut done = 0;
     while let Some(answer) = answers.next().await {
-        let (qi, tier, score) = answer?;
+        let (qi, tier, score, conf) = answer?;
+        if let Some(c) = conf {
+            confidence[qi].insert(tier.clone(), c);
+        }
         scores[qi].insert(tier, score);
         done += 1;
         progress(done, total);
     }
     Ok(questions
         .iter()
-        .zip(scores)
-        .map(|(q, scores)| Item {
+        .zip(scores.into_iter().zip(confidence))
+        .map(|(q, (scores, confidence))| Item {
             id: q.id.clone(),
             prompt: q.prompt.clone(),
             source: q.source.clone(),
             scores,
             costs: BTreeMap::new(),
+            confidence,
         })
         .collect())
 }

@@ -537,6 +537,7 @@ mod tests {
                         ("strong".to_owned(), 1.0),
                     ]),
                     costs: BTreeMap::new(),
+                    confidence: BTreeMap::new(),
                 }
             })
             .collect()
