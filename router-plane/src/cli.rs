@@ -120,7 +120,8 @@ pub enum Command {
         /// The quality target of requests that set none.
         #[arg(long, default_value_t = 0.95)]
         default_quality: f32,
-        /// Fit the heads on train + calibration (the knob is still fitted on calibration).
+        /// Fit the heads on train + calibration (the knob is fitted on calibration with
+        /// cross-fitted gains: each fold scored by heads that did not see it).
         #[arg(long)]
         heads_on_calibration: bool,
         /// Also fit a head on the top tier's gain itself, and decide on it.

@@ -351,6 +351,9 @@ fn log_loss(xs: &[Sparse], ys: &[f32], bias: f32, w: &[f32]) -> f32 {
         / xs.len() as f32
 }
 
+/// Folds of the calibration items when the heads are fitted on them too (cross-fitting).
+const CALIBRATION_FOLDS: usize = 5;
+
 /// Training options.
 #[derive(Debug, Clone)]
 pub struct TrainOptions {
@@ -359,8 +362,8 @@ pub struct TrainOptions {
     pub epochs: usize,
     pub l2: f32,
     pub default_quality: f32,
-    /// Fit the heads on train + calibration (the calibration table always uses the
-    /// calibration split only); more data for the heads, a slightly optimistic table.
+    /// Fit the heads on train + calibration; the calibration table is then fitted on
+    /// cross-fitted (out-of-fold) gains of the calibration items, so it stays honest.
     pub heads_on_calibration: bool,
     /// Also fit a head on the gain itself and decide on it.
     pub gap_head: bool,
@@ -438,14 +441,60 @@ pub fn train(
     } else {
         None
     };
-    let gaps: Vec<f32> = calib
-        .iter()
-        .map(|i| {
-            let x = encoder.extract(&i.prompt);
-            let p: Vec<f32> = heads.iter().map(|h| h.probability(&x)).collect();
-            gain(gap.as_ref(), &x, &p)
-        })
-        .collect();
+    let calib_xs: Vec<Sparse> = calib.iter().map(|i| encoder.extract(&i.prompt)).collect();
+    let gaps: Vec<f32> = if opts.heads_on_calibration {
+        // The heads saw the calibration items, so their gains there are optimistic and a
+        // table fitted on them over-promises on new prompts (at target 0.95 the test split
+        // got 88 %). Cross-fit instead: each fold of the calibration items is scored by
+        // heads fitted on train plus the other folds, and the table is fitted on those
+        // out-of-fold gains; the shipped heads still use everything.
+        let mut gaps = vec![0.0f32; calib.len()];
+        for fold in 0..CALIBRATION_FOLDS {
+            let in_fold = |k: usize| k % CALIBRATION_FOLDS == fold;
+            let on: Vec<&Item> = train
+                .iter()
+                .copied()
+                .chain(
+                    calib
+                        .iter()
+                        .enumerate()
+                        .filter(|(k, _)| !in_fold(*k))
+                        .map(|(_, i)| *i),
+                )
+                .collect();
+            let xs: Vec<Sparse> = on.iter().map(|i| encoder.extract(&i.prompt)).collect();
+            let fold_heads: Vec<Head> = opts
+                .tiers
+                .iter()
+                .map(|(tier, model)| {
+                    let ys: Vec<f32> = on.iter().map(|i| i.scores[model] as f32).collect();
+                    let (bias, w) = fit(&xs, &ys, opts.epochs, opts.l2);
+                    Head::fitted(tier, model, bias, &w)
+                })
+                .collect();
+            let fold_gap = opts.gap_head.then(|| {
+                let ys: Vec<f32> = on
+                    .iter()
+                    .map(|i| ((i.scores[strong_m] - i.scores[weak_m] + 1.0) / 2.0) as f32)
+                    .collect();
+                let (bias, w) = fit(&xs, &ys, opts.epochs, opts.l2);
+                Head::fitted("gap", "fold", bias, &w)
+            });
+            for (k, x) in calib_xs.iter().enumerate().filter(|(k, _)| in_fold(*k)) {
+                let p: Vec<f32> = fold_heads.iter().map(|h| h.probability(x)).collect();
+                gaps[k] = gain(fold_gap.as_ref(), x, &p);
+            }
+        }
+        gaps
+    } else {
+        calib_xs
+            .iter()
+            .map(|x| {
+                let p: Vec<f32> = heads.iter().map(|h| h.probability(x)).collect();
+                gain(gap.as_ref(), x, &p)
+            })
+            .collect()
+    };
     let top: f64 = calib.iter().map(|i| i.scores[strong_m]).sum::<f64>() / calib.len() as f64;
     let mut candidates: Vec<f32> = gaps.clone();
     candidates.push(ALL_TOP);
