@@ -71,14 +71,15 @@ pub enum LeaseError {
 /// Keeps `key = value` in etcd bound to a lease of `ttl_s` seconds until `cancel` fires,
 /// then revokes the lease so the key disappears at once. When the lease is lost (etcd
 /// outage, partition, expiry), it logs loudly and registers again with a new lease,
-/// backing off between attempts. `on_registered` is called after every (re)registration.
+/// backing off between attempts. `on_state` is called with the lease after every
+/// (re)registration and with `None` whenever the key may be gone (lease lost or revoked).
 pub async fn keep_registered(
     endpoints: &[String],
     key: &str,
     value: &[u8],
     ttl_s: i64,
     cancel: CancellationToken,
-    mut on_registered: impl FnMut(i64),
+    mut on_state: impl FnMut(Option<i64>),
 ) {
     let mut backoff = Duration::from_millis(200);
     loop {
@@ -88,7 +89,7 @@ pub async fn keep_registered(
             client
                 .put(key, value, Some(PutOptions::new().with_lease(lease)))
                 .await?;
-            on_registered(lease);
+            on_state(Some(lease));
             Ok::<_, LeaseError>((client, lease))
         };
         let (client, lease) = tokio::select! {
@@ -118,6 +119,7 @@ pub async fn keep_registered(
         let mut revoker = client.clone();
         tokio::select! {
             () = cancel.cancelled() => {
+                on_state(None);
                 match revoker.lease_revoke(lease).await {
                     Ok(_) => tracing::info!(key, "lease revoked; deregistered from etcd"),
                     Err(err) => tracing::warn!(%err, key, "could not revoke lease; the key expires with its TTL"),
@@ -125,6 +127,7 @@ pub async fn keep_registered(
                 return;
             }
             err = keep_alive(client, lease, ttl_s) => {
+                on_state(None);
                 tracing::error!(%err, key, "LOST etcd registration; registering again");
             }
         }

@@ -236,6 +236,7 @@ async fn follow_policy(state: Arc<AppState>, stop: CancellationToken) {
         let session = async {
             let mut client = switchback_common::etcd::connect(&state.config.etcd_endpoints).await?;
             let current = client.get(key.as_str(), None).await?;
+            state.metrics.etcd_connected.set(1);
             let revision = current.header().map_or(0, |h| h.revision());
             apply(current.kvs().first().map(|kv| kv.value()));
             let mut stream = client
@@ -259,6 +260,7 @@ async fn follow_policy(state: Arc<AppState>, stop: CancellationToken) {
             () = stop.cancelled() => return,
             r = session => r,
         };
+        state.metrics.etcd_connected.set(0);
         match result {
             Ok(()) => tracing::warn!("policy watch ended; watching again"),
             Err(err) => tracing::warn!(%err, "policy watch broke; watching again"),

@@ -49,6 +49,8 @@ pub struct Metrics {
     pub wasted_tokens: Family<Tier, Counter>,
     pub moves: Family<JointMove, Counter>,
     pub policy_updates: Family<Reload, Counter>,
+    pub etcd_connected: Gauge,
+    pub inter_token: Family<Tier, Histogram>,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -169,8 +171,26 @@ impl Default for Metrics {
             "Routing policies read from etcd, by outcome (ok, invalid)",
             policy_updates.clone(),
         );
+        let etcd_connected = Gauge::default();
+        registry.register(
+            "etcd_connected",
+            "1 while this router's watch of the routing policy in etcd is up",
+            etcd_connected.clone(),
+        );
+        let inter_token = Family::<Tier, Histogram>::new_with_constructor(|| {
+            Histogram::new([
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+            ])
+        });
+        registry.register(
+            "inter_token_seconds",
+            "Time between streamed chunks of an answer, by tier",
+            inter_token.clone(),
+        );
         Self {
             registry,
+            etcd_connected,
+            inter_token,
             escalations,
             wasted_tokens,
             moves,

@@ -101,6 +101,7 @@ pub async fn manage(
 ) {
     let register = |lease_stop: CancellationToken| {
         let r = registration.clone();
+        let load = Arc::clone(&load);
         tokio::spawn(async move {
             switchback_common::etcd::keep_registered(
                 &r.endpoints,
@@ -108,7 +109,7 @@ pub async fn manage(
                 &r.value,
                 r.ttl_s,
                 lease_stop,
-                |_| {},
+                |lease| load.set_registered(lease.is_some()),
             )
             .await;
         })

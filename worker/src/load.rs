@@ -22,6 +22,10 @@ pub struct Load {
     waiting: AtomicU32,
     tokens: AtomicU64,
     draining: AtomicBool,
+    /// The worker's record is in etcd under a live lease.
+    registered: AtomicBool,
+    /// A load stream to the controller leader is open.
+    controller_connected: AtomicBool,
     ttft_ms: Mutex<Option<f64>>,
     /// Wakes the reporter early (e.g. when draining starts) so routers learn at once.
     changed: Notify,
@@ -35,6 +39,8 @@ impl Load {
             waiting: AtomicU32::new(0),
             tokens: AtomicU64::new(0),
             draining: AtomicBool::new(false),
+            registered: AtomicBool::new(false),
+            controller_connected: AtomicBool::new(false),
             ttft_ms: Mutex::new(None),
             changed: Notify::new(),
         }
@@ -60,6 +66,18 @@ impl Load {
     pub fn stop_draining(&self) {
         self.draining.store(false, Ordering::Relaxed);
         self.changed.notify_one();
+    }
+
+    pub fn set_registered(&self, registered: bool) {
+        self.registered.store(registered, Ordering::Relaxed);
+    }
+
+    pub fn is_registered(&self) -> bool {
+        self.registered.load(Ordering::Relaxed)
+    }
+
+    pub fn is_controller_connected(&self) -> bool {
+        self.controller_connected.load(Ordering::Relaxed)
     }
 
     pub fn add_tokens(&self, n: u64) {
@@ -202,6 +220,7 @@ pub async fn report_forever(
             let channel = switchback_common::etcd::grpc_endpoint(&address)?
                 .connect()
                 .await?;
+            load.controller_connected.store(true, Ordering::Relaxed);
             let mut client = pb::controller_client::ControllerClient::new(channel);
             Ok::<_, Box<dyn std::error::Error + Send + Sync>>(client.report_load(stream).await?)
         };
@@ -227,6 +246,7 @@ pub async fn report_forever(
             },
             () = feed => {}
         }
+        load.controller_connected.store(false, Ordering::Relaxed);
         // A session that worked for a while starts the backoff over.
         if session_started.elapsed() > Duration::from_secs(5) {
             backoff = Duration::from_millis(100);

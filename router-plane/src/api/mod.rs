@@ -724,13 +724,19 @@ async fn serve(
         let mut streamed_tokens = 0usize;
         let mut usage = None;
         let mut read = read.into_iter();
+        let inter_token = app2.metrics.inter_token.get_or_create(&crate::metrics::Tier { tier: d.tier.clone() }).clone();
+        let mut last_chunk = Instant::now();
         loop {
             // A worker error and the request deadline end the stream the same way: an
             // error event, then [DONE], never a hang.
             let item = match read.next() {
                 Some(chunk) => Ok(Some(chunk)),
                 None if ended => Ok(None),
-                None => match tokio::time::timeout_at(deadline, stream.message()).await {
+                None => match tokio::time::timeout_at(deadline, stream.message()).await.inspect(|_| {
+                    // Only chunks that arrive live count: buffered ones are replayed at once.
+                    inter_token.observe(last_chunk.elapsed().as_secs_f64());
+                    last_chunk = Instant::now();
+                }) {
                     Ok(item) => item.map_err(|s| {
                         if Failure::of(&s).unreachable {
                             report_unreachable(&app2, &d.worker, s.message());

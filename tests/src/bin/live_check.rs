@@ -31,7 +31,7 @@ const STRONG: &str = "gpt-4-1106-preview";
 const SMALL: (f64, f64) = (0.2, 10.0);
 const LARGE: (f64, f64) = (0.6, 30.0);
 const SLOTS: u32 = 4;
-const WORKERS: (u32, u32) = (3, 2);
+const WORKERS: (u32, u32) = (2, 3);
 
 struct Item {
     prompt: String,
