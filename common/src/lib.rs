@@ -6,6 +6,7 @@ pub mod backoff;
 pub mod config;
 pub mod etcd;
 pub mod telemetry;
+pub mod trace_context;
 
 pub use telemetry::{
     EXIT_BAD_CONFIG, Guard, bind_or_exit, config_or_exit, exit_on_error, init, shutdown_on_signal,

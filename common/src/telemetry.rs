@@ -2,7 +2,11 @@
 //! that all telemetry setup lives in one place.
 //!
 //! Logs go to stderr (`RUST_LOG` filters them, `SWITCHBACK_LOG_FORMAT=json` makes them
-//! JSON). When `OTEL_EXPORTER_OTLP_ENDPOINT` is set, spans are also exported over OTLP/gRPC.
+//! JSON). When `OTEL_EXPORTER_OTLP_ENDPOINT` is set, spans are also exported over OTLP/gRPC
+//! (batched; `OTEL_BSP_SCHEDULE_DELAY` and the other standard variables apply) and the W3C
+//! trace context propagator is installed, so traces continue across processes.
+
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::SdkTracerProvider;
@@ -14,6 +18,14 @@ pub mod env {
     pub const OTLP_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
     /// `json` for one JSON object per log line; anything else is human-readable text.
     pub const LOG_FORMAT: &str = "SWITCHBACK_LOG_FORMAT";
+}
+
+/// Set once spans are exported; [`crate::trace_context`] does nothing until then.
+static EXPORTING: AtomicBool = AtomicBool::new(false);
+
+/// Whether this process exports spans over OTLP.
+pub fn exporting() -> bool {
+    EXPORTING.load(Ordering::Relaxed)
 }
 
 /// Keeps the span exporter alive; dropping it flushes pending spans.
@@ -76,6 +88,13 @@ pub fn init(service: &'static str) -> Guard {
         .with(fmt)
         .with(otel)
         .init();
+    if provider.is_some() {
+        // W3C trace context across processes (gRPC metadata, see `trace_context`).
+        opentelemetry::global::set_text_map_propagator(
+            opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+        );
+        EXPORTING.store(true, Ordering::Relaxed);
+    }
     Guard { provider }
 }
 

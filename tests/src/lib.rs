@@ -10,6 +10,8 @@
 pub mod bench;
 pub mod compose;
 pub mod http;
+pub mod metrics;
+pub mod otlp;
 pub mod traffic;
 
 use std::{
@@ -316,6 +318,8 @@ fn which(name: &str) -> Option<PathBuf> {
 pub struct Controller {
     pub proc: Proc,
     pub address: String,
+    /// Where its `/metrics` listens (`host:port`).
+    pub metrics: String,
 }
 
 impl Controller {
@@ -326,8 +330,14 @@ impl Controller {
     /// A controller for the etcd at `endpoint` (which may not be up yet); waits until its
     /// gRPC server answers, not until it is elected.
     pub async fn start_with(etcd_endpoint: &str) -> Self {
+        Self::start_with_env(etcd_endpoint, &[]).await
+    }
+
+    /// [`Controller::start_with`], with extra environment variables (e.g. OpenTelemetry's).
+    pub async fn start_with_env(etcd_endpoint: &str, env: &[(&str, String)]) -> Self {
         let port = free_port();
         let address = format!("127.0.0.1:{port}");
+        let metrics = format!("127.0.0.1:{}", free_port());
         let proc = Proc::spawn(
             "controller",
             &bin("switchback-controller"),
@@ -335,13 +345,17 @@ impl Controller {
                 "--listen".into(),
                 address.clone(),
                 "--metrics-listen".into(),
-                format!("127.0.0.1:{}", free_port()),
+                metrics.clone(),
                 "--etcd-endpoints".into(),
                 etcd_endpoint.to_owned(),
             ],
-            &[],
+            env,
         );
-        let c = Self { proc, address };
+        let c = Self {
+            proc,
+            address,
+            metrics,
+        };
         wait_for(
             "the controller to answer Status",
             Duration::from_secs(30),
@@ -425,6 +439,8 @@ pub struct WorkerSpec {
     pub lease_ttl_s: u32,
     /// Extra top-level YAML lines.
     pub extra: String,
+    /// Extra environment variables (e.g. OpenTelemetry's).
+    pub env: Vec<(&'static str, String)>,
 }
 
 impl WorkerSpec {
@@ -439,6 +455,7 @@ impl WorkerSpec {
             max_concurrency: 4,
             lease_ttl_s: 3,
             extra: String::new(),
+            env: Vec::new(),
         }
     }
 
@@ -454,6 +471,7 @@ impl WorkerSpec {
             max_concurrency: 2,
             lease_ttl_s: 3,
             extra: String::new(),
+            env: Vec::new(),
         }
     }
 
@@ -469,6 +487,7 @@ impl WorkerSpec {
             max_concurrency: 2,
             lease_ttl_s: 3,
             extra: String::new(),
+            env: Vec::new(),
         }
     }
 }
@@ -505,7 +524,7 @@ impl Worker {
             &format!("worker {}", spec.id),
             &bin("switchback-worker"),
             &["--config".into(), config.display().to_string()],
-            &[],
+            &spec.env,
         );
         let w = Self {
             proc,
@@ -546,6 +565,11 @@ pub struct Router {
 impl Router {
     /// `extra` is appended to the router's YAML config.
     pub async fn start(etcd: &Etcd, extra: &str) -> Self {
+        Self::start_with_env(etcd, extra, &[]).await
+    }
+
+    /// [`Router::start`], with extra environment variables (e.g. OpenTelemetry's).
+    pub async fn start_with_env(etcd: &Etcd, extra: &str, env: &[(&str, String)]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let yaml = format!(
@@ -558,7 +582,7 @@ impl Router {
             "router",
             &bin("switchback-router"),
             &["--config".into(), config.display().to_string()],
-            &[],
+            env,
         );
         let r = Self {
             proc,

@@ -5,11 +5,13 @@
 use std::{sync::Arc, time::Instant};
 
 use futures::StreamExt;
+use switchback_common::trace_context;
 use switchback_proto::pb::{self, inference_server::Inference};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tonic::{Request, Response, Status};
+use tracing::{Instrument, field::Empty};
 
 use crate::{
     engine::{
@@ -158,27 +160,36 @@ fn millis(d: std::time::Duration) -> u32 {
     u32::try_from(d.as_millis()).unwrap_or(u32::MAX)
 }
 
-#[tonic::async_trait]
-impl Inference for InferenceService {
-    type GenerateStream = ReceiverStream<Result<pb::GenerateChunk, Status>>;
+type GenerateStream = ReceiverStream<Result<pb::GenerateChunk, Status>>;
 
-    #[tracing::instrument(skip_all, fields(request_id = %req.get_ref().request_id, worker = %self.worker_id))]
-    async fn generate(
+impl InferenceService {
+    /// Admits a request and starts its relay, which runs in `span` (the request's span,
+    /// open until the generation ends) with a child span per phase: waiting for a slot,
+    /// prefill (to the first token) and decode.
+    async fn open(
         &self,
         req: Request<pb::GenerateRequest>,
-    ) -> Result<Response<Self::GenerateStream>, Status> {
+        span: tracing::Span,
+    ) -> Result<Response<GenerateStream>, Status> {
+        let refused = |reason: &'static str| {
+            span.record("switchback.outcome", reason);
+        };
         if self.load.is_draining() {
+            refused("draining");
             return Err(switchback_proto::refusal(
                 Status::unavailable("worker is draining"),
                 "draining",
             ));
         }
-        let params = self.params(req.into_inner())?;
+        let params = self
+            .params(req.into_inner())
+            .inspect_err(|_| refused("invalid"))?;
         // Take a free slot at once if there is one; otherwise wait in the bounded queue.
         let slot_now = Arc::clone(&self.slots).try_acquire_owned().ok();
         let queued = if slot_now.is_some() {
             None
         } else if self.load.waiting() >= self.limits.max_queue {
+            refused("queue-full");
             return Err(switchback_proto::refusal(
                 Status::resource_exhausted(format!(
                     "worker queue is full ({} waiting)",
@@ -195,22 +206,32 @@ impl Inference for InferenceService {
         let load = Arc::clone(&self.load);
         let slots = Arc::clone(&self.slots);
         let abort = self.abort.clone();
+        let relay_span = span.clone();
         self.requests.spawn(async move {
+            let span = relay_span;
+            let outcome = |o: &'static str| {
+                span.record("switchback.outcome", o);
+            };
+            let queue_span = tracing::info_span!(parent: &span, "switchback.queue");
             let _slot = match slot_now {
                 Some(slot) => slot,
                 None => {
                     let permit = tokio::select! {
                         permit = slots.acquire_owned() => permit,
-                        () = tx.closed() => return,
-                        () = abort.cancelled() => return,
+                        () = tx.closed() => return outcome("cancelled"),
+                        () = abort.cancelled() => return outcome("shutdown"),
                     };
                     let Ok(permit) = permit else { return };
                     permit
                 }
             };
             drop(queued);
+            drop(queue_span);
             let _running = load.enter_running();
             let queue_ms = millis(accepted.elapsed());
+            span.record("switchback.queue_ms", queue_ms);
+            // Prefill until the first token, then decode; each phase is a child span.
+            let mut phase = tracing::info_span!(parent: &span, "switchback.prefill");
             let mut events = engine.generate(params);
             let mut first_token_at = None;
             let mut completion_tokens = 0u32;
@@ -219,9 +240,10 @@ impl Inference for InferenceService {
                     event = events.next() => event,
                     () = tx.closed() => {
                         tracing::info!("caller went away; generation cancelled");
-                        return;
+                        return outcome("cancelled");
                     }
                     () = abort.cancelled() => {
+                        outcome("shutdown");
                         let _ = tx.send(Err(switchback_proto::refusal(Status::unavailable("the worker shut down before the request finished"), "shutdown"))).await;
                         return;
                     }
@@ -232,6 +254,8 @@ impl Inference for InferenceService {
                             let now = Instant::now();
                             load.record_ttft(now - accepted);
                             first_token_at = Some(now);
+                            span.record("switchback.ttft_ms", millis(now - accepted));
+                            phase = tracing::info_span!(parent: &span, "switchback.decode");
                         }
                         completion_tokens += u32::try_from(tokens.len()).unwrap_or(0);
                         load.add_tokens(tokens.len() as u64);
@@ -259,6 +283,13 @@ impl Inference for InferenceService {
                         } else {
                             completion_tokens
                         };
+                        drop(phase);
+                        span.record("gen_ai.usage.input_tokens", prompt_tokens);
+                        span.record("gen_ai.usage.output_tokens", completion_tokens);
+                        outcome(match finish {
+                            pb::FinishReason::Length => "length",
+                            _ => "stop",
+                        });
                         let _ = tx
                             .send(Ok(pb::GenerateChunk {
                                 text: String::new(),
@@ -276,6 +307,7 @@ impl Inference for InferenceService {
                     }
                     Some(Err(err)) => {
                         tracing::warn!(%err, "generation failed");
+                        outcome("engine-error");
                         Err(engine_status(err))
                     }
                     None => Err(switchback_proto::refusal(Status::internal("engine stream ended without finishing"), "engine-error")),
@@ -285,8 +317,36 @@ impl Inference for InferenceService {
                     return;
                 }
             }
-        });
+        }.instrument(span));
         Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}
+
+#[tonic::async_trait]
+impl Inference for InferenceService {
+    type GenerateStream = GenerateStream;
+
+    /// Continues the caller's trace (W3C trace context in the gRPC metadata).
+    async fn generate(
+        &self,
+        req: Request<pb::GenerateRequest>,
+    ) -> Result<Response<Self::GenerateStream>, Status> {
+        let span = tracing::info_span!(
+            "generate",
+            otel.name = "switchback.worker.generate",
+            otel.kind = "server",
+            request_id = %req.get_ref().request_id,
+            switchback.worker = %self.worker_id,
+            switchback.tier = %self.tier,
+            gen_ai.response.model = %self.model,
+            gen_ai.usage.input_tokens = Empty,
+            gen_ai.usage.output_tokens = Empty,
+            switchback.queue_ms = Empty,
+            switchback.ttft_ms = Empty,
+            switchback.outcome = Empty,
+        );
+        trace_context::continue_from(&span, req.metadata());
+        self.open(req, span.clone()).instrument(span).await
     }
 
     async fn health(

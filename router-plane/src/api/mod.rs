@@ -21,6 +21,8 @@ use axum::{
     routing::{get, post},
 };
 use serde_json::json;
+use switchback_common::trace_context;
+use tracing::{Instrument, field::Empty};
 
 use switchback_proto::pb;
 
@@ -307,7 +309,11 @@ async fn attempt(
     request: pb::GenerateRequest,
     stream: bool,
     deadline: tokio::time::Instant,
+    span: &tracing::Span,
 ) -> Result<Opened, (Failure, ApiError)> {
+    let mut request = tonic::Request::new(request);
+    // The worker continues this attempt's trace (W3C `traceparent` in gRPC metadata).
+    trace_context::inject(span, request.metadata_mut());
     let first_token_by = deadline.min(tokio::time::Instant::now() + app.config.first_token_timeout);
     let upstream = |s: tonic::Status| (Failure::of(&s), ApiError::from(s));
     let mut client = app.clients.get(address).map_err(|e| {
@@ -409,7 +415,8 @@ async fn open_answer(
     stream: bool,
     deadline: tokio::time::Instant,
     avoid_nodes: &[String],
-) -> Result<(Decision, view::InFlight, Opened), (String, ApiError)> {
+    attempts_before: usize,
+) -> Result<(Decision, view::InFlight, Opened, tracing::Span), (String, ApiError)> {
     let mut tried: Vec<String> = Vec::new();
     let mut retries: Vec<(String, &'static str)> = Vec::new();
     let mut last: Option<(String, ApiError)> = None;
@@ -421,8 +428,8 @@ async fn open_answer(
                 Err(err) => return Err(last.unwrap_or_else(|| ("none".to_owned(), err))),
             };
         let span = tracing::Span::current();
-        span.record("tier", decision.tier.as_str());
-        span.record("worker", decision.worker.as_str());
+        span.record("switchback.tier", decision.tier.as_str());
+        span.record("switchback.worker", decision.worker.as_str());
         tracing::debug!(
             reason = decision.reason,
             candidates = decision.candidates,
@@ -430,14 +437,36 @@ async fn open_answer(
             attempt = tried.len() + 1,
             "placed"
         );
+        // One span per worker attempt, open until its answer is used up or dropped.
+        let attempt_span = tracing::info_span!(
+            "switchback.attempt",
+            otel.kind = "client",
+            switchback.attempt = attempts_before + tried.len() + 1,
+            switchback.tier = %decision.tier,
+            switchback.worker = %decision.worker,
+            switchback.node = %decision.node,
+            switchback.queue_depth = decision.queue_depth,
+            switchback.outcome = Empty,
+        );
         let in_flight = app.view.start(&decision.worker);
-        match attempt(app, &address, request.clone(), stream, deadline).await {
+        let result = attempt(
+            app,
+            &address,
+            request.clone(),
+            stream,
+            deadline,
+            &attempt_span,
+        )
+        .instrument(attempt_span.clone())
+        .await;
+        match result {
             Ok(opened) => {
                 decision.retries = retries;
-                return Ok((decision, in_flight, opened));
+                return Ok((decision, in_flight, opened, attempt_span));
             }
             Err((failure, err)) => {
                 drop(in_flight);
+                attempt_span.record("switchback.outcome", failure.reason);
                 // A full queue is the tier being saturated, whatever the worker said.
                 let err = if failure.reason == "queue_full" {
                     ApiError::Saturated {
@@ -549,7 +578,75 @@ fn trim_alternatives(tokens: &mut [pb::TokenLogprob], n: u32) {
     }
 }
 
-#[tracing::instrument(skip_all, fields(model = %generation.model, stream = generation.stream, tier, worker, escalations))]
+/// The GenAI semantic conventions' `gen_ai.operation.name` for an endpoint.
+fn operation(endpoint: Endpoint) -> &'static str {
+    match endpoint {
+        Endpoint::Chat => "chat",
+        Endpoint::Completion => "text_completion",
+    }
+}
+
+/// The request's span attributes from the final decision: what a trace shows of it.
+fn record_decision(span: &tracing::Span, d: &Decision, quality: Option<f64>) {
+    span.record("switchback.tier", d.tier.as_str());
+    span.record("switchback.worker", d.worker.as_str());
+    span.record("switchback.decision", d.reason);
+    span.record("switchback.escalations", d.escalations.len());
+    span.record(
+        "switchback.attempts",
+        d.retries.len() + d.escalations.len() + 1,
+    );
+    span.record("gen_ai.response.model", d.model.as_str());
+    let quality = quality.or(d.difficulty.as_ref().map(|p| f64::from(p.quality)));
+    if let Some(q) = quality {
+        span.record("switchback.quality_target", q);
+    }
+    if !trace_context::exporting() {
+        return;
+    }
+    if let Some(p) = &d.difficulty {
+        for (tier, v) in &p.probabilities {
+            trace_context::set_attribute(
+                span,
+                format!("switchback.difficulty.p.{tier}"),
+                f64::from(*v),
+            );
+        }
+    }
+    if let Some(j) = &d.joint {
+        span.record("switchback.joint.moved", j.moved);
+        let considered: Vec<String> = j
+            .considered
+            .iter()
+            .map(|c| {
+                format!(
+                    "{}/{} q={} e2e_ms={}",
+                    c.tier, c.worker, c.queue_depth, c.expected_e2e_ms
+                )
+            })
+            .collect();
+        span.record("switchback.candidates", considered.join("; ").as_str());
+    }
+}
+
+#[tracing::instrument(name = "request", skip_all, fields(
+    otel.name = %format_args!("{} {}", operation(endpoint), generation.model),
+    otel.kind = "server",
+    gen_ai.operation.name = operation(endpoint),
+    gen_ai.request.model = %generation.model,
+    gen_ai.response.model = Empty,
+    gen_ai.usage.input_tokens = Empty,
+    gen_ai.usage.output_tokens = Empty,
+    stream = generation.stream,
+    switchback.quality_target = Empty,
+    switchback.decision = Empty,
+    switchback.tier = Empty,
+    switchback.worker = Empty,
+    switchback.joint.moved = Empty,
+    switchback.candidates = Empty,
+    switchback.escalations = Empty,
+    switchback.attempts = Empty,
+))]
 async fn serve(
     app: Arc<AppState>,
     endpoint: Endpoint,
@@ -586,16 +683,20 @@ async fn serve(
     let mut escalations: Vec<response::Escalation> = Vec::new();
     let mut avoid_nodes: Vec<String> = Vec::new();
     let mut joint = None;
-    let (mut decision, in_flight, opened) = loop {
-        let (decision, in_flight, opened) = open_answer(
+    // Worker attempts so far (retries and escalations), numbering the attempt spans.
+    let mut attempts = 0;
+    let (mut decision, in_flight, opened, attempt_span) = loop {
+        let (decision, in_flight, opened, attempt_span) = open_answer(
             &app,
             &plan,
             &request,
             generation.stream,
             deadline,
             &avoid_nodes,
+            attempts,
         )
         .await?;
+        attempts += decision.retries.len() + 1;
         if joint.is_none() {
             joint = decision.joint.clone();
         }
@@ -604,7 +705,7 @@ async fn serve(
         let Some(next) = next
             .filter(|_| cascade_on && escalations.len() < policy.cascade.max_escalations as usize)
         else {
-            break (decision, in_flight, opened);
+            break (decision, in_flight, opened, attempt_span);
         };
         let boost = if policy.cascade.idle_boost > 0.0 && app.view.has_idle_slot(&next) {
             policy.cascade.idle_boost
@@ -625,7 +726,7 @@ async fn serve(
             Err(_) => (cascade::Verdict::Escalate("lower-tier-failed"), None),
         };
         let reason = match verdict {
-            cascade::Verdict::Keep => break (decision, in_flight, opened),
+            cascade::Verdict::Keep => break (decision, in_flight, opened, attempt_span),
             cascade::Verdict::Escalate(reason) => reason,
         };
         let wasted_tokens = opened.tokens();
@@ -644,6 +745,30 @@ async fn serve(
             })
             .inc_by(u64::from(wasted_tokens));
         tracing::info!(from = %decision.tier, worker = %decision.worker, to = %next, reason, wasted_tokens, ?confidence, "escalating");
+        attempt_span.record("switchback.outcome", "escalated");
+        if trace_context::exporting() {
+            let mut attributes = vec![
+                ("switchback.escalation.from", decision.tier.clone()),
+                ("switchback.escalation.from_worker", decision.worker.clone()),
+                ("switchback.escalation.to", next.clone()),
+                ("switchback.escalation.reason", reason.to_owned()),
+                (
+                    "switchback.escalation.wasted_tokens",
+                    wasted_tokens.to_string(),
+                ),
+            ];
+            if let Some(c) = confidence {
+                attributes.push((
+                    "switchback.escalation.mean_logprob",
+                    c.mean_logprob.to_string(),
+                ));
+            }
+            trace_context::add_event(
+                &tracing::Span::current(),
+                "switchback.escalation",
+                attributes,
+            );
+        }
         escalations.push(response::Escalation {
             from_tier: decision.tier.clone(),
             from_worker: decision.worker.clone(),
@@ -654,16 +779,18 @@ async fn serve(
         });
         avoid_nodes.push(decision.node.clone());
         // Dropping the answer cancels what is left of the lower tier's generation.
-        drop((opened, in_flight));
+        drop((opened, in_flight, attempt_span));
         plan.want = route::Want::Named(next);
     };
-    tracing::Span::current().record("escalations", escalations.len());
     if !escalations.is_empty() {
         decision.reason = "cascade";
     }
     decision.escalations = escalations;
     decision.joint = joint;
     decision.difficulty = plan.prediction.clone();
+    // Held until the answer is used up: streamed answers outlive this function.
+    let request_span = tracing::Span::current();
+    record_decision(&request_span, &decision, generation.quality);
     let tier = decision.tier.clone();
     let created = unix_now();
     let logprobs = generation.logprobs.is_some();
@@ -680,7 +807,10 @@ async fn serve(
             if let Some(u) = &collected.usage {
                 app.metrics
                     .tokens(&tier, u.prompt_tokens, u.completion_tokens);
+                request_span.record("gen_ai.usage.input_tokens", u.prompt_tokens);
+                request_span.record("gen_ai.usage.output_tokens", u.completion_tokens);
             }
+            attempt_span.record("switchback.outcome", "ok");
             app.metrics.request(&tier, "ok");
             app.metrics
                 .duration
@@ -717,6 +847,7 @@ async fn serve(
         // The in-flight guard lives as long as the stream: a client that disconnects drops
         // the body, this stream and the gRPC call, which cancels generation on the worker.
         let _in_flight = in_flight;
+        let (request_span, attempt_span) = (request_span, attempt_span);
         let sse = |v: serde_json::Value| Ok::<Bytes, std::convert::Infallible>(Bytes::from(format!("data: {v}\n\n")));
         if endpoint == Endpoint::Chat {
             yield sse(head.chunk(None, &[], None));
@@ -761,6 +892,7 @@ async fn serve(
                 Ok(None) => break,
                 Err(err) => {
                     tracing::warn!(worker = %d.worker, %err, streamed_tokens, "stream broke after the first token");
+                    attempt_span.record("switchback.outcome", err.outcome());
                     app2.metrics.request(&d.tier, err.outcome());
                     yield sse(err.body());
                     yield Ok(Bytes::from_static(b"data: [DONE]\n\n"));
@@ -770,7 +902,10 @@ async fn serve(
         }
         if let Some(u) = &usage {
             app2.metrics.tokens(&d.tier, u.prompt_tokens, u.completion_tokens);
+            request_span.record("gen_ai.usage.input_tokens", u.prompt_tokens);
+            request_span.record("gen_ai.usage.output_tokens", u.completion_tokens);
         }
+        attempt_span.record("switchback.outcome", "ok");
         if include_usage {
             yield sse(head.usage(response::usage_json(usage.as_ref(), streamed_tokens), &d));
         }
