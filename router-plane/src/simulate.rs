@@ -47,7 +47,8 @@ impl TierSpec {
             items.iter().map(|i| self.service_s(i)).sum::<f64>() / items.len().max(1) as f64;
     }
 
-    fn service_s(&self, item: &TraceItem) -> f64 {
+    /// Seconds one slot takes for `item`: prefill and decode.
+    pub fn service_s(&self, item: &TraceItem) -> f64 {
         (self.prefill_ms_per_token * f64::from(item.prompt_tokens)
             + self.decode_ms_per_token * f64::from(item.output_tokens))
             / 1000.0

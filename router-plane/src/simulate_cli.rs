@@ -175,12 +175,12 @@ pub fn run(a: SimulateArgs) -> Result<(), Error> {
     let large_work: f64 = test_items
         .iter()
         .filter(|i| i.gain > sizing_threshold)
-        .map(|i| service(&probe[1], i))
+        .map(|i| probe[1].service_s(i))
         .sum();
     let small_work: f64 = test_items
         .iter()
         .filter(|i| i.gain <= sizing_threshold)
-        .map(|i| service(&probe[0], i))
+        .map(|i| probe[0].service_s(i))
         .sum();
     let large_workers = ((f64::from(a.workers) * large_work / (large_work + small_work)).round()
         as u32)
@@ -290,12 +290,6 @@ pub fn run(a: SimulateArgs) -> Result<(), Error> {
     }
     print!("{md}");
     Ok(())
-}
-
-fn service(t: &TierSpec, i: &TraceItem) -> f64 {
-    (t.prefill_ms_per_token * f64::from(i.prompt_tokens)
-        + t.decode_ms_per_token * f64::from(i.output_tokens))
-        / 1000.0
 }
 
 fn report_json(r: &Report) -> serde_json::Value {

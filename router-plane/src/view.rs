@@ -75,6 +75,17 @@ impl Snapshot {
     }
 }
 
+impl Snapshot {
+    /// The tier's prices per million tokens (input, output): its cheapest worker's.
+    pub fn tier_price(&self, tier: &str) -> Option<(f64, f64)> {
+        self.workers
+            .iter()
+            .filter(|(w, _)| w.record.tier == tier)
+            .map(|(w, _)| (w.record.cost_per_mtok_input, w.record.cost_per_mtok_output))
+            .min_by(|a, b| a.1.total_cmp(&b.1))
+    }
+}
+
 /// Decrements the router's in-flight count for a worker when dropped, and wakes requests
 /// waiting for capacity.
 #[derive(Debug)]
@@ -170,16 +181,6 @@ impl View {
         out.sort();
         out.dedup();
         out
-    }
-
-    /// The tier's prices per million tokens (input, output): its cheapest worker's.
-    pub fn tier_price(&self, tier: &str) -> Option<(f64, f64)> {
-        let workers = self.workers.read().unwrap_or_else(|e| e.into_inner());
-        workers
-            .values()
-            .filter(|w| w.record.tier == tier)
-            .map(|w| (w.record.cost_per_mtok_input, w.record.cost_per_mtok_output))
-            .min_by(|a, b| a.1.total_cmp(&b.1))
     }
 
     /// Whether a ready worker of the tier has a free slot, counting this router's own

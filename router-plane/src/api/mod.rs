@@ -533,21 +533,17 @@ async fn read_for_judgement(
                         read.push(chunk);
                     }
                     Ok(Ok(None)) => ended = true,
-                    Ok(Err(status)) => {
+                    broken => {
+                        let err = match broken {
+                            Ok(Err(status)) => ApiError::from(status),
+                            _ => ApiError::Timeout(0),
+                        };
                         let opened = Opened::Streaming {
                             stream,
                             read,
                             ended: true,
                         };
-                        return (opened, Err(ApiError::from(status)));
-                    }
-                    Err(_) => {
-                        let opened = Opened::Streaming {
-                            stream,
-                            read,
-                            ended: true,
-                        };
-                        return (opened, Err(ApiError::Timeout(0)));
+                        return (opened, Err(err));
                     }
                 }
             }

@@ -2,13 +2,17 @@
 //! model, or `auto` with its quality range and deadline), the placement core's choice on
 //! a snapshot of the view, and the bounded wait while everything allowed is full.
 
-use std::{sync::atomic::Ordering, time::Instant};
+use std::{
+    sync::{Arc, atomic::Ordering},
+    time::Instant,
+};
 
 use super::{AppState, error::ApiError, openai::Generation, response::Decision};
 use crate::{
     difficulty::predictor::{Prediction, Predictor},
     placement::{self, Ask, NoWorker, Target, TierView},
     policy::Policy,
+    view::Snapshot,
 };
 
 /// What the request lets the router choose from.
@@ -24,6 +28,9 @@ pub enum Want {
 #[derive(Debug, Clone)]
 pub struct Plan {
     pub want: Want,
+    /// The routing policy in force when the request arrived (one per request, so a policy
+    /// swap mid-request cannot mix two).
+    pub policy: Arc<Policy>,
     pub prediction: Option<Prediction>,
     /// The quality target of the headroom tier (`Ask::stretch`): the request's plus the
     /// policy's margin.
@@ -48,7 +55,7 @@ pub fn plan(
     app: &AppState,
     g: &Generation,
     predictor: Option<&Predictor>,
-    policy: &Policy,
+    policy: &Arc<Policy>,
 ) -> Plan {
     let prompt = g.prompt_text();
     let prompt_tokens = estimate_tokens(&prompt);
@@ -104,6 +111,7 @@ pub fn plan(
     let output_tokens = g.max_tokens.unwrap_or(0);
     Plan {
         want,
+        policy: Arc::clone(policy),
         prediction,
         routed_quality,
         prompt_tokens,
@@ -119,21 +127,6 @@ pub fn decide(
     exclude: &[String],
     avoid_nodes: &[String],
 ) -> Result<(Decision, String), ApiError> {
-    if !avoid_nodes.is_empty() {
-        let snapshot = app.view.snapshot();
-        let mut more = exclude.to_vec();
-        more.extend(
-            snapshot
-                .workers
-                .iter()
-                .filter(|(w, _)| avoid_nodes.contains(&w.record.node))
-                .map(|(w, _)| w.record.id.clone()),
-        );
-        match decide(app, plan, &more, &[]) {
-            Err(ApiError::NoCapacity { .. } | ApiError::Saturated { .. }) => {}
-            other => return other,
-        }
-    }
     let started = Instant::now();
     if !app.view.is_ready() {
         return Err(ApiError::NotReady);
@@ -141,10 +134,30 @@ pub fn decide(
     let snapshot = app.view.snapshot();
     let candidates = snapshot.candidates(exclude);
     let rotation = app.rotation.fetch_add(1, Ordering::Relaxed);
-    let decided = match &plan.want {
-        Want::Named(model) => named(app, &candidates, model, rotation),
-        Want::Auto(ask) => auto(app, plan, &candidates, ask, rotation),
+    let choose_among = |candidates: &[placement::Candidate<'_>]| match &plan.want {
+        Want::Named(model) => named(app, candidates, model, rotation),
+        Want::Auto(ask) => auto(app, plan, &snapshot, candidates, ask, rotation),
     };
+    // Another node first (an escalation should not land next to the answer it replaces),
+    // then, if nobody is there, any node; both from the same snapshot.
+    let elsewhere = (!avoid_nodes.is_empty())
+        .then(|| {
+            let others: Vec<placement::Candidate<'_>> = candidates
+                .iter()
+                .map(|c| placement::Candidate {
+                    ready: c.ready && !avoid_nodes.iter().any(|n| n == c.node),
+                    ..c.clone()
+                })
+                .collect();
+            choose_among(&others)
+        })
+        .filter(|d| {
+            !matches!(
+                d,
+                Err(ApiError::NoCapacity { .. } | ApiError::Saturated { .. })
+            )
+        });
+    let decided = elsewhere.unwrap_or_else(|| choose_among(&candidates));
     app.metrics
         .decision
         .observe(started.elapsed().as_secs_f64());
@@ -203,11 +216,12 @@ fn named(
 fn auto(
     app: &AppState,
     plan: &Plan,
+    snapshot: &Snapshot,
     candidates: &[placement::Candidate<'_>],
     ask: &Ask,
     rotation: u64,
 ) -> Result<(usize, Decision), ApiError> {
-    let policy = app.policy();
+    let policy = &plan.policy;
     let tiers: Vec<TierView<'_>> = app
         .config
         .tiers
@@ -226,7 +240,7 @@ fn auto(
             let mean_service_s = first_token_s
                 + model.decode_ms_per_token * f64::from(model.expected_output_tokens) / 1000.0;
             // The tier's price: the cheapest worker's (prices are per tier in practice).
-            let cost = app.view.tier_price(name).map_or(0.0, |(input, output)| {
+            let cost = snapshot.tier_price(name).map_or(0.0, |(input, output)| {
                 (input * f64::from(plan.prompt_tokens) + output * f64::from(out)) / 1e6
             });
             TierView {

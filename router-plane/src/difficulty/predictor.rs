@@ -351,6 +351,36 @@ fn log_loss(xs: &[Sparse], ys: &[f32], bias: f32, w: &[f32]) -> f32 {
         / xs.len() as f32
 }
 
+/// Heads fitted on some items, with their training losses (for the artifact's record).
+struct Fitted {
+    heads: Vec<Head>,
+    gap: Option<Head>,
+    losses: Vec<String>,
+}
+
+/// One head per tier on `on` (features `xs`), and the gain head when `opts` asks for it.
+fn fit_heads(on: &[&Item], xs: &[Sparse], opts: &TrainOptions) -> Fitted {
+    let mut heads = Vec::new();
+    let mut losses = Vec::new();
+    for (tier, model) in &opts.tiers {
+        let ys: Vec<f32> = on.iter().map(|i| i.scores[model] as f32).collect();
+        let (bias, w) = fit(xs, &ys, opts.epochs, opts.l2);
+        losses.push(format!("{tier} {:.3}", log_loss(xs, &ys, bias, &w)));
+        heads.push(Head::fitted(tier, model, bias, &w));
+    }
+    let (weak_m, strong_m) = (&opts.tiers[0].1, &opts.tiers[1].1);
+    let gap = opts.gap_head.then(|| {
+        let ys: Vec<f32> = on
+            .iter()
+            .map(|i| ((i.scores[strong_m] - i.scores[weak_m] + 1.0) / 2.0) as f32)
+            .collect();
+        let (bias, w) = fit(xs, &ys, opts.epochs, opts.l2);
+        losses.push(format!("gap {:.3}", log_loss(xs, &ys, bias, &w)));
+        Head::fitted("gap", &format!("{strong_m} - {weak_m}"), bias, &w)
+    });
+    Fitted { heads, gap, losses }
+}
+
 /// Folds of the calibration items when the heads are fitted on them too (cross-fitting).
 const CALIBRATION_FOLDS: usize = 5;
 
@@ -407,41 +437,23 @@ pub fn train(
             calib.len()
         )));
     }
-    let fit_on: Vec<&Item> = if opts.heads_on_calibration {
-        train.iter().chain(&calib).copied().collect()
+    // Features once per item: the cross-fitting below refits on subsets of them.
+    let train_xs: Vec<Sparse> = train.iter().map(|i| encoder.extract(&i.prompt)).collect();
+    let calib_xs: Vec<Sparse> = calib.iter().map(|i| encoder.extract(&i.prompt)).collect();
+    let (fit_on, xs): (Vec<&Item>, Vec<Sparse>) = if opts.heads_on_calibration {
+        (
+            train.iter().chain(&calib).copied().collect(),
+            train_xs.iter().chain(&calib_xs).cloned().collect(),
+        )
     } else {
-        train.clone()
+        (train.clone(), train_xs.clone())
     };
-    let xs: Vec<Sparse> = fit_on.iter().map(|i| encoder.extract(&i.prompt)).collect();
-    let mut heads = Vec::new();
-    let mut losses = Vec::new();
-    for (tier, model) in &opts.tiers {
-        let ys: Vec<f32> = fit_on.iter().map(|i| i.scores[model] as f32).collect();
-        let (bias, w) = fit(&xs, &ys, opts.epochs, opts.l2);
-        losses.push(format!("{tier} {:.3}", log_loss(&xs, &ys, bias, &w)));
-        heads.push(Head::fitted(tier, model, bias, &w));
-    }
+    let fitted = fit_heads(&fit_on, &xs, opts);
+    let (heads, gap, losses) = (fitted.heads, fitted.gap, fitted.losses);
     // Calibration: for each quality target, the highest threshold on the predicted gap
     // (the most cheap answers) whose routing keeps that share of the top tier's quality
     // on the calibration items.
     let (weak_m, strong_m) = (&opts.tiers[0].1, &opts.tiers[1].1);
-    let gap = if opts.gap_head {
-        let ys: Vec<f32> = fit_on
-            .iter()
-            .map(|i| ((i.scores[strong_m] - i.scores[weak_m] + 1.0) / 2.0) as f32)
-            .collect();
-        let (bias, w) = fit(&xs, &ys, opts.epochs, opts.l2);
-        losses.push(format!("gap {:.3}", log_loss(&xs, &ys, bias, &w)));
-        Some(Head::fitted(
-            "gap",
-            &format!("{strong_m} - {weak_m}"),
-            bias,
-            &w,
-        ))
-    } else {
-        None
-    };
-    let calib_xs: Vec<Sparse> = calib.iter().map(|i| encoder.extract(&i.prompt)).collect();
     let gaps: Vec<f32> = if opts.heads_on_calibration {
         // The heads saw the calibration items, so their gains there are optimistic and a
         // table fitted on them over-promises on new prompts (at target 0.95 the test split
@@ -451,38 +463,21 @@ pub fn train(
         let mut gaps = vec![0.0f32; calib.len()];
         for fold in 0..CALIBRATION_FOLDS {
             let in_fold = |k: usize| k % CALIBRATION_FOLDS == fold;
+            let outside = (0..calib.len()).filter(|&k| !in_fold(k));
             let on: Vec<&Item> = train
                 .iter()
                 .copied()
-                .chain(
-                    calib
-                        .iter()
-                        .enumerate()
-                        .filter(|(k, _)| !in_fold(*k))
-                        .map(|(_, i)| *i),
-                )
+                .chain(outside.clone().map(|k| calib[k]))
                 .collect();
-            let xs: Vec<Sparse> = on.iter().map(|i| encoder.extract(&i.prompt)).collect();
-            let fold_heads: Vec<Head> = opts
-                .tiers
+            let on_xs: Vec<Sparse> = train_xs
                 .iter()
-                .map(|(tier, model)| {
-                    let ys: Vec<f32> = on.iter().map(|i| i.scores[model] as f32).collect();
-                    let (bias, w) = fit(&xs, &ys, opts.epochs, opts.l2);
-                    Head::fitted(tier, model, bias, &w)
-                })
+                .cloned()
+                .chain(outside.map(|k| calib_xs[k].clone()))
                 .collect();
-            let fold_gap = opts.gap_head.then(|| {
-                let ys: Vec<f32> = on
-                    .iter()
-                    .map(|i| ((i.scores[strong_m] - i.scores[weak_m] + 1.0) / 2.0) as f32)
-                    .collect();
-                let (bias, w) = fit(&xs, &ys, opts.epochs, opts.l2);
-                Head::fitted("gap", "fold", bias, &w)
-            });
+            let fold = fit_heads(&on, &on_xs, opts);
             for (k, x) in calib_xs.iter().enumerate().filter(|(k, _)| in_fold(*k)) {
-                let p: Vec<f32> = fold_heads.iter().map(|h| h.probability(x)).collect();
-                gaps[k] = gain(fold_gap.as_ref(), x, &p);
+                let p: Vec<f32> = fold.heads.iter().map(|h| h.probability(x)).collect();
+                gaps[k] = gain(fold.gap.as_ref(), x, &p);
             }
         }
         gaps
