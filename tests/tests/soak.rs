@@ -50,7 +50,13 @@ async fn a_short_soak_has_no_unexpected_errors_leaks_or_memory_growth() {
     )
     .await;
 
-    // Memory: the second half of the load grows no process by more than the tolerance.
+    // Memory: the second half of the load grows no process by more than max(10 %, 4 MiB).
+    // Measured growth per half is 0.0-0.2 MiB in every process, here and over 10 minutes at
+    // twice the rate (docs/BENCHMARKS.md), also with other builds on the cores: RSS follows
+    // allocations, not CPU time, so a busy machine moves it only through more requests in
+    // flight at once, a few MiB at most. 4 MiB is 20x that noise; a leak of 20 KiB per
+    // request (a retained request and answer) would add ~2 MiB per half here and fail the
+    // 10-minute run by far, which is where small leaks are meant to be caught.
     let memory = result.memory().expect("readings in every window");
     for m in memory.iter().filter(|m| m.judged) {
         assert!(

@@ -322,7 +322,12 @@ impl Soak {
         }
         let _ = writeln!(
             md,
-            "\nSettled {:.1} s after the load ended{}.",
+            "\n{} {:.1} s after the load ended{}.",
+            if self.options.settle_timeout.is_zero() {
+                "Read once (the caller waits for settling itself)"
+            } else {
+                "Settled"
+            },
             self.settled_in.as_secs_f64(),
             if self.baseline_stable {
                 ""
