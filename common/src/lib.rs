@@ -1,10 +1,11 @@
 //! What every Switchback binary shares beyond the wire contract: telemetry setup, signal
-//! handling, and etcd access (connecting, keys kept alive under a lease, finding the
-//! controller leader).
+//! handling, etcd access (connecting, keys kept alive under a lease, finding the
+//! controller leader), and the process gauges every `/metrics` carries.
 
 pub mod backoff;
 pub mod config;
 pub mod etcd;
+pub mod process;
 pub mod telemetry;
 pub mod trace_context;
 

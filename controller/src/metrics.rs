@@ -1,5 +1,6 @@
 //! Prometheus metrics of the controller, rendered at scrape time from the view itself, so
-//! that a tier or worker that left leaves no stale series behind.
+//! that a tier or worker that left leaves no stale series behind; with the process's live
+//! tasks, open fds and sockets.
 
 use prometheus_client::{
     encoding::EncodeLabelSet,
@@ -119,6 +120,7 @@ pub fn render(status: &pb::ClusterView) -> String {
             .set(v);
         }
     }
+    switchback_common::process::ProcessGauges::register(&mut r).update();
     let mut out = String::new();
     if prometheus_client::encoding::text::encode(&mut out, &r).is_err() {
         out.clear();
@@ -151,6 +153,10 @@ mod tests {
             "{text}"
         );
         assert!(text.contains(r#"switchback_controller_tier_capacity{tier="small"} 8"#));
+        assert!(
+            text.contains("switchback_controller_open_sockets "),
+            "{text}"
+        );
         assert!(text.contains(
             r#"switchback_controller_tier_cost_per_mtok{tier="small",direction="output"} 0.5"#
         ));

@@ -6,6 +6,7 @@ use prometheus_client::{
     metrics::{counter::Counter, family::Family, gauge::Gauge, histogram::Histogram},
     registry::Registry,
 };
+use switchback_common::process::ProcessGauges;
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct Outcome {
@@ -51,6 +52,8 @@ pub struct Metrics {
     pub policy_updates: Family<Reload, Counter>,
     pub etcd_connected: Gauge,
     pub inter_token: Family<Tier, Histogram>,
+    /// Live tokio tasks, open fds and sockets, read at scrape time.
+    pub process: ProcessGauges,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -187,8 +190,10 @@ impl Default for Metrics {
             "Time between streamed chunks of an answer, by tier",
             inter_token.clone(),
         );
+        let process = ProcessGauges::register(&mut registry);
         Self {
             registry,
+            process,
             etcd_connected,
             inter_token,
             escalations,

@@ -12,6 +12,7 @@ pub mod compose;
 pub mod http;
 pub mod metrics;
 pub mod otlp;
+pub mod soak;
 pub mod traffic;
 
 use std::{

@@ -1,6 +1,6 @@
 //! The three components' `/metrics` move with the traffic: the router counts requests,
 //! the worker counts the tokens it generated, the controller's per-tier gauges show the
-//! worker.
+//! worker; and each serves its process gauges (live tokio tasks, open fds and sockets).
 
 use std::time::Duration;
 
@@ -101,6 +101,27 @@ async fn router_worker_and_controller_metrics_follow_the_traffic() {
         completion_tokens as f64,
         "worker {generated}"
     );
+    // Every process shows what it holds: tasks of its runtime, fds, and among them at least
+    // its listeners and this scrape's connection.
+    let controller_now = scrape("controller", &controller_url).await;
+    for (what, prefix, s) in [
+        ("router", "switchback_router", &router_after),
+        ("worker", "switchback_worker", &worker_after),
+        ("controller", "switchback_controller", &controller_now),
+    ] {
+        let gauge = |name: &str| {
+            s.value(&format!("{prefix}_{name}"), &[])
+                .unwrap_or_else(|| panic!("the {what} serves no {prefix}_{name}"))
+        };
+        let (tasks, fds, sockets) = (
+            gauge("tokio_alive_tasks"),
+            gauge("open_fds"),
+            gauge("open_sockets"),
+        );
+        assert!(tasks >= 1.0, "{what}: {tasks} tasks");
+        assert!(sockets >= 2.0, "{what}: {sockets} sockets");
+        assert!(fds >= sockets, "{what}: {fds} fds < {sockets} sockets");
+    }
     // Idle again, and the controller's view agrees (it hears load reports every 100 ms).
     assert_eq!(
         worker_after.value("switchback_worker_running_requests", &[]),

@@ -1,6 +1,7 @@
 //! `/metrics` (Prometheus, `switchback_worker_*`) and `/healthz` on the worker's optional
 //! HTTP listener. Rendered at scrape time from the live load counters, so what is scraped
-//! is exactly what the worker reports to the controller.
+//! is exactly what the worker reports to the controller, plus the process's live tasks,
+//! open fds and sockets.
 
 use std::sync::Arc;
 
@@ -78,6 +79,7 @@ pub fn render(s: &Scrape) -> String {
         "Smoothed time to first token of recent requests",
         ttft,
     );
+    switchback_common::process::ProcessGauges::register(&mut r).update();
     let mut out = String::new();
     if let Err(err) = prometheus_client::encoding::text::encode(&mut out, &r) {
         tracing::error!(%err, "cannot encode metrics");
@@ -137,5 +139,13 @@ mod tests {
             text.contains(r#"switchback_worker_generated_tokens_total{tier="small",model="m"} 7"#),
             "{text}"
         );
+        for process in ["tokio_alive_tasks", "open_fds", "open_sockets"] {
+            assert!(
+                text.contains(&format!(
+                    r#"switchback_worker_{process}{{tier="small",model="m"}} "#
+                )),
+                "{text}"
+            );
+        }
     }
 }

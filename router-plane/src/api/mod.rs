@@ -109,6 +109,7 @@ async fn metrics(State(app): State<Arc<AppState>>) -> Response {
     app.metrics
         .controller_sessions
         .set(app.view.sessions() as i64);
+    app.metrics.process.update();
     (
         [(
             header::CONTENT_TYPE,
