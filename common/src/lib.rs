@@ -1,11 +1,13 @@
 //! What every Switchback binary shares beyond the wire contract: telemetry setup, signal
-//! handling, and etcd access (connecting, keys kept alive under a lease, finding the
+//! handling, TLS (certificates that reload, mTLS for gRPC), and etcd access (connecting,
+//! keys kept alive under a lease, finding the
 //! controller leader).
 
 pub mod backoff;
 pub mod config;
 pub mod etcd;
 pub mod telemetry;
+pub mod tls;
 pub mod trace_context;
 
 pub use telemetry::{
