@@ -302,6 +302,26 @@ async fn every_hop_is_mutually_authenticated_and_certificates_rotate_without_res
     )
     .await;
 
+    // Clients that connect and never start a handshake hold up no one: handshakes run in
+    // their own tasks, not in the accept loop.
+    let mut silent = Vec::new();
+    for address in [format!("127.0.0.1:{router_port}"), worker_addr.clone()] {
+        for _ in 0..3 {
+            silent.push(
+                tokio::net::TcpStream::connect(&address)
+                    .await
+                    .expect("connect"),
+            );
+        }
+    }
+    chat(&https_client(&public_ca), &base)
+        .await
+        .expect("a request on a new connection while silent clients wait");
+    server_certificate(&worker_addr, Arc::clone(&admin_h2))
+        .await
+        .expect("a worker handshake while silent clients wait");
+    drop(silent);
+
     // Plain HTTP to the HTTPS port gets no answer.
     let plain = reqwest::Client::new()
         .get(format!("http://127.0.0.1:{router_port}/readyz"))
