@@ -374,6 +374,65 @@ async fn every_hop_is_mutually_authenticated_and_certificates_rotate_without_res
         }
     }
 
+    // sbctl finds the leader through etcd (TLS, client certificate, password) and asks it
+    // over mTLS; without the --tls-* flags (plaintext) the controller does not answer it.
+    let sdir = tempfile::tempdir_in(d).expect("sbctl dir");
+    let etcd_ca_file = etcd_ca.write(sdir.path(), "etcd-ca.crt");
+    let (etcd_cert, etcd_key) = etcd_ca.issue("sbctl").write(sdir.path(), "etcd-sbctl");
+    let (cert, key) = cluster_ca.issue("sbctl").write(sdir.path(), "sbctl");
+    let cluster_ca_file = cluster_ca.write(sdir.path(), "cluster-ca.crt");
+    let path = |p: &PathBuf| p.display().to_string();
+    let etcd_args = [
+        "--etcd-endpoints".to_owned(),
+        etcd.endpoint.clone(),
+        "--etcd-ca-file".into(),
+        path(&etcd_ca_file),
+        "--etcd-cert-file".into(),
+        path(&etcd_cert),
+        "--etcd-key-file".into(),
+        path(&etcd_key),
+        "--etcd-username".into(),
+        "switchback".into(),
+        "--etcd-password-file".into(),
+        path(&password_file),
+    ];
+    let tls_args = [
+        "--tls-ca-file".to_owned(),
+        path(&cluster_ca_file),
+        "--tls-cert-file".into(),
+        path(&cert),
+        "--tls-key-file".into(),
+        path(&key),
+    ];
+    let sbctl = |args: Vec<String>| async move {
+        let out = tokio::time::timeout(
+            Duration::from_secs(60),
+            tokio::process::Command::new(bin("sbctl"))
+                .args(args)
+                .kill_on_drop(true)
+                .output(),
+        )
+        .await
+        .expect("sbctl did not finish within 60 s")
+        .expect("run sbctl");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let mut args: Vec<String> = etcd_args.iter().chain(&tls_args).cloned().collect();
+    args.extend(["status".into(), "--json".into()]);
+    let (ok, stdout, stderr) = sbctl(args).await;
+    assert!(
+        ok && stdout.contains("\"w1\""),
+        "sbctl status over TLS: {stdout} {stderr}"
+    );
+    let mut args: Vec<String> = etcd_args.to_vec();
+    args.extend(["status".into(), "--json".into()]);
+    let (ok, stdout, _) = sbctl(args).await;
+    assert!(!ok, "sbctl in plaintext was answered: {stdout}");
+
     // Requests keep flowing through the rotations below.
     let stop = Arc::new(AtomicBool::new(false));
     let ok = Arc::new(AtomicU64::new(0));
