@@ -76,8 +76,10 @@ pub fn incoming(
                     Ok(Ok(tls)) => {
                         let _ = tx.send((tls, peer)).await;
                     }
-                    Ok(Err(err)) => tracing::info!(%peer, %err, "TLS handshake refused"),
-                    Err(_) => tracing::info!(%peer, "TLS handshake timed out"),
+                    // Debug, not info: anyone who can reach the port could fill the logs.
+                    // The refused peer sees the reason in its own handshake error.
+                    Ok(Err(err)) => tracing::debug!(%peer, %err, "TLS handshake refused"),
+                    Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                 }
             });
         }
