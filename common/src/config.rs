@@ -67,6 +67,112 @@ pub fn etcd_endpoints(endpoints: Option<Vec<String>>) -> Result<Vec<String>, Con
     Ok(endpoints)
 }
 
+/// The security keys of an `etcd:` section, as read (every binary's `RawEtcd` has them).
+#[derive(Debug, Default, Clone)]
+pub struct RawEtcdSecurity {
+    pub ca_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    pub username: Option<String>,
+    pub password_file: Option<PathBuf>,
+}
+
+/// How to reach etcd: [`etcd_endpoints`], plus TLS and authentication, checked now (files
+/// named, readable and parseable; `https://` endpoints exactly when TLS is on).
+pub fn etcd_access(
+    endpoints: Option<Vec<String>>,
+    security: RawEtcdSecurity,
+) -> Result<crate::etcd::EtcdAccess, ConfigError> {
+    use crate::etcd::{EtcdAccess, EtcdTls, EtcdUser};
+    let endpoints = etcd_endpoints(endpoints)?;
+    let RawEtcdSecurity {
+        ca_file,
+        cert_file,
+        key_file,
+        username,
+        password_file,
+    } = security;
+    let identity = match (cert_file, key_file) {
+        (Some(cert), Some(key)) => Some((cert, key)),
+        (None, None) => None,
+        (Some(_), None) => return Err(invalid("etcd.key_file", "required with etcd.cert_file")),
+        (None, Some(_)) => return Err(invalid("etcd.cert_file", "required with etcd.key_file")),
+    };
+    let tls = match (ca_file, identity) {
+        (Some(ca_file), identity) => Some(EtcdTls { ca_file, identity }),
+        (None, None) => None,
+        (None, Some(_)) => {
+            return Err(invalid(
+                "etcd.ca_file",
+                "required with etcd.cert_file (the CA that signed etcd's certificate)",
+            ));
+        }
+    };
+    if let Some(tls) = &tls {
+        let keys = crate::tls::Keys {
+            ca_file: "etcd.ca_file",
+            cert_file: "etcd.cert_file",
+            key_file: "etcd.key_file",
+            server_name: "etcd.server_name",
+        };
+        crate::tls::check_etcd_files(tls, keys)?;
+    }
+    for e in &endpoints {
+        match (&tls, e.starts_with("https://")) {
+            (Some(_), false) => {
+                return Err(invalid(
+                    "etcd.endpoints",
+                    format!(
+                        "`{e}`: TLS to etcd is on (etcd.ca_file), so endpoints must be https://"
+                    ),
+                ));
+            }
+            (None, true) => {
+                return Err(invalid(
+                    "etcd.ca_file",
+                    format!("endpoint `{e}` is https://; name the CA of etcd's certificate"),
+                ));
+            }
+            _ => {}
+        }
+    }
+    let user = match (username, password_file) {
+        (Some(name), Some(password_file)) => {
+            if name.is_empty() {
+                return Err(invalid("etcd.username", "must not be empty"));
+            }
+            let password = std::fs::read(&password_file).map_err(|e| {
+                invalid(
+                    "etcd.password_file",
+                    format!("cannot read {}: {e}", password_file.display()),
+                )
+            })?;
+            if password.iter().all(u8::is_ascii_whitespace) {
+                return Err(invalid(
+                    "etcd.password_file",
+                    format!("{} is empty", password_file.display()),
+                ));
+            }
+            Some(EtcdUser {
+                name,
+                password_file,
+            })
+        }
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(invalid("etcd.password_file", "required with etcd.username"));
+        }
+        (None, Some(_)) => {
+            return Err(invalid("etcd.username", "required with etcd.password_file"));
+        }
+    };
+    Ok(EtcdAccess {
+        endpoints,
+        tls,
+        user,
+    })
+}
+
 fn check_endpoint(e: &str) -> Result<(), &'static str> {
     let rest = e
         .strip_prefix("http://")
@@ -137,5 +243,79 @@ mod tests {
             let err = etcd_endpoints(Some(vec![bad.into()])).expect_err(bad);
             assert!(err.to_string().contains(bad), "{err}");
         }
+    }
+
+    fn security() -> RawEtcdSecurity {
+        RawEtcdSecurity::default()
+    }
+
+    fn etcd_err(endpoint: &str, security: RawEtcdSecurity) -> String {
+        etcd_access(Some(vec![endpoint.into()]), security)
+            .expect_err("invalid")
+            .to_string()
+    }
+
+    #[test]
+    fn etcd_security_keys_come_in_pairs_and_match_the_scheme() {
+        let plain = etcd_access(None, security()).expect("plaintext default");
+        assert!(plain.tls.is_none() && plain.user.is_none());
+        let err = etcd_err("https://etcd:2379", security());
+        assert!(err.contains("`etcd.ca_file`"), "{err}");
+        let err = etcd_err(
+            "https://etcd:2379",
+            RawEtcdSecurity {
+                cert_file: Some("c.pem".into()),
+                ..security()
+            },
+        );
+        assert!(err.contains("`etcd.key_file`"), "{err}");
+        let err = etcd_err(
+            "https://etcd:2379",
+            RawEtcdSecurity {
+                cert_file: Some("c.pem".into()),
+                key_file: Some("k.pem".into()),
+                ..security()
+            },
+        );
+        assert!(err.contains("`etcd.ca_file`"), "{err}");
+        let err = etcd_err(
+            "http://etcd:2379",
+            RawEtcdSecurity {
+                username: Some("switchback".into()),
+                ..security()
+            },
+        );
+        assert!(err.contains("`etcd.password_file`"), "{err}");
+        let err = etcd_err(
+            "http://etcd:2379",
+            RawEtcdSecurity {
+                password_file: Some("p".into()),
+                ..security()
+            },
+        );
+        assert!(err.contains("`etcd.username`"), "{err}");
+    }
+
+    #[test]
+    fn etcd_password_file_must_be_readable_and_not_empty() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("password");
+        let with = |path: &Path| RawEtcdSecurity {
+            username: Some("switchback".into()),
+            password_file: Some(path.to_owned()),
+            ..security()
+        };
+        let err = etcd_err("http://etcd:2379", with(&file));
+        assert!(
+            err.contains("`etcd.password_file`") && err.contains("password"),
+            "{err}"
+        );
+        std::fs::write(&file, "\n").expect("write");
+        let err = etcd_err("http://etcd:2379", with(&file));
+        assert!(err.contains("is empty"), "{err}");
+        std::fs::write(&file, "s3cret\n").expect("write");
+        let access =
+            etcd_access(Some(vec!["http://etcd:2379".into()]), with(&file)).expect("valid");
+        assert_eq!(access.user.map(|u| u.name).as_deref(), Some("switchback"));
     }
 }

@@ -2,9 +2,9 @@
 //! alive under a lease (re-registering after the lease is lost), and finding the
 //! controller leader.
 
-use std::time::Duration;
+use std::{path::PathBuf, time::Duration};
 
-use etcd_client::{Client, ConnectOptions, PutOptions};
+use etcd_client::{Certificate, Client, ConnectOptions, Identity, PutOptions, TlsOptions};
 use switchback_proto::Keys;
 use tokio_util::sync::CancellationToken;
 
@@ -21,23 +21,93 @@ pub fn grpc_endpoint(address: &str) -> Result<tonic::transport::Endpoint, tonic:
     )
 }
 
+/// How to reach etcd: endpoints, and optionally TLS and a user. Files are read at each
+/// (re)connect, so rotated etcd certificates and passwords apply to the next connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdAccess {
+    pub endpoints: Vec<String>,
+    pub tls: Option<EtcdTls>,
+    pub user: Option<EtcdUser>,
+}
+
+/// TLS to etcd: the CA that signed etcd's server certificate and, for etcd's
+/// `--client-cert-auth`, this process's client certificate and key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdTls {
+    pub ca_file: PathBuf,
+    pub identity: Option<(PathBuf, PathBuf)>,
+}
+
+/// etcd authentication: user name and the file holding the password.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdUser {
+    pub name: String,
+    pub password_file: PathBuf,
+}
+
+impl EtcdAccess {
+    /// Plaintext, no authentication.
+    pub fn plaintext(endpoints: Vec<String>) -> Self {
+        Self {
+            endpoints,
+            tls: None,
+            user: None,
+        }
+    }
+
+    /// Whether the connection to etcd is encrypted.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// `options` with this access's TLS material and credentials, read from their files now.
+    fn apply(&self, mut options: ConnectOptions) -> Result<ConnectOptions, etcd_client::Error> {
+        let read = |path: &PathBuf| {
+            std::fs::read(path).map_err(|e| {
+                etcd_client::Error::IoError(std::io::Error::new(
+                    e.kind(),
+                    format!("{}: {e}", path.display()),
+                ))
+            })
+        };
+        if let Some(tls) = &self.tls {
+            let mut t =
+                TlsOptions::new().ca_certificate(Certificate::from_pem(read(&tls.ca_file)?));
+            if let Some((cert, key)) = &tls.identity {
+                t = t.identity(Identity::from_pem(read(cert)?, read(key)?));
+            }
+            options = options.with_tls(t);
+        }
+        if let Some(user) = &self.user {
+            let password = String::from_utf8(read(&user.password_file)?).map_err(|_| {
+                etcd_client::Error::InvalidArgs(format!(
+                    "{}: the password is not UTF-8",
+                    user.password_file.display()
+                ))
+            })?;
+            options = options.with_user(&user.name, password.trim_end_matches(['\r', '\n']));
+        }
+        Ok(options)
+    }
+}
+
 /// Connects to etcd. Every call through the client is bounded, so a dead etcd is an
 /// error after a few seconds rather than a hang.
-pub async fn connect(endpoints: &[String]) -> Result<Client, etcd_client::Error> {
+pub async fn connect(etcd: &EtcdAccess) -> Result<Client, etcd_client::Error> {
     let options = ConnectOptions::new()
         .with_connect_timeout(Duration::from_secs(3))
         .with_timeout(Duration::from_secs(5))
         .with_keep_alive(Duration::from_secs(5), Duration::from_secs(3));
-    Client::connect(endpoints, Some(options)).await
+    Client::connect(&etcd.endpoints, Some(etcd.apply(options)?)).await
 }
 
 /// Like [`connect`] but without a per-request timeout, for calls that block by design
 /// (an election campaign waits until it wins). HTTP/2 keep-alives still detect a dead etcd.
-pub async fn connect_unbounded(endpoints: &[String]) -> Result<Client, etcd_client::Error> {
+pub async fn connect_unbounded(etcd: &EtcdAccess) -> Result<Client, etcd_client::Error> {
     let options = ConnectOptions::new()
         .with_connect_timeout(Duration::from_secs(3))
         .with_keep_alive(Duration::from_secs(5), Duration::from_secs(3));
-    Client::connect(endpoints, Some(options)).await
+    Client::connect(&etcd.endpoints, Some(etcd.apply(options)?)).await
 }
 
 /// The controller leader's gRPC address, if a controller has won the election.
@@ -74,7 +144,7 @@ pub enum LeaseError {
 /// backing off between attempts. `on_state` is called with the lease after every
 /// (re)registration and with `None` whenever the key may be gone (lease lost or revoked).
 pub async fn keep_registered(
-    endpoints: &[String],
+    etcd: &EtcdAccess,
     key: &str,
     value: &[u8],
     ttl_s: i64,
@@ -84,7 +154,7 @@ pub async fn keep_registered(
     let mut backoff = Duration::from_millis(200);
     loop {
         let session = async {
-            let mut client = connect(endpoints).await?;
+            let mut client = connect(etcd).await?;
             let lease = client.lease_grant(ttl_s, None).await?.id();
             client
                 .put(key, value, Some(PutOptions::new().with_lease(lease)))
@@ -166,7 +236,7 @@ async fn keep_alive(mut client: Client, lease: i64, ttl_s: i64) -> LeaseError {
 /// (etcd outage, partition) drops leadership and starts a new campaign. On cancel the
 /// lease is revoked so a standby takes over at once.
 pub async fn campaign_forever(
-    endpoints: &[String],
+    etcd: &EtcdAccess,
     name: &str,
     value: &str,
     ttl_s: i64,
@@ -176,7 +246,7 @@ pub async fn campaign_forever(
     let mut backoff = Duration::from_millis(200);
     loop {
         let session = async {
-            let mut client = connect_unbounded(endpoints).await?;
+            let mut client = connect_unbounded(etcd).await?;
             let lease = client.lease_grant(ttl_s, None).await?.id();
             Ok::<_, LeaseError>((client, lease))
         };

@@ -1,12 +1,14 @@
 //! What every Switchback binary shares beyond the wire contract: telemetry setup, signal
-//! handling, etcd access (connecting, keys kept alive under a lease, finding the
-//! controller leader), and the process gauges every `/metrics` carries.
+//! handling, TLS (certificates that reload, mTLS for gRPC), etcd access (connecting, keys
+//! kept alive under a lease, finding the controller leader), and the process gauges every
+//! `/metrics` carries.
 
 pub mod backoff;
 pub mod config;
 pub mod etcd;
 pub mod process;
 pub mod telemetry;
+pub mod tls;
 pub mod trace_context;
 
 pub use telemetry::{

@@ -59,6 +59,8 @@ pub struct RawConfig {
     pub stale_after_ms: Option<u64>,
     /// HTTP listen address for /metrics and /healthz.
     pub metrics_listen: Option<SocketAddr>,
+    /// Cluster identity for gRPC (mutual TLS); absent: plaintext.
+    pub tls: Option<switchback_common::tls::RawClusterTls>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -67,6 +69,26 @@ pub struct RawEtcd {
     pub endpoints: Option<Vec<String>>,
     pub prefix: Option<String>,
     pub lease_ttl_s: Option<i64>,
+    /// CA of etcd's server certificate; turns TLS to etcd on (endpoints must be https://).
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate and key for etcd's `--client-cert-auth`.
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// etcd user (etcd auth); the password is read from `password_file`.
+    pub username: Option<String>,
+    pub password_file: Option<PathBuf>,
+}
+
+impl RawEtcd {
+    fn security(&mut self) -> switchback_common::config::RawEtcdSecurity {
+        switchback_common::config::RawEtcdSecurity {
+            ca_file: self.ca_file.take(),
+            cert_file: self.cert_file.take(),
+            key_file: self.key_file.take(),
+            username: self.username.take(),
+            password_file: self.password_file.take(),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -74,7 +96,9 @@ pub struct ControllerConfig {
     pub id: String,
     pub listen: SocketAddr,
     pub advertise: Option<String>,
-    pub etcd_endpoints: Vec<String>,
+    pub etcd: switchback_common::etcd::EtcdAccess,
+    /// The gRPC server's identity and the client identity towards the leader (standbys).
+    pub tls: Option<switchback_common::tls::ClusterTlsFiles>,
     pub etcd_prefix: String,
     pub lease_ttl_s: i64,
     pub stale_after: Duration,
@@ -110,8 +134,13 @@ impl RawConfig {
     }
 
     pub fn validate(self) -> Result<ControllerConfig, ConfigError> {
-        let etcd = self.etcd.unwrap_or_default();
-        let etcd_endpoints = switchback_common::config::etcd_endpoints(etcd.endpoints)?;
+        let mut etcd = self.etcd.unwrap_or_default();
+        let etcd_access =
+            switchback_common::config::etcd_access(etcd.endpoints.take(), etcd.security())?;
+        let tls = self
+            .tls
+            .map(|t| t.validate(switchback_common::tls::CLUSTER_KEYS))
+            .transpose()?;
         let lease_ttl_s = etcd.lease_ttl_s.unwrap_or(5);
         if !(2..=300).contains(&lease_ttl_s) {
             return Err(invalid(
@@ -134,7 +163,8 @@ impl RawConfig {
                 .listen
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 50050))),
             advertise: self.advertise,
-            etcd_endpoints,
+            etcd: etcd_access,
+            tls,
             etcd_prefix: etcd
                 .prefix
                 .unwrap_or_else(|| switchback_proto::keys::DEFAULT_PREFIX.to_owned()),
@@ -175,5 +205,29 @@ mod tests {
             .validate()
             .expect_err("ttl 0");
         assert!(err.to_string().contains("etcd.lease_ttl_s"), "{err}");
+    }
+
+    #[test]
+    fn tls_and_etcd_security_keys_are_checked() {
+        let err = RawConfig::from_yaml("tls: {ca_fle: /x}").expect_err("typo");
+        assert!(err.to_string().contains("ca_fle"), "{err}");
+        for (yaml, field) in [
+            ("tls: {cert_file: /nonexistent/c.pem}", "tls.ca_file"),
+            (
+                "tls: {ca_file: /nonexistent/ca.pem, cert_file: /nonexistent/c.pem, key_file: /nonexistent/k.pem}",
+                "tls.cert_file",
+            ),
+            ("etcd: {endpoints: [\"https://e:2379\"]}", "etcd.ca_file"),
+            ("etcd: {username: u}", "etcd.password_file"),
+        ] {
+            let err = RawConfig::from_yaml(yaml)
+                .expect("yaml")
+                .validate()
+                .expect_err(yaml);
+            assert!(
+                err.to_string().contains(&format!("`{field}`")),
+                "{yaml}: {err}"
+            );
+        }
     }
 }

@@ -26,6 +26,8 @@ pub enum ControllerError {
     Io(#[from] std::io::Error),
     #[error("gRPC server: {0}")]
     Serve(#[from] tonic::transport::Error),
+    #[error("TLS: {0}")]
+    Tls(#[from] switchback_common::tls::TlsError),
 }
 
 /// Runs the controller on `listener` (gRPC) and `metrics` (HTTP) until `shutdown` fires.
@@ -45,9 +47,22 @@ pub async fn run(
     let tasks = TaskTracker::new();
     let stop = shutdown.child_token();
 
+    let tls = config
+        .tls
+        .as_ref()
+        .map(switchback_common::tls::ClusterTls::load)
+        .transpose()?;
+    switchback_common::tls::log_hop(
+        "gRPC server (workers, routers, standbys, sbctl → controller)",
+        tls.is_some(),
+    );
+    switchback_common::tls::log_hop("gRPC client (standby → leader)", tls.is_some());
+    switchback_common::tls::log_hop("etcd client", config.etcd.is_tls());
+    let dialer = switchback_common::tls::Dialer::new(tls.clone());
+
     let (synced_tx, _synced_rx) = tokio::sync::watch::channel(false);
     tasks.spawn(membership::follow(
-        config.etcd_endpoints.clone(),
+        config.etcd.clone(),
         keys.clone(),
         Arc::clone(&view),
         synced_tx,
@@ -69,14 +84,14 @@ pub async fn run(
     });
     let (leader_tx, leader_rx) = tokio::sync::watch::channel(false);
     tasks.spawn({
-        let endpoints = config.etcd_endpoints.clone();
+        let etcd = config.etcd.clone();
         let name = keys.controller_election();
         let advertise = advertise.clone();
         let stop = stop.clone();
         let ttl = config.lease_ttl_s;
         async move {
             switchback_common::etcd::campaign_forever(
-                &endpoints, &name, &advertise, ttl, stop, leader_tx,
+                &etcd, &name, &advertise, ttl, stop, leader_tx,
             )
             .await;
         }
@@ -99,7 +114,8 @@ pub async fn run(
         }
     });
     tasks.spawn(mirror::follow_leader(
-        config.etcd_endpoints.clone(),
+        config.etcd.clone(),
+        dialer,
         keys.clone(),
         advertise.clone(),
         Arc::clone(&view),
@@ -123,23 +139,45 @@ pub async fn run(
     });
 
     tracing::info!(id = %config.id, %advertise, "controller serving");
-    let result = tonic::transport::Server::builder()
-        .add_service(ControllerServer::new(ControllerService {
+    let builder =
+        tonic::transport::Server::builder().add_service(ControllerServer::new(ControllerService {
             view,
             leader: leader_rx,
-            etcd_endpoints: config.etcd_endpoints.clone(),
+            etcd: config.etcd.clone(),
             keys,
             stop: stop.clone(),
-        }))
-        .serve_with_incoming_shutdown(TcpIncoming::from(listener).with_nodelay(Some(true)), {
-            let stop = stop.clone();
-            async move {
-                shutdown.cancelled().await;
-                // End open streams first: the server waits for every connection to close.
-                stop.cancel();
-            }
-        })
-        .await;
+        }));
+    let signal = {
+        let stop = stop.clone();
+        async move {
+            shutdown.cancelled().await;
+            // End open streams first: the server waits for every connection to close.
+            stop.cancel();
+        }
+    };
+    let result = match &tls {
+        None => {
+            builder
+                .serve_with_incoming_shutdown(
+                    TcpIncoming::from(listener).with_nodelay(Some(true)),
+                    signal,
+                )
+                .await
+        }
+        Some(tls) => {
+            tasks.spawn(tls.clone().watch(stop.clone()));
+            let source = tls.clone();
+            let incoming = switchback_common::tls::incoming(
+                listener,
+                move || source.server_config(),
+                stop.clone(),
+                &tasks,
+            )?;
+            builder
+                .serve_with_incoming_shutdown(incoming.into_stream(), signal)
+                .await
+        }
+    };
     stop.cancel();
     tasks.close();
     tasks.wait().await;

@@ -34,7 +34,7 @@ pub fn drain_reason(value: &[u8]) -> String {
 /// Follows the cluster prefix until `cancel` fires. `synced` turns true after the first
 /// complete read.
 pub async fn follow(
-    endpoints: Vec<String>,
+    etcd: switchback_common::etcd::EtcdAccess,
     keys: Keys,
     view: Arc<ClusterView>,
     synced: watch::Sender<bool>,
@@ -45,7 +45,7 @@ pub async fn follow(
         backoff.start();
         let result = tokio::select! {
             () = cancel.cancelled() => return,
-            r = follow_once(&endpoints, &keys, &view, &synced) => r,
+            r = follow_once(&etcd, &keys, &view, &synced) => r,
         };
         if let Err(err) = result {
             tracing::error!(%err, retry_in_ms = backoff.delay().as_millis() as u64, "etcd membership watch broke");
@@ -57,12 +57,12 @@ pub async fn follow(
 }
 
 async fn follow_once(
-    endpoints: &[String],
+    etcd: &switchback_common::etcd::EtcdAccess,
     keys: &Keys,
     view: &ClusterView,
     synced: &watch::Sender<bool>,
 ) -> Result<(), etcd_client::Error> {
-    let mut client = switchback_common::etcd::connect(endpoints).await?;
+    let mut client = switchback_common::etcd::connect(etcd).await?;
     // One read and one watch over the whole cluster prefix: worker records and drains
     // stay consistent with each other (one revision).
     let prefix = keys.prefix();

@@ -45,6 +45,7 @@ fn tier_gauge_f(
 /// OpenMetrics text for `status` (the controller's `Status` answer).
 pub fn render(status: &pb::ClusterView) -> String {
     let mut r = Registry::with_prefix("switchback_controller");
+    switchback_common::tls::register_metrics(&mut r);
     let leader = Gauge::<i64>::default();
     r.register(
         "leader",

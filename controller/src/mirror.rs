@@ -14,7 +14,8 @@ use crate::view::ClusterView;
 
 /// Mirrors the leader into `view` whenever this replica is not the leader, until `cancel`.
 pub async fn follow_leader(
-    endpoints: Vec<String>,
+    etcd: switchback_common::etcd::EtcdAccess,
+    dialer: switchback_common::tls::Dialer,
     keys: Keys,
     own_address: String,
     view: Arc<ClusterView>,
@@ -32,7 +33,7 @@ pub async fn follow_leader(
         let result = tokio::select! {
             () = cancel.cancelled() => return,
             _ = leader.wait_for(|l| *l) => Ok(()),
-            r = mirror_once(&endpoints, &keys, &own_address, &view) => r,
+            r = mirror_once(&etcd, &dialer, &keys, &own_address, &view) => r,
         };
         if let Err(err) = result {
             tracing::debug!(%err, "not mirroring the leader right now");
@@ -44,21 +45,20 @@ pub async fn follow_leader(
 }
 
 async fn mirror_once(
-    endpoints: &[String],
+    etcd: &switchback_common::etcd::EtcdAccess,
+    dialer: &switchback_common::tls::Dialer,
     keys: &Keys,
     own_address: &str,
     view: &ClusterView,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let mut etcd = switchback_common::etcd::connect(endpoints).await?;
+    let mut etcd = switchback_common::etcd::connect(etcd).await?;
     let address = switchback_common::etcd::controller_leader(&mut etcd, keys)
         .await?
         .ok_or("no leader elected")?;
     if address == own_address {
         return Err("the election names this replica; waiting for it to take office".into());
     }
-    let channel = switchback_common::etcd::grpc_endpoint(&address)?
-        .connect()
-        .await?;
+    let channel = dialer.connect(&address).await?;
     let mut client = pb::controller_client::ControllerClient::new(channel);
     let mut stream = client
         .watch_cluster(pb::WatchClusterRequest {

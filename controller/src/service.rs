@@ -20,7 +20,7 @@ pub struct ControllerService {
     pub view: Arc<ClusterView>,
     /// True while this replica is the elected leader.
     pub leader: watch::Receiver<bool>,
-    pub etcd_endpoints: Vec<String>,
+    pub etcd: switchback_common::etcd::EtcdAccess,
     pub keys: Keys,
     /// Ends every open stream at shutdown, so the server's graceful stop can complete.
     pub stop: CancellationToken,
@@ -145,7 +145,7 @@ impl Controller for ControllerService {
         }
         let key = self.keys.drain(&d.worker_id);
         let etcd = |e: etcd_client::Error| Status::unavailable(format!("etcd: {e}"));
-        let mut client = switchback_common::etcd::connect(&self.etcd_endpoints)
+        let mut client = switchback_common::etcd::connect(&self.etcd)
             .await
             .map_err(etcd)?;
         if d.undrain {

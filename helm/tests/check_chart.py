@@ -65,7 +65,8 @@ ALLOWED: dict[str, dict[str, Any]] = {
         "listen": None,
         "metrics_listen": None,
         "stale_after_ms": None,
-        "etcd": {"endpoints": None, "prefix": None, "lease_ttl_s": None},
+        "etcd": {"endpoints": None, "prefix": None, "lease_ttl_s": None, "ca_file": None, "cert_file": None, "key_file": None, "username": None, "password_file": None},
+        "tls": {"ca_file": None, "cert_file": None, "key_file": None, "server_name": None},
     },
     "worker": {
         "tier": None,
@@ -86,13 +87,16 @@ ALLOWED: dict[str, dict[str, Any]] = {
         "default_max_tokens": None,
         "max_tokens_limit": None,
         "cost": {"input_per_mtok": None, "output_per_mtok": None},
-        "etcd": {"endpoints": None, "prefix": None, "lease_ttl_s": None},
+        "etcd": {"endpoints": None, "prefix": None, "lease_ttl_s": None, "ca_file": None, "cert_file": None, "key_file": None, "username": None, "password_file": None},
+        "tls": {"ca_file": None, "cert_file": None, "key_file": None, "server_name": None},
         "load_report_interval_ms": None,
         "shutdown_grace_s": None,
     },
     "router": {
         "listen": None,
-        "etcd": {"endpoints": None, "prefix": None},
+        "etcd": {"endpoints": None, "prefix": None, "ca_file": None, "cert_file": None, "key_file": None, "username": None, "password_file": None},
+        "tls": {"ca_file": None, "cert_file": None, "key_file": None, "server_name": None},
+        "http_tls": {"cert_file": None, "key_file": None},
         "tiers": None,
         "default_tier": None,
         "max_body_bytes": None,
@@ -123,6 +127,8 @@ CONFIG_SOURCES = {
     "worker": ROOT / "worker" / "src" / "config.rs",
     "router": ROOT / "router-plane" / "src" / "config.rs",
 }
+# Shared raw structs a component's config refers to by path (switchback_common::tls::…).
+SHARED_SOURCES = [ROOT / "common" / "src" / "tls" / "mod.rs"]
 BINARIES = {
     "controller": "switchback-controller",
     "worker": "switchback-worker",
@@ -160,9 +166,14 @@ def strip_comments(source: str) -> str:
 
 def rust_structs(path: Path) -> dict[str, dict[str, str]]:
     """Fields (name -> Rust type) of every struct, and of every struct-like enum variant as
-    `Enum::variant` (variant lower-cased, as serde's rename_all = "lowercase" has it)."""
-    source = strip_comments(path.read_text())
+    `Enum::variant` (variant lower-cased, as serde's rename_all = "lowercase" has it), in
+    `path` and in the shared sources its types may name (`switchback_common::m::Type` is
+    read as `Type`)."""
     structs: dict[str, dict[str, str]] = {}
+    for shared in SHARED_SOURCES if path not in SHARED_SOURCES else []:
+        structs.update(rust_structs(shared))
+    source = strip_comments(path.read_text())
+    source = re.sub(r"\bswitchback_common::(\w+::)+", "", source)
     for m in re.finditer(r"pub struct (\w+) \{(.*?)\n\}", source, re.S):
         structs[m.group(1)] = dict(re.findall(r"pub (\w+): ([^\n]+?),\s*$", m.group(2), re.M))
     for m in re.finditer(r"pub enum (\w+) \{(.*?)\n\}", source, re.S):
@@ -503,7 +514,7 @@ def check_service_monitors(objects: list[dict], case: str) -> None:
         selected = [s for s in services if matches(spec["selector"]["matchLabels"], s["metadata"]["labels"])]
         F.check(len(selected) == 1, f"{where}: selects {len(selected)} Services, expected 1")
         for endpoint in spec["endpoints"]:
-            F.check(set(endpoint) <= {"port", "path", "interval", "relabelings"}, f"{where}: endpoint keys {set(endpoint)}")
+            F.check(set(endpoint) <= {"port", "path", "interval", "relabelings", "scheme", "tlsConfig"}, f"{where}: endpoint keys {set(endpoint)}")
             F.check(endpoint.get("path") == "/metrics", f"{where}: path")
             F.check(bool(re.fullmatch(r"[0-9]+(ms|s|m|h)", endpoint.get("interval", ""))), f"{where}: interval")
             for s in selected:
@@ -834,6 +845,16 @@ def main() -> int:
                                   "volume": {"persistentVolumeClaim": {"claimName": "routing", "readOnly": True}}}},
         "metrics": {"serviceMonitor": {"enabled": True}},
     }
+    # TLS everywhere: mTLS between components, HTTPS on the router, TLS and a user to an
+    # external etcd.
+    tls = {
+        "tls": {"enabled": True, "secretName": "switchback-cluster-tls"},
+        "etcd": {"external": {"endpoints": ["https://etcd-a.infra:2379"]},
+                 "tls": {"secretName": "etcd-client-tls"},
+                 "auth": {"username": "switchback", "passwordSecretName": "etcd-password"}},
+        "router": {"httpTls": {"secretName": "api-tls"}},
+        "metrics": {"serviceMonitor": {"enabled": True}},
+    }
     # A model fetched by an initContainer into an emptyDir, on CPU.
     init_fetch = {
         "tiers": [{"name": "small", "model": "smollm2-135m", "engine": {"kind": "mistralrs", "modelPath": "smollm2.gguf"},
@@ -855,6 +876,7 @@ def main() -> int:
             # The longest release name Helm allows, to catch names that grow past 63.
             ("external etcd", external, "a" * 53),
             ("mistralrs from an initContainer", init_fetch, RELEASE),
+            ("TLS everywhere", tls, RELEASE),
         ]
         rendered: dict[str, tuple[list[dict], dict]] = {}
         for case, values, release in cases:
@@ -927,6 +949,37 @@ def main() -> int:
         F.check("difficulty" not in rendered["default values"][1]["router"][0][1], "default: difficulty must be off without a predictor")
         F.check(len(by_kind(objects, "ServiceMonitor")) == 3, "external etcd: ServiceMonitors")
 
+        # TLS everywhere: every component's config names files on its mounted Secrets, the
+        # preStop sbctl gets the same, the router's probes speak HTTPS.
+        objects, found = rendered["TLS everywhere"]
+        for owner, template in pod_templates(objects):
+            component = component_of(owner)
+            if component not in BINARIES:
+                continue
+            where = f"TLS everywhere: {owner['metadata']['name']}"
+            (container,) = template["spec"]["containers"]
+            secrets = {v["name"]: v["secret"]["secretName"] for v in template["spec"]["volumes"] if "secret" in v}
+            mounted = {m["mountPath"]: secrets.get(m["name"]) for m in container["volumeMounts"]}
+            config = next(c for cm, c in found[component] if cm["metadata"]["name"] in
+                          [v["configMap"]["name"] for v in template["spec"]["volumes"] if "configMap" in v])
+            files = [config["tls"][k] for k in ("ca_file", "cert_file", "key_file")]
+            files += [config["etcd"][k] for k in ("ca_file", "cert_file", "key_file", "password_file")]
+            if component == "router":
+                files += [config["http_tls"][k] for k in ("cert_file", "key_file")]
+                for probe in ("readinessProbe", "livenessProbe"):
+                    F.check(container[probe]["httpGet"].get("scheme") == "HTTPS", f"{where}: {probe} must use HTTPS")
+            for f in files:
+                F.check(any(f.startswith(m + "/") and s for m, s in mounted.items()), f"{where}: {f} is on no mounted Secret")
+            F.check(config["tls"]["server_name"] == f"{RELEASE}-switchback.{NAMESPACE}.svc", f"{where}: tls.server_name {config['tls'].get('server_name')}")
+            F.check(config["etcd"]["username"] == "switchback", f"{where}: etcd.username")
+            if component == "worker":
+                script = container["lifecycle"]["preStop"]["exec"]["command"][-1]
+                for flag, value in [("--tls-cert-file", config["tls"]["cert_file"]), ("--etcd-ca-file", config["etcd"]["ca_file"]),
+                                    ("--etcd-password-file", config["etcd"]["password_file"]), ("--tls-server-name", config["tls"]["server_name"])]:
+                    F.check(f"{flag}={value}" in script, f"{where}: preStop sbctl lacks {flag}={value}")
+        F.check(all("tls" not in c and "ca_file" not in c["etcd"] for items in rendered["default values"][1].values() for _, c in items),
+                "default: TLS must be off")
+
         # One controller: no PDB (it would block node drains), and the shape checks still hold.
         single = {"controller": {"replicas": 1}, "router": {"autoscaling": {"enabled": False}, "replicas": 1}}
         objects, _ = check_render(chart, "one controller, one router", single)
@@ -968,6 +1021,10 @@ def main() -> int:
             ({"controller": {"staleAfterMs": 10}}, "staleAfterMs", "stale_after_ms 10"),
             ({"otel": {"endpoint": "collector:4317"}}, "endpoint", "an OTLP endpoint without a scheme"),
             ({"replicaCount": 3}, "replicaCount", "an unknown top-level key"),
+            ({"tls": {"enabled": True}}, "secretName", "TLS without a Secret"),
+            ({"etcd": {"tls": {"secretName": "x"}}}, "external", "etcd TLS on the bundled (plaintext) etcd"),
+            ({"etcd": {"auth": {"username": "u"}}}, "passwordSecretName", "an etcd user without a password Secret"),
+            ({"router": {"httpTls": {"secretName": "Not_A_Name"}}}, "secretName", "a Secret name that is not a DNS name"),
         ]
         for values, needle, why in refused:
             expect_refused(chart, values, needle, why)

@@ -74,6 +74,10 @@ pub struct RawConfig {
     pub difficulty: Option<RawDifficulty>,
     /// The routing policy while etcd holds none under `<prefix>/policy`.
     pub policy: Option<crate::policy::Policy>,
+    /// Cluster identity for gRPC to workers and the controller (mutual TLS).
+    pub tls: Option<switchback_common::tls::RawClusterTls>,
+    /// TLS on the HTTP API listener (server certificate only); absent: plain HTTP.
+    pub http_tls: Option<switchback_common::tls::RawServerTls>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -103,12 +107,36 @@ pub struct DifficultyConfig {
 pub struct RawEtcd {
     pub endpoints: Option<Vec<String>>,
     pub prefix: Option<String>,
+    /// CA of etcd's server certificate; turns TLS to etcd on (endpoints must be https://).
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate and key for etcd's `--client-cert-auth`.
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// etcd user (etcd auth); the password is read from `password_file`.
+    pub username: Option<String>,
+    pub password_file: Option<PathBuf>,
+}
+
+impl RawEtcd {
+    fn security(&mut self) -> switchback_common::config::RawEtcdSecurity {
+        switchback_common::config::RawEtcdSecurity {
+            ca_file: self.ca_file.take(),
+            cert_file: self.cert_file.take(),
+            key_file: self.key_file.take(),
+            username: self.username.take(),
+            password_file: self.password_file.take(),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
 pub struct RouterConfig {
     pub listen: SocketAddr,
-    pub etcd_endpoints: Vec<String>,
+    pub etcd: switchback_common::etcd::EtcdAccess,
+    /// Client identity towards workers and the controller.
+    pub tls: Option<switchback_common::tls::ClusterTlsFiles>,
+    /// The HTTP API's server certificate.
+    pub http_tls: Option<switchback_common::tls::ServerTlsFiles>,
     pub etcd_prefix: String,
     pub controller: Option<String>,
     pub tiers: Vec<String>,
@@ -152,8 +180,24 @@ impl RawConfig {
     }
 
     pub fn validate(self) -> Result<RouterConfig, ConfigError> {
-        let etcd = self.etcd.unwrap_or_default();
-        let etcd_endpoints = switchback_common::config::etcd_endpoints(etcd.endpoints)?;
+        let mut etcd = self.etcd.unwrap_or_default();
+        let etcd_access =
+            switchback_common::config::etcd_access(etcd.endpoints.take(), etcd.security())?;
+        let tls = self
+            .tls
+            .map(|t| t.validate(switchback_common::tls::CLUSTER_KEYS))
+            .transpose()?;
+        let http_tls = self
+            .http_tls
+            .map(|t| {
+                t.validate(switchback_common::tls::Keys {
+                    ca_file: "http_tls.ca_file",
+                    cert_file: "http_tls.cert_file",
+                    key_file: "http_tls.key_file",
+                    server_name: "http_tls.server_name",
+                })
+            })
+            .transpose()?;
         let tiers = self
             .tiers
             .unwrap_or_else(|| vec!["small".to_owned(), "large".to_owned()]);
@@ -205,7 +249,9 @@ impl RawConfig {
             listen: self
                 .listen
                 .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 8080))),
-            etcd_endpoints,
+            etcd: etcd_access,
+            tls,
+            http_tls,
             etcd_prefix: etcd
                 .prefix
                 .unwrap_or_else(|| switchback_proto::keys::DEFAULT_PREFIX.to_owned()),

@@ -11,9 +11,19 @@ use crate::api::openai::{Generation, PromptKind};
 #[derive(Debug, Default)]
 pub struct Clients {
     channels: Mutex<HashMap<String, Channel>>,
+    /// Plaintext or mTLS; a cached channel re-handshakes with the certificate in force
+    /// whenever it reconnects.
+    dialer: switchback_common::tls::Dialer,
 }
 
 impl Clients {
+    pub fn new(dialer: switchback_common::tls::Dialer) -> Self {
+        Self {
+            channels: Mutex::default(),
+            dialer,
+        }
+    }
+
     pub fn get(&self, address: &str) -> Result<InferenceClient<Channel>, tonic::transport::Error> {
         let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(ch) = channels.get(address) {
@@ -21,7 +31,7 @@ impl Clients {
         }
         // Keep-alives with a timeout: a hung or cut-off worker breaks its streams within
         // seconds instead of holding them until the request deadline.
-        let channel = switchback_common::etcd::grpc_endpoint(address)?.connect_lazy();
+        let channel = self.dialer.connect_lazy(address)?;
         channels.insert(address.to_owned(), channel.clone());
         Ok(InferenceClient::new(channel))
     }

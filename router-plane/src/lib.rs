@@ -86,11 +86,31 @@ pub async fn run(
     let tasks = TaskTracker::new();
     let watch_stop = shutdown.child_token();
     let local = listener.local_addr()?;
+    let tls = config
+        .tls
+        .as_ref()
+        .map(switchback_common::tls::ClusterTls::load)
+        .transpose()
+        .map_err(std::io::Error::other)?;
+    let http_tls = config
+        .http_tls
+        .as_ref()
+        .map(switchback_common::tls::ServerTls::load)
+        .transpose()
+        .map_err(std::io::Error::other)?;
+    switchback_common::tls::log_hop("HTTP API (clients → router)", http_tls.is_some());
+    switchback_common::tls::log_hop("gRPC client (router → controller, workers)", tls.is_some());
+    switchback_common::tls::log_hop("etcd client", config.etcd.is_tls());
+    let dialer = switchback_common::tls::Dialer::new(tls.clone());
+    if let Some(tls) = &tls {
+        tasks.spawn(tls.clone().watch(watch_stop.clone()));
+    }
     tasks.spawn(view::follow(
         Arc::clone(&view),
         ControllerTarget {
             address: config.controller.clone(),
-            etcd_endpoints: config.etcd_endpoints.clone(),
+            etcd: config.etcd.clone(),
+            dialer: dialer.clone(),
             keys: Keys::new(&config.etcd_prefix),
         },
         format!("router@{local}"),
@@ -111,7 +131,7 @@ pub async fn run(
         name,
         config,
         view,
-        clients: Default::default(),
+        clients: dispatch::Clients::new(dialer),
         metrics: Default::default(),
         rotation: AtomicU64::new(0),
         limits,
@@ -123,14 +143,32 @@ pub async fn run(
     tracing::info!(%local, "router serving");
     // Streamed tokens are small writes: without TCP_NODELAY, Nagle's algorithm and delayed
     // ACKs hold each one back by up to 40 ms.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        if let Err(err) = tcp.set_nodelay(true) {
-            tracing::warn!(%err, "cannot set TCP_NODELAY");
+    let app = api::router(state);
+    let result = match http_tls {
+        None => {
+            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+                if let Err(err) = tcp.set_nodelay(true) {
+                    tracing::warn!(%err, "cannot set TCP_NODELAY");
+                }
+            });
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown.cancelled_owned())
+                .await
         }
-    });
-    let result = axum::serve(listener, api::router(state))
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await;
+        Some(http_tls) => {
+            tasks.spawn(http_tls.clone().watch(watch_stop.clone()));
+            // Handshakes run in their own tasks (see `incoming`), never in accept().
+            let listener = switchback_common::tls::incoming(
+                listener,
+                move || http_tls.server_config(),
+                watch_stop.clone(),
+                &tasks,
+            )?;
+            axum::serve(listener, app)
+                .with_graceful_shutdown(shutdown.cancelled_owned())
+                .await
+        }
+    };
     watch_stop.cancel();
     tasks.close();
     tasks.wait().await;
@@ -234,7 +272,7 @@ async fn follow_policy(state: Arc<AppState>, stop: CancellationToken) {
     loop {
         backoff.start();
         let session = async {
-            let mut client = switchback_common::etcd::connect(&state.config.etcd_endpoints).await?;
+            let mut client = switchback_common::etcd::connect(&state.config.etcd).await?;
             let current = client.get(key.as_str(), None).await?;
             state.metrics.etcd_connected.set(1);
             let revision = current.header().map_or(0, |h| h.revision());

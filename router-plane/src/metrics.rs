@@ -84,6 +84,7 @@ fn latency_buckets() -> impl Iterator<Item = f64> {
 impl Default for Metrics {
     fn default() -> Self {
         let mut registry = Registry::with_prefix("switchback_router");
+        switchback_common::tls::register_metrics(&mut registry);
         let requests = Family::<Outcome, Counter>::default();
         let duration =
             Family::<Tier, Histogram>::new_with_constructor(|| Histogram::new(latency_buckets()));

@@ -242,7 +242,8 @@ fn worker_of(state: pb::WorkerState) -> Option<Worker> {
 #[derive(Debug, Clone)]
 pub struct ControllerTarget {
     pub address: Option<String>,
-    pub etcd_endpoints: Vec<String>,
+    pub etcd: switchback_common::etcd::EtcdAccess,
+    pub dialer: switchback_common::tls::Dialer,
     pub keys: Keys,
 }
 
@@ -279,15 +280,13 @@ async fn follow_once(
     let address = match &target.address {
         Some(a) => a.clone(),
         None => {
-            let mut client = switchback_common::etcd::connect(&target.etcd_endpoints).await?;
+            let mut client = switchback_common::etcd::connect(&target.etcd).await?;
             switchback_common::etcd::controller_leader(&mut client, &target.keys)
                 .await?
                 .ok_or("no controller leader elected yet")?
         }
     };
-    let channel = switchback_common::etcd::grpc_endpoint(&address)?
-        .connect()
-        .await?;
+    let channel = target.dialer.connect(&address).await?;
     let mut client = pb::controller_client::ControllerClient::new(channel);
     let mut stream = client
         .watch_cluster(pb::WatchClusterRequest {

@@ -13,6 +13,7 @@ pub mod http;
 pub mod metrics;
 pub mod otlp;
 pub mod soak;
+pub mod tls;
 pub mod traffic;
 
 use std::{
@@ -120,7 +121,7 @@ pub struct Proc {
 }
 
 impl Proc {
-    fn spawn(name: &str, program: &Path, args: &[String], envs: &[(&str, String)]) -> Self {
+    pub fn spawn(name: &str, program: &Path, args: &[String], envs: &[(&str, String)]) -> Self {
         let mut cmd = Command::new(program);
         cmd.args(args)
             .env(
@@ -185,7 +186,21 @@ pub struct Etcd {
     pub proc: Proc,
     pub endpoint: String,
     args: Vec<String>,
+    /// For an etcd started with [`Etcd::start_tls`]: how the harness's client connects.
+    tls: Option<etcd_client::TlsOptions>,
     _dir: tempfile::TempDir,
+}
+
+/// The files of an etcd with TLS: its server certificate and key, and the CA whose
+/// client certificates it accepts (`--client-cert-auth`).
+#[derive(Debug, Clone)]
+pub struct EtcdTls {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    pub ca_file: PathBuf,
+    /// The harness's own client identity, PEM (cert, key); with etcd auth on, its common
+    /// name is the etcd user it acts as.
+    pub client_pem: (String, String),
 }
 
 impl Etcd {
@@ -221,6 +236,56 @@ impl Etcd {
             proc: Self::spawn(&args),
             endpoint: client,
             args,
+            tls: None,
+            _dir: dir,
+        };
+        etcd.wait_up().await;
+        etcd
+    }
+
+    /// etcd serving clients over TLS only, requiring a client certificate from the CA.
+    pub async fn start_tls(tls: &EtcdTls) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let client = format!("https://127.0.0.1:{}", free_port());
+        let peer = format!("http://127.0.0.1:{}", free_port());
+        let path = |p: &PathBuf| p.display().to_string();
+        let args: Vec<String> = vec![
+            "--name".into(),
+            "test".into(),
+            "--data-dir".into(),
+            dir.path().join("data").display().to_string(),
+            "--listen-client-urls".into(),
+            client.clone(),
+            "--advertise-client-urls".into(),
+            client.clone(),
+            "--listen-peer-urls".into(),
+            peer.clone(),
+            "--initial-advertise-peer-urls".into(),
+            peer.clone(),
+            "--initial-cluster".into(),
+            format!("test={peer}"),
+            "--cert-file".into(),
+            path(&tls.cert_file),
+            "--key-file".into(),
+            path(&tls.key_file),
+            "--trusted-ca-file".into(),
+            path(&tls.ca_file),
+            "--client-cert-auth".into(),
+            "--log-level".into(),
+            "error".into(),
+        ];
+        let ca = std::fs::read(&tls.ca_file).expect("read the etcd CA");
+        let options = etcd_client::TlsOptions::new()
+            .ca_certificate(etcd_client::Certificate::from_pem(ca))
+            .identity(etcd_client::Identity::from_pem(
+                &tls.client_pem.0,
+                &tls.client_pem.1,
+            ));
+        let etcd = Self {
+            proc: Self::spawn(&args),
+            endpoint: client,
+            args,
+            tls: Some(options),
             _dir: dir,
         };
         etcd.wait_up().await;
@@ -262,6 +327,10 @@ impl Etcd {
         let options = etcd_client::ConnectOptions::new()
             .with_connect_timeout(Duration::from_secs(2))
             .with_timeout(Duration::from_secs(3));
+        let options = match &self.tls {
+            Some(tls) => options.with_tls(tls.clone()),
+            None => options,
+        };
         etcd_client::Client::connect([self.endpoint.as_str()], Some(options)).await
     }
 

@@ -96,6 +96,8 @@ pub struct RawConfig {
     /// HTTP listen address for /metrics and /healthz; off unless set (several workers
     /// often share a host, so there is no fixed default port).
     pub metrics_listen: Option<SocketAddr>,
+    /// Cluster identity for gRPC (mutual TLS); absent: plaintext.
+    pub tls: Option<switchback_common::tls::RawClusterTls>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -131,6 +133,26 @@ pub struct RawEtcd {
     pub endpoints: Option<Vec<String>>,
     pub prefix: Option<String>,
     pub lease_ttl_s: Option<i64>,
+    /// CA of etcd's server certificate; turns TLS to etcd on (endpoints must be https://).
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate and key for etcd's `--client-cert-auth`.
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// etcd user (etcd auth); the password is read from `password_file`.
+    pub username: Option<String>,
+    pub password_file: Option<PathBuf>,
+}
+
+impl RawEtcd {
+    fn security(&mut self) -> switchback_common::config::RawEtcdSecurity {
+        switchback_common::config::RawEtcdSecurity {
+            ca_file: self.ca_file.take(),
+            cert_file: self.cert_file.take(),
+            key_file: self.key_file.take(),
+            username: self.username.take(),
+            password_file: self.password_file.take(),
+        }
+    }
 }
 
 /// The validated configuration.
@@ -150,7 +172,9 @@ pub struct WorkerConfig {
     pub max_tokens_limit: u32,
     pub cost_per_mtok_input: f64,
     pub cost_per_mtok_output: f64,
-    pub etcd_endpoints: Vec<String>,
+    pub etcd: switchback_common::etcd::EtcdAccess,
+    /// The gRPC server's identity and the client identity towards the controller.
+    pub tls: Option<switchback_common::tls::ClusterTlsFiles>,
     pub etcd_prefix: String,
     pub lease_ttl_s: i64,
     pub controller: Option<String>,
@@ -323,8 +347,13 @@ impl RawConfig {
         if !(cost_per_mtok_input >= 0.0 && cost_per_mtok_output >= 0.0) {
             return Err(invalid("cost", "costs must be non-negative numbers"));
         }
-        let etcd = self.etcd.unwrap_or_default();
-        let etcd_endpoints = switchback_common::config::etcd_endpoints(etcd.endpoints)?;
+        let mut etcd = self.etcd.unwrap_or_default();
+        let etcd_access =
+            switchback_common::config::etcd_access(etcd.endpoints.take(), etcd.security())?;
+        let tls = self
+            .tls
+            .map(|t| t.validate(switchback_common::tls::CLUSTER_KEYS))
+            .transpose()?;
         let lease_ttl_s = etcd.lease_ttl_s.unwrap_or(5);
         if !(2..=300).contains(&lease_ttl_s) {
             return Err(invalid(
@@ -352,7 +381,8 @@ impl RawConfig {
             max_tokens_limit,
             cost_per_mtok_input,
             cost_per_mtok_output,
-            etcd_endpoints,
+            etcd: etcd_access,
+            tls,
             etcd_prefix: etcd
                 .prefix
                 .unwrap_or_else(|| switchback_proto::keys::DEFAULT_PREFIX.to_owned()),
@@ -491,7 +521,7 @@ mod tests {
         ]);
         let c = raw.overlay(args).validate().expect("valid");
         assert_eq!(c.tier, "large");
-        assert_eq!(c.etcd_endpoints, vec!["http://a:1", "http://b:2"]);
+        assert_eq!(c.etcd.endpoints, vec!["http://a:1", "http://b:2"]);
     }
 
     #[test]

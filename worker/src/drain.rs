@@ -19,7 +19,7 @@ use crate::load::Load;
 /// Follows whether `key` exists, into `marked`, until `cancel` fires. On etcd errors the
 /// last known value stands and the watch is retried with backoff.
 pub async fn watch_mark(
-    endpoints: Vec<String>,
+    etcd: switchback_common::etcd::EtcdAccess,
     key: String,
     marked: watch::Sender<bool>,
     cancel: CancellationToken,
@@ -29,7 +29,7 @@ pub async fn watch_mark(
         backoff.start();
         let result = tokio::select! {
             () = cancel.cancelled() => return,
-            r = watch_once(&endpoints, &key, &marked) => r,
+            r = watch_once(&etcd, &key, &marked) => r,
         };
         if let Err(err) = result {
             tracing::warn!(%err, key, retry_in_ms = backoff.delay().as_millis() as u64, "cannot watch the drain mark; keeping the last known state");
@@ -41,11 +41,11 @@ pub async fn watch_mark(
 }
 
 async fn watch_once(
-    endpoints: &[String],
+    etcd: &switchback_common::etcd::EtcdAccess,
     key: &str,
     marked: &watch::Sender<bool>,
 ) -> Result<(), etcd_client::Error> {
-    let mut client = switchback_common::etcd::connect(endpoints).await?;
+    let mut client = switchback_common::etcd::connect(etcd).await?;
     let current = client.get(key, None).await?;
     let revision = current.header().map_or(0, |h| h.revision());
     marked.send_if_modified(|m| std::mem::replace(m, !current.kvs().is_empty()) != *m);
@@ -75,7 +75,7 @@ async fn watch_once(
 /// The worker's etcd registration.
 #[derive(Debug, Clone)]
 pub struct Registration {
-    pub endpoints: Vec<String>,
+    pub etcd: switchback_common::etcd::EtcdAccess,
     pub key: String,
     pub value: Vec<u8>,
     pub ttl_s: i64,
@@ -104,7 +104,7 @@ pub async fn manage(
         let load = Arc::clone(&load);
         tokio::spawn(async move {
             switchback_common::etcd::keep_registered(
-                &r.endpoints,
+                &r.etcd,
                 &r.key,
                 &r.value,
                 r.ttl_s,

@@ -33,6 +33,8 @@ pub enum WorkerError {
     Io(#[from] std::io::Error),
     #[error("gRPC server: {0}")]
     Serve(#[from] tonic::transport::Error),
+    #[error("TLS: {0}")]
+    Tls(#[from] switchback_common::tls::TlsError),
 }
 
 pub async fn build_engine(config: &WorkerConfig) -> Result<Arc<dyn Engine>, WorkerError> {
@@ -122,17 +124,40 @@ pub async fn run(
 
     let background = TaskTracker::new();
     let server_stop = CancellationToken::new();
-    let server = {
-        let stop = server_stop.clone();
-        background.spawn(
-            tonic::transport::Server::builder()
-                .add_service(InferenceServer::new(service))
-                .serve_with_incoming_shutdown(
+    let tls = config
+        .tls
+        .as_ref()
+        .map(switchback_common::tls::ClusterTls::load)
+        .transpose()?;
+    switchback_common::tls::log_hop("gRPC server (routers, sbctl → worker)", tls.is_some());
+    switchback_common::tls::log_hop("gRPC client (worker → controller)", tls.is_some());
+    switchback_common::tls::log_hop("etcd client", config.etcd.is_tls());
+    let server =
+        {
+            let stop = server_stop.clone();
+            let builder =
+                tonic::transport::Server::builder().add_service(InferenceServer::new(service));
+            match &tls {
+                None => background.spawn(builder.serve_with_incoming_shutdown(
                     TcpIncoming::from(listener).with_nodelay(Some(true)),
                     stop.cancelled_owned(),
-                ),
-        )
-    };
+                )),
+                Some(tls) => {
+                    background.spawn(tls.clone().watch(server_stop.clone()));
+                    let source = tls.clone();
+                    let incoming = switchback_common::tls::incoming(
+                        listener,
+                        move || source.server_config(),
+                        server_stop.clone(),
+                        &background,
+                    )?;
+                    background.spawn(builder.serve_with_incoming_shutdown(
+                        incoming.into_stream(),
+                        stop.cancelled_owned(),
+                    ))
+                }
+            }
+        };
     if let Some(listener) = metrics {
         let scrape = metrics::Scrape {
             load: Arc::clone(&load),
@@ -153,14 +178,14 @@ pub async fn run(
     let (drain_tx, drain_rx) = tokio::sync::watch::channel(false);
     let drain_key = keys.drain(&config.id);
     background.spawn(drain::watch_mark(
-        config.etcd_endpoints.clone(),
+        config.etcd.clone(),
         drain_key.clone(),
         drain_tx,
         registration_stop.clone(),
     ));
     let registration = background.spawn(drain::manage(
         drain::Registration {
-            endpoints: config.etcd_endpoints.clone(),
+            etcd: config.etcd.clone(),
             key: keys.worker(&config.id),
             value: record.to_json(),
             ttl_s: config.lease_ttl_s,
@@ -177,8 +202,9 @@ pub async fn run(
         config.id.clone(),
         ReportTarget {
             controller: config.controller.clone(),
-            etcd_endpoints: config.etcd_endpoints.clone(),
+            etcd: config.etcd.clone(),
             keys,
+            dialer: switchback_common::tls::Dialer::new(tls.clone()),
         },
         config.load_report_interval,
         reporter_stop.clone(),
@@ -201,7 +227,7 @@ pub async fn run(
     }
     registration_stop.cancel();
     let _ = registration.await;
-    clear_drain_mark(&config.etcd_endpoints, &drain_key).await;
+    clear_drain_mark(&config.etcd, &drain_key).await;
     reporter_stop.cancel();
     server_stop.cancel();
     background.close();
@@ -216,9 +242,9 @@ pub async fn run(
 
 /// On a clean shutdown the worker's drain mark has served its purpose (a preStop drain);
 /// removing it lets the next process with this id start undrained. Best effort, bounded.
-async fn clear_drain_mark(endpoints: &[String], key: &str) {
+async fn clear_drain_mark(etcd: &switchback_common::etcd::EtcdAccess, key: &str) {
     let result = tokio::time::timeout(std::time::Duration::from_secs(3), async {
-        let mut client = switchback_common::etcd::connect(endpoints).await?;
+        let mut client = switchback_common::etcd::connect(etcd).await?;
         client.delete(key, None).await
     })
     .await;

@@ -172,8 +172,10 @@ impl Sampler {
 pub struct ReportTarget {
     /// A fixed controller address, or `None` to follow the elected leader in etcd.
     pub controller: Option<String>,
-    pub etcd_endpoints: Vec<String>,
+    pub etcd: switchback_common::etcd::EtcdAccess,
     pub keys: Keys,
+    /// Plaintext or mTLS.
+    pub dialer: switchback_common::tls::Dialer,
 }
 
 /// Streams load reports until `cancel` fires, reconnecting (and re-discovering the
@@ -217,9 +219,7 @@ pub async fn report_forever(
         let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
         let session_started = Instant::now();
         let connect = async {
-            let channel = switchback_common::etcd::grpc_endpoint(&address)?
-                .connect()
-                .await?;
+            let channel = target.dialer.connect(&address).await?;
             load.controller_connected.store(true, Ordering::Relaxed);
             let mut client = pb::controller_client::ControllerClient::new(channel);
             Ok::<_, Box<dyn std::error::Error + Send + Sync>>(client.report_load(stream).await?)
@@ -262,7 +262,7 @@ async fn resolve(target: &ReportTarget) -> Result<Option<String>, etcd_client::E
     if let Some(address) = &target.controller {
         return Ok(Some(address.clone()));
     }
-    let mut client = switchback_common::etcd::connect(&target.etcd_endpoints).await?;
+    let mut client = switchback_common::etcd::connect(&target.etcd).await?;
     switchback_common::etcd::controller_leader(&mut client, &target.keys).await
 }
 

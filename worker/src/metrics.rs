@@ -34,6 +34,7 @@ pub fn render(s: &Scrape) -> String {
         ]
         .into_iter(),
     );
+    switchback_common::tls::register_metrics(&mut r);
     let gauge = |r: &mut Registry, name: &str, help: &str, v: i64| {
         let g = Gauge::<i64>::default();
         g.set(v);

@@ -7,10 +7,11 @@
 //! It finds the controller leader through etcd (like workers and routers do), or talks to
 //! `--controller` directly. A Kubernetes preStop hook runs `sbctl drain $ID --wait`.
 
-use std::{process::ExitCode, time::Duration};
+use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand};
 use serde_json::json;
+use switchback_common::{etcd::EtcdAccess, tls::Dialer};
 use switchback_proto::{
     Keys,
     pb::{self, controller_client::ControllerClient},
@@ -35,6 +36,30 @@ struct Cli {
     /// Key prefix of the cluster in etcd.
     #[arg(long, env = "SWITCHBACK_ETCD_PREFIX", default_value = switchback_proto::keys::DEFAULT_PREFIX, global = true)]
     etcd_prefix: String,
+    /// CA of etcd's server certificate (TLS to etcd; endpoints must be https://).
+    #[arg(long, env = "SWITCHBACK_ETCD_CA_FILE", global = true)]
+    etcd_ca_file: Option<PathBuf>,
+    /// Client certificate for etcd's client-cert auth.
+    #[arg(long, env = "SWITCHBACK_ETCD_CERT_FILE", global = true)]
+    etcd_cert_file: Option<PathBuf>,
+    #[arg(long, env = "SWITCHBACK_ETCD_KEY_FILE", global = true)]
+    etcd_key_file: Option<PathBuf>,
+    /// etcd user; the password is read from --etcd-password-file.
+    #[arg(long, env = "SWITCHBACK_ETCD_USERNAME", global = true)]
+    etcd_username: Option<String>,
+    #[arg(long, env = "SWITCHBACK_ETCD_PASSWORD_FILE", global = true)]
+    etcd_password_file: Option<PathBuf>,
+    /// Cluster CA, to verify the controller (mutual TLS; with --tls-cert-file and
+    /// --tls-key-file, a certificate the cluster CA signed).
+    #[arg(long, env = "SWITCHBACK_TLS_CA_FILE", global = true)]
+    tls_ca_file: Option<PathBuf>,
+    #[arg(long, env = "SWITCHBACK_TLS_CERT_FILE", global = true)]
+    tls_cert_file: Option<PathBuf>,
+    #[arg(long, env = "SWITCHBACK_TLS_KEY_FILE", global = true)]
+    tls_key_file: Option<PathBuf>,
+    /// Check the controller's certificate against this DNS name instead of its address.
+    #[arg(long, env = "SWITCHBACK_TLS_SERVER_NAME", global = true)]
+    tls_server_name: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -79,11 +104,45 @@ async fn main() -> ExitCode {
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
+/// The etcd access and the gRPC dialer the flags describe, checked.
+fn access(cli: &Cli) -> Result<(EtcdAccess, Dialer), Error> {
+    let etcd = switchback_common::config::etcd_access(
+        Some(cli.etcd_endpoints.clone()),
+        switchback_common::config::RawEtcdSecurity {
+            ca_file: cli.etcd_ca_file.clone(),
+            cert_file: cli.etcd_cert_file.clone(),
+            key_file: cli.etcd_key_file.clone(),
+            username: cli.etcd_username.clone(),
+            password_file: cli.etcd_password_file.clone(),
+        },
+    )?;
+    let tls = match (&cli.tls_ca_file, &cli.tls_cert_file, &cli.tls_key_file) {
+        (None, None, None) => None,
+        (ca, cert, key) => {
+            let files = switchback_common::tls::RawClusterTls {
+                ca_file: ca.clone(),
+                cert_file: cert.clone(),
+                key_file: key.clone(),
+                server_name: cli.tls_server_name.clone(),
+            }
+            .validate(switchback_common::tls::Keys {
+                ca_file: "--tls-ca-file",
+                cert_file: "--tls-cert-file",
+                key_file: "--tls-key-file",
+                server_name: "--tls-server-name",
+            })?;
+            Some(switchback_common::tls::ClusterTls::load(&files)?)
+        }
+    };
+    Ok((etcd, Dialer::new(tls)))
+}
+
 async fn connect(cli: &Cli) -> Result<ControllerClient<Channel>, Error> {
+    let (etcd_access, dialer) = access(cli)?;
     let address = match &cli.controller {
         Some(a) => a.clone(),
         None => {
-            let mut etcd = switchback_common::etcd::connect(&cli.etcd_endpoints)
+            let mut etcd = switchback_common::etcd::connect(&etcd_access)
                 .await
                 .map_err(|e| format!("cannot reach etcd at {:?}: {e}", cli.etcd_endpoints))?;
             switchback_common::etcd::controller_leader(&mut etcd, &Keys::new(&cli.etcd_prefix))
@@ -91,8 +150,8 @@ async fn connect(cli: &Cli) -> Result<ControllerClient<Channel>, Error> {
                 .ok_or("no controller leader is elected (is a controller running?)")?
         }
     };
-    let channel = switchback_common::etcd::grpc_endpoint(&address)?
-        .connect()
+    let channel = dialer
+        .connect(&address)
         .await
         .map_err(|e| format!("cannot reach the controller at {address}: {e}"))?;
     Ok(ControllerClient::new(channel))

@@ -203,6 +203,7 @@ Call with (dict "root" $ "tier" $effectiveTier).
     "prefix" $root.Values.etcd.prefix
     "lease_ttl_s" $root.Values.etcd.leaseTtlSeconds) }}
 {{- if $cost }}{{ $_ := set $config "cost" $cost }}{{ end }}
+{{- include "switchback.securityConfig" (dict "root" $root "config" $config) }}
 {{- range $k, $v := $t.extraConfig }}{{ $_ := set $config $k $v }}{{ end }}
 {{- toYaml $config }}
 {{- end }}
@@ -234,4 +235,125 @@ million tokens in micro-units, zero-padded.
 {{- $c := .cost | default dict }}
 {{- $sum := addf ($c.inputPerMtok | default 0) ($c.outputPerMtok | default 0) }}
 {{- printf "%020.0f" (mulf $sum 1000000) }}
+{{- end }}
+
+{{/*
+Where the TLS Secrets are mounted in every Switchback container.
+*/}}
+{{- define "switchback.tlsDir" -}}/etc/switchback-tls{{- end }}
+
+{{/*
+The DNS name every component's certificate is checked against (peers are dialled by pod
+IP, which no certificate can name ahead of time): tls.serverName, or
+<fullname>.<namespace>.svc.
+*/}}
+{{- define "switchback.tlsServerName" -}}
+{{- .Values.tls.serverName | default (printf "%s.%s.svc" (include "switchback.fullname" .) .Release.Namespace) }}
+{{- end }}
+
+{{/*
+Adds the security keys to a component's config dict (in place): `tls` (mutual TLS between
+components) when tls.enabled, and etcd's TLS and user when etcd.tls / etcd.auth are set.
+Call with (dict "root" $ "config" $config).
+*/}}
+{{- define "switchback.securityConfig" -}}
+{{- $root := .root }}
+{{- $dir := include "switchback.tlsDir" $root }}
+{{- if $root.Values.tls.enabled }}
+{{- if not $root.Values.tls.secretName }}
+{{- fail "tls.enabled needs tls.secretName (a Secret with ca.crt, tls.crt and tls.key)" }}
+{{- end }}
+{{- $_ := set .config "tls" (dict
+  "ca_file" (printf "%s/cluster/ca.crt" $dir)
+  "cert_file" (printf "%s/cluster/tls.crt" $dir)
+  "key_file" (printf "%s/cluster/tls.key" $dir)
+  "server_name" (include "switchback.tlsServerName" $root)) }}
+{{- end }}
+{{- $etcd := index .config "etcd" }}
+{{- if $root.Values.etcd.tls.secretName }}
+{{- if not $root.Values.etcd.external.endpoints }}
+{{- fail "etcd.tls.secretName is for an external etcd: set etcd.external.endpoints (https://)" }}
+{{- end }}
+{{- $_ := set $etcd "ca_file" (printf "%s/etcd/ca.crt" $dir) }}
+{{- $_ := set $etcd "cert_file" (printf "%s/etcd/tls.crt" $dir) }}
+{{- $_ := set $etcd "key_file" (printf "%s/etcd/tls.key" $dir) }}
+{{- end }}
+{{- if $root.Values.etcd.auth.username }}
+{{- if not $root.Values.etcd.auth.passwordSecretName }}
+{{- fail "etcd.auth.username needs etcd.auth.passwordSecretName (a Secret with the key `password`)" }}
+{{- end }}
+{{- $_ := set $etcd "username" $root.Values.etcd.auth.username }}
+{{- $_ := set $etcd "password_file" (printf "%s/etcd-auth/password" $dir) }}
+{{- end }}
+{{- end }}
+
+{{/*
+Secret volumes for the security config (a YAML list, possibly empty). Secret volumes are
+updated in place by the kubelet, so a rotated certificate reaches the running process.
+Call with (dict "root" $ "http" true|false).
+*/}}
+{{- define "switchback.securityVolumes" -}}
+{{- $v := .root.Values }}
+{{- if $v.tls.enabled }}
+- name: cluster-tls
+  secret:
+    secretName: {{ $v.tls.secretName }}
+{{- end }}
+{{- with $v.etcd.tls.secretName }}
+- name: etcd-tls
+  secret:
+    secretName: {{ . }}
+{{- end }}
+{{- with $v.etcd.auth.passwordSecretName }}
+- name: etcd-auth
+  secret:
+    secretName: {{ . }}
+    items:
+      - key: password
+        path: password
+{{- end }}
+{{- if and .http $v.router.httpTls.secretName }}
+- name: http-tls
+  secret:
+    secretName: {{ $v.router.httpTls.secretName }}
+{{- end }}
+{{- end }}
+
+{{/*
+Mounts of the volumes above. Call with (dict "root" $ "http" true|false).
+*/}}
+{{- define "switchback.securityMounts" -}}
+{{- $v := .root.Values }}
+{{- $dir := include "switchback.tlsDir" .root }}
+{{- if $v.tls.enabled }}
+- name: cluster-tls
+  mountPath: {{ $dir }}/cluster
+  readOnly: true
+{{- end }}
+{{- if $v.etcd.tls.secretName }}
+- name: etcd-tls
+  mountPath: {{ $dir }}/etcd
+  readOnly: true
+{{- end }}
+{{- if $v.etcd.auth.passwordSecretName }}
+- name: etcd-auth
+  mountPath: {{ $dir }}/etcd-auth
+  readOnly: true
+{{- end }}
+{{- if and .http $v.router.httpTls.secretName }}
+- name: http-tls
+  mountPath: {{ $dir }}/http
+  readOnly: true
+{{- end }}
+{{- end }}
+
+{{/*
+sbctl flags for the same security settings (the worker's preStop drain).
+*/}}
+{{- define "switchback.sbctlSecurityFlags" -}}
+{{- $v := .Values }}
+{{- $dir := include "switchback.tlsDir" . }}
+{{- if $v.tls.enabled }} --tls-ca-file={{ $dir }}/cluster/ca.crt --tls-cert-file={{ $dir }}/cluster/tls.crt --tls-key-file={{ $dir }}/cluster/tls.key --tls-server-name={{ include "switchback.tlsServerName" . }}{{ end }}
+{{- if $v.etcd.tls.secretName }} --etcd-ca-file={{ $dir }}/etcd/ca.crt --etcd-cert-file={{ $dir }}/etcd/tls.crt --etcd-key-file={{ $dir }}/etcd/tls.key{{ end }}
+{{- if $v.etcd.auth.username }} --etcd-username={{ $v.etcd.auth.username | squote }} --etcd-password-file={{ $dir }}/etcd-auth/password{{ end }}
 {{- end }}

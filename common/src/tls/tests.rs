@@ -1,0 +1,315 @@
+use std::path::Path;
+
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+
+use super::*;
+
+struct Ca {
+    cert: rcgen::Certificate,
+    key: KeyPair,
+}
+
+fn ca(name: &str) -> Ca {
+    let key = KeyPair::generate().expect("key");
+    let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.distinguished_name.push(DnType::CommonName, name);
+    let cert = params.self_signed(&key).expect("self-signed");
+    Ca { cert, key }
+}
+
+/// A leaf for localhost / 127.0.0.1: (cert PEM, key PEM).
+fn leaf(ca: &Ca, name: &str) -> (String, String) {
+    let key = KeyPair::generate().expect("key");
+    let mut params = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+        .expect("params");
+    params.distinguished_name.push(DnType::CommonName, name);
+    let cert = params.signed_by(&key, &ca.cert, &ca.key).expect("signed");
+    (cert.pem(), key.serialize_pem())
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).expect("write");
+    path
+}
+
+fn cluster_files(dir: &Path, ca: &Ca, name: &str) -> RawClusterTls {
+    let (cert, key) = leaf(ca, name);
+    RawClusterTls {
+        ca_file: Some(write(dir, "ca.pem", &ca.cert.pem())),
+        cert_file: Some(write(dir, "cert.pem", &cert)),
+        key_file: Some(write(dir, "key.pem", &key)),
+        server_name: None,
+    }
+}
+
+fn expect_invalid(raw: RawClusterTls, key: &str) -> String {
+    let err = raw.validate(CLUSTER_KEYS).expect_err(key).to_string();
+    assert!(err.contains(&format!("`{key}`")), "{key}: {err}");
+    err
+}
+
+#[test]
+fn validation_names_the_key_at_fault() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = ca("cluster CA");
+    let good = cluster_files(dir.path(), &ca, "worker");
+    let files = good.clone().validate(CLUSTER_KEYS).expect("valid");
+    assert_eq!(Some(&files.cert_file), good.cert_file.as_ref());
+
+    expect_invalid(
+        RawClusterTls {
+            key_file: None,
+            ..good.clone()
+        },
+        "tls.key_file",
+    );
+    expect_invalid(
+        RawClusterTls {
+            ca_file: None,
+            ..good.clone()
+        },
+        "tls.ca_file",
+    );
+    let err = expect_invalid(
+        RawClusterTls {
+            cert_file: Some(dir.path().join("missing.pem")),
+            ..good.clone()
+        },
+        "tls.cert_file",
+    );
+    assert!(err.contains("missing.pem"), "{err}");
+    let garbage = write(dir.path(), "garbage.pem", "not a certificate\n");
+    expect_invalid(
+        RawClusterTls {
+            cert_file: Some(garbage.clone()),
+            ..good.clone()
+        },
+        "tls.cert_file",
+    );
+    expect_invalid(
+        RawClusterTls {
+            ca_file: Some(garbage.clone()),
+            ..good.clone()
+        },
+        "tls.ca_file",
+    );
+    expect_invalid(
+        RawClusterTls {
+            key_file: Some(garbage),
+            ..good.clone()
+        },
+        "tls.key_file",
+    );
+    expect_invalid(
+        RawClusterTls {
+            server_name: Some("not a name".into()),
+            ..good.clone()
+        },
+        "tls.server_name",
+    );
+    // A key that is not the certificate's.
+    let (_, other_key) = leaf(&ca, "other");
+    let err = expect_invalid(
+        RawClusterTls {
+            key_file: Some(write(dir.path(), "other-key.pem", &other_key)),
+            ..good
+        },
+        "tls.key_file",
+    );
+    assert!(err.contains("does not match"), "{err}");
+}
+
+#[test]
+fn server_only_needs_no_ca() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = leaf(&ca("public CA"), "router");
+    let raw = RawServerTls {
+        cert_file: Some(write(dir.path(), "cert.pem", &cert)),
+        key_file: Some(write(dir.path(), "key.pem", &key)),
+    };
+    let keys = Keys {
+        ca_file: "http_tls.ca_file",
+        cert_file: "http_tls.cert_file",
+        key_file: "http_tls.key_file",
+        server_name: "http_tls.server_name",
+    };
+    let files = raw.clone().validate(keys).expect("valid");
+    ServerTls::load(&files).expect("loads");
+    let err = RawServerTls {
+        key_file: None,
+        ..raw
+    }
+    .validate(keys)
+    .expect_err("no key");
+    assert!(err.to_string().contains("http_tls.key_file"), "{err}");
+}
+
+fn reloads(outcome: &'static str) -> u64 {
+    RELOADS
+        .get_or_create(&ReloadLabel {
+            material: "cluster",
+            outcome,
+        })
+        .get()
+}
+
+#[test]
+fn a_broken_new_file_keeps_the_old_material_and_a_good_one_replaces_it() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = ca("cluster CA");
+    let files = cluster_files(dir.path(), &ca, "first")
+        .validate(CLUSTER_KEYS)
+        .expect("valid");
+    let tls = ClusterTls::load(&files).expect("loads");
+    // The first look records the contents; unchanged files are not rebuilt after that.
+    let seen = tls.reload_if_changed(None);
+    let before = tls.current();
+    let seen = tls.reload_if_changed(seen);
+    assert!(
+        Arc::ptr_eq(&before, &tls.current()),
+        "unchanged files rebuilt the config"
+    );
+
+    // A truncated certificate (a half-written file): refused, counted, old one kept.
+    let failed = reloads("failed");
+    std::fs::write(&files.cert_file, "-----BEGIN CERTIFICATE-----\nAAAA\n").expect("write");
+    let seen = tls.reload_if_changed(seen);
+    assert!(
+        Arc::ptr_eq(&before, &tls.current()),
+        "a broken file replaced the config"
+    );
+    assert!(reloads("failed") > failed);
+    // Not retried until the files change again.
+    let failed = reloads("failed");
+    let seen = tls.reload_if_changed(seen);
+    assert_eq!(reloads("failed"), failed);
+
+    // A new certificate and key: in force for new handshakes.
+    let ok = reloads("ok");
+    let (cert, key) = leaf(&ca, "second");
+    std::fs::write(&files.key_file, key).expect("write");
+    std::fs::write(&files.cert_file, &cert).expect("write");
+    tls.reload_if_changed(seen);
+    assert!(
+        !Arc::ptr_eq(&before, &tls.current()),
+        "a good file was not put in force"
+    );
+    assert!(reloads("ok") > ok);
+    let expected = CertificateDer::from_pem_slice(cert.as_bytes()).expect("pem");
+    assert_eq!(server_cert_seen(&tls, &tls).expect("handshake"), expected);
+}
+
+/// Handshakes in memory (client `client`, server `server`); the server's certificate as
+/// the client saw it.
+fn server_cert_seen(
+    client: &ClusterTls,
+    server: &ClusterTls,
+) -> Result<CertificateDer<'static>, std::io::Error> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let (a, b) = tokio::io::duplex(64 * 1024);
+        let acceptor = tokio_rustls::TlsAcceptor::from(server.server_config());
+        let connector = tokio_rustls::TlsConnector::from(client.client_config());
+        let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+        let client_side = async {
+            let mut tls = connector.connect(name, a).await?;
+            tokio::io::AsyncWriteExt::write_all(&mut tls, b"x").await?;
+            tokio::io::AsyncWriteExt::flush(&mut tls).await?;
+            Ok::<_, std::io::Error>(tls)
+        };
+        let server_side = async move {
+            let mut tls = acceptor.accept(b).await?;
+            // TLS 1.3: the server learns of a refused client certificate on first read.
+            let mut byte = [0u8; 1];
+            tokio::io::AsyncReadExt::read_exact(&mut tls, &mut byte).await?;
+            Ok::<_, std::io::Error>(())
+        };
+        let (client, server) = tokio::join!(client_side, server_side);
+        let client = client?;
+        server?;
+        let cert = client
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .cloned()
+            .ok_or_else(|| std::io::Error::other("no server certificate"))?;
+        Ok(cert)
+    })
+}
+
+#[test]
+fn mutual_tls_refuses_a_peer_from_another_ca() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ours = ca("cluster CA");
+    let theirs = ca("other CA");
+    let a = tempfile::tempdir_in(dir.path()).expect("a");
+    let b = tempfile::tempdir_in(dir.path()).expect("b");
+    let server = ClusterTls::load(
+        &cluster_files(a.path(), &ours, "server")
+            .validate(CLUSTER_KEYS)
+            .expect("valid"),
+    )
+    .expect("server");
+    let friend = ClusterTls::load(
+        &cluster_files(b.path(), &ours, "friend")
+            .validate(CLUSTER_KEYS)
+            .expect("valid"),
+    )
+    .expect("friend");
+    server_cert_seen(&friend, &server).expect("same CA: accepted");
+    // A client whose certificate comes from another CA (it trusts ours, so only the
+    // server's check of the client certificate can refuse it).
+    let c = tempfile::tempdir_in(dir.path()).expect("c");
+    let mut raw = cluster_files(c.path(), &theirs, "stranger");
+    raw.ca_file = Some(write(c.path(), "ca.pem", &ours.cert.pem()));
+    let stranger = ClusterTls::load(&raw.validate(CLUSTER_KEYS).expect("valid")).expect("stranger");
+    server_cert_seen(&stranger, &server).expect_err("another CA's client certificate was accepted");
+}
+
+#[test]
+fn etcd_tls_files_are_checked_and_need_https_endpoints() {
+    use crate::config::{RawEtcdSecurity, etcd_access};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = ca("etcd CA");
+    let (cert, key) = leaf(&ca, "worker");
+    let security = RawEtcdSecurity {
+        ca_file: Some(write(dir.path(), "ca.pem", &ca.cert.pem())),
+        cert_file: Some(write(dir.path(), "cert.pem", &cert)),
+        key_file: Some(write(dir.path(), "key.pem", &key)),
+        ..RawEtcdSecurity::default()
+    };
+    let access = etcd_access(
+        Some(vec!["https://127.0.0.1:2379".into()]),
+        security.clone(),
+    )
+    .expect("valid");
+    assert!(access.is_tls());
+    let err = etcd_access(Some(vec!["http://127.0.0.1:2379".into()]), security.clone())
+        .expect_err("http with TLS");
+    assert!(err.to_string().contains("`etcd.endpoints`"), "{err}");
+    let err = etcd_access(
+        Some(vec!["https://127.0.0.1:2379".into()]),
+        RawEtcdSecurity {
+            ca_file: Some(dir.path().join("nope.pem")),
+            ..security.clone()
+        },
+    )
+    .expect_err("missing CA");
+    assert!(err.to_string().contains("`etcd.ca_file`"), "{err}");
+    let (_, other_key) = leaf(&ca, "other");
+    let err = etcd_access(
+        Some(vec!["https://127.0.0.1:2379".into()]),
+        RawEtcdSecurity {
+            key_file: Some(write(dir.path(), "other.pem", &other_key)),
+            ..security
+        },
+    )
+    .expect_err("mismatched key");
+    assert!(err.to_string().contains("`etcd.key_file`"), "{err}");
+}
