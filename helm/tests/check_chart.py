@@ -108,6 +108,12 @@ ALLOWED: dict[str, dict[str, Any]] = {
         "admission_wait_ms": None,
         "max_pending": None,
         "suspect_hold_ms": None,
+        "max_prompt_tokens": None,
+        "max_message_bytes": None,
+        "max_stop_sequences": None,
+        "max_stop_bytes": None,
+        "max_top_logprobs": None,
+        "auth": {"keys_file": None, "disabled": None},
         "difficulty": {
             "predictor": None,
             "minilm_dir": None,
@@ -232,6 +238,10 @@ def socket_addr(v: Any) -> str | None:
     return None
 
 
+def boolean(v: Any) -> str | None:
+    return None if isinstance(v, bool) else f"{v!r} is not a boolean"
+
+
 def string_list(v: Any) -> str | None:
     if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
         return f"{v!r} is not a list of strings"
@@ -248,6 +258,7 @@ LEAF_TYPES: dict[str, Callable[[Any], str | None]] = {
     "i64": i64,
     "f64": f64,
     "Vec<String>": string_list,
+    "bool": boolean,
 }
 
 
@@ -947,6 +958,7 @@ def main() -> int:
                                          "minilm_dir": "/switchback/difficulty/all-minilm-l6-v2", "default_quality": 0.9},
                 f"external etcd: router difficulty {router.get('difficulty')}")
         F.check("difficulty" not in rendered["default values"][1]["router"][0][1], "default: difficulty must be off without a predictor")
+
         F.check(len(by_kind(objects, "ServiceMonitor")) == 3, "external etcd: ServiceMonitors")
 
         # TLS everywhere: every component's config names files on its mounted Secrets, the
@@ -979,6 +991,26 @@ def main() -> int:
                     F.check(f"{flag}={value}" in script, f"{where}: preStop sbctl lacks {flag}={value}")
         F.check(all("tls" not in c and "ca_file" not in c["etcd"] for items in rendered["default values"][1].values() for _, c in items),
                 "default: TLS must be off")
+        # API keys: on by default, the keys file from a Secret mounted as a directory (a
+        # subPath mount would never see a rotated Secret); off only when asked.
+        objects, found = rendered["default values"]
+        auth = found["router"][0][1].get("auth")
+        F.check(auth == {"keys_file": "/etc/switchback/auth/keys.yaml"}, f"default: router auth {auth}")
+        (router_deploy,) = [o for o in by_kind(objects, "Deployment") if component_of(o) == "router"]
+        pod = router_deploy["spec"]["template"]["spec"]
+        keys_volumes = [v for v in pod["volumes"] if "secret" in v]
+        F.check(len(keys_volumes) == 1 and keys_volumes[0]["secret"]["secretName"] == f"{RELEASE}-switchback-router-keys",
+                f"default: the router must mount the keys Secret: {keys_volumes}")
+        keys_mounts = [m for m in pod["containers"][0]["volumeMounts"] if keys_volumes and m["name"] == keys_volumes[0]["name"]]
+        F.check(len(keys_mounts) == 1 and keys_mounts[0]["mountPath"] == "/etc/switchback/auth" and "subPath" not in keys_mounts[0],
+                f"default: the keys Secret must be mounted as a directory at /etc/switchback/auth: {keys_mounts}")
+        objects, found = check_render(chart, "auth disabled", {"router": {"auth": {"disabled": True}}})
+        F.check(found["router"][0][1].get("auth") == {"disabled": True}, "auth disabled: the router config must say so")
+        (router_deploy,) = [o for o in by_kind(objects, "Deployment") if component_of(o) == "router"]
+        F.check(not [v for v in router_deploy["spec"]["template"]["spec"]["volumes"] if "secret" in v],
+                "auth disabled: no keys Secret mounted")
+        kind_auth = rendered["cpu-sim + deploy/kind/values.yaml"][1]["router"][0][1].get("auth")
+        F.check(kind_auth == {"disabled": True}, f"kind: up.sh sends requests without a key, auth must be off: {kind_auth}")
 
         # One controller: no PDB (it would block node drains), and the shape checks still hold.
         single = {"controller": {"replicas": 1}, "router": {"autoscaling": {"enabled": False}, "replicas": 1}}
@@ -1013,6 +1045,11 @@ def main() -> int:
             ({"router": {"extraConfig": {"max_atempts": 2}}}, "max_atempts", "an unknown router config key"),
             ({"router": {"extraConfig": {"max_attempts": 11}}}, "max_attempts", "max_attempts 11"),
             ({"router": {"difficulty": {"predictor": "p.json"}}}, "volume", "a predictor without a volume"),
+            ({"router": {"auth": {"disabled": "yes"}}}, "disabled", "auth.disabled that is not a boolean"),
+            ({"router": {"auth": {"secretKey": ""}}}, "secretKey", "an empty keys Secret key"),
+            ({"router": {"auth": {"keysFile": "/k"}}}, "keysFile", "an unknown router auth key"),
+            ({"router": {"extraConfig": {"auth": {"disabled": True}}}}, "auth", "auth set through extraConfig"),
+            ({"router": {"extraConfig": {"max_stop_sequences": 17}}}, "max_stop_sequences", "max_stop_sequences 17"),
             ({"etcd": {"replicas": 2}}, "replicas", "an even etcd member count"),
             ({"etcd": {"replicas": 3}}, "enabled", "3 etcd members without persistence"),
             ({"etcd": {"leaseTtlSeconds": 1}}, "leaseTtlSeconds", "a lease TTL under 2 s"),

@@ -130,6 +130,13 @@ pub enum Command {
         #[command(flatten)]
         encoder: EncoderArgs,
     },
+    /// Make an API key: prints a fresh random token (give it to the client) on stdout and
+    /// the keys-file entry with its SHA-256 (add it under `keys:`) on stderr.
+    Keygen {
+        /// The key's id: the name logs and metrics show for it.
+        #[arg(long)]
+        id: String,
+    },
     /// Drive the placement core and the cascade with simulated tiers and workers and a
     /// trace from labelled data; compare round-robin, least-queue, difficulty-only,
     /// cascade-only and the joint policy (docs/ROUTING.md).
@@ -189,6 +196,13 @@ fn load(paths: &[PathBuf]) -> Result<Vec<Item>, Error> {
 
 pub fn run(command: Command) -> Result<(), Error> {
     match command {
+        Command::Keygen { id } => {
+            let (token, entry) = crate::auth::keys::generate(&id)?;
+            println!("{token}");
+            eprintln!(
+                "# The token above is shown once; the router keeps only its hash. Add under `keys:`:\n{entry}"
+            );
+        }
         Command::Simulate(args) => crate::simulate_cli::run(*args)?,
         Command::FitCascade {
             data,

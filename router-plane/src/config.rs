@@ -78,6 +78,36 @@ pub struct RawConfig {
     pub tls: Option<switchback_common::tls::RawClusterTls>,
     /// TLS on the HTTP API listener (server certificate only); absent: plain HTTP.
     pub http_tls: Option<switchback_common::tls::RawServerTls>,
+    /// API keys (`keys_file`) or an explicit `disabled: true`; one of them is required.
+    pub auth: Option<RawAuth>,
+    /// The prompt size the router accepts, in estimated tokens (UTF-8 bytes / 4).
+    pub max_prompt_tokens: Option<u32>,
+    /// The longest content of one chat message, in UTF-8 bytes.
+    pub max_message_bytes: Option<usize>,
+    /// How many `stop` sequences a request may give.
+    pub max_stop_sequences: Option<usize>,
+    /// The longest `stop` sequence, in UTF-8 bytes.
+    pub max_stop_bytes: Option<usize>,
+    /// The most alternatives per token a chat request may ask for (`top_logprobs`).
+    pub max_top_logprobs: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAuth {
+    /// The API keys file (YAML; `switchback-router keygen` prints entries for it).
+    pub keys_file: Option<PathBuf>,
+    /// `true` serves `/v1/*` without keys: an explicit choice, logged loudly at start.
+    pub disabled: Option<bool>,
+}
+
+/// Whether and how the router checks API keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AuthConfig {
+    /// Bearer tokens checked against the keys file, reloaded when it changes.
+    Keys(PathBuf),
+    /// No checks (`auth.disabled: true`).
+    Disabled,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -152,6 +182,42 @@ pub struct RouterConfig {
     pub suspect_hold: Duration,
     pub difficulty: Option<DifficultyConfig>,
     pub policy: crate::policy::Policy,
+    pub auth: AuthConfig,
+    pub max_prompt_tokens: u32,
+    pub max_message_bytes: usize,
+    pub max_stop_sequences: usize,
+    pub max_stop_bytes: usize,
+    pub max_top_logprobs: u32,
+}
+
+impl RouterConfig {
+    /// The request limits the API validates against.
+    pub fn limits(&self) -> crate::api::openai::RequestLimits {
+        crate::api::openai::RequestLimits {
+            max_tokens_limit: self.max_tokens_limit,
+            max_messages: self.max_messages,
+            max_prompt_tokens: self.max_prompt_tokens,
+            max_message_bytes: self.max_message_bytes,
+            max_stop_sequences: self.max_stop_sequences,
+            max_stop_bytes: self.max_stop_bytes,
+            max_top_logprobs: self.max_top_logprobs,
+            max_deadline_ms: u64::try_from(self.request_timeout.as_millis()).unwrap_or(u64::MAX),
+        }
+    }
+}
+
+fn auth(raw: Option<RawAuth>) -> Result<AuthConfig, ConfigError> {
+    const HOW: &str = "set `auth.keys_file` to an API keys file (`switchback-router keygen` makes entries), or `auth.disabled: true` to serve without keys";
+    let raw = raw.ok_or_else(|| invalid("auth", format!("is required: {HOW}")))?;
+    match (raw.keys_file, raw.disabled) {
+        (Some(_), Some(true)) => Err(invalid(
+            "auth",
+            "set either `auth.keys_file` or `auth.disabled: true`, not both",
+        )),
+        (Some(path), _) => Ok(AuthConfig::Keys(path)),
+        (None, Some(true)) => Ok(AuthConfig::Disabled),
+        (None, _) => Err(invalid("auth.keys_file", format!("is required: {HOW}"))),
+    }
 }
 
 impl RawConfig {
@@ -242,6 +308,34 @@ impl RawConfig {
         if !(100..=600_000).contains(&suspect_hold_ms) {
             return Err(invalid("suspect_hold_ms", "must be in 100..=600000"));
         }
+        let max_messages = self.max_messages.unwrap_or(1024);
+        if max_messages == 0 {
+            return Err(invalid("max_messages", "must be at least 1"));
+        }
+        let max_prompt_tokens = self.max_prompt_tokens.unwrap_or(32_768);
+        if max_prompt_tokens == 0 {
+            return Err(invalid("max_prompt_tokens", "must be at least 1"));
+        }
+        let max_message_bytes = self.max_message_bytes.unwrap_or(max_body_bytes);
+        if max_message_bytes == 0 {
+            return Err(invalid("max_message_bytes", "must be at least 1"));
+        }
+        let max_stop_sequences = self.max_stop_sequences.unwrap_or(4);
+        if max_stop_sequences > 16 {
+            return Err(invalid("max_stop_sequences", "must be in 0..=16"));
+        }
+        let max_stop_bytes = self.max_stop_bytes.unwrap_or(256);
+        if !(1..=4096).contains(&max_stop_bytes) {
+            return Err(invalid("max_stop_bytes", "must be in 1..=4096"));
+        }
+        let max_top_logprobs = self.max_top_logprobs.unwrap_or(20);
+        if max_top_logprobs > 20 {
+            return Err(invalid(
+                "max_top_logprobs",
+                "must be in 0..=20 (OpenAI's own bound)",
+            ));
+        }
+        let auth = auth(self.auth)?;
         let policy = self.policy.unwrap_or_default();
         policy.check().map_err(|reason| invalid("policy", reason))?;
         Ok(RouterConfig {
@@ -260,7 +354,13 @@ impl RawConfig {
             default_tier,
             max_body_bytes,
             max_tokens_limit,
-            max_messages: self.max_messages.unwrap_or(1024),
+            max_messages,
+            auth,
+            max_prompt_tokens,
+            max_message_bytes,
+            max_stop_sequences,
+            max_stop_bytes,
+            max_top_logprobs,
             request_timeout: Duration::from_secs(request_timeout_s),
             max_attempts,
             first_token_timeout: Duration::from_secs(first_token_timeout_s),
@@ -296,18 +396,72 @@ pub fn load(args: Args) -> Result<RouterConfig, ConfigError> {
 mod tests {
     use super::*;
 
+    fn open() -> RawConfig {
+        RawConfig::from_yaml("auth: {disabled: true}").expect("yaml")
+    }
+
     #[test]
     fn defaults_listen_on_8080_with_small_as_auto() {
-        let c = RawConfig::default().validate().expect("valid");
+        let c = open().validate().expect("valid");
         assert_eq!(c.listen.port(), 8080);
         assert_eq!(c.default_tier, "small");
+        assert_eq!(c.auth, AuthConfig::Disabled);
+        let limits = c.limits();
+        assert_eq!(limits.max_stop_sequences, 4);
+        assert_eq!(limits.max_deadline_ms, 600_000);
+    }
+
+    #[test]
+    fn auth_must_be_chosen_explicitly() {
+        for yaml in ["{}", "auth: {}", "auth: {disabled: false}"] {
+            let err = RawConfig::from_yaml(yaml)
+                .expect("yaml")
+                .validate()
+                .expect_err("no auth choice");
+            let text = err.to_string();
+            assert!(text.contains("`auth"), "{yaml}: {text}");
+            assert!(
+                text.contains("keys_file") && text.contains("disabled: true"),
+                "{text}"
+            );
+        }
+        let err = RawConfig::from_yaml("auth: {disabled: true, keys_file: k.yaml}")
+            .expect("yaml")
+            .validate()
+            .expect_err("both");
+        assert!(err.to_string().contains("`auth`"), "{err}");
+        let c = RawConfig::from_yaml("auth: {keys_file: /etc/keys.yaml}")
+            .expect("yaml")
+            .validate()
+            .expect("keys");
+        assert_eq!(c.auth, AuthConfig::Keys("/etc/keys.yaml".into()));
+        let err = RawConfig::from_yaml("auth: {keys_flie: k}").expect_err("typo");
+        assert!(err.to_string().contains("keys_flie"), "{err}");
+    }
+
+    #[test]
+    fn limits_are_checked_and_named() {
+        for (yaml, key) in [
+            ("max_prompt_tokens: 0", "max_prompt_tokens"),
+            ("max_message_bytes: 0", "max_message_bytes"),
+            ("max_stop_sequences: 17", "max_stop_sequences"),
+            ("max_stop_bytes: 0", "max_stop_bytes"),
+            ("max_top_logprobs: 21", "max_top_logprobs"),
+            ("max_messages: 0", "max_messages"),
+        ] {
+            let err = RawConfig::from_yaml(&format!("auth: {{disabled: true}}\n{yaml}"))
+                .expect("yaml")
+                .validate()
+                .expect_err(yaml);
+            assert!(err.to_string().contains(&format!("`{key}`")), "{err}");
+        }
     }
 
     #[test]
     fn typos_and_bad_values_are_named() {
         let err = RawConfig::from_yaml("default_teir: small").expect_err("typo");
         assert!(err.to_string().contains("default_teir"), "{err}");
-        let err = RawConfig::from_yaml("tiers: [a, b]\ndefault_tier: c")
+        let err = RawConfig::from_yaml("auth: {disabled: true}\ntiers: [a, b]\ndefault_tier: c")
             .expect("yaml")
             .validate()
             .expect_err("unknown tier");

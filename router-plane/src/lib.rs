@@ -3,6 +3,7 @@
 //! worker) pair with the pure placement core, and relays the worker's stream.
 
 pub mod api;
+pub mod auth;
 pub mod cascade;
 pub mod cli;
 pub mod config;
@@ -22,7 +23,8 @@ use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
-    api::{AppState, openai::RequestLimits},
+    api::AppState,
+    auth::Gate,
     config::RouterConfig,
     view::{ControllerTarget, View},
 };
@@ -75,10 +77,11 @@ pub fn load_difficulty(
 }
 
 /// Serves the HTTP API on `listener` until `shutdown` fires; in-flight requests finish
-/// before it returns.
+/// before it returns. `auth` is [`Gate::load`] of the same config.
 pub async fn run(
     config: RouterConfig,
     difficulty: Option<difficulty::predictor::Predictor>,
+    auth: Gate,
     listener: TcpListener,
     shutdown: CancellationToken,
 ) -> std::io::Result<()> {
@@ -116,10 +119,7 @@ pub async fn run(
         format!("router@{local}"),
         watch_stop.clone(),
     ));
-    let limits = RequestLimits {
-        max_tokens_limit: config.max_tokens_limit,
-        max_messages: config.max_messages,
-    };
+    let limits = config.limits();
     let name = format!("router@{local}");
     let pending = tokio::sync::Semaphore::new(config.max_pending);
     let watch_predictor = config.difficulty.is_some();
@@ -135,7 +135,22 @@ pub async fn run(
         metrics: Default::default(),
         rotation: AtomicU64::new(0),
         limits,
+        auth,
     });
+    state
+        .metrics
+        .auth_enabled
+        .set(i64::from(state.auth.enabled()));
+    state.metrics.keys_loaded.set(state.auth.len() as i64);
+    match state.auth.path() {
+        Some(path) => {
+            tracing::info!(keys_file = %path.display(), keys = state.auth.len(), "API keys required on /v1");
+            tasks.spawn(reload_keys(Arc::clone(&state), watch_stop.clone()));
+        }
+        None => tracing::warn!(
+            "AUTH IS DISABLED (auth.disabled: true): anyone who can reach this router can use every model; set auth.keys_file to require API keys"
+        ),
+    }
     if watch_predictor {
         tasks.spawn(reload_predictor(Arc::clone(&state), watch_stop.clone()));
     }
@@ -223,6 +238,73 @@ async fn reload_predictor(state: Arc<AppState>, stop: CancellationToken) {
                 tracing::error!(%err, "the changed predictor does not load; keeping the previous one");
             }
             Err(err) => tracing::error!(%err, "predictor reload task failed"),
+        }
+    }
+}
+
+/// Reads the API keys file again every [`auth::RELOAD_EVERY`] and swaps the keys in when
+/// its content changed (a Kubernetes Secret update, an edited file). A file that does not
+/// parse or check is logged and counted, and the keys in force stay.
+async fn reload_keys(state: Arc<AppState>, stop: CancellationToken) {
+    let Some(path) = state.auth.path().map(std::path::Path::to_path_buf) else {
+        return;
+    };
+    let digest = |bytes: &[u8]| auth::keys::digest(&String::from_utf8_lossy(bytes));
+    let mut last = std::fs::read(&path).ok().map(|b| digest(&b));
+    let mut ticker = tokio::time::interval(auth::RELOAD_EVERY);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            _ = ticker.tick() => {}
+        }
+        let read = {
+            let path = path.clone();
+            tokio::task::spawn_blocking(move || std::fs::read(path)).await
+        };
+        let bytes = match read {
+            Ok(Ok(bytes)) => bytes,
+            Ok(Err(err)) => {
+                if last.take().is_some() {
+                    state
+                        .metrics
+                        .keys_reloads
+                        .get_or_create(&metrics::Reload { outcome: "failed" })
+                        .inc();
+                    tracing::error!(%err, keys_file = %path.display(), "cannot read the API keys file; keeping the keys in force");
+                }
+                continue;
+            }
+            Err(err) => {
+                tracing::error!(%err, "keys file read task failed");
+                continue;
+            }
+        };
+        let now = Some(digest(&bytes));
+        if now == last {
+            continue;
+        }
+        last = now;
+        let result = std::str::from_utf8(&bytes)
+            .map_err(|e| auth::keys::KeysError::Parse(e.to_string()))
+            .and_then(|text| state.auth.reload(text, std::time::Instant::now()));
+        match result {
+            Ok(n) => {
+                state
+                    .metrics
+                    .keys_reloads
+                    .get_or_create(&metrics::Reload { outcome: "ok" })
+                    .inc();
+                state.metrics.keys_loaded.set(n as i64);
+                tracing::info!(keys = n, keys_file = %path.display(), "API keys reloaded");
+            }
+            Err(err) => {
+                state
+                    .metrics
+                    .keys_reloads
+                    .get_or_create(&metrics::Reload { outcome: "failed" })
+                    .inc();
+                tracing::error!(%err, keys_file = %path.display(), "the changed API keys file is invalid; keeping the keys in force");
+            }
         }
     }
 }

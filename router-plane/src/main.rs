@@ -1,6 +1,6 @@
 //! `switchback-router --config router.yaml`: reads config, starts telemetry, serves.
 //! `switchback-router import | train | eval`: the offline side of difficulty routing
-//! (see `cli.rs`).
+//! (see `cli.rs`); `switchback-router keygen --id NAME`: a new API key.
 
 use clap::Parser;
 use switchback_router::{cli, config};
@@ -39,10 +39,12 @@ async fn serve(args: config::Args) {
     let config = switchback_common::config_or_exit(BINARY, config::load(args));
     let difficulty =
         switchback_common::config_or_exit(BINARY, switchback_router::load_difficulty(&config));
+    let auth =
+        switchback_common::config_or_exit(BINARY, switchback_router::auth::Gate::load(&config));
     let listener = switchback_common::bind_or_exit(BINARY, config.listen).await;
     let shutdown = switchback_common::shutdown_on_signal();
     switchback_common::exit_on_error(
         BINARY,
-        switchback_router::run(config, difficulty, listener, shutdown).await,
+        switchback_router::run(config, difficulty, auth, listener, shutdown).await,
     );
 }

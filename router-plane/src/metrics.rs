@@ -54,6 +54,30 @@ pub struct Metrics {
     pub inter_token: Family<Tier, Histogram>,
     /// Live tokio tasks, open fds and sockets, read at scrape time.
     pub process: ProcessGauges,
+    pub auth_enabled: Gauge,
+    pub auth_failures: Family<Reason, Counter>,
+    pub key_requests: Family<KeyStatus, Counter>,
+    pub rate_limited: Family<KeyLimit, Counter>,
+    pub keys_reloads: Family<Reload, Counter>,
+    pub keys_loaded: Gauge,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct Reason {
+    pub reason: &'static str,
+}
+
+/// `key` is a configured key id or `none`: never a string from the request.
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KeyStatus {
+    pub key: String,
+    pub status: u16,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KeyLimit {
+    pub key: String,
+    pub limit: &'static str,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -192,7 +216,49 @@ impl Default for Metrics {
             inter_token.clone(),
         );
         let process = ProcessGauges::register(&mut registry);
+        let auth_enabled = Gauge::default();
+        registry.register(
+            "auth_enabled",
+            "1 while this router checks API keys; 0 when auth.disabled is set",
+            auth_enabled.clone(),
+        );
+        let auth_failures = Family::<Reason, Counter>::default();
+        registry.register(
+            "auth_failures",
+            "Requests refused with 401, by reason (missing, malformed, unknown_key)",
+            auth_failures.clone(),
+        );
+        let key_requests = Family::<KeyStatus, Counter>::default();
+        registry.register(
+            "key_requests",
+            "Authenticated /v1 requests by API key id (none: auth disabled) and HTTP status",
+            key_requests.clone(),
+        );
+        let rate_limited = Family::<KeyLimit, Counter>::default();
+        registry.register(
+            "rate_limited",
+            "Requests refused with 429 by an API key's limit, by key id and limit",
+            rate_limited.clone(),
+        );
+        let keys_reloads = Family::<Reload, Counter>::default();
+        registry.register(
+            "keys_reloads",
+            "Reloads of the API keys file after it changed, by outcome (ok, failed)",
+            keys_reloads.clone(),
+        );
+        let keys_loaded = Gauge::default();
+        registry.register(
+            "keys_loaded",
+            "API keys in force on this router",
+            keys_loaded.clone(),
+        );
         Self {
+            auth_enabled,
+            auth_failures,
+            key_requests,
+            rate_limited,
+            keys_reloads,
+            keys_loaded,
             registry,
             process,
             etcd_connected,
@@ -236,6 +302,15 @@ impl Metrics {
                 })
                 .inc_by(u64::from(n));
         }
+    }
+
+    pub fn key_request(&self, key: &str, status: u16) {
+        self.key_requests
+            .get_or_create(&KeyStatus {
+                key: key.to_owned(),
+                status,
+            })
+            .inc();
     }
 
     pub fn encode(&self) -> String {

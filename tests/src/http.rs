@@ -56,13 +56,46 @@ impl Reply {
 }
 
 pub async fn post(url: &str, body: impl Into<reqwest::Body>) -> Reply {
-    let resp = reqwest::Client::new()
+    send(
+        reqwest::Client::new()
+            .post(url)
+            .header("content-type", "application/json")
+            .body(body),
+        url,
+    )
+    .await
+}
+
+/// POSTs JSON with extra headers, e.g. `("authorization", "Bearer sb-...")`.
+pub async fn post_json_with(
+    url: &str,
+    body: &serde_json::Value,
+    headers: &[(&str, &str)],
+) -> Reply {
+    let mut request = reqwest::Client::new()
         .post(url)
         .header("content-type", "application/json")
-        .body(body)
+        .body(body.to_string());
+    for (k, v) in headers {
+        request = request.header(*k, *v);
+    }
+    send(request, url).await
+}
+
+/// GETs with extra headers.
+pub async fn get_with(url: &str, headers: &[(&str, &str)]) -> Reply {
+    let mut request = reqwest::Client::new().get(url);
+    for (k, v) in headers {
+        request = request.header(*k, *v);
+    }
+    send(request, url).await
+}
+
+async fn send(request: reqwest::RequestBuilder, url: &str) -> Reply {
+    let resp = request
         .send()
         .await
-        .unwrap_or_else(|e| panic!("POST {url}: {e}"));
+        .unwrap_or_else(|e| panic!("{url}: {e}"));
     let status = resp.status().as_u16();
     let headers = resp
         .headers()

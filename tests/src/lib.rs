@@ -633,17 +633,32 @@ pub struct Router {
 }
 
 impl Router {
-    /// `extra` is appended to the router's YAML config.
+    /// `extra` is appended to the router's YAML config. Without an `auth:` line of its own
+    /// the router runs with `auth: {disabled: true}` (see [`Router::start_with_keys`]).
     pub async fn start(etcd: &Etcd, extra: &str) -> Self {
         Self::start_with_env(etcd, extra, &[]).await
+    }
+
+    /// [`Router::start`] requiring the API keys of the keys file at `keys_file`.
+    pub async fn start_with_keys(etcd: &Etcd, extra: &str, keys_file: &Path) -> Self {
+        let extra = format!(
+            "{extra}\nauth: {{keys_file: {:?}}}\n",
+            keys_file.display().to_string()
+        );
+        Self::start_with_env(etcd, &extra, &[]).await
     }
 
     /// [`Router::start`], with extra environment variables (e.g. OpenTelemetry's).
     pub async fn start_with_env(etcd: &Etcd, extra: &str, env: &[(&str, String)]) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
+        let auth = if extra.lines().any(|l| l.starts_with("auth:")) {
+            ""
+        } else {
+            "auth: {disabled: true}\n"
+        };
         let yaml = format!(
-            "listen: 127.0.0.1:{port}\netcd: {{endpoints: [{}]}}\n{extra}\n",
+            "listen: 127.0.0.1:{port}\netcd: {{endpoints: [{}]}}\n{auth}{extra}\n",
             etcd.endpoint
         );
         let config = dir.path().join("router.yaml");

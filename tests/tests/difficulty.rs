@@ -158,7 +158,14 @@ async fn auto_routes_by_predicted_difficulty_and_the_quality_knob() {
 async fn a_predictor_for_tiers_the_router_lacks_is_a_config_error() {
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("router.yaml");
-    std::fs::write(&config, format!("tiers: [a, b]\n{}\n", difficulty_yaml())).expect("write");
+    std::fs::write(
+        &config,
+        format!(
+            "tiers: [a, b]\nauth: {{disabled: true}}\n{}\n",
+            difficulty_yaml()
+        ),
+    )
+    .expect("write");
     let out = tokio::process::Command::new(switchback_tests::bin("switchback-router"))
         .arg("--config")
         .arg(&config)

@@ -118,7 +118,7 @@ async fn router_is_not_ready_without_a_cluster_view_and_bad_config_exits_64() {
     std::fs::write(
         &config,
         format!(
-            "listen: 127.0.0.1:{port}\netcd: {{endpoints: [{}]}}\n",
+            "listen: 127.0.0.1:{port}\netcd: {{endpoints: [{}]}}\nauth: {{disabled: true}}\n",
             etcd.endpoint
         ),
     )
@@ -168,6 +168,22 @@ async fn router_is_not_ready_without_a_cluster_view_and_bad_config_exits_64() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // No auth choice: exit 64, naming `auth` and what to set.
+    std::fs::write(&config, "listen: 127.0.0.1:1\n").expect("write");
+    let out = tokio::process::Command::new(switchback_tests::bin("switchback-router"))
+        .arg("--config")
+        .arg(&config)
+        .output()
+        .await
+        .expect("run router");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(64), "{stderr}");
+    assert!(
+        stderr.contains("`auth`")
+            && stderr.contains("keys_file")
+            && stderr.contains("disabled: true"),
+        "{stderr}"
+    );
     let out = tokio::process::Command::new(switchback_tests::bin("switchback-worker"))
         .args(["--tier", "small", "--model", "m"])
         .output()
@@ -179,4 +195,205 @@ async fn router_is_not_ready_without_a_cluster_view_and_bad_config_exits_64() {
         "a worker without an engine is a config error"
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("engine"));
+}
+
+/// Decisions the router has made: a request that never got one never reached a worker.
+async fn decisions(router: &Router) -> f64 {
+    router
+        .metric("switchback_router_decision_duration_seconds_count")
+        .await
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn each_limit_is_a_400_naming_field_and_config_key_and_never_reaches_a_worker() {
+    let etcd = Etcd::start().await;
+    let controller = Controller::start(&etcd).await;
+    let _w = Worker::start(&etcd, WorkerSpec::sim("w-lim", "small", "sim", 1.0)).await;
+    controller
+        .wait_ready("w-lim", Duration::from_secs(20))
+        .await;
+    let router = Router::start(
+        &etcd,
+        "tiers: [small]\nmax_body_bytes: 4096\nmax_tokens_limit: 50\nmax_messages: 3\n\
+         max_message_bytes: 200\nmax_prompt_tokens: 10\nmax_stop_sequences: 2\nmax_stop_bytes: 4\n\
+         max_top_logprobs: 3\nrequest_timeout_s: 5\n",
+    )
+    .await;
+    router.wait_model("sim").await;
+    let chat = router.url("/v1/chat/completions");
+    let msgs = json!([{"role": "user", "content": "hi"}]);
+    // One request that is served, so the decision counter exists.
+    let ok = http::post_json(
+        &chat,
+        &json!({"model": "small", "messages": msgs, "max_tokens": 2}),
+    )
+    .await;
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    let before = decisions(&router).await;
+    assert!(before >= 1.0);
+
+    let user = |content: String| json!([{"role": "user", "content": content}]);
+    let cases = [
+        (
+            json!({"model": "small", "messages": msgs, "max_tokens": 51}),
+            "max_tokens",
+            "max_tokens_limit",
+        ),
+        (
+            json!({"model": "small", "messages": msgs, "max_completion_tokens": 51}),
+            "max_completion_tokens",
+            "max_tokens_limit",
+        ),
+        (
+            json!({"model": "small", "messages": [msgs[0], msgs[0], msgs[0], msgs[0]]}),
+            "messages",
+            "max_messages",
+        ),
+        (
+            json!({"model": "small", "messages": user("x".repeat(201))}),
+            "messages[0].content",
+            "max_message_bytes",
+        ),
+        (
+            json!({"model": "small", "messages": user("y".repeat(41))}),
+            "messages",
+            "max_prompt_tokens",
+        ),
+        (
+            json!({"model": "small", "messages": msgs, "stop": ["a", "b", "c"]}),
+            "stop",
+            "max_stop_sequences",
+        ),
+        (
+            json!({"model": "small", "messages": msgs, "stop": "abcde"}),
+            "stop[0]",
+            "max_stop_bytes",
+        ),
+        (
+            json!({"model": "small", "messages": msgs, "logprobs": true, "top_logprobs": 4}),
+            "top_logprobs",
+            "max_top_logprobs",
+        ),
+        (
+            json!({"model": "small", "messages": msgs, "switchback": {"deadline_ms": 5001}}),
+            "switchback.deadline_ms",
+            "request_timeout_s",
+        ),
+    ];
+    for (body, param, key) in cases {
+        let reply = http::post_json(&chat, &body).await;
+        assert_openai_error(&reply, 400, Some(param));
+        let error = &reply.json()["error"];
+        assert_eq!(error["code"], "limit_exceeded", "{}", reply.body);
+        assert!(
+            error["message"].as_str().is_some_and(|m| m.contains(key)),
+            "the message names the config key {key}: {}",
+            reply.body
+        );
+    }
+    let reply = http::post_json(
+        &router.url("/v1/completions"),
+        &json!({"model": "small", "prompt": "z".repeat(41)}),
+    )
+    .await;
+    assert_openai_error(&reply, 400, Some("prompt"));
+    assert!(reply.body.contains("max_prompt_tokens"), "{}", reply.body);
+    let reply = http::post_json(
+        &chat,
+        &json!({"model": "small", "messages": user("w".repeat(5000))}),
+    )
+    .await;
+    assert_openai_error(&reply, 413, None);
+    assert!(reply.body.contains("max_body_bytes"), "{}", reply.body);
+    assert_eq!(
+        decisions(&router).await,
+        before,
+        "a request over a limit must never be placed on a worker"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn odd_unicode_reaches_the_worker_intact_and_unknown_fields_are_reported() {
+    let etcd = Etcd::start().await;
+    let controller = Controller::start(&etcd).await;
+    let worker = Worker::start(&etcd, WorkerSpec::sim("w-uni", "small", "sim", 1.0)).await;
+    controller
+        .wait_ready("w-uni", Duration::from_secs(20))
+        .await;
+    let router = Router::start(&etcd, "tiers: [small]\n").await;
+    router.wait_model("sim").await;
+    let url = router.url("/v1/completions");
+
+    // Malformed: invalid UTF-8 and a lone surrogate escape.
+    let mut bad = br#"{"model":"small","prompt":""#.to_vec();
+    bad.extend_from_slice(&[0xc3, 0x28]);
+    bad.extend_from_slice(br#""}"#);
+    let reply = http::post(&url, bad).await;
+    assert_openai_error(&reply, 400, None);
+    assert_eq!(reply.json()["error"]["code"], "invalid_json");
+    let reply = http::post(&url, r#"{"model":"small","prompt":"\udc00"}"#).await;
+    assert_openai_error(&reply, 400, None);
+    assert_eq!(reply.json()["error"]["code"], "invalid_json");
+
+    // NUL, zero-width joiner, right-to-left override, emoji, combining accent. The sim
+    // engine seeds its text with a hash of the prompt's bytes: the same text through the
+    // router as straight from the worker means the worker got the very same bytes.
+    let odd = "a\u{0}b \u{200d}c \u{202e}d \u{1F600}e\u{301} 終わり";
+    let reply = http::post_json(
+        &url,
+        &json!({"model": "small", "prompt": odd, "max_tokens": 12, "logit_bias": {}, "user": "u"}),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(
+        reply.header("x-switchback-ignored-fields"),
+        Some("logit_bias,user")
+    );
+    let via_router = reply.json()["choices"][0]["text"]
+        .as_str()
+        .expect("text")
+        .to_owned();
+    assert_eq!(
+        via_router,
+        direct(&worker, odd).await,
+        "the prompt reached the worker unchanged"
+    );
+    assert_ne!(
+        via_router,
+        direct(&worker, "a\u{0}b \u{200d}c \u{202e}d \u{1F600}e 終わり").await,
+        "a prompt one combining mark shorter gives other text (the check can fail)"
+    );
+    let reply = http::post_json(
+        &url,
+        &json!({"model": "small", "prompt": "plain", "max_tokens": 2}),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    assert_eq!(reply.header("x-switchback-ignored-fields"), None);
+}
+
+/// The sim worker's text for `prompt`, asked directly over gRPC.
+async fn direct(worker: &Worker, prompt: &str) -> String {
+    use switchback_proto::pb;
+    let mut stream = worker
+        .client()
+        .await
+        .generate(pb::GenerateRequest {
+            request_id: "direct".into(),
+            prompt: Some(pb::generate_request::Prompt::Text(prompt.to_owned())),
+            sampling: Some(pb::SamplingParams {
+                max_tokens: 12,
+                ..Default::default()
+            }),
+            top_logprobs: 0,
+        })
+        .await
+        .expect("generate")
+        .into_inner();
+    let mut text = String::new();
+    while let Some(chunk) = stream.message().await.expect("stream") {
+        text.push_str(&chunk.text);
+    }
+    text
 }

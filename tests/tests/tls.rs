@@ -286,7 +286,7 @@ async fn every_hop_is_mutually_authenticated_and_certificates_rotate_without_res
         "switchback-router",
         rdir.path(),
         &format!(
-            "listen: 127.0.0.1:{router_port}\ntiers: [small]\n{}{tls}\
+            "listen: 127.0.0.1:{router_port}\ntiers: [small]\nauth: {{disabled: true}}\n{}{tls}\
              http_tls: {{cert_file: {}, key_file: {}}}\n",
             etcd_yaml(&etcd, rdir.path(), &etcd_ca, "router", &password_file),
             http_cert.display(),

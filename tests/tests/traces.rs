@@ -113,6 +113,8 @@ async fn an_escalated_query_is_one_trace_across_router_and_both_workers() {
         completion_tokens.to_string()
     );
     assert_eq!(attr("switchback.tier"), "large");
+    // Auth is off in this router: the key id attribute says so (never a token).
+    assert_eq!(attr("switchback.key_id"), "none");
     assert_eq!(attr("switchback.worker"), "large-0");
     assert_eq!(attr("switchback.decision"), "cascade");
     assert_eq!(attr("switchback.escalations"), "1");

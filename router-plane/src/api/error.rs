@@ -16,9 +16,32 @@ pub enum ApiError {
     /// A field is missing, of the wrong type or out of range.
     #[error("{message}")]
     InvalidField { param: String, message: String },
+    /// A field is over a configured limit; `limit` is the router config key.
+    #[error("{message}")]
+    LimitExceeded {
+        param: String,
+        limit: &'static str,
+        message: String,
+    },
     /// The body is over the configured limit.
-    #[error("request body is larger than the limit of {limit} bytes")]
+    #[error(
+        "request body is larger than the limit of {limit} bytes (router config `max_body_bytes`)"
+    )]
     BodyTooLarge { limit: usize },
+    /// No API key, or one the router does not know.
+    #[error("{0}")]
+    Unauthorized(&'static str),
+    /// The API key may not use what the request names.
+    #[error("this API key may not use the model `{model}`{why}")]
+    Forbidden { model: String, why: String },
+    /// The API key is over one of its per-minute limits (`limit`: the keys file field).
+    #[error("{message}")]
+    RateLimited {
+        limit: &'static str,
+        /// Seconds until the request would fit; `None` when it never will.
+        retry_after: Option<u64>,
+        message: String,
+    },
     /// No tier, model or `auto` by that name.
     #[error("the model `{0}` does not exist; GET /v1/models lists what this cluster serves")]
     UnknownModel(String),
@@ -50,8 +73,13 @@ impl ApiError {
 
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::MalformedJson(_) | Self::InvalidField { .. } => StatusCode::BAD_REQUEST,
+            Self::MalformedJson(_) | Self::InvalidField { .. } | Self::LimitExceeded { .. } => {
+                StatusCode::BAD_REQUEST
+            }
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Self::Forbidden { .. } => StatusCode::FORBIDDEN,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::UnknownModel(_) => StatusCode::NOT_FOUND,
             Self::NoCapacity { .. } | Self::NotReady => StatusCode::SERVICE_UNAVAILABLE,
             Self::Saturated { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -65,7 +93,11 @@ impl ApiError {
         match self {
             Self::MalformedJson(_) => ("invalid_request_error", Some("invalid_json")),
             Self::InvalidField { .. } => ("invalid_request_error", Some("invalid_value")),
+            Self::LimitExceeded { .. } => ("invalid_request_error", Some("limit_exceeded")),
             Self::BodyTooLarge { .. } => ("invalid_request_error", Some("request_too_large")),
+            Self::Unauthorized(_) => ("invalid_request_error", Some("invalid_api_key")),
+            Self::Forbidden { .. } => ("invalid_request_error", Some("model_not_allowed")),
+            Self::RateLimited { .. } => ("rate_limit_exceeded", Some("rate_limit_exceeded")),
             Self::UnknownModel(_) => ("invalid_request_error", Some("model_not_found")),
             Self::NoCapacity { .. } | Self::NotReady => {
                 ("service_unavailable", Some("no_capacity"))
@@ -81,8 +113,8 @@ impl ApiError {
 
     pub fn param(&self) -> Option<&str> {
         match self {
-            Self::InvalidField { param, .. } => Some(param),
-            Self::UnknownModel(_) => Some("model"),
+            Self::InvalidField { param, .. } | Self::LimitExceeded { param, .. } => Some(param),
+            Self::UnknownModel(_) | Self::Forbidden { .. } => Some("model"),
             _ => None,
         }
     }
@@ -103,9 +135,13 @@ impl ApiError {
     /// A bounded label for metrics.
     pub fn outcome(&self) -> &'static str {
         match self {
-            Self::MalformedJson(_) | Self::InvalidField { .. } | Self::BodyTooLarge { .. } => {
-                "invalid"
-            }
+            Self::MalformedJson(_)
+            | Self::InvalidField { .. }
+            | Self::LimitExceeded { .. }
+            | Self::BodyTooLarge { .. } => "invalid",
+            Self::Unauthorized(_) => "unauthorized",
+            Self::Forbidden { .. } => "forbidden",
+            Self::RateLimited { .. } => "rate_limited",
             Self::UnknownModel(_) => "unknown_model",
             Self::NoCapacity { .. } | Self::NotReady => "unavailable",
             Self::Saturated { .. } => "saturated",
@@ -154,13 +190,29 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = self.status();
         let mut response = (status, Json(self.body())).into_response();
-        if matches!(
-            status,
-            StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS
-        ) {
-            response
-                .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        let headers = response.headers_mut();
+        match &self {
+            // Computed from the key's bucket; none when waiting cannot help.
+            Self::RateLimited {
+                retry_after: Some(secs),
+                ..
+            } => {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from(*secs));
+            }
+            Self::RateLimited {
+                retry_after: None, ..
+            } => {}
+            Self::Unauthorized(_) => {
+                headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+            }
+            _ if matches!(
+                status,
+                StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS
+            ) =>
+            {
+                headers.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            _ => {}
         }
         response
     }
@@ -185,6 +237,52 @@ mod tests {
         let e = ApiError::UnknownModel("gpt-9".into());
         assert_eq!(e.status(), StatusCode::NOT_FOUND);
         assert_eq!(e.body()["error"]["code"], "model_not_found");
+    }
+
+    #[test]
+    fn auth_errors_have_their_status_code_and_headers() {
+        let r = ApiError::Unauthorized("the API key is not valid").into_response();
+        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+        assert_eq!(r.headers()[header::WWW_AUTHENTICATE], "Bearer");
+        let body = ApiError::Unauthorized("x").body();
+        assert_eq!(body["error"]["code"], "invalid_api_key");
+        assert_eq!(body["error"]["type"], "invalid_request_error");
+        assert!(body["error"]["param"].is_null());
+        let e = ApiError::Forbidden {
+            model: "large".into(),
+            why: String::new(),
+        };
+        assert_eq!(e.status(), StatusCode::FORBIDDEN);
+        assert!(e.to_string().contains("`large`"));
+        let r = ApiError::RateLimited {
+            limit: "requests_per_minute",
+            retry_after: Some(17),
+            message: "slow down".into(),
+        }
+        .into_response();
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(r.headers()[header::RETRY_AFTER], "17");
+        let r = ApiError::RateLimited {
+            limit: "tokens_per_minute",
+            retry_after: None,
+            message: "too large".into(),
+        }
+        .into_response();
+        assert!(r.headers().get(header::RETRY_AFTER).is_none());
+    }
+
+    #[test]
+    fn limit_errors_name_their_field_and_config_key() {
+        let e = ApiError::LimitExceeded {
+            param: "stop".into(),
+            limit: "max_stop_sequences",
+            message: "`stop` has 5 sequences; the limit is 4 (router config `max_stop_sequences`)"
+                .into(),
+        };
+        assert_eq!(e.status(), StatusCode::BAD_REQUEST);
+        let body = e.body();
+        assert_eq!(body["error"]["param"], "stop");
+        assert_eq!(body["error"]["code"], "limit_exceeded");
     }
 
     #[test]

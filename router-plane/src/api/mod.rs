@@ -33,6 +33,7 @@ use self::{
     response::{Collected, Decision},
 };
 use crate::{
+    auth::{Caller, Charge, Gate},
     cascade,
     config::RouterConfig,
     dispatch::{self, Clients},
@@ -65,6 +66,8 @@ pub struct AppState {
     pub difficulty: std::sync::RwLock<Option<Arc<crate::difficulty::predictor::Predictor>>>,
     /// The routing policy: from etcd when the cluster has one, else the config file's.
     pub policy: std::sync::RwLock<Arc<Policy>>,
+    /// API keys, or none when `auth.disabled`.
+    pub auth: Gate,
 }
 
 impl AppState {
@@ -120,21 +123,90 @@ async fn metrics(State(app): State<Arc<AppState>>) -> Response {
         .into_response()
 }
 
-async fn models(State(app): State<Arc<AppState>>) -> Response {
+/// Lists what the caller's key may use: `auto`, the tiers and the models.
+async fn models(State(app): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    let caller = match authenticate(&app, &headers) {
+        Ok(c) => c,
+        Err(err) => return err.into_response(),
+    };
     let created = unix_now();
     let mut data = vec![
         json!({"id": "auto", "object": "model", "created": created, "owned_by": "switchback"}),
     ];
+    let tier_ok = |tier: &str| {
+        app.config
+            .tiers
+            .iter()
+            .position(|t| t == tier)
+            .is_none_or(|i| caller.allows_tier(i))
+    };
     let pairs = app.view.models();
     let mut tiers: Vec<&str> = pairs.iter().map(|(t, _)| t.as_str()).collect();
     tiers.dedup();
-    for tier in tiers {
+    for tier in tiers.into_iter().filter(|t| tier_ok(t)) {
         data.push(json!({"id": tier, "object": "model", "created": created, "owned_by": "switchback", "switchback": {"kind": "tier"}}));
     }
-    for (tier, model) in &pairs {
+    for (tier, model) in pairs
+        .iter()
+        .filter(|(t, m)| tier_ok(t) && caller.allows_model(m))
+    {
         data.push(json!({"id": model, "object": "model", "created": created, "owned_by": "switchback", "switchback": {"kind": "model", "tier": tier}}));
     }
-    Json(json!({"object": "list", "data": data})).into_response()
+    let response = Json(json!({"object": "list", "data": data})).into_response();
+    app.metrics
+        .key_request(caller.id(), response.status().as_u16());
+    response
+}
+
+/// The caller of a `/v1` request, or the 401 to answer (counted).
+fn authenticate(app: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
+    app.auth.authenticate(headers).map_err(|failure| {
+        app.metrics
+            .auth_failures
+            .get_or_create(&crate::metrics::Reason {
+                reason: failure.reason(),
+            })
+            .inc();
+        let err = ApiError::from(failure);
+        app.metrics.request("none", err.outcome());
+        tracing::debug!(reason = failure.reason(), "request without a valid API key");
+        err
+    })
+}
+
+/// Whether the caller's key may use `model` (a tier name, a model id; `auto` is capped
+/// in placement instead). Unknown models pass: placement answers 404 for them.
+fn authorize(app: &AppState, caller: &Caller, model: &str) -> Result<(), ApiError> {
+    if caller.entry.is_none() || model == "auto" {
+        return Ok(());
+    }
+    let tiers = &app.config.tiers;
+    let tier = match tiers.iter().position(|t| t == model) {
+        Some(i) => Some(i),
+        None => {
+            if !caller.allows_model(model) {
+                return Err(ApiError::Forbidden {
+                    model: model.to_owned(),
+                    why: " (it is not in the key's `models`)".to_owned(),
+                });
+            }
+            app.view
+                .models()
+                .iter()
+                .find(|(_, m)| m == model)
+                .and_then(|(t, _)| tiers.iter().position(|x| x == t))
+        }
+    };
+    match tier {
+        Some(i) if !caller.allows_tier(i) => Err(ApiError::Forbidden {
+            model: model.to_owned(),
+            why: format!(
+                " (tier `{}` is outside the key's `tiers` and `max_tier`)",
+                tiers[i]
+            ),
+        }),
+        _ => Ok(()),
+    }
 }
 
 async fn read_body(app: &AppState, headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
@@ -186,47 +258,121 @@ fn quality_header(headers: &HeaderMap, g: &mut Generation) -> Result<(), ApiErro
 }
 
 async fn chat(State(app): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
-    let result = async {
-        let bytes = read_body(&app, &headers, body).await?;
-        let mut g = ChatRequest::parse(&bytes)?.validate(&app.limits)?;
-        quality_header(&headers, &mut g)?;
-        Ok(g)
-    }
-    .await;
-    respond(app, Endpoint::Chat, result).await
+    handle(app, Endpoint::Chat, headers, body).await
 }
 
 async fn completions(State(app): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
-    let result = async {
-        let bytes = read_body(&app, &headers, body).await?;
-        let mut g = CompletionRequest::parse(&bytes)?.validate(&app.limits)?;
-        quality_header(&headers, &mut g)?;
-        Ok(g)
+    handle(app, Endpoint::Completion, headers, body).await
+}
+
+/// One generation request, in order: the key (401), its requests/min (429), the body
+/// (413, 400), what the key may use (403), its tokens/min (429), then placement.
+async fn handle(
+    app: Arc<AppState>,
+    endpoint: Endpoint,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let caller = match authenticate(&app, &headers) {
+        Ok(c) => c,
+        Err(err) => return err.into_response(),
+    };
+    let mut response = match admit(&app, endpoint, &headers, body, &caller).await {
+        Ok((generation, charge)) => {
+            let ignored = openai::ignored_header(&generation.ignored);
+            if !generation.ignored.is_empty() {
+                tracing::debug!(key = caller.id(), fields = ?generation.ignored, "ignoring unknown request fields");
+            }
+            let mut response =
+                respond(Arc::clone(&app), endpoint, generation, &caller, charge).await;
+            if let Some(v) = ignored.and_then(|v| HeaderValue::from_str(&v).ok()) {
+                response
+                    .headers_mut()
+                    .insert("x-switchback-ignored-fields", v);
+            }
+            response
+        }
+        Err(err) => {
+            if let ApiError::RateLimited { limit, .. } = &err {
+                app.metrics
+                    .rate_limited
+                    .get_or_create(&crate::metrics::KeyLimit {
+                        key: caller.id().to_owned(),
+                        limit,
+                    })
+                    .inc();
+            }
+            tracing::debug!(key = caller.id(), %err, "request refused");
+            app.metrics.request("none", err.outcome());
+            err.into_response()
+        }
+    };
+    let headers = response.headers_mut();
+    for (name, value) in caller.rate_headers(Instant::now()) {
+        headers.insert(name, value);
     }
-    .await;
-    respond(app, Endpoint::Completion, result).await
+    app.metrics
+        .key_request(caller.id(), response.status().as_u16());
+    response
+}
+
+/// Everything before placement: the request's limits, its body, and what its key allows.
+async fn admit(
+    app: &AppState,
+    endpoint: Endpoint,
+    headers: &HeaderMap,
+    body: Body,
+    caller: &Caller,
+) -> Result<(Generation, Option<Charge>), ApiError> {
+    caller.take_request(Instant::now())?;
+    let bytes = read_body(app, headers, body).await?;
+    let mut g = match endpoint {
+        Endpoint::Chat => ChatRequest::parse(&bytes)?.validate(&app.limits)?,
+        Endpoint::Completion => CompletionRequest::parse(&bytes)?.validate(&app.limits)?,
+    };
+    quality_header(headers, &mut g)?;
+    if g.model == "auto" && g.quality.is_none() {
+        g.quality = caller.key().and_then(|k| k.default_quality);
+    }
+    authorize(app, caller, &g.model)?;
+    // Charged up front: the prompt estimate and the most the answer may use (the router's
+    // limit when the request sets none); settled against the worker's usage at the end.
+    let output = g.max_tokens.unwrap_or(app.limits.max_tokens_limit);
+    let charge = caller.charge_tokens(
+        g.estimated_prompt_tokens() + u64::from(output),
+        Instant::now(),
+    )?;
+    Ok((g, charge))
 }
 
 async fn respond(
     app: Arc<AppState>,
     endpoint: Endpoint,
-    parsed: Result<Generation, ApiError>,
+    generation: Generation,
+    caller: &Caller,
+    mut charge: Option<Charge>,
 ) -> Response {
-    let generation = match parsed {
-        Ok(g) => g,
-        Err(err) => {
-            app.metrics.request("none", err.outcome());
-            return err.into_response();
+    let timeout = app.config.request_timeout;
+    let served = tokio::time::timeout(
+        timeout,
+        serve(Arc::clone(&app), endpoint, generation, caller, &mut charge),
+    )
+    .await;
+    // A request that produced no answer costs its key no tokens.
+    let refund = || {
+        if let Some(c) = charge {
+            c.settle(0);
         }
     };
-    let timeout = app.config.request_timeout;
-    match tokio::time::timeout(timeout, serve(Arc::clone(&app), endpoint, generation)).await {
+    match served {
         Ok(Ok(response)) => response,
         Ok(Err((tier, err))) => {
+            refund();
             app.metrics.request(&tier, err.outcome());
             err.into_response()
         }
         Err(_) => {
+            refund();
             let err = ApiError::Timeout(timeout.as_secs());
             app.metrics.request("none", err.outcome());
             err.into_response()
@@ -643,11 +789,14 @@ fn record_decision(span: &tracing::Span, d: &Decision, quality: Option<f64>) {
     switchback.candidates = Empty,
     switchback.escalations = Empty,
     switchback.attempts = Empty,
+    switchback.key_id = %caller.id(),
 ))]
 async fn serve(
     app: Arc<AppState>,
     endpoint: Endpoint,
     generation: Generation,
+    caller: &Caller,
+    charge: &mut Option<Charge>,
 ) -> Result<Response, (String, ApiError)> {
     let started = Instant::now();
     let deadline = tokio::time::Instant::from_std(started + app.config.request_timeout);
@@ -662,7 +811,9 @@ async fn serve(
         .read()
         .unwrap_or_else(|e| e.into_inner())
         .clone();
-    let mut plan = route::plan(&app, &generation, predictor.as_deref(), &policy);
+    let top = app.config.tiers.len() - 1;
+    let allowed = caller.floor().unwrap_or(0).min(top)..=caller.ceiling().unwrap_or(top).min(top);
+    let mut plan = route::plan(&app, &generation, predictor.as_deref(), &policy, allowed);
     // Cascades apply to `auto` by the policy's default, and to a named tier only when the
     // client asks for one.
     let cascade_on = match plan.want {
@@ -698,7 +849,11 @@ async fn serve(
             joint = decision.joint.clone();
         }
         let level = app.config.tiers.iter().position(|t| *t == decision.tier);
-        let next = level.and_then(|l| app.config.tiers.get(l + 1)).cloned();
+        // Never past the tiers the caller's key may reach.
+        let next = level
+            .filter(|l| *l < plan.ceiling)
+            .and_then(|l| app.config.tiers.get(l + 1))
+            .cloned();
         let Some(next) = next
             .filter(|_| cascade_on && escalations.len() < policy.cascade.max_escalations as usize)
         else {
@@ -801,6 +956,11 @@ async fn serve(
                 .get_or_create(&crate::metrics::Tier { tier: tier.clone() })
                 .observe(first_at.duration_since(started).as_secs_f64());
             let body = response::whole(endpoint, &id, created, &decision, &collected, logprobs);
+            if let Some(c) = charge.take() {
+                c.settle(collected.usage.as_ref().map_or(0, |u| {
+                    u64::from(u.prompt_tokens) + u64::from(u.completion_tokens)
+                }));
+            }
             if let Some(u) = &collected.usage {
                 app.metrics
                     .tokens(&tier, u.prompt_tokens, u.completion_tokens);
@@ -838,6 +998,7 @@ async fn serve(
     };
     let d = decision.clone();
     let app2 = Arc::clone(&app);
+    let charge = charge.take();
     // The request deadline bounds the whole stream, not only its start.
     let timeout_s = app.config.request_timeout.as_secs();
     let events = async_stream::stream! {
@@ -896,6 +1057,11 @@ async fn serve(
                     return;
                 }
             }
+        }
+        // Settled against what the worker reports; a stream that broke off (or that the
+        // client dropped) keeps the full up-front charge.
+        if let Some(c) = charge {
+            c.settle(usage.as_ref().map_or(streamed_tokens as u64, |u| u64::from(u.prompt_tokens) + u64::from(u.completion_tokens)));
         }
         if let Some(u) = &usage {
             app2.metrics.tokens(&d.tier, u.prompt_tokens, u.completion_tokens);

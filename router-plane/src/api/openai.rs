@@ -1,16 +1,121 @@
 //! OpenAI wire types for `/v1/chat/completions` and `/v1/completions`, and their
-//! validation into one [`Generation`] the rest of the router uses. Unknown fields are
-//! ignored, as OpenAI's SDKs send fields this router has no use for.
+//! validation into one [`Generation`] the rest of the router uses. Unknown top-level
+//! fields are ignored, as OpenAI's SDKs send fields this router has no use for, and
+//! reported back (`Generation::ignored`). Parsing and validation are pure and total: any
+//! byte string gives a `Generation` or an [`ApiError`], never a panic.
 
 use serde::Deserialize;
 
 use super::error::ApiError;
 
-/// Limits applied while validating a request.
-#[derive(Debug, Clone)]
+/// Limits applied while validating a request. Each field is the router config key of the
+/// same name (`max_deadline_ms` comes from `request_timeout_s`).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RequestLimits {
     pub max_tokens_limit: u32,
     pub max_messages: usize,
+    /// Estimated prompt tokens ([`estimate_tokens`]).
+    pub max_prompt_tokens: u32,
+    /// UTF-8 bytes of one chat message's content.
+    pub max_message_bytes: usize,
+    pub max_stop_sequences: usize,
+    /// UTF-8 bytes of one stop sequence.
+    pub max_stop_bytes: usize,
+    pub max_top_logprobs: u32,
+    /// The longest `switchback.deadline_ms`: the request timeout.
+    pub max_deadline_ms: u64,
+}
+
+impl Default for RequestLimits {
+    /// The router's defaults.
+    fn default() -> Self {
+        Self {
+            max_tokens_limit: 4096,
+            max_messages: 1024,
+            max_prompt_tokens: 32_768,
+            max_message_bytes: 4 * 1024 * 1024,
+            max_stop_sequences: 4,
+            max_stop_bytes: 256,
+            max_top_logprobs: 20,
+            max_deadline_ms: 600_000,
+        }
+    }
+}
+
+/// The router's token estimate for text of `bytes` UTF-8 bytes: 4 bytes a token, rounded
+/// up. The router has no tokenizer; workers count exactly.
+pub fn estimate_tokens(bytes: usize) -> u64 {
+    (bytes as u64).div_ceil(4)
+}
+
+/// The longest `x-switchback-ignored-fields` header value.
+pub const IGNORED_HEADER_MAX: usize = 256;
+
+/// Top-level fields each endpoint reads; the rest are ignored (and reported).
+const COMMON_FIELDS: &[&str] = &[
+    "model",
+    "max_tokens",
+    "temperature",
+    "top_p",
+    "n",
+    "stream",
+    "stream_options",
+    "stop",
+    "frequency_penalty",
+    "presence_penalty",
+    "seed",
+    "switchback",
+];
+const CHAT_FIELDS: &[&str] = &[
+    "messages",
+    "max_completion_tokens",
+    "logprobs",
+    "top_logprobs",
+];
+const COMPLETION_FIELDS: &[&str] = &["prompt", "logprobs", "echo"];
+
+/// A bounded-length value for the `x-switchback-ignored-fields` header: the ignored names
+/// that are short printable ASCII, comma-separated, cut at [`IGNORED_HEADER_MAX`] with `...`.
+pub fn ignored_header(ignored: &[String]) -> Option<String> {
+    if ignored.is_empty() {
+        return None;
+    }
+    let mut out = String::new();
+    for name in ignored {
+        let printable = name.len() <= 64 && name.bytes().all(|b| b.is_ascii_graphic() && b != b',');
+        let item = if printable { name.as_str() } else { "?" };
+        let sep = if out.is_empty() { "" } else { "," };
+        if out.len() + sep.len() + item.len() > IGNORED_HEADER_MAX - 4 {
+            out.push_str(sep);
+            out.push_str("...");
+            break;
+        }
+        out.push_str(sep);
+        out.push_str(item);
+    }
+    Some(out)
+}
+
+fn ignored_fields(value: &serde_json::Value, own: &[&str]) -> Vec<String> {
+    let mut names: Vec<String> = value
+        .as_object()
+        .map(|o| {
+            o.keys()
+                .filter(|k| !COMMON_FIELDS.contains(&k.as_str()) && !own.contains(&k.as_str()))
+                .cloned()
+                .collect()
+        })
+        .unwrap_or_default();
+    names.sort();
+    names
+}
+
+fn over(param: impl Into<String>, limit: &'static str, message: String) -> ApiError {
+    ApiError::LimitExceeded {
+        param: param.into(),
+        limit,
+        message: format!("{message} (router config `{limit}`)"),
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -129,12 +234,15 @@ pub struct CompletionFields {
 pub struct ChatRequest {
     pub fields: ChatFields,
     pub common: Common,
+    /// Top-level fields the router does not read, sorted.
+    pub ignored: Vec<String>,
 }
 
 #[derive(Debug)]
 pub struct CompletionRequest {
     pub fields: CompletionFields,
     pub common: Common,
+    pub ignored: Vec<String>,
 }
 
 impl ChatRequest {
@@ -143,6 +251,7 @@ impl ChatRequest {
         Ok(Self {
             common: typed(&value)?,
             fields: typed(&value)?,
+            ignored: ignored_fields(&value, CHAT_FIELDS),
         })
     }
 }
@@ -153,6 +262,7 @@ impl CompletionRequest {
         Ok(Self {
             common: typed(&value)?,
             fields: typed(&value)?,
+            ignored: ignored_fields(&value, COMPLETION_FIELDS),
         })
     }
 }
@@ -191,6 +301,8 @@ pub struct Generation {
     pub cascade: Option<bool>,
     /// `switchback.deadline_ms`.
     pub deadline_ms: Option<u64>,
+    /// Top-level fields of the body the router ignored.
+    pub ignored: Vec<String>,
 }
 
 impl Generation {
@@ -205,6 +317,34 @@ impl Generation {
             PromptKind::Text(t) => t.clone(),
         }
     }
+
+    /// UTF-8 bytes of the prompt's text.
+    pub fn prompt_bytes(&self) -> usize {
+        match &self.prompt {
+            PromptKind::Chat(messages) => messages.iter().map(|m| m.content.len()).sum(),
+            PromptKind::Text(t) => t.len(),
+        }
+    }
+
+    /// The router's estimate of the prompt's tokens.
+    pub fn estimated_prompt_tokens(&self) -> u64 {
+        estimate_tokens(self.prompt_bytes())
+    }
+}
+
+fn check_prompt_size(param: &str, bytes: usize, limits: &RequestLimits) -> Result<(), ApiError> {
+    let estimate = estimate_tokens(bytes);
+    if estimate > u64::from(limits.max_prompt_tokens) {
+        return Err(over(
+            param,
+            "max_prompt_tokens",
+            format!(
+                "`{param}` is about {estimate} tokens (estimated at 4 bytes a token); the limit is {}",
+                limits.max_prompt_tokens
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Parses the body as a JSON object; anything else is malformed.
@@ -239,10 +379,11 @@ fn missing_field(message: &str) -> Option<String> {
     Some(rest.split('`').next()?.to_owned())
 }
 
+/// `max_tokens` is the effective value and the field it came from.
 fn check_common(
     c: &Common,
     limits: &RequestLimits,
-    max_tokens: Option<u32>,
+    max_tokens: Option<(&'static str, u32)>,
 ) -> Result<(), ApiError> {
     if c.model.trim().is_empty() {
         return Err(ApiError::invalid("model", "`model` must not be empty"));
@@ -284,16 +425,20 @@ fn check_common(
             format!("`n` must be 1 (got {n}): one choice per request is supported"),
         ));
     }
-    if let Some(m) = max_tokens
-        && (m == 0 || m > limits.max_tokens_limit)
-    {
-        return Err(ApiError::invalid(
-            "max_tokens",
-            format!(
-                "`max_tokens` must be between 1 and {}, got {m}",
-                limits.max_tokens_limit
-            ),
-        ));
+    if let Some((param, m)) = max_tokens {
+        if m == 0 {
+            return Err(ApiError::invalid(
+                param,
+                format!("`{param}` must be at least 1"),
+            ));
+        }
+        if m > limits.max_tokens_limit {
+            return Err(over(
+                param,
+                "max_tokens_limit",
+                format!("`{param}` is {m}; the limit is {}", limits.max_tokens_limit),
+            ));
+        }
     }
     if let Some(q) = c.switchback.as_ref().and_then(|s| s.quality)
         && !(0.0..=1.0).contains(&q)
@@ -303,28 +448,59 @@ fn check_common(
             format!("`switchback.quality` must be in [0, 1], got {q}"),
         ));
     }
-    if c.switchback.as_ref().and_then(|s| s.deadline_ms) == Some(0) {
-        return Err(ApiError::invalid(
-            "switchback.deadline_ms",
-            "`switchback.deadline_ms` must be at least 1",
-        ));
+    match c.switchback.as_ref().and_then(|s| s.deadline_ms) {
+        Some(0) => {
+            return Err(ApiError::invalid(
+                "switchback.deadline_ms",
+                "`switchback.deadline_ms` must be at least 1",
+            ));
+        }
+        Some(ms) if ms > limits.max_deadline_ms => {
+            return Err(over(
+                "switchback.deadline_ms",
+                "request_timeout_s",
+                format!(
+                    "`switchback.deadline_ms` is {ms}; it cannot be longer than the request timeout of {} ms",
+                    limits.max_deadline_ms
+                ),
+            ));
+        }
+        _ => {}
     }
     Ok(())
 }
 
-fn stop_list(stop: Option<StringOrList>) -> Result<Vec<String>, ApiError> {
+fn stop_list(stop: Option<StringOrList>, limits: &RequestLimits) -> Result<Vec<String>, ApiError> {
     let stop = stop.map(StringOrList::into_vec).unwrap_or_default();
-    if stop.len() > 4 {
-        return Err(ApiError::invalid(
+    if stop.len() > limits.max_stop_sequences {
+        return Err(over(
             "stop",
-            "`stop` takes at most 4 sequences",
+            "max_stop_sequences",
+            format!(
+                "`stop` has {} sequences; the limit is {}",
+                stop.len(),
+                limits.max_stop_sequences
+            ),
         ));
     }
-    if stop.iter().any(String::is_empty) {
-        return Err(ApiError::invalid(
-            "stop",
-            "`stop` sequences must not be empty",
-        ));
+    for (i, s) in stop.iter().enumerate() {
+        if s.is_empty() {
+            return Err(ApiError::invalid(
+                "stop",
+                "`stop` sequences must not be empty",
+            ));
+        }
+        if s.len() > limits.max_stop_bytes {
+            return Err(over(
+                format!("stop[{i}]"),
+                "max_stop_bytes",
+                format!(
+                    "`stop[{i}]` is {} bytes long; the limit is {}",
+                    s.len(),
+                    limits.max_stop_bytes
+                ),
+            ));
+        }
     }
     Ok(stop)
 }
@@ -332,8 +508,13 @@ fn stop_list(stop: Option<StringOrList>) -> Result<Vec<String>, ApiError> {
 impl ChatRequest {
     pub fn validate(self, limits: &RequestLimits) -> Result<Generation, ApiError> {
         let f = self.fields;
-        let max_tokens = f.max_completion_tokens.or(self.common.max_tokens);
+        let max_tokens = match (f.max_completion_tokens, self.common.max_tokens) {
+            (Some(m), _) => Some(("max_completion_tokens", m)),
+            (None, Some(m)) => Some(("max_tokens", m)),
+            (None, None) => None,
+        };
         check_common(&self.common, limits, max_tokens)?;
+        let max_tokens = max_tokens.map(|(_, m)| m);
         if f.messages.is_empty() {
             return Err(ApiError::invalid(
                 "messages",
@@ -341,8 +522,9 @@ impl ChatRequest {
             ));
         }
         if f.messages.len() > limits.max_messages {
-            return Err(ApiError::invalid(
+            return Err(over(
                 "messages",
+                "max_messages",
                 format!(
                     "`messages` has {} entries; the limit is {}",
                     f.messages.len(),
@@ -350,6 +532,7 @@ impl ChatRequest {
                 ),
             ));
         }
+        let mut prompt_bytes = 0usize;
         let mut messages = Vec::with_capacity(f.messages.len());
         for (i, m) in f.messages.into_iter().enumerate() {
             let role = match m.role.as_str() {
@@ -386,6 +569,18 @@ impl ChatRequest {
                     text
                 }
             };
+            if content.len() > limits.max_message_bytes {
+                return Err(over(
+                    format!("messages[{i}].content"),
+                    "max_message_bytes",
+                    format!(
+                        "`messages[{i}].content` is {} bytes long; the limit is {}",
+                        content.len(),
+                        limits.max_message_bytes
+                    ),
+                ));
+            }
+            prompt_bytes = prompt_bytes.saturating_add(content.len());
             if content.is_empty() && role != "assistant" {
                 return Err(ApiError::invalid(
                     format!("messages[{i}].content"),
@@ -397,11 +592,16 @@ impl ChatRequest {
                 content,
             });
         }
+        check_prompt_size("messages", prompt_bytes, limits)?;
         let logprobs = match (f.logprobs.unwrap_or(false), f.top_logprobs) {
-            (_, Some(n)) if n > 20 => {
-                return Err(ApiError::invalid(
+            (_, Some(n)) if n > limits.max_top_logprobs => {
+                return Err(over(
                     "top_logprobs",
-                    "`top_logprobs` must be between 0 and 20",
+                    "max_top_logprobs",
+                    format!(
+                        "`top_logprobs` is {n}; the limit is {}",
+                        limits.max_top_logprobs
+                    ),
                 ));
             }
             (false, Some(_)) => {
@@ -420,7 +620,7 @@ impl ChatRequest {
             max_tokens,
             temperature: c.temperature,
             top_p: c.top_p,
-            stop: stop_list(c.stop)?,
+            stop: stop_list(c.stop, limits)?,
             frequency_penalty: c.frequency_penalty,
             presence_penalty: c.presence_penalty,
             seed: c.seed,
@@ -430,6 +630,7 @@ impl ChatRequest {
             quality: c.switchback.as_ref().and_then(|s| s.quality),
             cascade: c.switchback.as_ref().and_then(|s| s.cascade),
             deadline_ms: c.switchback.as_ref().and_then(|s| s.deadline_ms),
+            ignored: self.ignored,
         })
     }
 }
@@ -438,7 +639,7 @@ impl CompletionRequest {
     pub fn validate(self, limits: &RequestLimits) -> Result<Generation, ApiError> {
         // The legacy endpoint defaults to 16 tokens, as OpenAI's does.
         let max_tokens = Some(self.common.max_tokens.unwrap_or(16));
-        check_common(&self.common, limits, max_tokens)?;
+        check_common(&self.common, limits, max_tokens.map(|m| ("max_tokens", m)))?;
         let f = self.fields;
         if f.echo.unwrap_or(false) {
             return Err(ApiError::invalid("echo", "`echo` is not supported"));
@@ -456,6 +657,7 @@ impl CompletionRequest {
         if prompt.is_empty() {
             return Err(ApiError::invalid("prompt", "`prompt` must not be empty"));
         }
+        check_prompt_size("prompt", prompt.len(), limits)?;
         if let Some(n) = f.logprobs
             && n > 5
         {
@@ -471,7 +673,7 @@ impl CompletionRequest {
             max_tokens,
             temperature: c.temperature,
             top_p: c.top_p,
-            stop: stop_list(c.stop)?,
+            stop: stop_list(c.stop, limits)?,
             frequency_penalty: c.frequency_penalty,
             presence_penalty: c.presence_penalty,
             seed: c.seed,
@@ -481,6 +683,7 @@ impl CompletionRequest {
             quality: c.switchback.as_ref().and_then(|s| s.quality),
             cascade: c.switchback.as_ref().and_then(|s| s.cascade),
             deadline_ms: c.switchback.as_ref().and_then(|s| s.deadline_ms),
+            ignored: self.ignored,
         })
     }
 }
@@ -492,7 +695,219 @@ mod tests {
     const LIMITS: RequestLimits = RequestLimits {
         max_tokens_limit: 100,
         max_messages: 8,
+        max_prompt_tokens: 50,
+        max_message_bytes: 120,
+        max_stop_sequences: 2,
+        max_stop_bytes: 8,
+        max_top_logprobs: 5,
+        max_deadline_ms: 10_000,
     };
+
+    fn completion(body: &str) -> Result<Generation, ApiError> {
+        CompletionRequest::parse(body.as_bytes())?.validate(&LIMITS)
+    }
+
+    /// (param, config key, message) of a limit error.
+    fn limit(r: Result<Generation, ApiError>) -> (String, &'static str, String) {
+        match r {
+            Err(ApiError::LimitExceeded {
+                param,
+                limit,
+                message,
+            }) => (param, limit, message),
+            other => panic!("expected a limit error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn each_limit_names_its_field_and_config_key() {
+        let user = r#"[{"role":"user","content":"x"}]"#;
+        let long = "y".repeat(100);
+        let cases: Vec<(String, &str, &str)> = vec![
+            (
+                format!(r#"{{"model":"m","messages":{user},"max_tokens":101}}"#),
+                "max_tokens",
+                "max_tokens_limit",
+            ),
+            (
+                format!(
+                    r#"{{"model":"m","messages":{user},"max_completion_tokens":101,"max_tokens":5}}"#
+                ),
+                "max_completion_tokens",
+                "max_tokens_limit",
+            ),
+            (
+                format!(
+                    r#"{{"model":"m","messages":[{}]}}"#,
+                    [r#"{"role":"user","content":"x"}"#; 9].join(",")
+                ),
+                "messages",
+                "max_messages",
+            ),
+            (
+                format!(
+                    r#"{{"model":"m","messages":[{{"role":"user","content":"{}"}}]}}"#,
+                    "z".repeat(121)
+                ),
+                "messages[0].content",
+                "max_message_bytes",
+            ),
+            (
+                // 2 x 100 bytes: about 50 tokens, over 50 in all.
+                format!(
+                    r#"{{"model":"m","messages":[{{"role":"system","content":"{long}"}},{{"role":"user","content":"{long}x"}}]}}"#
+                ),
+                "messages",
+                "max_prompt_tokens",
+            ),
+            (
+                format!(r#"{{"model":"m","messages":{user},"stop":["a","b","c"]}}"#),
+                "stop",
+                "max_stop_sequences",
+            ),
+            (
+                format!(r#"{{"model":"m","messages":{user},"stop":["a","123456789"]}}"#),
+                "stop[1]",
+                "max_stop_bytes",
+            ),
+            (
+                format!(r#"{{"model":"m","messages":{user},"logprobs":true,"top_logprobs":6}}"#),
+                "top_logprobs",
+                "max_top_logprobs",
+            ),
+            (
+                format!(
+                    r#"{{"model":"m","messages":{user},"switchback":{{"deadline_ms":10001}}}}"#
+                ),
+                "switchback.deadline_ms",
+                "request_timeout_s",
+            ),
+        ];
+        for (body, param, key) in cases {
+            let (p, k, message) = limit(chat(&body));
+            assert_eq!((p.as_str(), k), (param, key), "{body}");
+            assert!(
+                message.contains(param) && message.contains(key),
+                "{message}"
+            );
+        }
+        let (p, k, _) = limit(completion(&format!(
+            r#"{{"model":"m","prompt":"{}"}}"#,
+            "w".repeat(201)
+        )));
+        assert_eq!((p.as_str(), k), ("prompt", "max_prompt_tokens"));
+        let (p, k, _) = limit(completion(r#"{"model":"m","prompt":"p","max_tokens":101}"#));
+        assert_eq!((p.as_str(), k), ("max_tokens", "max_tokens_limit"));
+        // At the limits, everything passes.
+        chat(&format!(
+            r#"{{"model":"m","messages":[{{"role":"user","content":"{}"}}],"max_tokens":100,"stop":["12345678","b"],"logprobs":true,"top_logprobs":5,"switchback":{{"deadline_ms":10000}}}}"#,
+            "z".repeat(120)
+        ))
+        .expect("at every limit");
+    }
+
+    #[test]
+    fn openai_style_rejections_are_400s_naming_the_field() {
+        let user = r#"[{"role":"user","content":"x"}]"#;
+        for (body, want) in [
+            (r#"{"model":"m","messages":[]}"#.to_owned(), "messages"),
+            (
+                r#"{"model":"m","messages":[{"role":"robot","content":"x"}]}"#.to_owned(),
+                "messages[0].role",
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":"x"},{"role":"","content":"x"}]}"#.to_owned(),
+                "messages[1].role",
+            ),
+            (
+                r#"{"model":"m","messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"x"}}]}]}"#.to_owned(),
+                "messages[0].content[0].type",
+            ),
+            (r#"{"model":"m","messages":"hi"}"#.to_owned(), "messages"),
+            (r#"{"model":7,"messages":[]}"#.to_owned(), "model"),
+            (format!(r#"{{"model":"m","messages":{user},"stream":"yes"}}"#), "stream"),
+            (format!(r#"{{"model":"m","messages":{user},"stop":[1]}}"#), "stop"),
+            (format!(r#"{{"model":"m","messages":{user},"n":2}}"#), "n"),
+            (format!(r#"{{"model":"m","messages":{user},"max_tokens":-1}}"#), "max_tokens"),
+            (format!(r#"{{"model":"m","messages":{user},"max_tokens":0}}"#), "max_tokens"),
+            (format!(r#"{{"model":"m","messages":{user},"stop":[""]}}"#), "stop"),
+            (
+                format!(r#"{{"model":"m","messages":{user},"switchback":{{"deadline_ms":0}}}}"#),
+                "switchback.deadline_ms",
+            ),
+            (
+                format!(r#"{{"model":"m","messages":{user},"switchback":{{"qualty":1}}}}"#),
+                "switchback",
+            ),
+        ] {
+            let got = param(chat(&body));
+            assert!(got.starts_with(want), "{body}: {got}");
+        }
+    }
+
+    #[test]
+    fn bad_unicode_is_malformed_json_and_odd_characters_pass_intact() {
+        // Invalid UTF-8, and a lone surrogate escape.
+        let mut bad = br#"{"model":"m","messages":[{"role":"user","content":""#.to_vec();
+        bad.extend_from_slice(&[0xff, 0xfe]);
+        bad.extend_from_slice(br#""}]}"#);
+        assert!(matches!(
+            ChatRequest::parse(&bad),
+            Err(ApiError::MalformedJson(_))
+        ));
+        assert!(matches!(
+            chat(r#"{"model":"m","messages":[{"role":"user","content":"\ud800"}]}"#),
+            Err(ApiError::MalformedJson(_))
+        ));
+        // NUL, zero-width joiner, right-to-left override, emoji, combining accent.
+        let odd = r"a\u0000b\u200dc\u202ed😀e\u0301";
+        let g = chat(&format!(
+            r#"{{"model":"m","messages":[{{"role":"user","content":"{odd}"}}]}}"#
+        ))
+        .expect("valid");
+        assert_eq!(
+            g.prompt,
+            PromptKind::Chat(vec![ChatMessage {
+                role: "user".into(),
+                content: "a\0b\u{200d}c\u{202e}d\u{1F600}e\u{0301}".into()
+            }])
+        );
+    }
+
+    #[test]
+    fn unknown_top_level_fields_are_ignored_and_reported() {
+        let g = chat(r#"{"model":"m","messages":[{"role":"user","content":"x"}],"user":"u1","zeta":1,"logit_bias":{}}"#)
+            .expect("valid");
+        assert_eq!(g.ignored, vec!["logit_bias", "user", "zeta"]);
+        assert_eq!(
+            ignored_header(&g.ignored).as_deref(),
+            Some("logit_bias,user,zeta")
+        );
+        let g = completion(r#"{"model":"m","prompt":"p","suffix":"s"}"#).expect("valid");
+        assert_eq!(g.ignored, vec!["suffix"]);
+        assert_eq!(ignored_header(&[]), None);
+        let many: Vec<String> = (0..200).map(|i| format!("field_{i}")).collect();
+        let h = ignored_header(&many).expect("header");
+        assert!(h.len() <= IGNORED_HEADER_MAX && h.ends_with("..."), "{h}");
+        let odd = ignored_header(&["bad\nname".into(), "é".into()]).expect("header");
+        assert_eq!(odd, "?,?");
+    }
+
+    #[test]
+    fn nothing_panics_on_mangled_bodies() {
+        // A deterministic sweep of truncations and byte flips of a full request; the
+        // fuzzing targets cover far more.
+        let full = br#"{"model":"auto","messages":[{"role":"user","content":[{"type":"text","text":"hi"}]}],"max_tokens":5,"stop":["x"],"logprobs":true,"top_logprobs":2,"switchback":{"quality":0.5,"deadline_ms":100}}"#;
+        for cut in 0..full.len() {
+            let _ = ChatRequest::parse(&full[..cut]).and_then(|r| r.validate(&LIMITS));
+            for flip in [0x00u8, b'"', b'{', b'9', 0xff] {
+                let mut b = full.to_vec();
+                b[cut] = flip;
+                let _ = ChatRequest::parse(&b).and_then(|r| r.validate(&LIMITS));
+                let _ = CompletionRequest::parse(&b).and_then(|r| r.validate(&LIMITS));
+            }
+        }
+    }
 
     fn chat(body: &str) -> Result<Generation, ApiError> {
         ChatRequest::parse(body.as_bytes())?.validate(&LIMITS)
@@ -500,7 +915,9 @@ mod tests {
 
     fn param(r: Result<Generation, ApiError>) -> String {
         match r {
-            Err(ApiError::InvalidField { param, .. }) => param,
+            Err(ApiError::InvalidField { param, .. } | ApiError::LimitExceeded { param, .. }) => {
+                param
+            }
             other => panic!("expected an invalid field, got {other:?}"),
         }
     }

@@ -3,6 +3,7 @@
 //! a snapshot of the view, and the bounded wait while everything allowed is full.
 
 use std::{
+    ops::RangeInclusive,
     sync::{Arc, atomic::Ordering},
     time::Instant,
 };
@@ -38,24 +39,44 @@ pub struct Plan {
     /// Predicted tokens in and out, for the cost and the service-time estimates.
     pub prompt_tokens: u32,
     pub output_tokens: u32,
+    /// The most expensive tier (index) the caller's API key may reach: `auto` is placed
+    /// at or below it and cascades stop there.
+    pub ceiling: usize,
 }
 
 /// A rough token count (4 bytes a token) for estimates; the worker counts exactly.
 fn estimate_tokens(text: &str) -> u32 {
-    u32::try_from(text.len().div_ceil(4))
+    u32::try_from(super::openai::estimate_tokens(text.len()))
         .unwrap_or(u32::MAX)
         .max(1)
+}
+
+/// Fits an `auto` ask into the tiers `allowed` (the caller's key): the preferred tier is
+/// clamped into the range, and the rest keep floor <= preferred <= stretch <= ceiling.
+pub fn clamp(ask: Ask, allowed: &RangeInclusive<usize>) -> Ask {
+    let (lo, hi) = (*allowed.start(), *allowed.end());
+    let preferred = ask.preferred.clamp(lo, hi.max(lo));
+    let stretch = ask.stretch.clamp(preferred, hi.max(preferred));
+    Ask {
+        preferred,
+        stretch,
+        floor: ask.floor.clamp(lo.min(preferred), preferred),
+        ceiling: ask.ceiling.min(hi).max(stretch),
+        deadline_s: ask.deadline_s,
+    }
 }
 
 /// Resolves what the request allows. For `auto` with a predictor, the preferred tier is
 /// the predictor's choice at the request's quality target (and the floor: the router never
 /// goes below it), the stretch tier its choice at the target plus the policy's margin;
-/// without a predictor all three are the default tier.
+/// without a predictor all three are the default tier. `allowed` is the range of tier
+/// indexes the caller's key may use.
 pub fn plan(
     app: &AppState,
     g: &Generation,
     predictor: Option<&Predictor>,
     policy: &Arc<Policy>,
+    allowed: RangeInclusive<usize>,
 ) -> Plan {
     let prompt = g.prompt_text();
     let prompt_tokens = estimate_tokens(&prompt);
@@ -109,7 +130,12 @@ pub fn plan(
         (name, _) => (Want::Named(name.to_owned()), None, None),
     };
     let output_tokens = g.max_tokens.unwrap_or(0);
+    let want = match want {
+        Want::Auto(ask) => Want::Auto(clamp(ask, &allowed)),
+        named => named,
+    };
     Plan {
+        ceiling: *allowed.end(),
         want,
         policy: Arc::clone(policy),
         prediction,
@@ -348,6 +374,49 @@ pub async fn place(
                 }
             }
             other => return other,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ask(floor: usize, preferred: usize, stretch: usize, ceiling: usize) -> Ask {
+        Ask {
+            preferred,
+            stretch,
+            floor,
+            ceiling,
+            deadline_s: None,
+        }
+    }
+
+    fn shape(a: &Ask) -> (usize, usize, usize, usize) {
+        (a.floor, a.preferred, a.stretch, a.ceiling)
+    }
+
+    #[test]
+    fn a_key_range_caps_and_lifts_auto() {
+        // max_tier 0 of three tiers: everything at tier 0.
+        assert_eq!(shape(&clamp(ask(1, 1, 2, 2), &(0..=0))), (0, 0, 0, 0));
+        // Tiers 1..=2 only: a request that preferred tier 0 is lifted to 1.
+        assert_eq!(shape(&clamp(ask(0, 0, 1, 2), &(1..=2))), (1, 1, 1, 2));
+        // No restriction: unchanged.
+        assert_eq!(shape(&clamp(ask(0, 1, 2, 2), &(0..=2))), (0, 1, 2, 2));
+        // Any combination keeps floor <= preferred <= stretch <= ceiling.
+        for lo in 0..3 {
+            for hi in lo..3 {
+                for f in 0..3 {
+                    for p in f..3 {
+                        for s in p..3 {
+                            let (f2, p2, s2, c2) = shape(&clamp(ask(f, p, s, 2), &(lo..=hi)));
+                            assert!(f2 <= p2 && p2 <= s2 && s2 <= c2 && c2 <= hi);
+                            assert!(p2 >= lo);
+                        }
+                    }
+                }
+            }
         }
     }
 }

@@ -1,0 +1,550 @@
+//! API keys at the front door: who is calling ([`Gate::authenticate`]), what its key may
+//! use, its per-key rate limits (token buckets, per router replica), and reloading the
+//! keys file when it changes. Only a key's configured `id` ever leaves this module: in
+//! logs, span attributes and metric labels.
+
+pub mod bucket;
+pub mod keys;
+
+use std::{
+    collections::HashMap,
+    path::PathBuf,
+    sync::{Arc, Mutex, RwLock},
+    time::{Duration, Instant},
+};
+
+use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
+
+use self::{
+    bucket::{Bucket, Refusal},
+    keys::Key,
+};
+use crate::{
+    api::error::ApiError,
+    config::{AuthConfig, ConfigError, RouterConfig},
+};
+
+/// How often the keys file is read again to look for changes.
+pub const RELOAD_EVERY: Duration = Duration::from_secs(2);
+
+/// The `key` label of requests served with auth disabled.
+pub const NO_KEY: &str = "none";
+
+type Shared = Arc<Mutex<Bucket>>;
+
+/// One key in force, with its buckets (carried over reloads while its limits stay).
+#[derive(Debug)]
+pub struct Entry {
+    pub key: Key,
+    requests: Option<Shared>,
+    tokens: Option<Shared>,
+}
+
+#[derive(Debug, Default)]
+struct KeySet {
+    by_digest: HashMap<[u8; 32], Arc<Entry>>,
+}
+
+impl KeySet {
+    /// The new keys, reusing the buckets of keys whose id and limits are unchanged, so a
+    /// reload does not hand every key a fresh minute.
+    fn build(keys: Vec<Key>, old: &KeySet, now: Instant) -> Self {
+        let old_by_id: HashMap<&str, &Arc<Entry>> = old
+            .by_digest
+            .values()
+            .map(|e| (e.key.id.as_str(), e))
+            .collect();
+        let by_digest = keys
+            .into_iter()
+            .map(|key| {
+                let previous = old_by_id.get(key.id.as_str());
+                let requests = carry(
+                    key.requests_per_minute.map(u64::from),
+                    previous.map(|p| {
+                        (
+                            p.key.requests_per_minute.map(u64::from),
+                            p.requests.as_ref(),
+                        )
+                    }),
+                    now,
+                );
+                let tokens = carry(
+                    key.tokens_per_minute,
+                    previous.map(|p| (p.key.tokens_per_minute, p.tokens.as_ref())),
+                    now,
+                );
+                (
+                    key.digest,
+                    Arc::new(Entry {
+                        key,
+                        requests,
+                        tokens,
+                    }),
+                )
+            })
+            .collect();
+        Self { by_digest }
+    }
+}
+
+/// The bucket for a limit: the previous one while the limit is unchanged, else a full one.
+fn carry(
+    limit: Option<u64>,
+    previous: Option<(Option<u64>, Option<&Shared>)>,
+    now: Instant,
+) -> Option<Shared> {
+    let limit = limit?;
+    match previous {
+        Some((Some(old), Some(bucket))) if old == limit => Some(Arc::clone(bucket)),
+        _ => Some(Arc::new(Mutex::new(Bucket::new(limit, now)))),
+    }
+}
+
+/// Whether requests need a key, and the keys in force.
+#[derive(Debug)]
+pub struct Gate {
+    mode: Mode,
+}
+
+#[derive(Debug)]
+enum Mode {
+    Disabled,
+    Keys {
+        path: PathBuf,
+        tiers: Vec<String>,
+        set: RwLock<Arc<KeySet>>,
+    },
+}
+
+/// Why a request was not authenticated; the `reason` label of the failures counter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    Missing,
+    Malformed,
+    Unknown,
+}
+
+impl Failure {
+    pub fn reason(self) -> &'static str {
+        match self {
+            Self::Missing => "missing",
+            Self::Malformed => "malformed",
+            Self::Unknown => "unknown_key",
+        }
+    }
+}
+
+/// Who is calling: a key, or nobody when auth is disabled.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub entry: Option<Arc<Entry>>,
+}
+
+impl Gate {
+    /// The gate the config asks for, with the keys file read and checked.
+    pub fn load(config: &RouterConfig) -> Result<Self, ConfigError> {
+        let mode = match &config.auth {
+            AuthConfig::Disabled => Mode::Disabled,
+            AuthConfig::Keys(path) => {
+                let keys = keys::load(path, &config.tiers).map_err(|e| {
+                    switchback_common::config::invalid("auth.keys_file", e.to_string())
+                })?;
+                Mode::Keys {
+                    path: path.clone(),
+                    tiers: config.tiers.clone(),
+                    set: RwLock::new(Arc::new(KeySet::build(
+                        keys,
+                        &KeySet::default(),
+                        Instant::now(),
+                    ))),
+                }
+            }
+        };
+        Ok(Self { mode })
+    }
+
+    /// A gate over `keys` (tests).
+    pub fn with_keys(keys: Vec<Key>, tiers: Vec<String>, now: Instant) -> Self {
+        Self {
+            mode: Mode::Keys {
+                path: PathBuf::new(),
+                tiers,
+                set: RwLock::new(Arc::new(KeySet::build(keys, &KeySet::default(), now))),
+            },
+        }
+    }
+
+    pub fn disabled() -> Self {
+        Self {
+            mode: Mode::Disabled,
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        matches!(self.mode, Mode::Keys { .. })
+    }
+
+    /// Keys in force (0 when disabled).
+    pub fn len(&self) -> usize {
+        match &self.mode {
+            Mode::Disabled => 0,
+            Mode::Keys { set, .. } => set
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .by_digest
+                .len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The keys file, when auth is on.
+    pub fn path(&self) -> Option<&std::path::Path> {
+        match &self.mode {
+            Mode::Disabled => None,
+            Mode::Keys { path, .. } => Some(path),
+        }
+    }
+
+    /// Replaces the keys with the file's current content; on error the old keys stay.
+    pub fn reload(&self, text: &str, now: Instant) -> Result<usize, keys::KeysError> {
+        let Mode::Keys { tiers, set, .. } = &self.mode else {
+            return Ok(0);
+        };
+        let keys = keys::parse(text, tiers)?;
+        let mut guard = set.write().unwrap_or_else(|e| e.into_inner());
+        let next = KeySet::build(keys, &guard, now);
+        let n = next.by_digest.len();
+        *guard = Arc::new(next);
+        Ok(n)
+    }
+
+    /// The caller of a request with these headers: `Authorization: Bearer <token>`.
+    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, Failure> {
+        let Mode::Keys { set, .. } = &self.mode else {
+            return Ok(Caller { entry: None });
+        };
+        let value = headers.get(header::AUTHORIZATION).ok_or(Failure::Missing)?;
+        let value = value.to_str().map_err(|_| Failure::Malformed)?;
+        let (scheme, token) = value.trim().split_once(' ').ok_or(Failure::Malformed)?;
+        let token = token.trim();
+        if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
+            return Err(Failure::Malformed);
+        }
+        // The lookup compares digests, not tokens: its timing can leak at most a prefix
+        // of a SHA-256 digest, which does not help anyone find a token.
+        let digest = keys::digest(token);
+        let set = Arc::clone(&set.read().unwrap_or_else(|e| e.into_inner()));
+        set.by_digest
+            .get(&digest)
+            .map(|e| Caller {
+                entry: Some(Arc::clone(e)),
+            })
+            .ok_or(Failure::Unknown)
+    }
+}
+
+impl From<Failure> for ApiError {
+    fn from(f: Failure) -> Self {
+        ApiError::Unauthorized(match f {
+            Failure::Missing => "no API key: send `Authorization: Bearer <key>`",
+            Failure::Malformed => "the Authorization header must be `Bearer <key>`",
+            Failure::Unknown => "the API key is not valid",
+        })
+    }
+}
+
+/// Tokens charged up front to a key's tokens-per-minute bucket; settled against the
+/// answer's real usage. Not settled (a stream the client dropped), the full charge stays.
+#[derive(Debug)]
+pub struct Charge {
+    bucket: Shared,
+    taken: u64,
+}
+
+impl Charge {
+    /// Corrects the charge to `used` tokens (prompt + completion).
+    pub fn settle(self, used: u64) {
+        self.bucket
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .settle(self.taken, used, Instant::now());
+    }
+}
+
+impl Caller {
+    /// The key's id, or `none` with auth disabled: the only thing logged about a key.
+    pub fn id(&self) -> &str {
+        self.entry.as_ref().map_or(NO_KEY, |e| e.key.id.as_str())
+    }
+
+    pub fn key(&self) -> Option<&Key> {
+        self.entry.as_ref().map(|e| &e.key)
+    }
+
+    /// The highest tier index this caller may reach.
+    pub fn ceiling(&self) -> Option<usize> {
+        self.key().and_then(|k| k.ceiling)
+    }
+
+    /// The lowest tier index this caller may use.
+    pub fn floor(&self) -> Option<usize> {
+        self.key().and_then(|k| k.tiers.map(|(lo, _)| lo))
+    }
+
+    /// Whether the caller may use tier `index`.
+    pub fn allows_tier(&self, index: usize) -> bool {
+        self.floor().is_none_or(|lo| index >= lo) && self.ceiling().is_none_or(|hi| index <= hi)
+    }
+
+    /// Whether the caller may name this model id (tiers are checked separately).
+    pub fn allows_model(&self, model: &str) -> bool {
+        self.key()
+            .and_then(|k| k.models.as_ref())
+            .is_none_or(|models| models.iter().any(|m| m == model))
+    }
+
+    /// Takes one request from the requests-per-minute bucket.
+    pub fn take_request(&self, now: Instant) -> Result<(), ApiError> {
+        let Some(e) = &self.entry else { return Ok(()) };
+        let Some(b) = &e.requests else { return Ok(()) };
+        let result = b.lock().unwrap_or_else(|e| e.into_inner()).take(1, now);
+        result.map_err(|r| self.refused("requests_per_minute", r, 1))
+    }
+
+    /// Charges `n` tokens to the tokens-per-minute bucket.
+    pub fn charge_tokens(&self, n: u64, now: Instant) -> Result<Option<Charge>, ApiError> {
+        let Some(e) = &self.entry else {
+            return Ok(None);
+        };
+        let Some(b) = &e.tokens else { return Ok(None) };
+        let result = b.lock().unwrap_or_else(|e| e.into_inner()).take(n, now);
+        match result {
+            Ok(()) => Ok(Some(Charge {
+                bucket: Arc::clone(b),
+                taken: n,
+            })),
+            Err(r) => Err(self.refused("tokens_per_minute", r, n)),
+        }
+    }
+
+    fn refused(&self, limit: &'static str, refusal: Refusal, n: u64) -> ApiError {
+        let id = self.id().to_owned();
+        match refusal {
+            Refusal::RetryAfter(wait) => {
+                let secs = bucket::retry_after_secs(wait);
+                ApiError::RateLimited {
+                    limit,
+                    retry_after: Some(secs),
+                    message: format!(
+                        "API key `{id}` is over its `{limit}` limit on this router; retry after {secs} s"
+                    ),
+                }
+            }
+            Refusal::TooLarge => ApiError::RateLimited {
+                limit,
+                retry_after: None,
+                message: format!(
+                    "this request needs {n} tokens (prompt estimate + max_tokens), more than API key `{id}` may use in a minute (`{limit}`); lower max_tokens or shorten the prompt"
+                ),
+            },
+        }
+    }
+
+    /// OpenAI's `x-ratelimit-*` headers for the caller's limits, as they stand now.
+    pub fn rate_headers(&self, now: Instant) -> Vec<(HeaderName, HeaderValue)> {
+        let mut out = Vec::new();
+        let Some(e) = &self.entry else { return out };
+        for (kind, b) in [("requests", &e.requests), ("tokens", &e.tokens)] {
+            let Some(b) = b else { continue };
+            let mut b = b.lock().unwrap_or_else(|e| e.into_inner());
+            let values = [
+                ("limit", b.capacity().to_string()),
+                ("remaining", b.remaining(now).to_string()),
+                ("reset", bucket::reset_text(b.until_full(now))),
+            ];
+            for (what, value) in values {
+                if let (Ok(name), Ok(value)) = (
+                    HeaderName::try_from(format!("x-ratelimit-{what}-{kind}")),
+                    HeaderValue::try_from(value),
+                ) {
+                    out.push((name, value));
+                }
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(id: &str, token: &str) -> Key {
+        Key {
+            id: id.into(),
+            digest: keys::digest(token),
+            tiers: None,
+            models: None,
+            ceiling: None,
+            requests_per_minute: None,
+            tokens_per_minute: None,
+            default_quality: None,
+        }
+    }
+
+    fn bearer(token: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_str(&format!("Bearer {token}")).expect("header"),
+        );
+        h
+    }
+
+    fn tiers() -> Vec<String> {
+        vec!["small".into(), "large".into()]
+    }
+
+    #[test]
+    fn bearer_tokens_are_checked_by_digest() {
+        let gate = Gate::with_keys(vec![key("a", "sb-secret")], tiers(), Instant::now());
+        let caller = gate.authenticate(&bearer("sb-secret")).expect("known key");
+        assert_eq!(caller.id(), "a");
+        assert_eq!(
+            gate.authenticate(&bearer("sb-other")).err(),
+            Some(Failure::Unknown)
+        );
+        assert_eq!(
+            gate.authenticate(&HeaderMap::new()).err(),
+            Some(Failure::Missing)
+        );
+        let mut basic = HeaderMap::new();
+        basic.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic abc"));
+        assert_eq!(gate.authenticate(&basic).err(), Some(Failure::Malformed));
+        let mut lower = HeaderMap::new();
+        lower.insert(
+            header::AUTHORIZATION,
+            HeaderValue::from_static("bearer sb-secret"),
+        );
+        assert_eq!(
+            gate.authenticate(&lower).map(|c| c.id().to_owned()),
+            Ok("a".into())
+        );
+        let open = Gate::disabled();
+        assert_eq!(
+            open.authenticate(&HeaderMap::new())
+                .map(|c| c.id().to_owned()),
+            Ok(NO_KEY.into())
+        );
+    }
+
+    #[test]
+    fn limits_refuse_with_a_computed_retry_after_and_survive_reloads() {
+        let t0 = Instant::now();
+        let mut k = key("a", "t");
+        k.requests_per_minute = Some(2);
+        let gate = Gate::with_keys(vec![k], tiers(), t0);
+        let caller = gate.authenticate(&bearer("t")).expect("key");
+        assert!(caller.take_request(t0).is_ok());
+        assert!(caller.take_request(t0).is_ok());
+        match caller.take_request(t0) {
+            Err(ApiError::RateLimited {
+                limit, retry_after, ..
+            }) => {
+                assert_eq!(limit, "requests_per_minute");
+                // 2 a minute: the next one in 30 s.
+                assert_eq!(retry_after, Some(30));
+            }
+            other => panic!("expected a rate limit, got {other:?}"),
+        }
+        // A reload with the same limits keeps the (empty) bucket; a new limit starts full.
+        gate.reload(
+            &format!(
+                "keys:\n  - {{id: a, sha256: {}, requests_per_minute: 2}}\n",
+                keys::to_hex(&keys::digest("t"))
+            ),
+            t0,
+        )
+        .expect("reload");
+        let caller = gate.authenticate(&bearer("t")).expect("key");
+        assert!(caller.take_request(t0).is_err());
+        gate.reload(
+            &format!(
+                "keys:\n  - {{id: a, sha256: {}, requests_per_minute: 3}}\n",
+                keys::to_hex(&keys::digest("t"))
+            ),
+            t0,
+        )
+        .expect("reload");
+        let caller = gate.authenticate(&bearer("t")).expect("key");
+        assert!(caller.take_request(t0).is_ok());
+        // A broken file leaves the keys as they were.
+        assert!(gate.reload("keys: [{id: a}]", t0).is_err());
+        assert!(gate.authenticate(&bearer("t")).is_ok());
+    }
+
+    #[test]
+    fn token_charges_settle_and_headers_report_the_buckets() {
+        let t0 = Instant::now();
+        let mut k = key("a", "t");
+        k.tokens_per_minute = Some(100);
+        let gate = Gate::with_keys(vec![k], tiers(), t0);
+        let caller = gate.authenticate(&bearer("t")).expect("key");
+        let charge = caller
+            .charge_tokens(90, t0)
+            .expect("fits")
+            .expect("limited");
+        assert!(matches!(
+            caller.charge_tokens(20, t0),
+            Err(ApiError::RateLimited {
+                retry_after: Some(_),
+                ..
+            })
+        ));
+        charge.settle(30);
+        assert!(caller.charge_tokens(20, Instant::now()).is_ok());
+        assert!(matches!(
+            caller.charge_tokens(101, t0),
+            Err(ApiError::RateLimited {
+                retry_after: None,
+                ..
+            })
+        ));
+        let headers = caller.rate_headers(Instant::now());
+        let get = |n: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k == n)
+                .map(|(_, v)| v.to_str().unwrap_or_default().to_owned())
+        };
+        assert_eq!(get("x-ratelimit-limit-tokens").as_deref(), Some("100"));
+        assert!(get("x-ratelimit-remaining-tokens").is_some());
+        assert!(get("x-ratelimit-reset-tokens").is_some());
+        assert_eq!(get("x-ratelimit-limit-requests"), None);
+    }
+
+    #[test]
+    fn tier_and_model_permissions() {
+        let mut k = key("a", "t");
+        k.tiers = Some((1, 2));
+        k.ceiling = Some(1);
+        k.models = Some(vec!["m1".into()]);
+        let caller = Caller {
+            entry: Some(Arc::new(Entry {
+                key: k,
+                requests: None,
+                tokens: None,
+            })),
+        };
+        assert!(!caller.allows_tier(0));
+        assert!(caller.allows_tier(1));
+        assert!(!caller.allows_tier(2));
+        assert!(caller.allows_model("m1"));
+        assert!(!caller.allows_model("m2"));
+        let open = Caller { entry: None };
+        assert!(open.allows_tier(5) && open.allows_model("anything"));
+    }
+}
