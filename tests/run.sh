@@ -7,7 +7,8 @@
 # checks (helm/tests/check.sh: lint, render, Kubernetes schemas, config keys), and every
 # test with cargo-nextest (unit tests and the end-to-end tests in tests/, which start real
 # etcd, controller, workers and routers as processes, and the compose cluster from the
-# images).
+# images), and every fuzz target for a bounded time (fuzz/run.sh: nightly cargo fuzz in its
+# own target dir, SWITCHBACK_FUZZ_SECONDS per target, default 25).
 #
 # The cargo target dir defaults to $SWITCHBACK_CACHE/target, outside the clone, so a fresh
 # clone reuses an earlier build of mistral.rs (a cold build takes ~30 min on 2 cores).
@@ -30,6 +31,8 @@ fi
 
 step "rustfmt"
 cargo fmt --all -- --check
+# The fuzz targets are a workspace of their own (fuzz/Cargo.toml).
+(cd fuzz && cargo fmt --all -- --check)
 
 step "clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
@@ -57,3 +60,10 @@ helm/tests/check.sh
 
 step "tests"
 cargo nextest run --workspace --locked --no-fail-fast
+
+# Bounded fuzzing: each target in fuzz/fuzz_targets for SWITCHBACK_FUZZ_SECONDS on its seed
+# corpus; a crash fails the run and names the input (fuzz/run.sh says how to replay it).
+fuzz_seconds="${SWITCHBACK_FUZZ_SECONDS:-25}"
+fuzz_targets=$(find fuzz/fuzz_targets -name '*.rs' | wc -l)
+step "fuzz: $fuzz_targets targets x ${fuzz_seconds} s = $((fuzz_targets * fuzz_seconds)) s of fuzzing, plus the build"
+fuzz/run.sh "$fuzz_seconds"

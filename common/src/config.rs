@@ -53,6 +53,15 @@ pub fn read_yaml<T: DeserializeOwned + Default>(path: Option<&Path>) -> Result<T
     })
 }
 
+/// Whether `value` may name a tier or a worker: such names end up in etcd keys, metric
+/// labels and YAML keys, so they are 1-128 characters of `[A-Za-z0-9._-]`.
+pub fn is_valid_name(value: &str) -> bool {
+    (1..=128).contains(&value.len())
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
 /// The etcd endpoints, defaulting to a local etcd. Each must read `[http[s]://]host:port`:
 /// a typo is a clear error at startup, while an endpoint that is well-formed but down is
 /// retried with backoff by whoever uses it.
@@ -216,6 +225,16 @@ mod tests {
         let err = read_yaml::<Raw>(Some(Path::new("/nonexistent/x.yaml"))).expect_err("missing");
         assert!(err.to_string().contains("/nonexistent/x.yaml"), "{err}");
         assert!(read_yaml::<Raw>(None).is_ok());
+    }
+
+    #[test]
+    fn names_keep_to_a_safe_alphabet() {
+        for good in ["small", "gpu-a.w_1", &"x".repeat(128)] {
+            assert!(is_valid_name(good), "{good}");
+        }
+        for bad in ["", "a b", "a/b", "tier\n", "ü", &"x".repeat(129)] {
+            assert!(!is_valid_name(bad), "{bad:?}");
+        }
     }
 
     #[test]

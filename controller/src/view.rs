@@ -430,9 +430,13 @@ pub fn tiers(workers: &[pb::WorkerState]) -> Vec<pb::TierSummary> {
             H::Ready => {
                 t.workers_ready += 1;
                 let load = w.load.clone().unwrap_or_default();
-                t.capacity += load.capacity.max(info.max_concurrency);
-                t.running += load.running;
-                t.waiting += load.waiting;
+                // Reports come from the workers over the network: saturate on absurd
+                // values rather than overflow.
+                t.capacity = t
+                    .capacity
+                    .saturating_add(load.capacity.max(info.max_concurrency));
+                t.running = t.running.saturating_add(load.running);
+                t.waiting = t.waiting.saturating_add(load.waiting);
                 t.tokens_per_second += f64::from(load.tokens_per_second);
             }
             H::Draining => t.workers_draining += 1,
@@ -643,5 +647,26 @@ mod tests {
         assert_eq!((t.workers_ready, t.workers_draining), (2, 1));
         assert_eq!((t.capacity, t.running), (4, 2));
         assert!((t.cost_per_mtok_input - 1.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn tier_summary_saturates_on_absurd_reports() {
+        // The router's placement overflowed on such reports (found by
+        // fuzz/fuzz_targets/grpc_messages.rs); the controller's sums had the same flaw.
+        let view = ClusterView::new("c".into(), Duration::from_secs(60));
+        for id in ["a", "b"] {
+            view.upsert(record(id));
+            let mut report = load(id, u32::MAX, false);
+            report.waiting = u32::MAX;
+            report.capacity = u32::MAX;
+            view.report(report);
+        }
+        let tiers = view.status().tiers;
+        let t = &tiers[0];
+        assert_eq!(t.workers_ready, 2);
+        assert_eq!(
+            (t.capacity, t.running, t.waiting),
+            (u32::MAX, u32::MAX, u32::MAX)
+        );
     }
 }

@@ -38,8 +38,13 @@ pub struct Candidate<'a> {
 }
 
 impl Candidate<'_> {
+    /// Saturates: `running` and `waiting` come from the worker's load report over the
+    /// network, and an absurd report must not overflow (a panic in debug builds, a wrong
+    /// placement in release; found by fuzz/fuzz_targets/grpc_messages.rs).
     pub fn outstanding(&self) -> u32 {
-        self.running + self.waiting + self.local_in_flight
+        self.running
+            .saturating_add(self.waiting)
+            .saturating_add(self.local_in_flight)
     }
 
     /// Every slot and queue place is taken, as far as this router can tell: sending more
@@ -49,8 +54,11 @@ impl Candidate<'_> {
     /// so for this bound the two are not added up (that would refuse work the worker has
     /// room for); the larger one counts. The worker enforces its exact limit anyway.
     pub fn is_full(&self) -> bool {
-        let known = (self.running + self.waiting).max(self.local_in_flight);
-        self.max_queue > 0 && known >= self.capacity.max(1) + self.max_queue
+        let known = self
+            .running
+            .saturating_add(self.waiting)
+            .max(self.local_in_flight);
+        self.max_queue > 0 && known >= self.capacity.max(1).saturating_add(self.max_queue)
     }
 
     fn load_per_slot(&self) -> f64 {
@@ -401,6 +409,24 @@ mod tests {
             max_queue: 0,
             local_in_flight: local,
         }
+    }
+
+    #[test]
+    fn absurd_load_reports_saturate_instead_of_overflowing() {
+        // Found by fuzz/fuzz_targets/grpc_messages.rs (corpus/grpc_messages/
+        // regression-load-overflow): a worker reporting running + waiting past u32::MAX, or
+        // a record with max_queue = u32::MAX, overflowed `is_full`.
+        let mut a = c("a", "small", u32::MAX, 1);
+        a.waiting = 7;
+        a.max_queue = u32::MAX;
+        assert_eq!(a.outstanding(), u32::MAX);
+        assert!(a.is_full());
+        let b = c("b", "small", 1, 0);
+        let cs = [a, b];
+        assert_eq!(
+            cs[choose(&cs, Target::Tier("small"), 0).expect("worker").index].id,
+            "b"
+        );
     }
 
     #[test]

@@ -149,6 +149,23 @@ impl Policy {
         if self.deadline_ms == Some(0) {
             return Err("`deadline_ms` must be at least 1".to_owned());
         }
+        // Tier names are the workers' (1-128 of [A-Za-z0-9._-]): anything else can never
+        // match a tier, so it is a mistake, and it would not survive a round trip through
+        // YAML (keys past 1024 characters; found by fuzz/fuzz_targets/policy.rs).
+        let names = (self.tiers.keys().map(|n| ("tiers", n))).chain(
+            self.cascade
+                .per_tier
+                .keys()
+                .map(|n| ("cascade.per_tier", n)),
+        );
+        for (at, name) in names {
+            if !switchback_common::config::is_valid_name(name) {
+                let shown: String = name.chars().take(64).collect();
+                return Err(format!(
+                    "`{at}`: tier name {shown:?} is not 1-128 characters of [A-Za-z0-9._-]"
+                ));
+            }
+        }
         for (name, t) in &self.tiers {
             for (field, v) in [
                 ("prefill_ms_per_token", t.prefill_ms_per_token),
@@ -217,6 +234,25 @@ mod tests {
         );
         let err = Policy::from_yaml("quality_margin: 1.5").expect_err("margin");
         assert!(err.contains("quality_margin"), "{err}");
+    }
+
+    #[test]
+    fn tier_names_keep_to_the_workers_alphabet() {
+        // Found by fuzz/fuzz_targets/policy.rs (corpus/policy/regression-long-tier-name): a
+        // tier name past 1024 characters validated, but the policy's own JSON was then no
+        // longer YAML that parses.
+        // (An explicit `?` key: YAML refuses implicit keys past 1024 characters.)
+        let long = format!(
+            "cascade:\n  per_tier:\n    ? {}\n    : {{}}\n",
+            "t".repeat(1100)
+        );
+        let err = Policy::from_yaml(&long).expect_err("long tier name");
+        assert!(err.contains("cascade.per_tier"), "{err}");
+        let err = Policy::from_yaml("tiers: {\"sm all\": {}}").expect_err("space");
+        assert!(err.contains("`tiers`"), "{err}");
+        let p = Policy::from_yaml("tiers: {small-v2.q4_k: {}}").expect("valid");
+        let json = serde_json::to_string(&p).expect("serialises");
+        assert_eq!(Policy::from_yaml(&json).expect("round trip"), p);
     }
 
     #[test]

@@ -409,12 +409,7 @@ fn required(value: Option<String>, field: &'static str) -> Result<String, Config
 
 /// Names end up in etcd keys and metric labels: keep them to a safe alphabet.
 fn check_name(field: &'static str, value: &str) -> Result<(), ConfigError> {
-    let ok = !value.is_empty()
-        && value.len() <= 128
-        && value
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if ok {
+    if switchback_common::config::is_valid_name(value) {
         Ok(())
     } else {
         Err(invalid(

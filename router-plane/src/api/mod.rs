@@ -234,8 +234,9 @@ async fn read_body(app: &AppState, headers: &HeaderMap, body: Body) -> Result<By
     }
 }
 
-/// The quality target from `x-switchback-quality` when the body sets none.
-fn quality_header(headers: &HeaderMap, g: &mut Generation) -> Result<(), ApiError> {
+/// The quality target from `x-switchback-quality` when the body sets none. Public for the
+/// fuzz targets (fuzz/), which drive it as the handlers do.
+pub fn quality_header(headers: &HeaderMap, g: &mut Generation) -> Result<(), ApiError> {
     if g.quality.is_some() {
         return Ok(());
     }
