@@ -38,12 +38,39 @@ pub fn from_yaml<T: DeserializeOwned + Default>(text: &str) -> Result<T, serde_y
     serde_yaml::from_str(text)
 }
 
+/// The largest config, keys, certificate or password file any binary reads (16 MiB). A
+/// path that names something endless (`/dev/zero`, a FIFO fed by a runaway writer) is an
+/// error instead of a process that reads until it runs out of memory.
+pub const MAX_FILE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// `std::fs::read`, but refusing files over [`MAX_FILE_BYTES`].
+pub fn read_file(path: &Path) -> std::io::Result<Vec<u8>> {
+    use std::io::Read;
+    let mut bytes = Vec::new();
+    std::fs::File::open(path)?
+        .take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("larger than the limit of {MAX_FILE_BYTES} bytes"),
+        ));
+    }
+    Ok(bytes)
+}
+
+/// `std::fs::read_to_string`, with [`read_file`]'s bound.
+pub fn read_text(path: &Path) -> std::io::Result<String> {
+    String::from_utf8(read_file(path)?)
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::InvalidData, "not valid UTF-8"))
+}
+
 /// Reads the file at `path`, or gives the defaults when there is none.
 pub fn read_yaml<T: DeserializeOwned + Default>(path: Option<&Path>) -> Result<T, ConfigError> {
     let Some(path) = path else {
         return Ok(T::default());
     };
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+    let text = read_text(path).map_err(|source| ConfigError::Read {
         path: path.to_owned(),
         source,
     })?;
@@ -150,7 +177,7 @@ pub fn etcd_access(
             if name.is_empty() {
                 return Err(invalid("etcd.username", "must not be empty"));
             }
-            let password = std::fs::read(&password_file).map_err(|e| {
+            let password = read_file(&password_file).map_err(|e| {
                 invalid(
                     "etcd.password_file",
                     format!("cannot read {}: {e}", password_file.display()),
@@ -218,6 +245,14 @@ mod tests {
         assert!(from_yaml::<Raw>("  \n").expect("empty").port.is_none());
         let err = from_yaml::<Raw>("prot: 1").expect_err("typo");
         assert!(err.to_string().contains("prot"), "{err}");
+    }
+
+    #[test]
+    fn endless_files_are_refused_not_read_forever() {
+        let err = read_file(Path::new("/dev/zero")).expect_err("endless");
+        assert!(err.to_string().contains("limit"), "{err}");
+        let err = read_yaml::<Raw>(Some(Path::new("/dev/zero"))).expect_err("endless");
+        assert!(err.to_string().contains("/dev/zero"), "{err}");
     }
 
     #[test]

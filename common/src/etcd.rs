@@ -63,7 +63,7 @@ impl EtcdAccess {
     /// `options` with this access's TLS material and credentials, read from their files now.
     fn apply(&self, mut options: ConnectOptions) -> Result<ConnectOptions, etcd_client::Error> {
         let read = |path: &PathBuf| {
-            std::fs::read(path).map_err(|e| {
+            crate::config::read_file(path).map_err(|e| {
                 etcd_client::Error::IoError(std::io::Error::new(
                     e.kind(),
                     format!("{}: {e}", path.display()),

@@ -250,7 +250,9 @@ async fn reload_keys(state: Arc<AppState>, stop: CancellationToken) {
         return;
     };
     let digest = |bytes: &[u8]| auth::keys::digest(&String::from_utf8_lossy(bytes));
-    let mut last = std::fs::read(&path).ok().map(|b| digest(&b));
+    let mut last = switchback_common::config::read_file(&path)
+        .ok()
+        .map(|b| digest(&b));
     let mut ticker = tokio::time::interval(auth::RELOAD_EVERY);
     loop {
         tokio::select! {
@@ -259,7 +261,7 @@ async fn reload_keys(state: Arc<AppState>, stop: CancellationToken) {
         }
         let read = {
             let path = path.clone();
-            tokio::task::spawn_blocking(move || std::fs::read(path)).await
+            tokio::task::spawn_blocking(move || switchback_common::config::read_file(&path)).await
         };
         let bytes = match read {
             Ok(Ok(bytes)) => bytes,

@@ -218,7 +218,7 @@ fn read_all(paths: &[PathBuf]) -> Result<Bytes, TlsError> {
     let kinds = [File::Cert, File::Key, File::Ca];
     let mut files = Vec::with_capacity(paths.len());
     for (path, file) in paths.iter().zip(kinds) {
-        let bytes = std::fs::read(path).map_err(|source| TlsError::Read {
+        let bytes = crate::config::read_file(path).map_err(|source| TlsError::Read {
             file,
             path: path.clone(),
             source,
@@ -283,7 +283,7 @@ fn identity(b: &Bytes) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'s
 /// Checks the etcd TLS files as the cluster identity's are checked (etcd-client reads them
 /// itself at each connect).
 pub(crate) fn check_etcd_files(tls: &crate::etcd::EtcdTls, keys: Keys) -> Result<(), ConfigError> {
-    let ca = std::fs::read(&tls.ca_file).map_err(|source| {
+    let ca = crate::config::read_file(&tls.ca_file).map_err(|source| {
         TlsError::Read {
             file: File::Ca,
             path: tls.ca_file.clone(),
