@@ -217,7 +217,26 @@ def grpc_messages() -> list[bytes]:
     ]
 
 
+def api_keys() -> list[str]:
+    """Keys files: the shapes the docs and the auth test use, and near misses."""
+    h = hashlib.sha256(b"sb-test").hexdigest()
+    g = hashlib.sha256(b"sb-other").hexdigest()
+    return [
+        "keys: []\n",
+        f"keys:\n  - {{id: full, sha256: {h}}}\n",
+        f"keys:\n  - id: team-a\n    sha256: {h}\n    tiers: [small, medium]\n    models: [smollm2-135m]\n"
+        f"    max_tier: small\n    requests_per_minute: 60\n    tokens_per_minute: 50000\n    default_quality: 0.8\n",
+        f"keys:\n  - {{id: a, sha256: {h}, max_tier: large}}\n  - {{id: b, sha256: {g}, tiers: [large]}}\n",
+        f"keys:\n  - {{id: a, sha256: {h}}}\n  - {{id: a, sha256: {g}}}\n",
+        f"keys:\n  - {{id: a, sha256: {h}, tiers: [small, large]}}\n",
+        f"keys:\n  - {{id: a, sha256: {h[:63]}}}\n",
+        f"keys:\n  - {{id: 'a b', sha256: {h}, requests_per_minute: 0}}\n",
+    ]
+
+
 def main() -> None:
+    for text in api_keys():
+        write("api_keys", text)
     for text in configs():
         write("config", text)
     for text in policies():
