@@ -708,19 +708,22 @@ impl Router {
 
     /// Waits until `/v1/models` lists `id` (the router has seen a ready worker for it).
     pub async fn wait_model(&self, id: &str) {
+        self.wait_model_as(id, None).await;
+    }
+
+    /// [`Router::wait_model`], asking with the API key `key` (routers with auth on).
+    pub async fn wait_model_as(&self, id: &str, key: Option<&str>) {
         let http = reqwest::Client::new();
         wait_for(
             &format!("the router to list {id}"),
             Duration::from_secs(30),
             || async {
-                let v: serde_json::Value = http
-                    .get(self.url("/v1/models"))
-                    .send()
-                    .await
-                    .ok()?
-                    .json()
-                    .await
-                    .ok()?;
+                let get = http.get(self.url("/v1/models"));
+                let get = match key {
+                    Some(key) => get.bearer_auth(key),
+                    None => get,
+                };
+                let v: serde_json::Value = get.send().await.ok()?.json().await.ok()?;
                 v["data"]
                     .as_array()?
                     .iter()

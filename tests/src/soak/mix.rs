@@ -26,21 +26,31 @@ pub enum Kind {
     BadField,
     /// A body over the router's `max_body_bytes`: 413.
     TooLarge,
+    /// No `Authorization` header: 401.
+    NoKey,
+    /// A bearer token that is not in the keys file: 401.
+    UnknownKey,
 }
 
 /// Kinds with their weight in the mix (out of 100): 85 % answered requests (10 % of them
 /// abandoned mid-stream), 15 % bad requests.
-pub const MIX: [(Kind, u64); 9] = [
+pub const MIX: [(Kind, u64); 11] = [
     (Kind::Chat, 30),
     (Kind::ChatStream, 25),
     (Kind::Completion, 10),
     (Kind::CompletionStream, 10),
     (Kind::Disconnect, 10),
-    (Kind::BadJson, 4),
-    (Kind::UnknownModel, 4),
-    (Kind::BadField, 4),
-    (Kind::TooLarge, 3),
+    (Kind::BadJson, 3),
+    (Kind::UnknownModel, 3),
+    (Kind::BadField, 3),
+    (Kind::TooLarge, 2),
+    (Kind::NoKey, 2),
+    (Kind::UnknownKey, 2),
 ];
+
+/// The soak cluster's one API key (the routers run with auth on: the gate, its key lookup
+/// and the per-key counters are on every request's path, so the soak watches them too).
+pub const API_KEY: &str = "sb-soak-0123456789abcdef0123456789abcdef0123456789abcdef0123456789";
 
 /// How a request may name its model: the predictor's choice, a tier, a model id.
 pub const MODELS: [&str; 5] = ["auto", "small", "large", "sim-small", "sim-large"];
@@ -69,6 +79,8 @@ impl Kind {
             Self::UnknownModel => "unknown model (404)",
             Self::BadField => "invalid role (400)",
             Self::TooLarge => "body too large (413)",
+            Self::NoKey => "no API key (401)",
+            Self::UnknownKey => "unknown API key (401)",
         }
     }
 
@@ -78,6 +90,7 @@ impl Kind {
             Self::BadJson | Self::BadField => Some(400),
             Self::UnknownModel => Some(404),
             Self::TooLarge => Some(413),
+            Self::NoKey | Self::UnknownKey => Some(401),
             Self::Chat
             | Self::ChatStream
             | Self::Completion
@@ -152,6 +165,7 @@ pub fn draw(rng: &mut Rng) -> Request {
         }
         Kind::UnknownModel => chat("no-such-model", "user", prompt),
         Kind::BadField => chat(model, "wizard", prompt),
+        Kind::NoKey | Kind::UnknownKey => chat(model, "user", prompt),
         Kind::TooLarge => chat(model, "user", &"x".repeat(MAX_BODY_BYTES + 1024)),
     };
     Request {
@@ -199,9 +213,15 @@ async fn exchange(
     req: Request,
     started: Instant,
 ) -> Result<Option<Duration>, String> {
-    let resp = http
+    let post = http
         .post(format!("{base}{}", req.path))
-        .header("content-type", "application/json")
+        .header("content-type", "application/json");
+    let post = match req.kind {
+        Kind::NoKey => post,
+        Kind::UnknownKey => post.bearer_auth("sb-not-a-key-of-this-cluster"),
+        _ => post.bearer_auth(API_KEY),
+    };
+    let resp = post
         .body(req.body)
         .send()
         .await

@@ -78,6 +78,8 @@ pub struct Cluster {
     pub controllers: Vec<Controller>,
     pub workers: Vec<Worker>,
     pub routers: Vec<Router>,
+    /// Holds the routers' API keys file.
+    _keys: tempfile::TempDir,
 }
 
 /// Per-token times (ms) of the `sim` tiers: small is fast, large is slow.
@@ -126,11 +128,23 @@ impl Cluster {
             predictor.display().to_string(),
             minilm.display().to_string()
         );
+        let keys = tempfile::tempdir().expect("tempdir");
+        let keys_file = keys.path().join("keys.yaml");
+        std::fs::write(
+            &keys_file,
+            format!(
+                "keys:\n  - {{id: soak, sha256: {}}}\n",
+                switchback_router::auth::keys::to_hex(&switchback_router::auth::keys::digest(
+                    mix::API_KEY
+                ))
+            ),
+        )
+        .expect("write keys file");
         let mut routers = Vec::new();
         for _ in 0..2 {
-            let r = Router::start(&etcd, &yaml).await;
-            r.wait_model("sim-small").await;
-            r.wait_model("sim-large").await;
+            let r = Router::start_with_keys(&etcd, &yaml, &keys_file).await;
+            r.wait_model_as("sim-small", Some(mix::API_KEY)).await;
+            r.wait_model_as("sim-large", Some(mix::API_KEY)).await;
             routers.push(r);
         }
         Self {
@@ -138,6 +152,7 @@ impl Cluster {
             controllers,
             workers: started,
             routers,
+            _keys: keys,
         }
     }
 
