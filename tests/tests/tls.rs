@@ -18,6 +18,7 @@ use serde_json::json;
 use switchback_proto::pb;
 use switchback_tests::{
     Etcd, EtcdTls, Proc, bin, free_port,
+    metrics::Scrape,
     tls::{Ca, Leaf, client_config, grpc_channel, server_certificate},
     wait_for,
 };
@@ -101,7 +102,13 @@ async fn chat(http: &reqwest::Client, base: &str) -> Result<String, String> {
     }
 }
 
-async fn metric(http: &reqwest::Client, base: &str, series: &str) -> Option<f64> {
+/// The router's reload counter for `material` and `outcome`, scraped over HTTPS.
+async fn tls_reloads(
+    http: &reqwest::Client,
+    base: &str,
+    material: &str,
+    outcome: &str,
+) -> Option<f64> {
     let text = http
         .get(format!("{base}/metrics"))
         .send()
@@ -110,10 +117,10 @@ async fn metric(http: &reqwest::Client, base: &str, series: &str) -> Option<f64>
         .text()
         .await
         .ok()?;
-    let prefix = format!("{series} ");
-    text.lines()
-        .find_map(|l| l.strip_prefix(prefix.as_str()))
-        .and_then(|v| v.trim().parse().ok())
+    Scrape::parse(&text).value(
+        "switchback_router_tls_reloads_total",
+        &[("material", material), ("outcome", outcome)],
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -502,8 +509,9 @@ async fn every_hop_is_mutually_authenticated_and_certificates_rotate_without_res
     .await;
 
     // A broken replacement is refused (counted) and the certificate in force stays.
-    let failed = "switchback_router_tls_reloads_total{material=\"http\",outcome=\"failed\"}";
-    let before = metric(&https, &base, failed).await.unwrap_or(0.0);
+    let before = tls_reloads(&https, &base, "http", "failed")
+        .await
+        .unwrap_or(0.0);
     switchback_tests::tls::write(
         rdir.path(),
         &file_name(&http_cert),
@@ -512,7 +520,7 @@ async fn every_hop_is_mutually_authenticated_and_certificates_rotate_without_res
     wait_for(
         "the router to count the broken certificate as a failed reload",
         Duration::from_secs(30),
-        || async { (metric(&https, &base, failed).await? > before).then_some(()) },
+        || async { (tls_reloads(&https, &base, "http", "failed").await? > before).then_some(()) },
     )
     .await;
     assert_eq!(
@@ -522,8 +530,12 @@ async fn every_hop_is_mutually_authenticated_and_certificates_rotate_without_res
         http_leaf2.der(),
         "the broken file replaced the certificate in force"
     );
-    let reloaded = "switchback_router_tls_reloads_total{material=\"http\",outcome=\"ok\"}";
-    assert!(metric(&https, &base, reloaded).await.unwrap_or(0.0) >= 1.0);
+    assert!(
+        tls_reloads(&https, &base, "http", "ok")
+            .await
+            .unwrap_or(0.0)
+            >= 1.0
+    );
 
     // Still answering, on a fresh connection too.
     chat(&https_client(&public_ca), &base)

@@ -103,20 +103,19 @@ pub const CLUSTER_KEYS: Keys = Keys {
     server_name: "tls.server_name",
 };
 
+/// A file every TLS section needs once the section is there.
+fn required(path: Option<PathBuf>, key: &'static str) -> Result<PathBuf, ConfigError> {
+    path.ok_or_else(|| invalid(key, "required when TLS is on"))
+}
+
 impl RawClusterTls {
     /// Checks that all three files are named, read, parse, and that the key is the
     /// certificate's.
     pub fn validate(self, keys: Keys) -> Result<ClusterTlsFiles, ConfigError> {
         let files = ClusterTlsFiles {
-            ca_file: self
-                .ca_file
-                .ok_or_else(|| invalid(keys.ca_file, "required when TLS is on"))?,
-            cert_file: self
-                .cert_file
-                .ok_or_else(|| invalid(keys.cert_file, "required when TLS is on"))?,
-            key_file: self
-                .key_file
-                .ok_or_else(|| invalid(keys.key_file, "required when TLS is on"))?,
+            ca_file: required(self.ca_file, keys.ca_file)?,
+            cert_file: required(self.cert_file, keys.cert_file)?,
+            key_file: required(self.key_file, keys.key_file)?,
             server_name: self
                 .server_name
                 .map(|name| {
@@ -135,12 +134,8 @@ impl RawClusterTls {
 impl RawServerTls {
     pub fn validate(self, keys: Keys) -> Result<ServerTlsFiles, ConfigError> {
         let files = ServerTlsFiles {
-            cert_file: self
-                .cert_file
-                .ok_or_else(|| invalid(keys.cert_file, "required when TLS is on"))?,
-            key_file: self
-                .key_file
-                .ok_or_else(|| invalid(keys.key_file, "required when TLS is on"))?,
+            cert_file: required(self.cert_file, keys.cert_file)?,
+            key_file: required(self.key_file, keys.key_file)?,
         };
         let bytes = read_all(&files.paths()).map_err(|e| e.at(keys))?;
         build_server_only(&bytes).map_err(|e| e.at(keys))?;

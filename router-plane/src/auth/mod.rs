@@ -355,22 +355,32 @@ impl Caller {
 
     /// OpenAI's `x-ratelimit-*` headers for the caller's limits, as they stand now.
     pub fn rate_headers(&self, now: Instant) -> Vec<(HeaderName, HeaderValue)> {
+        // Header names per bucket: limit, remaining, reset.
+        const NAMES: [[&str; 3]; 2] = [
+            [
+                "x-ratelimit-limit-requests",
+                "x-ratelimit-remaining-requests",
+                "x-ratelimit-reset-requests",
+            ],
+            [
+                "x-ratelimit-limit-tokens",
+                "x-ratelimit-remaining-tokens",
+                "x-ratelimit-reset-tokens",
+            ],
+        ];
         let mut out = Vec::new();
         let Some(e) = &self.entry else { return out };
-        for (kind, b) in [("requests", &e.requests), ("tokens", &e.tokens)] {
+        for (names, b) in NAMES.iter().zip([&e.requests, &e.tokens]) {
             let Some(b) = b else { continue };
             let mut b = b.lock().unwrap_or_else(|e| e.into_inner());
             let values = [
-                ("limit", b.capacity().to_string()),
-                ("remaining", b.remaining(now).to_string()),
-                ("reset", bucket::reset_text(b.until_full(now))),
+                b.capacity().to_string(),
+                b.remaining(now).to_string(),
+                bucket::reset_text(b.until_full(now)),
             ];
-            for (what, value) in values {
-                if let (Ok(name), Ok(value)) = (
-                    HeaderName::try_from(format!("x-ratelimit-{what}-{kind}")),
-                    HeaderValue::try_from(value),
-                ) {
-                    out.push((name, value));
+            for (name, value) in names.iter().zip(values) {
+                if let Ok(value) = HeaderValue::try_from(value) {
+                    out.push((HeaderName::from_static(name), value));
                 }
             }
         }
