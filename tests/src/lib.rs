@@ -210,46 +210,19 @@ impl Etcd {
 
     /// etcd on a chosen client port (for tests that point a component at it before it runs).
     pub async fn start_at(client_port: u16) -> Self {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let peer_port = free_port();
-        let client = format!("http://127.0.0.1:{client_port}");
-        let peer = format!("http://127.0.0.1:{peer_port}");
-        let args: Vec<String> = vec![
-            "--name".into(),
-            "test".into(),
-            "--data-dir".into(),
-            dir.path().join("data").display().to_string(),
-            "--listen-client-urls".into(),
-            client.clone(),
-            "--advertise-client-urls".into(),
-            client.clone(),
-            "--listen-peer-urls".into(),
-            peer.clone(),
-            "--initial-advertise-peer-urls".into(),
-            peer.clone(),
-            "--initial-cluster".into(),
-            format!("test={peer}"),
-            "--log-level".into(),
-            "error".into(),
-        ];
-        let etcd = Self {
-            proc: Self::spawn(&args),
-            endpoint: client,
-            args,
-            tls: None,
-            _dir: dir,
-        };
-        etcd.wait_up().await;
-        etcd
+        Self::start_with(format!("http://127.0.0.1:{client_port}"), None).await
     }
 
     /// etcd serving clients over TLS only, requiring a client certificate from the CA.
     pub async fn start_tls(tls: &EtcdTls) -> Self {
+        Self::start_with(format!("https://127.0.0.1:{}", free_port()), Some(tls)).await
+    }
+
+    /// One member serving clients at `client` (`http://` or, with `tls`, `https://`).
+    async fn start_with(client: String, tls: Option<&EtcdTls>) -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
-        let client = format!("https://127.0.0.1:{}", free_port());
         let peer = format!("http://127.0.0.1:{}", free_port());
-        let path = |p: &PathBuf| p.display().to_string();
-        let args: Vec<String> = vec![
+        let mut args: Vec<String> = vec![
             "--name".into(),
             "test".into(),
             "--data-dir".into(),
@@ -264,28 +237,33 @@ impl Etcd {
             peer.clone(),
             "--initial-cluster".into(),
             format!("test={peer}"),
-            "--cert-file".into(),
-            path(&tls.cert_file),
-            "--key-file".into(),
-            path(&tls.key_file),
-            "--trusted-ca-file".into(),
-            path(&tls.ca_file),
-            "--client-cert-auth".into(),
             "--log-level".into(),
             "error".into(),
         ];
-        let ca = std::fs::read(&tls.ca_file).expect("read the etcd CA");
-        let options = etcd_client::TlsOptions::new()
-            .ca_certificate(etcd_client::Certificate::from_pem(ca))
-            .identity(etcd_client::Identity::from_pem(
-                &tls.client_pem.0,
-                &tls.client_pem.1,
-            ));
+        let options = tls.map(|tls| {
+            let path = |p: &PathBuf| p.display().to_string();
+            args.extend([
+                "--cert-file".into(),
+                path(&tls.cert_file),
+                "--key-file".into(),
+                path(&tls.key_file),
+                "--trusted-ca-file".into(),
+                path(&tls.ca_file),
+                "--client-cert-auth".into(),
+            ]);
+            let ca = std::fs::read(&tls.ca_file).expect("read the etcd CA");
+            etcd_client::TlsOptions::new()
+                .ca_certificate(etcd_client::Certificate::from_pem(ca))
+                .identity(etcd_client::Identity::from_pem(
+                    &tls.client_pem.0,
+                    &tls.client_pem.1,
+                ))
+        });
         let etcd = Self {
             proc: Self::spawn(&args),
             endpoint: client,
             args,
-            tls: Some(options),
+            tls: options,
             _dir: dir,
         };
         etcd.wait_up().await;
