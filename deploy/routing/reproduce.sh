@@ -60,4 +60,11 @@ for d in mmlu gsm8k; do
     "$router" eval --data "$out/routellm-$d.jsonl" --predictor "$out/$d-$enc.json" --encoder $enc
   done
 done
+# The quickstart tiers' own labels (`label`, see docs/ROUTING.md): SmolLM2 against
+# Qwen2.5-Coder-0.5B on 100 MMLU questions.
+"$router" train --data deploy/routing/labels/mmlu-quickstart.jsonl --tier small=small \
+  --tier large=large --heads-on-calibration --out deploy/routing/quickstart-predictor.json
+echo "== quickstart tiers' own labels, held-out items"
+"$router" eval --data deploy/routing/labels/mmlu-quickstart.jsonl \
+  --predictor deploy/routing/quickstart-predictor.json
 echo "plots and per-item predictions: $out"

@@ -78,7 +78,7 @@ fn setup() -> (Predictor, Vec<Case>) {
 /// The decision as the router makes it, with a chosen encoder (the heads' weights do not
 /// change the work done).
 fn decide(p: &Predictor, enc: &Encoder, prompt: &str) -> bool {
-    let x = enc.extract(prompt);
+    let x = enc.extract(prompt, p.idf());
     let probs = p.probabilities(&x);
     probs[1] - probs[0] > p.threshold(0.95)
 }

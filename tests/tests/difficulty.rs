@@ -240,21 +240,38 @@ async fn label_asks_every_tier_and_writes_what_train_reads() {
     }
     std::fs::write(data_root.join("mmlu/test/arithmetic_test.csv"), csv).expect("write");
     let out = dir.path().join("labels.jsonl");
-    let status = tokio::process::Command::new(switchback_tests::bin("switchback-router"))
-        .args([
-            "label", "mmlu", "--tier", "small", "--tier", "large", "--limit", "12",
+    let label = |limit: &'static str| {
+        let mut cmd = tokio::process::Command::new(switchback_tests::bin("switchback-router"));
+        cmd.args([
+            "label", "mmlu", "--tier", "small", "--tier", "large", "--limit", limit,
         ])
         .arg("--root")
         .arg(&data_root)
         .args(["--router", &router.base])
         .arg("--out")
-        .arg(&out)
-        .status()
-        .await
-        .expect("run label");
-    assert!(status.success());
+        .arg(&out);
+        cmd
+    };
+    let first = label("8").output().await.expect("run label");
+    assert!(first.status.success(), "{first:?}");
+    let after_first = std::fs::read_to_string(&out).expect("labels written");
+    assert_eq!(after_first.lines().count(), 8);
+
+    // A second run with a higher limit resumes: it asks only the questions not yet in the
+    // file and appends them, leaving the finished ones as they were.
+    let second = label("12").output().await.expect("run label");
+    assert!(second.status.success(), "{second:?}");
+    let stderr = String::from_utf8_lossy(&second.stderr);
+    assert!(
+        stderr.contains("8 questions already labelled, 4 to ask"),
+        "{stderr}"
+    );
+    let after_second = std::fs::read_to_string(&out).expect("labels");
+    assert!(after_second.starts_with(&after_first));
     let items = switchback_router::difficulty::data::read_jsonl(&out).expect("labelled JSONL");
     assert_eq!(items.len(), 12);
+    let ids: std::collections::HashSet<&str> = items.iter().map(|i| i.id.as_str()).collect();
+    assert_eq!(ids.len(), 12, "no question labelled twice");
     for i in &items {
         assert_eq!(
             i.scores.keys().collect::<Vec<_>>(),

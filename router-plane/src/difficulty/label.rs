@@ -140,14 +140,17 @@ pub fn sample(mut questions: Vec<Question>, limit: usize) -> Vec<Question> {
 
 /// Asks `router` (base URL) each question on each tier and scores the answers. Requests
 /// are greedy; a failed request is an error (a label must not be silently missing).
+/// Asks every tier every question and hands each question's [`Item`] to `finished` as
+/// soon as all its tiers have answered (so a long run that fails loses only the questions
+/// in flight). Stops at the first failed request.
 pub async fn run(
     router: &str,
     questions: &[Question],
     tiers: &[String],
     max_tokens: u32,
     concurrency: usize,
-    mut progress: impl FnMut(usize, usize),
-) -> Result<Vec<Item>, String> {
+    mut finished: impl FnMut(Item) -> Result<(), String>,
+) -> Result<(), String> {
     use futures::StreamExt;
     let http = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(600))
@@ -193,29 +196,25 @@ pub async fn run(
         .buffer_unordered(concurrency.max(1));
     let mut scores: Vec<BTreeMap<String, f64>> = vec![BTreeMap::new(); questions.len()];
     let mut confidence: Vec<BTreeMap<String, f64>> = vec![BTreeMap::new(); questions.len()];
-    let total = questions.len() * tiers.len();
-    let mut done = 0;
     while let Some(answer) = answers.next().await {
         let (qi, tier, score, conf) = answer?;
         if let Some(c) = conf {
             confidence[qi].insert(tier.clone(), c);
         }
         scores[qi].insert(tier, score);
-        done += 1;
-        progress(done, total);
+        if scores[qi].len() == tiers.len() {
+            let q = &questions[qi];
+            finished(Item {
+                id: q.id.clone(),
+                prompt: q.prompt.clone(),
+                source: q.source.clone(),
+                scores: std::mem::take(&mut scores[qi]),
+                costs: BTreeMap::new(),
+                confidence: std::mem::take(&mut confidence[qi]),
+            })?;
+        }
     }
-    Ok(questions
-        .iter()
-        .zip(scores.into_iter().zip(confidence))
-        .map(|(q, (scores, confidence))| Item {
-            id: q.id.clone(),
-            prompt: q.prompt.clone(),
-            source: q.source.clone(),
-            scores,
-            costs: BTreeMap::new(),
-            confidence,
-        })
-        .collect())
+    Ok(())
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     data::{Item, Split, split_of},
-    features::{self, Sparse},
+    features::{self, Idf, Sparse},
     minilm::{self, MiniLm, StaticTable},
 };
 
@@ -37,13 +37,14 @@ impl Encoder {
     pub fn version(&self) -> &'static str {
         match self {
             Self::Lexical => features::VERSION,
-            Self::Static(_) => "lexical-hash-1+minilm-static-1",
-            Self::Full(_) => "lexical-hash-1+minilm-1",
+            Self::Static(_) => "lexical-hash-2+minilm-static-1",
+            Self::Full(_) => "lexical-hash-2+minilm-1",
         }
     }
 
-    pub fn extract(&self, prompt: &str) -> Sparse {
-        let mut x = features::extract(prompt);
+    /// The features of `prompt`, with the n-grams weighted by `idf` (the artifact's).
+    pub fn extract(&self, prompt: &str, idf: &Idf) -> Sparse {
+        let mut x = features::extract(prompt, idf);
         let embedding = match self {
             Self::Lexical => return x,
             Self::Static(t) => t.embed(prompt),
@@ -137,12 +138,17 @@ pub struct Predictor {
     pub gap: Option<Head>,
     /// Rising in quality.
     pub calibration: Vec<Calibration>,
+    /// The n-gram weights as (bucket, weight), fitted on the training prompts.
+    pub idf: Vec<(u32, f32)>,
     /// The quality target when a request sets none.
     pub default_quality: f32,
     /// Free text: what it was trained on.
     pub trained_on: String,
     #[serde(skip)]
     encoder: Encoder,
+    /// `idf`, one weight per bucket.
+    #[serde(skip, default = "Idf::uniform")]
+    idf_dense: Idf,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -208,6 +214,7 @@ impl Predictor {
             )));
         }
         p.encoder = encoder;
+        p.idf_dense = Idf::from_sparse(&p.idf).map_err(err)?;
         if p.heads.len() < 2 || p.calibration.is_empty() {
             return Err(err(
                 "needs at least two tiers and a calibration table".into()
@@ -230,7 +237,12 @@ impl Predictor {
 
     /// The features of `prompt`, as this predictor's encoder computes them.
     pub fn features(&self, prompt: &str) -> Sparse {
-        self.encoder.extract(prompt)
+        self.encoder.extract(prompt, &self.idf_dense)
+    }
+
+    /// The n-gram weights (for benchmarks that swap the encoder).
+    pub fn idf(&self) -> &Idf {
+        &self.idf_dense
     }
 
     /// Each tier's probability for already extracted features.
@@ -261,7 +273,7 @@ impl Predictor {
     /// The whole decision: features, probabilities, threshold, tier. The cheaper tier
     /// answers unless the predicted gain of the top tier is above the threshold.
     pub fn decide(&self, prompt: &str, quality: f32) -> Prediction {
-        let x = self.encoder.extract(prompt);
+        let x = self.features(prompt);
         let p = self.probabilities(&x);
         let threshold = self.threshold(quality.clamp(0.0, 1.0));
         let top = p.len() - 1;
@@ -437,9 +449,18 @@ pub fn train(
             calib.len()
         )));
     }
+    // The n-gram weights come from the prompts alone (no labels), so every train and
+    // calibration prompt counts, also under cross-fitting.
+    let idf = Idf::fit(train.iter().chain(&calib).map(|i| i.prompt.as_str()));
     // Features once per item: the cross-fitting below refits on subsets of them.
-    let train_xs: Vec<Sparse> = train.iter().map(|i| encoder.extract(&i.prompt)).collect();
-    let calib_xs: Vec<Sparse> = calib.iter().map(|i| encoder.extract(&i.prompt)).collect();
+    let train_xs: Vec<Sparse> = train
+        .iter()
+        .map(|i| encoder.extract(&i.prompt, &idf))
+        .collect();
+    let calib_xs: Vec<Sparse> = calib
+        .iter()
+        .map(|i| encoder.extract(&i.prompt, &idf))
+        .collect();
     let (fit_on, xs): (Vec<&Item>, Vec<Sparse>) = if opts.heads_on_calibration {
         (
             train.iter().chain(&calib).copied().collect(),
@@ -540,6 +561,8 @@ pub fn train(
         heads,
         gap,
         calibration,
+        idf: idf.to_sparse(),
+        idf_dense: idf,
         default_quality: opts.default_quality,
         trained_on: format!(
             "{} train + {} calibration items (heads fitted on {}; training loss {}); tiers {}",
@@ -635,7 +658,11 @@ mod tests {
     #[test]
     fn training_lowers_the_loss_and_learns_a_separable_set() {
         let items = items(300);
-        let xs: Vec<Sparse> = items.iter().map(|i| features::extract(&i.prompt)).collect();
+        let u = Idf::uniform();
+        let xs: Vec<Sparse> = items
+            .iter()
+            .map(|i| features::extract(&i.prompt, &u))
+            .collect();
         let ys: Vec<f32> = items.iter().map(|i| i.scores["weak"] as f32).collect();
         let before = log_loss(&xs, &ys, 0.0, &vec![0.0; DIM]);
         let (b, w) = fit(&xs, &ys, 100, 1e-4);
@@ -707,7 +734,7 @@ mod tests {
         let path = dir.path().join("p.json");
         std::fs::write(
             &path,
-            format!(r#"{{"format":"{FORMAT}","feature_version":"minilm-9","heads":[],"calibration":[],"default_quality":0.9,"trained_on":""}}"#),
+            format!(r#"{{"format":"{FORMAT}","feature_version":"minilm-9","heads":[],"calibration":[],"idf":[],"default_quality":0.9,"trained_on":""}}"#),
         )
         .expect("write");
         let err = Predictor::load(&path)
