@@ -156,6 +156,29 @@ pub enum Command {
         #[arg(long, default_value_t = 0.95)]
         quality: f64,
     },
+    /// How APGR grows with labelled data: k-fold over all items (an analysis that ignores
+    /// the split rule), heads fitted on growing subsets of the other folds.
+    LearningCurve {
+        #[arg(long, required = true)]
+        data: Vec<PathBuf>,
+        /// TIER=MODEL, cheaper tier first.
+        #[arg(long = "tier", required = true)]
+        tiers: Vec<String>,
+        /// Training-set sizes, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "1000,2000,4000,8000")]
+        sizes: Vec<usize>,
+        #[arg(long, default_value_t = 5)]
+        folds: usize,
+        /// How many folds to hold out in turn (each one a repetition).
+        #[arg(long, default_value_t = 3)]
+        repeats: usize,
+        #[arg(long, default_value_t = 300)]
+        epochs: usize,
+        #[arg(long, default_value_t = 3e-4)]
+        l2: f32,
+        #[command(flatten)]
+        encoder: EncoderArgs,
+    },
     /// Replay a labelled set through the predictor and report APGR, CPT and AIQ against
     /// random, oracle, always-small and always-large routing.
     Eval {
@@ -194,6 +217,18 @@ fn load(paths: &[PathBuf]) -> Result<Vec<Item>, Error> {
         items.extend(data::read_jsonl(p)?);
     }
     Ok(items)
+}
+
+/// `TIER=MODEL` arguments.
+fn parse_tiers(tiers: &[String]) -> Result<Vec<(String, String)>, Error> {
+    Ok(tiers
+        .iter()
+        .map(|t| {
+            t.split_once('=')
+                .map(|(a, b)| (a.to_owned(), b.to_owned()))
+                .ok_or_else(|| format!("--tier {t:?}: expected TIER=MODEL"))
+        })
+        .collect::<Result<Vec<_>, _>>()?)
 }
 
 pub fn run(command: Command) -> Result<(), Error> {
@@ -389,14 +424,7 @@ pub fn run(command: Command) -> Result<(), Error> {
             gap_head,
             encoder,
         } => {
-            let tiers = tiers
-                .iter()
-                .map(|t| {
-                    t.split_once('=')
-                        .map(|(a, b)| (a.to_owned(), b.to_owned()))
-                        .ok_or_else(|| format!("--tier {t:?}: expected TIER=MODEL"))
-                })
-                .collect::<Result<Vec<_>, _>>()?;
+            let tiers = parse_tiers(&tiers)?;
             let items = load(&data)?;
             let p = predictor::train(
                 &items,
@@ -412,6 +440,41 @@ pub fn run(command: Command) -> Result<(), Error> {
             )?;
             p.save(&out)?;
             eprintln!("wrote {} ({})", out.display(), p.trained_on);
+        }
+        Command::LearningCurve {
+            data,
+            tiers,
+            sizes,
+            folds,
+            repeats,
+            epochs,
+            l2,
+            encoder,
+        } => {
+            let tiers = parse_tiers(&tiers)?;
+            let items = load(&data)?;
+            let curve = predictor::learning_curve(
+                &items,
+                &sizes,
+                folds,
+                repeats,
+                &TrainOptions {
+                    tiers,
+                    epochs,
+                    l2,
+                    default_quality: 0.95,
+                    heads_on_calibration: false,
+                    gap_head: false,
+                },
+                &encoder.encoder()?,
+            )?;
+            println!("| labelled items | mean APGR on held-out folds | per fold |");
+            println!("|---|---|---|");
+            for p in &curve {
+                let mean = p.apgr.iter().sum::<f64>() / p.apgr.len().max(1) as f64;
+                let each: Vec<String> = p.apgr.iter().map(|a| format!("{a:.3}")).collect();
+                println!("| {} | {mean:.3} | {} |", p.train_items, each.join(", "));
+            }
         }
         Command::Eval {
             data,
