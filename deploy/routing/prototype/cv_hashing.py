@@ -1,10 +1,7 @@
-from data import *
-import collections, sys
-from sklearn.feature_extraction.text import HashingVectorizer, TfidfVectorizer
-from sklearn.linear_model import LogisticRegression
+from features import *
+import sys
+from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.model_selection import KFold
-from sklearn.preprocessing import normalize
-import scipy.sparse as sp
 bench=sys.argv[1]
 m=mmlu() if bench=='mmlu' else (gsm8k() if bench=='gsm8k' else mmlu()+gsm8k())
 tr=[x for x in m if x['split']!='test']
@@ -13,15 +10,7 @@ def feats(cfg,P,Pt):
     bits,mindf,ng=cfg
     if bits==0:
         vec=TfidfVectorizer(ngram_range=(1,ng),min_df=mindf,sublinear_tf=True); return vec.fit_transform(P),vec.transform(Pt)
-    hv=HashingVectorizer(ngram_range=(1,ng),n_features=2**bits,alternate_sign=False,norm=None)
-    X=hv.transform(P); Xt=hv.transform(Pt)
-    df=np.asarray((X>0).sum(0)).ravel(); n=X.shape[0]
-    idf=np.log((1+n)/(1+df))+1; idf[df<mindf]=0
-    D=sp.diags(idf)
-    f=lambda A: normalize((A.log1p() if False else A.copy()).tocsr(),copy=False)
-    def tr_(A):
-        A=A.tocsr().astype(float); A.data=1+np.log(A.data); A=A@D; return normalize(A)
-    return tr_(X),tr_(Xt)
+    return ngrams(P,Pt,bits,mindf,ng)
 def run(cfg,trn,tst,C):
     X,Xt=feats(cfg,[x['prompt'] for x in trn],[x['prompt'] for x in tst])
     w=np.array([x['w'] for x in trn]); s=np.array([x['s'] for x in trn])

@@ -1,5 +1,5 @@
 from data import *
-from t8lib import *
+from features import *
 rows=list(csv.DictReader(open(f'{R}/gsm8k/gsm8k_responses.csv')))
 bad=contaminated('gsm8k')
 it=[]

@@ -1,5 +1,5 @@
 from data import *
-from t8lib import *
+from features import *
 import collections
 from sklearn.model_selection import KFold
 m=mmlu(); k=gsm8k()
