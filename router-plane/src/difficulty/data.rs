@@ -47,6 +47,14 @@ pub fn prompt_hash(prompt: &str) -> String {
         .collect()
 }
 
+/// A stable pseudo-random key of `prompt` under `salt`: the first 8 bytes of the SHA-256 of
+/// `salt`, a newline and the prompt, big-endian. Sorting by it samples (or assigns folds)
+/// independently of the split rule, which looks at the unsalted hash.
+pub fn salted_key(salt: &str, prompt: &str) -> u64 {
+    let digest = Sha256::digest(format!("{salt}\n{prompt}").as_bytes());
+    u64::from_be_bytes(digest[..8].try_into().expect("SHA-256 has 32 bytes"))
+}
+
 /// The shared split rule (`../shared/data/routing/README.md`): the first byte `b` of the
 /// prompt's SHA-256; `b % 10` in {0, 1} is train, 2 is calibration, 3..=9 is test.
 pub fn split_of(prompt: &str) -> Split {

@@ -7,7 +7,7 @@ use std::{collections::BTreeMap, path::Path};
 
 use serde_json::{Value, json};
 
-use super::data::{DataError, Item, prompt_hash};
+use super::data::{DataError, Item, salted_key};
 
 /// A question with its gold answer, and how to score an answer to it.
 #[derive(Debug, Clone)]
@@ -132,8 +132,7 @@ pub fn gsm8k(root: &Path) -> Result<Vec<Question>, DataError> {
 /// a hash of the prompt with a salt: sorting by the plain prompt hash would pick prompts
 /// whose hash starts low, which the split rule (first byte mod 10) does not spread evenly.
 pub fn sample(mut questions: Vec<Question>, limit: usize) -> Vec<Question> {
-    questions
-        .sort_by_cached_key(|q| prompt_hash(&format!("switchback-label-sample\n{}", q.prompt)));
+    questions.sort_by_cached_key(|q| salted_key("switchback-label-sample", &q.prompt));
     questions.truncate(limit);
     questions
 }

@@ -13,7 +13,7 @@ use std::{path::Path, sync::Arc};
 use serde::{Deserialize, Serialize};
 
 use super::{
-    data::{Item, Split, split_of},
+    data::{Item, Split, salted_key, split_of},
     features::{self, Idf, Sparse},
     minilm::{self, MiniLm, StaticTable},
 };
@@ -612,11 +612,14 @@ pub fn learning_curve(
         .iter()
         .filter(|i| i.scores.contains_key(weak_m) && i.scores.contains_key(strong_m))
         .collect();
-    let salted = |salt: &str, i: &Item| {
-        let h = super::data::prompt_hash(&format!("{salt}\n{}", i.prompt));
-        u64::from_str_radix(&h[..16], 16).unwrap_or(0)
-    };
-    let fold_of = |i: &Item| (salted("switchback-curve-fold", i) % folds as u64) as usize;
+    if usable.len() < folds {
+        return Err(PredictorError::Train(format!(
+            "{} items carry scores for both {weak_m} and {strong_m}: fewer than the {folds} folds",
+            usable.len()
+        )));
+    }
+    let fold_of =
+        |i: &Item| (salted_key("switchback-curve-fold", &i.prompt) % folds as u64) as usize;
     let mut out: Vec<CurvePoint> = sizes
         .iter()
         .map(|&n| CurvePoint {
@@ -624,26 +627,26 @@ pub fn learning_curve(
             apgr: Vec::new(),
         })
         .collect();
-    for fold in 0..repeats.min(folds) {
-        let held: Vec<&Item> = usable
-            .iter()
-            .copied()
-            .filter(|i| fold_of(i) == fold)
-            .collect();
-        let mut pool: Vec<&Item> = usable
-            .iter()
-            .copied()
-            .filter(|i| fold_of(i) != fold)
-            .collect();
-        pool.sort_by_cached_key(|i| salted("switchback-curve-order", i));
+    // Each item's fold once (a SHA-256 each), and every size checked before any fitting.
+    let assigned: Vec<(usize, &Item)> = usable.iter().map(|i| (fold_of(i), *i)).collect();
+    let splits: Vec<(Vec<&Item>, Vec<&Item>)> = (0..repeats.min(folds))
+        .map(|fold| {
+            let (held, mut pool): (Vec<_>, Vec<_>) = assigned.iter().partition(|(f, _)| *f == fold);
+            pool.sort_by_cached_key(|(_, i)| salted_key("switchback-curve-order", &i.prompt));
+            (
+                held.into_iter().map(|(_, i)| i).collect(),
+                pool.into_iter().map(|(_, i)| i).collect(),
+            )
+        })
+        .collect();
+    let smallest = splits.iter().map(|(_, pool)| pool.len()).min().unwrap_or(0);
+    if let Some(&n) = sizes.iter().find(|&&n| n > smallest) {
+        return Err(PredictorError::Train(format!(
+            "{n} training items asked for, but only {smallest} are outside a fold"
+        )));
+    }
+    for (held, pool) in &splits {
         for point in &mut out {
-            if point.train_items > pool.len() {
-                return Err(PredictorError::Train(format!(
-                    "{} training items asked for, but only {} are outside a fold",
-                    point.train_items,
-                    pool.len()
-                )));
-            }
             let on = &pool[..point.train_items];
             let idf = Idf::fit(on.iter().map(|i| i.prompt.as_str()));
             let xs: Vec<Sparse> = on
@@ -674,6 +677,21 @@ mod tests {
     use super::*;
     use std::collections::BTreeMap;
 
+    /// Two tiers, `small` trained on `weak` and `large` on `strong`, default target 0.9.
+    fn opts(epochs: usize, l2: f32) -> TrainOptions {
+        TrainOptions {
+            tiers: vec![
+                ("small".into(), "weak".into()),
+                ("large".into(), "strong".into()),
+            ],
+            epochs,
+            l2,
+            default_quality: 0.9,
+            heads_on_calibration: false,
+            gap_head: false,
+        }
+    }
+
     /// Synthetic data where "hard" prompts defeat the weak model.
     fn items(n: usize) -> Vec<Item> {
         (0..n)
@@ -701,17 +719,7 @@ mod tests {
 
     #[test]
     fn learns_which_prompts_are_hard_and_the_knob_moves_them() {
-        let opts = TrainOptions {
-            tiers: vec![
-                ("small".into(), "weak".into()),
-                ("large".into(), "strong".into()),
-            ],
-            epochs: 200,
-            l2: 1e-4,
-            default_quality: 0.9,
-            heads_on_calibration: false,
-            gap_head: false,
-        };
+        let opts = opts(200, 1e-4);
         let p = train(&items(600), &opts, Encoder::Lexical).expect("trains");
         let easy = p.decide("say hello to friend 100001", 0.99);
         let hard = p.decide("prove the theorem about integrals number 100002", 1.0);
@@ -771,17 +779,7 @@ mod tests {
 
     #[test]
     fn calibration_ends_route_all_bottom_or_all_top_and_is_monotone() {
-        let opts = TrainOptions {
-            tiers: vec![
-                ("small".into(), "weak".into()),
-                ("large".into(), "strong".into()),
-            ],
-            epochs: 100,
-            l2: 1e-3,
-            default_quality: 0.9,
-            heads_on_calibration: false,
-            gap_head: false,
-        };
+        let opts = opts(100, 1e-3);
         let p = train(&items(600), &opts, Encoder::Lexical).expect("trains");
         let prompts: Vec<String> = (0..50)
             .map(|k| {
@@ -819,17 +817,7 @@ mod tests {
 
     #[test]
     fn the_learning_curve_rises_with_labelled_items() {
-        let opts = TrainOptions {
-            tiers: vec![
-                ("small".into(), "weak".into()),
-                ("large".into(), "strong".into()),
-            ],
-            epochs: 100,
-            l2: 1e-4,
-            default_quality: 0.9,
-            heads_on_calibration: false,
-            gap_head: false,
-        };
+        let opts = opts(100, 1e-4);
         // With two items the heads cannot know which prompts are hard; with 300 they
         // route the hard third first, as the oracle does. (The oracle's APGR here is
         // 1 - 1/6 = 0.83: PGR climbs to 1 over the first third of strong calls.)
