@@ -92,7 +92,11 @@ pub enum Command {
         /// How many questions (spread over the whole set by prompt hash).
         #[arg(long, default_value_t = 300)]
         limit: usize,
-        /// Default: 8 for mmlu, 256 for gsm8k.
+        /// How answers are scored. Default: letter for mmlu (the most probable letter
+        /// A–D among one step's top alternatives), text for gsm8k.
+        #[arg(long, value_enum)]
+        scoring: Option<crate::difficulty::label::Scoring>,
+        /// Tokens per answer with text scoring. Default: 8 for mmlu, 256 for gsm8k.
         #[arg(long)]
         max_tokens: Option<u32>,
         /// Skip questions whose prompt is longer (CPU tiers take minutes on long ones).
@@ -309,16 +313,22 @@ pub fn run(command: Command) -> Result<(), Error> {
             router,
             tiers,
             limit,
+            scoring,
             max_tokens,
             max_prompt_chars,
             concurrency,
             out,
         } => {
-            use crate::difficulty::label;
-            let (questions, default_tokens) = match dataset.as_str() {
-                "mmlu" => (label::mmlu(&root)?, 8),
-                "gsm8k" => (label::gsm8k(&root)?, 256),
-                other => return Err(format!("unknown dataset {other:?}: mmlu or gsm8k").into()),
+            use crate::difficulty::label::{self, Scoring};
+            let (questions, default_tokens, scoring) = match (dataset.as_str(), scoring) {
+                ("mmlu", s) => (label::mmlu(&root)?, 8, s.unwrap_or(Scoring::Letter)),
+                ("gsm8k", None | Some(Scoring::Text)) => (label::gsm8k(&root)?, 256, Scoring::Text),
+                ("gsm8k", Some(Scoring::Letter)) => {
+                    return Err("gsm8k answers are numbers: --scoring letter is for mmlu".into());
+                }
+                (other, _) => {
+                    return Err(format!("unknown dataset {other:?}: mmlu or gsm8k").into());
+                }
             };
             // Resume: questions already in `out` (from a run that stopped) are not asked
             // again, and every finished question is appended and flushed at once.
@@ -361,6 +371,7 @@ pub fn run(command: Command) -> Result<(), Error> {
                 &router,
                 &questions,
                 &tiers,
+                scoring,
                 max_tokens.unwrap_or(default_tokens),
                 concurrency,
                 |item| {

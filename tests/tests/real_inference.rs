@@ -248,3 +248,44 @@ async fn openai_python_client_works() {
     );
     assert_eq!(report["tier"], "small");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn label_scores_multiple_choice_by_the_letters_probabilities() {
+    let c = cluster().await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data_root = dir.path().join("data");
+    std::fs::create_dir_all(data_root.join("mmlu/test")).expect("mkdir");
+    std::fs::write(
+        data_root.join("mmlu/test/geography_test.csv"),
+        "question,choice0,choice1,choice2,choice3,answer\n\
+         What is the capital of France?,Berlin,Paris,Madrid,Rome,1\n\
+         What is the capital of Italy?,Rome,Oslo,Lima,Cairo,0\n\
+         What is the capital of Japan?,Seoul,Beijing,Tokyo,Bangkok,2\n",
+    )
+    .expect("write");
+    let out = dir.path().join("labels.jsonl");
+    let run = tokio::process::Command::new(switchback_tests::bin("switchback-router"))
+        .args(["label", "mmlu", "--tier", "small", "--limit", "3"])
+        .arg("--root")
+        .arg(&data_root)
+        .args(["--router", &c.router.base])
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .await
+        .expect("run label");
+    assert!(run.status.success(), "{run:?}");
+    let items = switchback_router::difficulty::data::read_jsonl(&out).expect("labelled JSONL");
+    assert_eq!(items.len(), 3, "{items:?}");
+    for i in &items {
+        // A real model's top 20 alternatives after "Answer with the letter…" hold a letter,
+        // so every answer is graded and carries that letter's log-probability.
+        let score = i.scores["small"];
+        assert!(score == 0.0 || score == 1.0, "{i:?}");
+        let confidence = *i
+            .confidence
+            .get("small")
+            .expect("a letter among the top 20");
+        assert!((-30.0..=0.0).contains(&confidence), "{i:?}");
+    }
+}

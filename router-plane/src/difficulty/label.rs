@@ -128,6 +128,78 @@ pub fn gsm8k(root: &Path) -> Result<Vec<Question>, DataError> {
     Ok(out)
 }
 
+/// How an answer is scored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Scoring {
+    /// Generate up to `max_tokens` tokens and grade the text (the first standalone letter
+    /// or the last number); the confidence is the answer's mean log-probability.
+    Text,
+    /// Multiple choice only: one decoding step with the top alternatives, and the answer is
+    /// the most probable of them that is a letter A–D (the standard MMLU protocol, as in
+    /// lm-evaluation-harness). One prefill per question instead of a generated answer, and
+    /// it grades the model's knowledge rather than its following of the answer format.
+    /// The confidence is the chosen letter's log-probability.
+    Letter,
+}
+
+/// How many alternatives [`Scoring::Letter`] asks for: the router's and worker's limit.
+pub const LETTER_ALTERNATIVES: u32 = 20;
+
+/// The most probable of `candidates` (token text, log-probability) whose text is a single
+/// letter A–D once trimmed, with its log-probability. Tokenizers spell a letter as `B`,
+/// ` B` or `B.`-free variants; any other token (`The`, `**`, `A.`) is not an answer.
+pub fn pick_letter<'a>(
+    candidates: impl IntoIterator<Item = (&'a str, f64)>,
+) -> Option<(char, f64)> {
+    candidates
+        .into_iter()
+        .filter(|(_, lp)| lp.is_finite())
+        .filter_map(|(text, lp)| {
+            let mut chars = text.trim().chars();
+            match (chars.next(), chars.next()) {
+                (Some(c @ 'A'..='D'), None) => Some((c, lp)),
+                _ => None,
+            }
+        })
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+}
+
+/// The answer and confidence of one chat completion under `scoring`.
+fn judge(q: &Question, scoring: Scoring, v: &Value) -> (f64, Option<f64>) {
+    let choice = &v["choices"][0];
+    match scoring {
+        Scoring::Text => {
+            let text = choice["message"]["content"].as_str().unwrap_or_default();
+            let logprobs: Vec<f64> = choice["logprobs"]["content"]
+                .as_array()
+                .map(|ts| ts.iter().filter_map(|t| t["logprob"].as_f64()).collect())
+                .unwrap_or_default();
+            let confidence = (!logprobs.is_empty())
+                .then(|| logprobs.iter().sum::<f64>() / logprobs.len() as f64);
+            (q.gold.score(text), confidence)
+        }
+        Scoring::Letter => {
+            let first = &choice["logprobs"]["content"][0];
+            fn token(t: &Value) -> Option<(&str, f64)> {
+                Some((t["token"].as_str()?, t["logprob"].as_f64()?))
+            }
+            let alternatives = first["top_logprobs"].as_array().into_iter().flatten();
+            match pick_letter(
+                token(first)
+                    .into_iter()
+                    .chain(alternatives.filter_map(token)),
+            ) {
+                Some((letter, lp)) => (
+                    f64::from(u8::from(q.gold == Gold::Letter(letter))),
+                    Some(lp),
+                ),
+                // No letter among the alternatives: wrong, and no confidence to fit on.
+                None => (0.0, None),
+            }
+        }
+    }
+}
+
 /// `limit` questions spread over the whole set, independent of file order. The order is
 /// a hash of the prompt with a salt: sorting by the plain prompt hash would pick prompts
 /// whose hash starts low, which the split rule (first byte mod 10) does not spread evenly.
@@ -146,6 +218,7 @@ pub async fn run(
     router: &str,
     questions: &[Question],
     tiers: &[String],
+    scoring: Scoring,
     max_tokens: u32,
     concurrency: usize,
     mut finished: impl FnMut(Item) -> Result<(), String>,
@@ -164,10 +237,15 @@ pub async fn run(
         .map(|(qi, q, tier)| {
             let (http, url) = (http.clone(), url.clone());
             async move {
-                // Log-probabilities too: the answer's mean is what `fit-cascade` fits the
-                // cascade floors on.
-                let body = json!({"model": tier, "max_tokens": max_tokens, "logprobs": true,
-                                  "messages": [{"role": "user", "content": q.prompt}]});
+                // Log-probabilities too: the answer's confidence is what `fit-cascade`
+                // fits the cascade floors on.
+                let body = match scoring {
+                    Scoring::Text => json!({"model": tier, "max_tokens": max_tokens,
+                        "logprobs": true, "messages": [{"role": "user", "content": q.prompt}]}),
+                    Scoring::Letter => json!({"model": tier, "max_tokens": 1, "logprobs": true,
+                        "top_logprobs": LETTER_ALTERNATIVES,
+                        "messages": [{"role": "user", "content": q.prompt}]}),
+                };
                 let resp = http
                     .post(&url)
                     .json(&body)
@@ -179,17 +257,8 @@ pub async fn run(
                 if !status.is_success() {
                     return Err(format!("{} on {tier}: HTTP {status}: {v}", q.id));
                 }
-                let text = v["choices"][0]["message"]["content"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_owned();
-                let logprobs: Vec<f64> = v["choices"][0]["logprobs"]["content"]
-                    .as_array()
-                    .map(|ts| ts.iter().filter_map(|t| t["logprob"].as_f64()).collect())
-                    .unwrap_or_default();
-                let confidence = (!logprobs.is_empty())
-                    .then(|| logprobs.iter().sum::<f64>() / logprobs.len() as f64);
-                Ok::<_, String>((qi, tier, q.gold.score(&text), confidence))
+                let (score, confidence) = judge(q, scoring, &v);
+                Ok::<_, String>((qi, tier, score, confidence))
             }
         })
         .buffer_unordered(concurrency.max(1));
@@ -242,6 +311,43 @@ mod tests {
             "the last number counts"
         );
         assert_eq!(Gold::Number(-3.5).score("x = -3.5"), 1.0);
+    }
+
+    #[test]
+    fn the_most_probable_letter_among_the_alternatives_is_the_answer() {
+        // The chosen token is not a letter; the best letter among the rest is the answer,
+        // whatever its spelling (leading space) and wherever it sits in the list.
+        let top = [
+            ("The", -0.2),
+            (" C", -2.5),
+            ("B", -1.9),
+            ("A.", -0.5),
+            ("D", f64::NEG_INFINITY),
+        ];
+        assert_eq!(pick_letter(top), Some(('B', -1.9)));
+        assert_eq!(pick_letter([("**", -0.1), ("Answer", -0.3)]), None);
+        assert_eq!(
+            pick_letter([("a", -0.1), (" d", -0.2)]),
+            None,
+            "lower case is not a choice"
+        );
+
+        let q = Question {
+            id: "q".into(),
+            source: "s".into(),
+            prompt: "p".into(),
+            gold: Gold::Letter('B'),
+        };
+        let answer = json!({"choices": [{"message": {"content": "The"}, "logprobs": {"content": [
+            {"token": "The", "logprob": -0.2, "top_logprobs": [
+                {"token": "The", "logprob": -0.2}, {"token": " C", "logprob": -2.5},
+                {"token": "B", "logprob": -1.9}]}]}}]});
+        assert_eq!(judge(&q, Scoring::Letter, &answer), (1.0, Some(-1.9)));
+        let none = json!({"choices": [{"logprobs": {"content": [
+            {"token": "The", "logprob": -0.2, "top_logprobs": []}]}}]});
+        assert_eq!(judge(&q, Scoring::Letter, &none), (0.0, None));
+        // Text scoring of the same answer grades the text "The": no letter, wrong.
+        assert_eq!(judge(&q, Scoring::Text, &answer), (0.0, Some(-0.2)));
     }
 
     #[test]
