@@ -142,12 +142,9 @@ pub enum Scoring {
     Letter,
 }
 
-/// How many alternatives [`Scoring::Letter`] asks for: the router's and worker's limit.
-pub const LETTER_ALTERNATIVES: u32 = 20;
-
 /// The most probable of `candidates` (token text, log-probability) whose text is a single
-/// letter A–D once trimmed, with its log-probability. Tokenizers spell a letter as `B`,
-/// ` B` or `B.`-free variants; any other token (`The`, `**`, `A.`) is not an answer.
+/// letter A–D once trimmed (tokenizers spell it `B` or ` B`), with its log-probability.
+/// Any other token (`The`, `**`, `A.`) is not an answer.
 pub fn pick_letter<'a>(
     candidates: impl IntoIterator<Item = (&'a str, f64)>,
 ) -> Option<(char, f64)> {
@@ -229,6 +226,8 @@ pub async fn run(
         .build()
         .map_err(|e| e.to_string())?;
     let url = format!("{}/v1/chat/completions", router.trim_end_matches('/'));
+    // Letter scoring asks for as many alternatives as a router allows by default.
+    let alternatives = crate::api::openai::RequestLimits::default().max_top_logprobs;
     let jobs = questions
         .iter()
         .enumerate()
@@ -239,13 +238,12 @@ pub async fn run(
             async move {
                 // Log-probabilities too: the answer's confidence is what `fit-cascade`
                 // fits the cascade floors on.
-                let body = match scoring {
-                    Scoring::Text => json!({"model": tier, "max_tokens": max_tokens,
-                        "logprobs": true, "messages": [{"role": "user", "content": q.prompt}]}),
-                    Scoring::Letter => json!({"model": tier, "max_tokens": 1, "logprobs": true,
-                        "top_logprobs": LETTER_ALTERNATIVES,
-                        "messages": [{"role": "user", "content": q.prompt}]}),
-                };
+                let mut body = json!({"model": tier, "max_tokens": max_tokens, "logprobs": true,
+                                      "messages": [{"role": "user", "content": q.prompt}]});
+                if scoring == Scoring::Letter {
+                    body["max_tokens"] = json!(1);
+                    body["top_logprobs"] = json!(alternatives);
+                }
                 let resp = http
                     .post(&url)
                     .json(&body)
