@@ -104,6 +104,10 @@ pub enum Command {
         max_prompt_chars: Option<usize>,
         #[arg(long, default_value_t = 2)]
         concurrency: usize,
+        /// Tries per request the cluster turns away for now (429, 502, 503, 504, no
+        /// connection), waiting its Retry-After or 2 s doubling; then the run stops.
+        #[arg(long, default_value_t = 5)]
+        tries: u32,
         #[arg(long)]
         out: PathBuf,
     },
@@ -317,9 +321,10 @@ pub fn run(command: Command) -> Result<(), Error> {
             max_tokens,
             max_prompt_chars,
             concurrency,
+            tries,
             out,
         } => {
-            use crate::difficulty::label::{self, Scoring};
+            use crate::difficulty::label::{self, Retry, Scoring};
             let (questions, default_tokens, scoring) = match (dataset.as_str(), scoring) {
                 ("mmlu", s) => (label::mmlu(&root)?, 8, s.unwrap_or(Scoring::Letter)),
                 ("gsm8k", None | Some(Scoring::Text)) => (label::gsm8k(&root)?, 256, Scoring::Text),
@@ -374,6 +379,10 @@ pub fn run(command: Command) -> Result<(), Error> {
                 scoring,
                 max_tokens.unwrap_or(default_tokens),
                 concurrency,
+                Retry {
+                    attempts: tries,
+                    ..Retry::default()
+                },
                 |item| {
                     use std::io::Write;
                     let line = serde_json::to_string(&item).map_err(|e| e.to_string())?;

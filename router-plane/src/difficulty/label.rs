@@ -206,11 +206,105 @@ pub fn sample(mut questions: Vec<Question>, limit: usize) -> Vec<Question> {
     questions
 }
 
+/// How `run` retries a request the cluster turned away for now: a 429, 502, 503 or 504
+/// (a full queue, a worker that lost its stream, no first token in time on a busy CPU
+/// worker) or a connection error. Waits `base`, doubling each time, or the router's
+/// `Retry-After` when that is longer; after `attempts` tries the run stops with the last
+/// error.
+/// A batch job of hundreds of questions must not die on one such answer, nor must it
+/// score the question as wrong (that would be a label the tier never earned).
+#[derive(Debug, Clone, Copy)]
+pub struct Retry {
+    pub attempts: u32,
+    pub base: std::time::Duration,
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Self {
+            attempts: 5,
+            base: std::time::Duration::from_secs(2),
+        }
+    }
+}
+
+impl Retry {
+    /// The wait before try `attempt + 1` (after `attempt` failed ones), capped at a minute.
+    /// The server's `Retry-After` is a floor, not the wait: a router says "1" to anyone it
+    /// turns away, while a worker it took out of its routing set after a first-token
+    /// timeout comes back only when the controller next reports it, tens of seconds later.
+    fn wait(&self, attempt: u32, retry_after: Option<u64>) -> std::time::Duration {
+        let own = self.base.saturating_mul(1 << (attempt - 1).min(16));
+        let server = std::time::Duration::from_secs(retry_after.unwrap_or(0));
+        own.max(server).min(std::time::Duration::from_secs(60))
+    }
+}
+
+/// Whether an answer with this status is worth asking again (the cluster is busy or lost
+/// the request), rather than a request it will never accept (400, 404, 413, ...).
+fn retryable(status: reqwest::StatusCode) -> bool {
+    use reqwest::StatusCode as S;
+    matches!(
+        status,
+        S::TOO_MANY_REQUESTS | S::BAD_GATEWAY | S::SERVICE_UNAVAILABLE | S::GATEWAY_TIMEOUT
+    )
+}
+
+/// POSTs `body` to `url`, retrying as `retry` says; the JSON answer of the first success,
+/// or the last failure.
+async fn ask(
+    http: &reqwest::Client,
+    url: &str,
+    body: &Value,
+    retry: Retry,
+    what: &str,
+) -> Result<Value, String> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let (error, retry_after) = match http.post(url).json(body).send().await {
+            Ok(resp) => {
+                let status = resp.status();
+                let retry_after = resp
+                    .headers()
+                    .get(reqwest::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
+                let text = resp.text().await.map_err(|e| format!("{what}: {e}"))?;
+                if status.is_success() {
+                    return serde_json::from_str(&text).map_err(|e| format!("{what}: {e}: {text}"));
+                }
+                let error = format!("{what}: HTTP {status}: {text}");
+                if !retryable(status) {
+                    return Err(error);
+                }
+                (error, retry_after)
+            }
+            // A connection refused or reset: the router restarting, say. A timeout of the
+            // client's own is not retried: the request may still be running there.
+            Err(e) if e.is_connect() || (e.is_request() && !e.is_timeout()) => {
+                (format!("{what}: {e}"), None)
+            }
+            Err(e) => return Err(format!("{what}: {e}")),
+        };
+        if attempt >= retry.attempts.max(1) {
+            return Err(format!("{error} (after {attempt} tries)"));
+        }
+        let wait = retry.wait(attempt, retry_after);
+        eprintln!(
+            "{error}; try {} in {:.0} s",
+            attempt + 1,
+            wait.as_secs_f64()
+        );
+        tokio::time::sleep(wait).await;
+    }
+}
+
 /// Asks `router` (base URL) each question on each tier and scores the answers. Requests
-/// are greedy; a failed request is an error (a label must not be silently missing).
-/// Asks every tier every question and hands each question's [`Item`] to `finished` as
-/// soon as all its tiers have answered (so a long run that fails loses only the questions
-/// in flight). Stops at the first failed request.
+/// are greedy. Hands each question's [`Item`] to `finished` as soon as all its tiers have
+/// answered (so a long run that fails loses only the questions in flight). A request the
+/// cluster turns away for now is retried as `retry` says; one that still fails stops the
+/// run (a label must not be silently missing).
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
     router: &str,
     questions: &[Question],
@@ -218,6 +312,7 @@ pub async fn run(
     scoring: Scoring,
     max_tokens: u32,
     concurrency: usize,
+    retry: Retry,
     mut finished: impl FnMut(Item) -> Result<(), String>,
 ) -> Result<(), String> {
     use futures::StreamExt;
@@ -244,17 +339,7 @@ pub async fn run(
                     body["max_tokens"] = json!(1);
                     body["top_logprobs"] = json!(alternatives);
                 }
-                let resp = http
-                    .post(&url)
-                    .json(&body)
-                    .send()
-                    .await
-                    .map_err(|e| format!("{}: {e}", q.id))?;
-                let status = resp.status();
-                let v: Value = resp.json().await.map_err(|e| format!("{}: {e}", q.id))?;
-                if !status.is_success() {
-                    return Err(format!("{} on {tier}: HTTP {status}: {v}", q.id));
-                }
+                let v = ask(&http, &url, &body, retry, &format!("{} on {tier}", q.id)).await?;
                 let (score, confidence) = judge(q, scoring, &v);
                 Ok::<_, String>((qi, tier, score, confidence))
             }
@@ -387,5 +472,129 @@ mod tests {
         );
         assert!((share(Split::Calibration) - 0.1).abs() < 0.03);
         assert!((share(Split::Test) - 0.7).abs() < 0.03);
+    }
+
+    /// A router stand-in that answers the scripted statuses in turn (then 200 with the
+    /// answer "B"), counting the requests it gets; its base URL and the count.
+    async fn scripted(
+        script: Vec<(u16, Option<&'static str>)>,
+    ) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+        use axum::{http::StatusCode, response::IntoResponse};
+        use std::sync::{Arc, atomic::AtomicUsize, atomic::Ordering};
+        let hits = Arc::new(AtomicUsize::new(0));
+        let seen = hits.clone();
+        let app = axum::Router::new().route(
+            "/v1/chat/completions",
+            axum::routing::post(move || {
+                let n = seen.fetch_add(1, Ordering::SeqCst);
+                let step = script.get(n).copied();
+                async move {
+                    match step {
+                        Some((code, retry_after)) => {
+                            let mut r = (
+                                StatusCode::from_u16(code).expect("status"),
+                                axum::Json(json!({"error": {"message": "scripted"}})),
+                            )
+                                .into_response();
+                            if let Some(secs) = retry_after {
+                                r.headers_mut()
+                                    .insert("retry-after", secs.parse().expect("header"));
+                            }
+                            r
+                        }
+                        None => axum::Json(json!({"choices": [
+                            {"message": {"role": "assistant", "content": "B"}}]}))
+                        .into_response(),
+                    }
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("address"));
+        tokio::spawn(async move { axum::serve(listener, app).await.expect("serve") });
+        (url, hits)
+    }
+
+    async fn label_one(url: &str, attempts: u32) -> Result<Vec<Item>, String> {
+        let q = Question {
+            id: "q1".into(),
+            source: "s".into(),
+            prompt: "Which letter?".into(),
+            gold: Gold::Letter('B'),
+        };
+        let retry = Retry {
+            attempts,
+            base: std::time::Duration::from_millis(1),
+        };
+        let mut items = Vec::new();
+        run(
+            url,
+            &[q],
+            &["small".into()],
+            Scoring::Text,
+            8,
+            1,
+            retry,
+            |i| {
+                items.push(i);
+                Ok(())
+            },
+        )
+        .await
+        .map(|()| items)
+    }
+
+    #[tokio::test]
+    async fn a_busy_cluster_is_asked_again_and_the_label_is_the_answers() {
+        use std::sync::atomic::Ordering;
+        let (url, hits) = scripted(vec![
+            (504, None),
+            (503, Some("0")),
+            (429, Some("0")),
+            (502, None),
+        ])
+        .await;
+        let items = label_one(&url, 5).await.expect("labelled");
+        assert_eq!(hits.load(Ordering::SeqCst), 5);
+        assert_eq!(items.len(), 1);
+        assert_eq!(items[0].scores["small"], 1.0);
+    }
+
+    #[tokio::test]
+    async fn a_request_the_cluster_refuses_is_not_retried_and_stops_the_run() {
+        use std::sync::atomic::Ordering;
+        let (url, hits) = scripted(vec![(400, None)]).await;
+        let err = label_one(&url, 5).await.expect_err("the run stops");
+        assert_eq!(hits.load(Ordering::SeqCst), 1);
+        assert!(err.contains("q1 on small: HTTP 400"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn the_run_stops_when_the_tries_are_spent() {
+        use std::sync::atomic::Ordering;
+        let (url, hits) = scripted(vec![(504, None); 10]).await;
+        let err = label_one(&url, 3).await.expect_err("the run stops");
+        assert_eq!(hits.load(Ordering::SeqCst), 3);
+        assert!(
+            err.contains("504") && err.ends_with("(after 3 tries)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn retries_double_and_wait_at_least_the_servers_retry_after() {
+        use std::time::Duration;
+        let r = Retry {
+            attempts: 9,
+            base: Duration::from_secs(2),
+        };
+        let waits: Vec<u64> = (1..=4).map(|a| r.wait(a, None).as_secs()).collect();
+        assert_eq!(waits, [2, 4, 8, 16]);
+        assert_eq!(r.wait(1, Some(7)), Duration::from_secs(7));
+        assert_eq!(r.wait(3, Some(1)), Duration::from_secs(8));
+        assert_eq!(r.wait(8, None), Duration::from_secs(60));
+        assert_eq!(r.wait(1, Some(3600)), Duration::from_secs(60));
     }
 }
