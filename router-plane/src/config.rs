@@ -400,6 +400,31 @@ mod tests {
         RawConfig::from_yaml("auth: {disabled: true}").expect("yaml")
     }
 
+    /// The quickstart's router configs, as shipped: every key known, every value valid.
+    fn shipped(name: &str) -> RouterConfig {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../deploy/local/config")
+            .join(name);
+        let text = std::fs::read_to_string(&path).expect("shipped config");
+        RawConfig::from_yaml(&text)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .validate()
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    }
+
+    #[test]
+    fn the_shipped_router_configs_load() {
+        let chat = shipped("router.yaml");
+        assert_eq!(chat.first_token_timeout, Duration::from_secs(60));
+        assert!(chat.difficulty.is_some());
+        // The batch router shares the cluster and waits for slow CPU prefills.
+        let batch = shipped("router-label.yaml");
+        assert_eq!(batch.tiers, chat.tiers);
+        assert_ne!(batch.listen, chat.listen);
+        assert_eq!(batch.first_token_timeout, Duration::from_secs(600));
+        assert!(batch.request_timeout >= batch.first_token_timeout);
+    }
+
     #[test]
     fn defaults_listen_on_8080_with_small_as_auto() {
         let c = open().validate().expect("valid");
