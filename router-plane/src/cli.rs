@@ -78,7 +78,9 @@ pub enum Command {
     /// Label a dataset with the cluster's own tiers: ask each tier through a running
     /// router, score the answers against the gold ones, write labelled JSONL for `train`.
     Label {
-        /// mmlu (zero-shot multiple choice) or gsm8k.
+        /// mmlu (zero-shot multiple choice), gsm8k, or llmrouter-choice: LLMRouter's
+        /// CommonsenseQA, OpenBookQA and ARC-Challenge questions (or one of those tasks by
+        /// name: commonsense_qa, openbook_qa, arc_challenge), multiple choice too.
         dataset: String,
         /// The datasets' root (../shared/data/routing).
         #[arg(long)]
@@ -92,8 +94,8 @@ pub enum Command {
         /// How many questions (spread over the whole set by prompt hash).
         #[arg(long, default_value_t = 300)]
         limit: usize,
-        /// How answers are scored. Default: letter for mmlu (the most probable letter
-        /// A–D among one step's top alternatives), text for gsm8k.
+        /// How answers are scored. Default: letter for multiple choice (the most probable
+        /// choice letter among one step's top alternatives), text for gsm8k.
         #[arg(long, value_enum)]
         scoring: Option<crate::difficulty::label::Scoring>,
         /// Tokens per answer with text scoring. Default: 8 for mmlu, 256 for gsm8k.
@@ -325,14 +327,28 @@ pub fn run(command: Command) -> Result<(), Error> {
             out,
         } => {
             use crate::difficulty::label::{self, Retry, Scoring};
+            let choice = |tasks: &[&str]| label::llmrouter_choice(&root, tasks);
             let (questions, default_tokens, scoring) = match (dataset.as_str(), scoring) {
                 ("mmlu", s) => (label::mmlu(&root)?, 8, s.unwrap_or(Scoring::Letter)),
+                ("llmrouter-choice", s) => (
+                    choice(&label::LLMROUTER_CHOICE_TASKS)?,
+                    8,
+                    s.unwrap_or(Scoring::Letter),
+                ),
+                (task, s) if label::LLMROUTER_CHOICE_TASKS.contains(&task) => {
+                    (choice(&[task])?, 8, s.unwrap_or(Scoring::Letter))
+                }
                 ("gsm8k", None | Some(Scoring::Text)) => (label::gsm8k(&root)?, 256, Scoring::Text),
                 ("gsm8k", Some(Scoring::Letter)) => {
                     return Err("gsm8k answers are numbers: --scoring letter is for mmlu".into());
                 }
                 (other, _) => {
-                    return Err(format!("unknown dataset {other:?}: mmlu or gsm8k").into());
+                    return Err(format!(
+                        "unknown dataset {other:?}: mmlu, gsm8k, llmrouter-choice or one of \
+                         its tasks {:?}",
+                        label::LLMROUTER_CHOICE_TASKS
+                    )
+                    .into());
                 }
             };
             // Resume: questions already in `out` (from a run that stopped) are not asked

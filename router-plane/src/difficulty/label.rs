@@ -20,23 +20,24 @@ pub struct Question {
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Gold {
-    /// A multiple-choice letter, `A`..`D`.
-    Letter(char),
+    /// A multiple-choice letter: the `answer` among the choices `A`..=`last` (`D` for
+    /// MMLU, `E` for CommonsenseQA).
+    Letter { answer: char, last: char },
     /// A number (GSM8K's final answer).
     Number(f64),
 }
 
 impl Gold {
     /// 1 if `answer` gives the gold answer, else 0. Multiple choice: the first standalone
-    /// letter A–D in the answer; numbers: the last number in the answer.
+    /// choice letter in the answer; numbers: the last number in the answer.
     pub fn score(&self, answer: &str) -> f64 {
         match self {
-            Self::Letter(g) => {
+            Self::Letter { answer: g, last } => {
                 let chars: Vec<char> = answer.chars().collect();
                 let found = (0..chars.len()).find_map(|i| {
                     let c = chars[i];
                     let alone = |j: Option<&char>| j.is_none_or(|c| !c.is_alphanumeric());
-                    (('A'..='D').contains(&c)
+                    (('A'..=*last).contains(&c)
                         && alone(i.checked_sub(1).and_then(|k| chars.get(k)))
                         && alone(chars.get(i + 1)))
                     .then_some(c)
@@ -92,7 +93,10 @@ pub fn mmlu(root: &Path) -> Result<Vec<Question>, DataError> {
                 id: format!("mmlu/{subject}/{n}"),
                 source: format!("label/mmlu/{subject}"),
                 prompt,
-                gold: Gold::Letter(letter),
+                gold: Gold::Letter {
+                    answer: letter,
+                    last: 'D',
+                },
             });
         }
     }
@@ -128,6 +132,122 @@ pub fn gsm8k(root: &Path) -> Result<Vec<Question>, DataError> {
     Ok(out)
 }
 
+/// LLMRouter's multiple-choice tasks with their letter choices in a dict (its query data:
+/// `llmrouter/data/example_data/query_data/default_query_{train,test}.jsonl`).
+pub const LLMROUTER_CHOICE_TASKS: [&str; 3] = ["commonsense_qa", "openbook_qa", "arc_challenge"];
+
+/// Questions of LLMRouter's query data for `tasks` (of [`LLMROUTER_CHOICE_TASKS`]), both
+/// of its files, asked zero-shot as multiple choice with their own letters (CommonsenseQA
+/// has five). Short prompts with one-letter answers: cheap to label on CPU, and easy
+/// enough that a 0.5B model is well above chance where a 135M one is not.
+pub fn llmrouter_choice(root: &Path, tasks: &[&str]) -> Result<Vec<Question>, DataError> {
+    let dir = root.join("llmrouter/data/example_data/query_data");
+    let mut out = Vec::new();
+    for split in ["train", "test"] {
+        let path = dir.join(format!("default_query_{split}.jsonl"));
+        let text = std::fs::read_to_string(&path).map_err(|e| DataError::io(&path, e))?;
+        for (n, line) in text.lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let bad = |what: &str| DataError::parse(&path, n + 1, what);
+            let v: Value = serde_json::from_str(line).map_err(|e| bad(&e.to_string()))?;
+            let task = v["task_name"].as_str().unwrap_or_default();
+            if !tasks.contains(&task) {
+                continue;
+            }
+            let choices = v["choices"]
+                .as_str()
+                .and_then(python_literal_to_json)
+                .ok_or_else(|| bad("choices is not a {'label': [...], 'text': [...]} dict"))?;
+            // A few ARC questions number their choices 1, 2, 3, ... (the gold answer too):
+            // they are asked with letters like the rest, so every answer is one letter.
+            let letter = |l: &str| match l.trim().parse::<u32>() {
+                Ok(k @ 1..=26) => char::from_u32(u32::from('A') + k - 1),
+                _ => l.trim().chars().next(),
+            };
+            let labels: Vec<char> = choices["label"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|l| letter(l.as_str()?))
+                .collect();
+            let texts: Vec<&str> = choices["text"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(Value::as_str)
+                .collect();
+            let expected: Vec<char> = ('A'..='Z').take(labels.len()).collect();
+            if labels.len() < 2 || labels != expected || texts.len() != labels.len() {
+                return Err(bad(
+                    "choices are not labelled A, B, C, ... with a text each",
+                ));
+            }
+            let answer = v["ground_truth"]
+                .as_str()
+                .and_then(letter)
+                .filter(|g| labels.contains(g))
+                .ok_or_else(|| bad("ground_truth is not one of the choice letters"))?;
+            let options: String = labels
+                .iter()
+                .zip(&texts)
+                .map(|(l, t)| format!("{l}. {t}\n"))
+                .collect();
+            out.push(Question {
+                id: format!("llmrouter/{task}/{split}/{n}"),
+                source: format!("label/{task}"),
+                prompt: format!(
+                    "The following is a multiple choice question.\n\n{}\n{options}\nAnswer with the letter of the correct choice only.",
+                    v["query"].as_str().unwrap_or_default().trim()
+                ),
+                gold: Gold::Letter {
+                    answer,
+                    last: labels[labels.len() - 1],
+                },
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// A Python literal of strings, lists and dicts (LLMRouter stores its choices as the
+/// `repr` of a dict) as JSON: quotes of either kind, and Python's escapes inside them.
+fn python_literal_to_json(text: &str) -> Option<Value> {
+    let mut json = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c != '\'' && c != '"' {
+            json.push(c);
+            continue;
+        }
+        let quote = c;
+        let mut s = String::new();
+        loop {
+            match chars.next()? {
+                ch if ch == quote => break,
+                '\\' => match chars.next()? {
+                    'n' => s.push('\n'),
+                    't' => s.push('\t'),
+                    'r' => s.push('\r'),
+                    'x' => {
+                        let hex: String = chars.by_ref().take(2).collect();
+                        s.push(char::from_u32(u32::from_str_radix(&hex, 16).ok()?)?);
+                    }
+                    'u' => {
+                        let hex: String = chars.by_ref().take(4).collect();
+                        s.push(char::from_u32(u32::from_str_radix(&hex, 16).ok()?)?);
+                    }
+                    other => s.push(other),
+                },
+                ch => s.push(ch),
+            }
+        }
+        json.push_str(&serde_json::to_string(&s).ok()?);
+    }
+    serde_json::from_str(&json).ok()
+}
+
 /// How an answer is scored.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Scoring {
@@ -143,10 +263,11 @@ pub enum Scoring {
 }
 
 /// The most probable of `candidates` (token text, log-probability) whose text is a single
-/// letter A–D once trimmed (tokenizers spell it `B` or ` B`), with its log-probability.
-/// Any other token (`The`, `**`, `A.`) is not an answer.
+/// choice letter `A`..=`last` once trimmed (tokenizers spell it `B` or ` B`), with its
+/// log-probability. Any other token (`The`, `**`, `A.`) is not an answer.
 pub fn pick_letter<'a>(
     candidates: impl IntoIterator<Item = (&'a str, f64)>,
+    last: char,
 ) -> Option<(char, f64)> {
     candidates
         .into_iter()
@@ -154,7 +275,7 @@ pub fn pick_letter<'a>(
         .filter_map(|(text, lp)| {
             let mut chars = text.trim().chars();
             match (chars.next(), chars.next()) {
-                (Some(c @ 'A'..='D'), None) => Some((c, lp)),
+                (Some(c), None) if ('A'..=last).contains(&c) => Some((c, lp)),
                 _ => None,
             }
         })
@@ -180,16 +301,18 @@ fn judge(q: &Question, scoring: Scoring, v: &Value) -> (f64, Option<f64>) {
             fn token(t: &Value) -> Option<(&str, f64)> {
                 Some((t["token"].as_str()?, t["logprob"].as_f64()?))
             }
+            // Letter scoring of a question without choices (the CLI refuses it) scores 0.
+            let Gold::Letter { answer, last } = q.gold else {
+                return (0.0, None);
+            };
             let alternatives = first["top_logprobs"].as_array().into_iter().flatten();
             match pick_letter(
                 token(first)
                     .into_iter()
                     .chain(alternatives.filter_map(token)),
+                last,
             ) {
-                Some((letter, lp)) => (
-                    f64::from(u8::from(q.gold == Gold::Letter(letter))),
-                    Some(lp),
-                ),
+                Some((letter, lp)) => (f64::from(u8::from(letter == answer)), Some(lp)),
                 // No letter among the alternatives: wrong, and no confidence to fit on.
                 None => (0.0, None),
             }
@@ -374,7 +497,10 @@ mod tests {
 
     #[test]
     fn letters_and_numbers_are_scored_like_a_grader() {
-        let g = Gold::Letter('B');
+        let g = Gold::Letter {
+            answer: 'B',
+            last: 'D',
+        };
         assert_eq!(g.score("B"), 1.0);
         assert_eq!(g.score("The answer is B."), 1.0);
         assert_eq!(g.score("(B) because…"), 1.0);
@@ -407,10 +533,10 @@ mod tests {
             ("A.", -0.5),
             ("D", f64::NEG_INFINITY),
         ];
-        assert_eq!(pick_letter(top), Some(('B', -1.9)));
-        assert_eq!(pick_letter([("**", -0.1), ("Answer", -0.3)]), None);
+        assert_eq!(pick_letter(top, 'D'), Some(('B', -1.9)));
+        assert_eq!(pick_letter([("**", -0.1), ("Answer", -0.3)], 'D'), None);
         assert_eq!(
-            pick_letter([("a", -0.1), (" d", -0.2)]),
+            pick_letter([("a", -0.1), (" d", -0.2)], 'D'),
             None,
             "lower case is not a choice"
         );
@@ -419,7 +545,10 @@ mod tests {
             id: "q".into(),
             source: "s".into(),
             prompt: "p".into(),
-            gold: Gold::Letter('B'),
+            gold: Gold::Letter {
+                answer: 'B',
+                last: 'D',
+            },
         };
         let answer = json!({"choices": [{"message": {"content": "The"}, "logprobs": {"content": [
             {"token": "The", "logprob": -0.2, "top_logprobs": [
@@ -434,13 +563,116 @@ mod tests {
     }
 
     #[test]
+    fn five_choices_have_five_letters() {
+        let csqa = Gold::Letter {
+            answer: 'E',
+            last: 'E',
+        };
+        assert_eq!(csqa.score("E. taxi"), 1.0);
+        let mmlu = Gold::Letter {
+            answer: 'D',
+            last: 'D',
+        };
+        assert_eq!(mmlu.score("E, then D"), 1.0, "E is not a choice of four");
+        assert_eq!(
+            pick_letter([("E", -0.1), ("B", -0.9)], 'E'),
+            Some(('E', -0.1))
+        );
+        assert_eq!(
+            pick_letter([("E", -0.1), ("B", -0.9)], 'D'),
+            Some(('B', -0.9))
+        );
+    }
+
+    #[test]
+    fn python_reprs_of_choices_read_as_json() {
+        let v = python_literal_to_json(
+            r#"{'label': ['A', 'B'], 'text': ["driver's seat", 'a \'quote\' and \\ and \xe9 and "x"']}"#,
+        )
+        .expect("parses");
+        assert_eq!(v["label"], json!(["A", "B"]));
+        assert_eq!(
+            v["text"],
+            json!(["driver's seat", "a 'quote' and \\ and \u{e9} and \"x\""])
+        );
+        assert!(
+            python_literal_to_json("{'label': ['A'").is_none(),
+            "unterminated"
+        );
+    }
+
+    #[test]
+    fn llmrouter_questions_keep_their_letters_and_answer() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let q = dir.path().join("llmrouter/data/example_data/query_data");
+        std::fs::create_dir_all(&q).expect("dirs");
+        let row = |task: &str, labels: &str, gold: &str| {
+            json!({"task_name": task, "query": "If a bum wanted to ride for free, where?",
+                   "ground_truth": gold, "metric": "em_mc",
+                   "choices": format!("{{'label': [{labels}], 'text': ['bus depot', 'train station', 'beach', 'bridge', 'taxi']}}")})
+            .to_string()
+        };
+        let five = "'A', 'B', 'C', 'D', 'E'";
+        std::fs::write(
+            q.join("default_query_train.jsonl"),
+            [row("commonsense_qa", five, "B"), row("math", five, "B")].join("\n"),
+        )
+        .expect("write");
+        std::fs::write(
+            q.join("default_query_test.jsonl"),
+            row("openbook_qa", five, "E"),
+        )
+        .expect("write");
+        let qs = llmrouter_choice(dir.path(), &LLMROUTER_CHOICE_TASKS).expect("load");
+        assert_eq!(qs.len(), 2, "math is not a choice task");
+        assert_eq!(qs[0].id, "llmrouter/commonsense_qa/train/0");
+        assert_eq!(
+            qs[0].gold,
+            Gold::Letter {
+                answer: 'B',
+                last: 'E'
+            }
+        );
+        assert!(qs[0].prompt.contains("\nE. taxi\n"), "{}", qs[0].prompt);
+        assert_eq!(qs[1].id, "llmrouter/openbook_qa/test/0");
+
+        // Choices numbered 1..4 (some ARC questions) are asked as A..D.
+        std::fs::write(
+            q.join("default_query_test.jsonl"),
+            row("arc_challenge", "'1', '2', '3', '4', '5'", "3"),
+        )
+        .expect("write");
+        let qs = llmrouter_choice(dir.path(), &LLMROUTER_CHOICE_TASKS).expect("load");
+        assert_eq!(
+            qs[1].gold,
+            Gold::Letter {
+                answer: 'C',
+                last: 'E'
+            }
+        );
+        assert!(qs[1].prompt.contains("\nC. beach\n"), "{}", qs[1].prompt);
+
+        // A gold answer that is not among the choices is an error, not a silent label.
+        std::fs::write(
+            q.join("default_query_test.jsonl"),
+            row("openbook_qa", five, "F"),
+        )
+        .expect("write");
+        let err = llmrouter_choice(dir.path(), &LLMROUTER_CHOICE_TASKS).expect_err("bad gold");
+        assert!(err.to_string().contains("ground_truth"), "{err}");
+    }
+
+    #[test]
     fn samples_are_stable_and_bounded() {
         let qs: Vec<Question> = (0..50)
             .map(|k| Question {
                 id: k.to_string(),
                 source: "s".into(),
                 prompt: format!("q{k}"),
-                gold: Gold::Letter('A'),
+                gold: Gold::Letter {
+                    answer: 'A',
+                    last: 'D',
+                },
             })
             .collect();
         let a: Vec<String> = sample(qs.clone(), 10).into_iter().map(|q| q.id).collect();
@@ -459,7 +691,10 @@ mod tests {
                 id: k.to_string(),
                 source: "s".into(),
                 prompt: format!("question {k}"),
-                gold: Gold::Letter('A'),
+                gold: Gold::Letter {
+                    answer: 'A',
+                    last: 'D',
+                },
             })
             .collect();
         let picked = sample(qs, 2000);
@@ -522,7 +757,10 @@ mod tests {
             id: "q1".into(),
             source: "s".into(),
             prompt: "Which letter?".into(),
-            gold: Gold::Letter('B'),
+            gold: Gold::Letter {
+                answer: 'B',
+                last: 'D',
+            },
         };
         let retry = Retry {
             attempts,
