@@ -187,6 +187,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn the_quickstart_controller_config_loads() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../deploy/local/config/controller.yaml");
+        let text = std::fs::read_to_string(&path).expect("shipped config");
+        RawConfig::from_yaml(&text)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .validate()
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    }
+
+    #[test]
     fn defaults_and_unknown_keys() {
         let c = RawConfig::from_yaml("")
             .expect("empty is fine")

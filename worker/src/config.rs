@@ -456,6 +456,27 @@ mod tests {
     }
 
     #[test]
+    fn the_quickstart_worker_configs_load() {
+        let shipped = |name: &str| {
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../deploy/local/config")
+                .join(name);
+            let text = std::fs::read_to_string(&path).expect("shipped config");
+            parse(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        };
+        let (small, large) = (shipped("worker-small.yaml"), shipped("worker-large.yaml"));
+        assert_eq!(
+            (small.tier.as_str(), large.tier.as_str()),
+            ("small", "large")
+        );
+        assert!(matches!(small.engine, EngineConfig::Mistralrs { .. }));
+        assert!(matches!(large.engine, EngineConfig::Mistralrs { .. }));
+        // Both run on one machine: no port in common.
+        assert_ne!(small.listen, large.listen);
+        assert_ne!(small.metrics_listen, large.metrics_listen);
+    }
+
+    #[test]
     fn minimal_sim_config_gets_defaults() {
         let c = parse("tier: small\nmodel: m\nengine: {kind: sim}\n").expect("valid");
         assert_eq!(c.tier, "small");
