@@ -213,6 +213,11 @@ pub enum Command {
         /// Write the quality-vs-strong-calls curve as SVG.
         #[arg(long)]
         plot: Option<PathBuf>,
+        /// TIER=MODEL: judge the predictor's tier against the items' scores of MODEL
+        /// instead of the model it was trained on (a predictor trained on other models'
+        /// outcomes, judged on your tiers' labels).
+        #[arg(long = "tier")]
+        tiers: Vec<String>,
         /// The encoder files (its kind must match the predictor's features).
         #[command(flatten)]
         encoder: EncoderArgs,
@@ -519,6 +524,7 @@ pub fn run(command: Command) -> Result<(), Error> {
             json,
             predictions,
             plot,
+            tiers,
             encoder,
         } => {
             let want = match split.as_str() {
@@ -533,10 +539,22 @@ pub fn run(command: Command) -> Result<(), Error> {
                 }
             };
             let p = Predictor::load_with(&predictor, encoder.encoder()?)?;
-            let (weak_m, strong_m) = (
-                p.heads[0].model.clone(),
-                p.heads[p.heads.len() - 1].model.clone(),
-            );
+            let judged_as: std::collections::HashMap<String, String> =
+                parse_tiers(&tiers)?.into_iter().collect();
+            if let Some(unknown) = judged_as
+                .keys()
+                .find(|t| !p.heads.iter().any(|h| &h.tier == *t))
+            {
+                return Err(format!(
+                    "--tier {unknown}=...: the predictor's tiers are {:?}",
+                    p.heads.iter().map(|h| &h.tier).collect::<Vec<_>>()
+                )
+                .into());
+            }
+            let model_of = |h: &crate::difficulty::predictor::Head| {
+                judged_as.get(&h.tier).unwrap_or(&h.model).clone()
+            };
+            let (weak_m, strong_m) = (model_of(&p.heads[0]), model_of(&p.heads[p.heads.len() - 1]));
             let all: Vec<Item> = load(&data)?
                 .into_iter()
                 .filter(|i| i.scores.contains_key(&weak_m) && i.scores.contains_key(&strong_m))
@@ -792,4 +810,82 @@ fn svg(reports: &[Report], r_weak: f64, r_strong: f64, weak: &str, strong: &str)
         y(r_strong) + 16.0
     );
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(subcommand)]
+        command: Command,
+    }
+
+    fn cli(args: &[&str]) -> Result<(), Error> {
+        let parsed =
+            Cli::try_parse_from(std::iter::once("switchback-router").chain(args.iter().copied()))?;
+        run(parsed.command)
+    }
+
+    /// Labelled items where the strong model helps on "hard" prompts only, under the given
+    /// model names.
+    fn write_items(path: &std::path::Path, weak: &str, strong: &str) {
+        let lines: Vec<String> = (0..300)
+            .map(|k| {
+                let hard = k % 2 == 0;
+                let prompt = if hard {
+                    format!("prove the theorem number {k} rigorously")
+                } else {
+                    format!("say hello to friend {k}")
+                };
+                json!({"id": k.to_string(), "prompt": prompt, "source": "toy",
+                       "scores": {weak: f64::from(u8::from(!hard)), strong: 1.0}})
+                .to_string()
+            })
+            .collect();
+        std::fs::write(path, lines.join("\n")).expect("write items");
+    }
+
+    #[test]
+    fn eval_judges_a_predictors_tiers_against_other_models_labels() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (trained, ours, artifact) = (
+            dir.path().join("trained.jsonl"),
+            dir.path().join("ours.jsonl"),
+            dir.path().join("predictor.json"),
+        );
+        write_items(&trained, "proxy-weak", "proxy-strong");
+        write_items(&ours, "small", "large");
+        let path = |p: &std::path::Path| p.to_str().expect("utf-8 path").to_owned();
+        cli(&[
+            "train",
+            "--data",
+            &path(&trained),
+            "--tier",
+            "small=proxy-weak",
+            "--tier",
+            "large=proxy-strong",
+            "--encoder",
+            "lexical",
+            "--out",
+            &path(&artifact),
+        ])
+        .expect("train");
+        let eval = |extra: &[&str]| {
+            let mut args = vec!["eval", "--json", "--encoder", "lexical", "--predictor"];
+            let (artifact, ours) = (path(&artifact), path(&ours));
+            args.extend([artifact.as_str(), "--data", ours.as_str()]);
+            args.extend(extra);
+            cli(&args)
+        };
+        // Our labels carry no scores for the models the predictor learned from...
+        let err = eval(&[]).expect_err("no proxy scores");
+        assert!(err.to_string().contains("proxy-weak"), "{err}");
+        // ...so its tiers are judged against our tiers' own scores.
+        eval(&["--tier", "small=small", "--tier", "large=large"]).expect("judged on ours");
+        let err = eval(&["--tier", "medium=small"]).expect_err("no such tier");
+        assert!(err.to_string().contains("medium"), "{err}");
+    }
 }
