@@ -71,11 +71,18 @@ echo "== LLMRouter pair (llama-3.1-8b vs nemotron-51b), test split"
 "$router" eval --data "$out/llmrouter.jsonl" --predictor "$out/llmrouter-pair.json" \
   --plot "$out/llmrouter-pair.svg" --predictions "$out/llmrouter-pair-predictions.csv"
 
-# The quickstart tiers' own labels (`label`, see docs/ROUTING.md): SmolLM2 against
-# Qwen2.5-Coder-0.5B on 100 MMLU questions.
-"$router" train --data deploy/routing/labels/mmlu-quickstart.jsonl --tier small=small \
+# The quickstart tiers' own labels (`label`, see docs/ROUTING.md "Labels from your own
+# tiers"): SmolLM2-135M against Qwen2.5-Coder-0.5B on LLMRouter's CommonsenseQA, OpenBookQA
+# and ARC-Challenge questions, letter-scored. The shipped quickstart predictor.
+"$router" train --data deploy/routing/labels/choice-quickstart.jsonl --tier small=small \
   --tier large=large --heads-on-calibration --out deploy/routing/quickstart-predictor.json
-echo "== quickstart tiers' own labels, held-out items"
-"$router" eval --data deploy/routing/labels/mmlu-quickstart.jsonl \
-  --predictor deploy/routing/quickstart-predictor.json
+echo "== quickstart tiers' own labels (CommonsenseQA, OpenBookQA, ARC-Challenge), test split"
+"$router" eval --data deploy/routing/labels/choice-quickstart.jsonl \
+  --predictor deploy/routing/quickstart-predictor.json --plot "$out/quickstart.svg"
+echo "== the same items routed by the RouteLLM-trained predictor (Mixtral/GPT-4 outcomes)"
+"$router" eval --data deploy/routing/labels/choice-quickstart.jsonl \
+  --predictor deploy/routing/predictor.json --tier small=small --tier large=large
+echo "== cascade floors from the same labels' letter confidences"
+"$router" fit-cascade --data deploy/routing/labels/choice-quickstart.jsonl --tier small \
+  --tier large --quality 0.95
 echo "plots and per-item predictions: $out"
