@@ -55,6 +55,20 @@ impl Gold {
     }
 }
 
+/// A zero-shot multiple-choice prompt: the question, its choices lettered A, B, C, ... one
+/// per line, and the instruction to answer with the letter only. `about` names the topic
+/// (MMLU's subject).
+fn choice_prompt(about: Option<&str>, question: &str, choices: &[&str]) -> String {
+    let topic = about.map(|a| format!(" about {a}")).unwrap_or_default();
+    let options: String = ('A'..='Z')
+        .zip(choices)
+        .map(|(l, t)| format!("{l}. {t}\n"))
+        .collect();
+    format!(
+        "The following is a multiple choice question{topic}.\n\n{question}\n{options}\nAnswer with the letter of the correct choice only."
+    )
+}
+
 /// MMLU test questions (`mmlu/test/<subject>_test.csv`), asked zero-shot.
 pub fn mmlu(root: &Path) -> Result<Vec<Question>, DataError> {
     let dir = root.join("mmlu/test");
@@ -80,14 +94,10 @@ pub fn mmlu(root: &Path) -> Result<Vec<Question>, DataError> {
                 .get(answer)
                 .copied()
                 .ok_or_else(|| DataError::parse(&f, n + 2, "answer is not 0..3"))?;
-            let prompt = format!(
-                "The following is a multiple choice question about {}.\n\n{}\nA. {}\nB. {}\nC. {}\nD. {}\n\nAnswer with the letter of the correct choice only.",
-                subject.replace('_', " "),
+            let prompt = choice_prompt(
+                Some(&subject.replace('_', " ")),
                 field(0),
-                field(1),
-                field(2),
-                field(3),
-                field(4)
+                &[field(1), field(2), field(3), field(4)],
             );
             out.push(Question {
                 id: format!("mmlu/{subject}/{n}"),
@@ -189,18 +199,10 @@ pub fn llmrouter_choice(root: &Path, tasks: &[&str]) -> Result<Vec<Question>, Da
                 .and_then(letter)
                 .filter(|g| labels.contains(g))
                 .ok_or_else(|| bad("ground_truth is not one of the choice letters"))?;
-            let options: String = labels
-                .iter()
-                .zip(&texts)
-                .map(|(l, t)| format!("{l}. {t}\n"))
-                .collect();
             out.push(Question {
                 id: format!("llmrouter/{task}/{split}/{n}"),
                 source: format!("label/{task}"),
-                prompt: format!(
-                    "The following is a multiple choice question.\n\n{}\n{options}\nAnswer with the letter of the correct choice only.",
-                    v["query"].as_str().unwrap_or_default().trim()
-                ),
+                prompt: choice_prompt(None, v["query"].as_str().unwrap_or_default().trim(), &texts),
                 gold: Gold::Letter {
                     answer,
                     last: labels[labels.len() - 1],
@@ -560,6 +562,20 @@ mod tests {
         assert_eq!(judge(&q, Scoring::Letter, &none), (0.0, None));
         // Text scoring of the same answer grades the text "The": no letter, wrong.
         assert_eq!(judge(&q, Scoring::Text, &answer), (0.0, Some(-0.2)));
+    }
+
+    #[test]
+    fn choice_prompts_letter_the_choices_and_ask_for_the_letter() {
+        assert_eq!(
+            choice_prompt(Some("anatomy"), "Which bone?", &["a", "b", "c", "d"]),
+            "The following is a multiple choice question about anatomy.\n\nWhich bone?\n\
+             A. a\nB. b\nC. c\nD. d\n\nAnswer with the letter of the correct choice only."
+        );
+        assert_eq!(
+            choice_prompt(None, "Where?", &["x", "y", "z", "v", "w"]),
+            "The following is a multiple choice question.\n\nWhere?\n\
+             A. x\nB. y\nC. z\nD. v\nE. w\n\nAnswer with the letter of the correct choice only."
+        );
     }
 
     #[test]
