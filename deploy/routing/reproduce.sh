@@ -73,12 +73,14 @@ echo "== LLMRouter pair (llama-3.1-8b vs nemotron-51b), test split"
 
 # The quickstart tiers' own labels (`label`, see docs/ROUTING.md "Labels from your own
 # tiers"): SmolLM2-135M against Qwen2.5-Coder-0.5B on LLMRouter's CommonsenseQA, OpenBookQA
-# and ARC-Challenge questions, letter-scored. The shipped quickstart predictor.
+# and ARC-Challenge questions, letter-scored. Written to $out, not over the shipped
+# deploy/routing/quickstart-predictor.json: 245 labels (59 to train on) route worse than
+# random, so it is not worth shipping yet.
 "$router" train --data deploy/routing/labels/choice-quickstart.jsonl --tier small=small \
-  --tier large=large --heads-on-calibration --out deploy/routing/quickstart-predictor.json
+  --tier large=large --heads-on-calibration --out "$out/quickstart-choice.json"
 echo "== quickstart tiers' own labels (CommonsenseQA, OpenBookQA, ARC-Challenge), test split"
 "$router" eval --data deploy/routing/labels/choice-quickstart.jsonl \
-  --predictor deploy/routing/quickstart-predictor.json --plot "$out/quickstart.svg"
+  --predictor "$out/quickstart-choice.json" --plot "$out/quickstart.svg"
 echo "== the same items routed by the RouteLLM-trained predictor (Mixtral/GPT-4 outcomes)"
 "$router" eval --data deploy/routing/labels/choice-quickstart.jsonl \
   --predictor deploy/routing/predictor.json --tier small=small --tier large=large
