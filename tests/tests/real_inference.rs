@@ -14,7 +14,7 @@ const QUESTION: &str = "What is the capital of France? Answer in one sentence.";
 struct Cluster {
     _etcd: Etcd,
     _controller: Controller,
-    _worker: Worker,
+    worker: Worker,
     router: Router,
 }
 
@@ -30,7 +30,7 @@ async fn cluster() -> Cluster {
     Cluster {
         _etcd: etcd,
         _controller: controller,
-        _worker: worker,
+        worker,
         router,
     }
 }
@@ -288,4 +288,64 @@ async fn label_scores_multiple_choice_by_the_letters_probabilities() {
             .expect("a letter among the top 20");
         assert!((-30.0..=0.0).contains(&confidence), "{i:?}");
     }
+}
+
+/// The resident set of process `pid`, in bytes, from `/proc/PID/status`.
+fn resident_bytes(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("proc status");
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().strip_suffix("kB"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("VmRSS line");
+    kib * 1024
+}
+
+/// mistral.rs keeps every finished sequence's KV cache for prefix reuse and evicts only
+/// caches on an accelerator, so on CPU a worker held one more cache (at least 512 tokens
+/// of K and V, 24 MB for SmolLM2-135M) for every distinct prompt it had answered, until
+/// the machine ran out of memory after a few hundred. The worker switches that cache off
+/// on CPU; this sends distinct prompts one at a time and checks the worker's resident set
+/// does not grow by more than a quarter of what the kept caches would hold.
+#[tokio::test(flavor = "multi_thread")]
+async fn worker_memory_does_not_grow_with_each_distinct_prompt() {
+    let c = cluster().await;
+    let url = c.router.url("/v1/chat/completions");
+    let ask = |i: usize| {
+        let url = url.clone();
+        async move {
+            let prompt = format!(
+                "Question {i}: what is {i} plus {}? Answer with a number.",
+                i * 7
+            );
+            let reply = http::post_json(
+                &url,
+                &json!({"model": "small", "messages": [{"role": "user", "content": prompt}], "max_tokens": 4}),
+            )
+            .await;
+            assert_eq!(reply.status, 200, "{}", reply.body);
+        }
+    };
+    // Warm up: the first requests allocate the worker's buffers for good.
+    for i in 0..4 {
+        ask(i).await;
+    }
+    let pid = c.worker.proc.pid();
+    let before = resident_bytes(pid);
+    const PROMPTS: u64 = 30;
+    for i in 4..4 + PROMPTS as usize {
+        ask(i).await;
+    }
+    let after = resident_bytes(pid);
+    // SmolLM2-135M: 30 layers x 3 KV heads x 64 dims x f32, for K and V, 512 tokens.
+    let kept_cache = 30 * 3 * 64 * 4 * 2 * 512;
+    let growth = after.saturating_sub(before);
+    assert!(
+        growth < PROMPTS * kept_cache / 4,
+        "the worker grew by {} MB over {PROMPTS} prompts ({} MB -> {} MB)",
+        growth >> 20,
+        before >> 20,
+        after >> 20
+    );
 }

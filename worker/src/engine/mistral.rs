@@ -105,7 +105,13 @@ impl MistralEngine {
             Some(tok) => Arc::new(move |id| tok.decode(&[id], false).unwrap_or_default()),
             None => Arc::new(|_| String::new()),
         };
+        // mistral.rs keeps each finished sequence's KV cache for prefix reuse and evicts
+        // only caches on an accelerator (`PrefixCacheManagerV2::evict_caches` counts those
+        // alone), so on CPU every distinct prompt left at least 512 tokens of K and V
+        // behind: workers grew by gigabytes over a few hundred requests. On CUDA it stays
+        // on, bounded to mistral.rs's 16 sequences.
         let runner = MistralRsBuilder::new(pipeline, scheduler, false, None)
+            .with_no_prefix_cache(matches!(device, config::Device::Cpu))
             .build()
             .await;
         let model = Model::new(runner);
