@@ -78,9 +78,12 @@ pub enum Command {
     /// Label a dataset with the cluster's own tiers: ask each tier through a running
     /// router, score the answers against the gold ones, write labelled JSONL for `train`.
     Label {
-        /// mmlu (zero-shot multiple choice), gsm8k, or llmrouter-choice: LLMRouter's
+        /// mmlu (zero-shot multiple choice), gsm8k, llmrouter-choice: LLMRouter's
         /// CommonsenseQA, OpenBookQA and ARC-Challenge questions (or one of those tasks by
-        /// name: commonsense_qa, openbook_qa, arc_challenge), multiple choice too.
+        /// name: commonsense_qa, openbook_qa, arc_challenge), multiple choice too; or
+        /// llmrouter-code: its MBPP and HumanEval problems (or mbpp, human_eval), graded
+        /// by running each answer against the problem's tests with `--python`. That runs
+        /// model-written code: do it in a throwaway container or VM.
         dataset: String,
         /// The datasets' root (../shared/data/routing).
         #[arg(long)]
@@ -98,18 +101,26 @@ pub enum Command {
         /// choice letter among one step's top alternatives), text for gsm8k.
         #[arg(long, value_enum)]
         scoring: Option<crate::difficulty::label::Scoring>,
-        /// Tokens per answer with text scoring. Default: 8 for mmlu, 256 for gsm8k.
+        /// Tokens per answer with text scoring. Default: 8 for mmlu, 256 for gsm8k, 320
+        /// for code.
         #[arg(long)]
         max_tokens: Option<u32>,
         /// Skip questions whose prompt is longer (CPU tiers take minutes on long ones).
         #[arg(long)]
         max_prompt_chars: Option<usize>,
+        /// Only questions the split rule puts in these splits (train, calibration, test;
+        /// repeatable): on slow tiers, label what `train` learns from first.
+        #[arg(long = "split", value_parser = parse_split)]
+        splits: Vec<Split>,
         #[arg(long, default_value_t = 2)]
         concurrency: usize,
         /// Tries per request the cluster turns away for now (429, 502, 503, 504, no
         /// connection), waiting its Retry-After or 2 s doubling; then the run stops.
         #[arg(long, default_value_t = 5)]
         tries: u32,
+        /// The Python that runs code answers (with resource limits, in a fresh directory).
+        #[arg(long, env = "SWITCHBACK_PYTHON", default_value = "python3")]
+        python: PathBuf,
         #[arg(long)]
         out: PathBuf,
     },
@@ -235,6 +246,18 @@ fn load(paths: &[PathBuf]) -> Result<Vec<Item>, Error> {
 }
 
 /// `TIER=MODEL` arguments.
+/// A split's name as `--split` takes it.
+fn parse_split(name: &str) -> Result<Split, String> {
+    match name {
+        "train" => Ok(Split::Train),
+        "calibration" => Ok(Split::Calibration),
+        "test" => Ok(Split::Test),
+        other => Err(format!(
+            "unknown split {other:?}: train, calibration or test"
+        )),
+    }
+}
+
 fn parse_tiers(tiers: &[String]) -> Result<Vec<(String, String)>, Error> {
     Ok(tiers
         .iter()
@@ -327,8 +350,10 @@ pub fn run(command: Command) -> Result<(), Error> {
             scoring,
             max_tokens,
             max_prompt_chars,
+            splits,
             concurrency,
             tries,
+            python,
             out,
         } => {
             use crate::difficulty::label::{self, Retry, Scoring};
@@ -347,11 +372,31 @@ pub fn run(command: Command) -> Result<(), Error> {
                 ("gsm8k", Some(Scoring::Letter)) => {
                     return Err("gsm8k answers are numbers: --scoring letter is for mmlu".into());
                 }
+                (task, None | Some(Scoring::Text))
+                    if task == "llmrouter-code" || label::LLMROUTER_CODE_TASKS.contains(&task) =>
+                {
+                    let tasks: &[&str] = if task == "llmrouter-code" {
+                        &label::LLMROUTER_CODE_TASKS
+                    } else {
+                        &[task]
+                    };
+                    (label::llmrouter_code(&root, tasks)?, 320, Scoring::Text)
+                }
+                (task, Some(Scoring::Letter))
+                    if task == "llmrouter-code" || label::LLMROUTER_CODE_TASKS.contains(&task) =>
+                {
+                    return Err(format!(
+                        "{task} answers are code, graded by running it: --scoring letter is for \
+                         multiple choice"
+                    )
+                    .into());
+                }
                 (other, _) => {
                     return Err(format!(
                         "unknown dataset {other:?}: mmlu, gsm8k, llmrouter-choice or one of \
-                         its tasks {:?}",
-                        label::LLMROUTER_CHOICE_TASKS
+                         its tasks {:?}, llmrouter-code or one of its tasks {:?}",
+                        label::LLMROUTER_CHOICE_TASKS,
+                        label::LLMROUTER_CODE_TASKS
                     )
                     .into());
                 }
@@ -369,6 +414,7 @@ pub fn run(command: Command) -> Result<(), Error> {
                 questions
                     .into_iter()
                     .filter(|q| max_prompt_chars.is_none_or(|m| q.prompt.chars().count() <= m))
+                    .filter(|q| splits.is_empty() || splits.contains(&data::split_of(&q.prompt)))
                     .collect(),
                 limit,
             )
@@ -404,6 +450,7 @@ pub fn run(command: Command) -> Result<(), Error> {
                     attempts: tries,
                     ..Retry::default()
                 },
+                &python,
                 |item| {
                     use std::io::Write;
                     let line = serde_json::to_string(&item).map_err(|e| e.to_string())?;
@@ -528,15 +575,8 @@ pub fn run(command: Command) -> Result<(), Error> {
             encoder,
         } => {
             let want = match split.as_str() {
-                "test" => Some(Split::Test),
-                "calibration" => Some(Split::Calibration),
-                "train" => Some(Split::Train),
                 "all" => None,
-                other => {
-                    return Err(
-                        format!("--split {other:?}: test, calibration, train or all").into(),
-                    );
-                }
+                other => Some(parse_split(other).map_err(|e| format!("--split: {e}, or all"))?),
             };
             let p = Predictor::load_with(&predictor, encoder.encoder()?)?;
             let judged_as: std::collections::HashMap<String, String> =

@@ -7,7 +7,10 @@ use std::{collections::BTreeMap, path::Path};
 
 use serde_json::{Value, json};
 
-use super::data::{DataError, Item, salted_key};
+use super::{
+    code::{self, CodeCheck},
+    data::{DataError, Item, salted_key},
+};
 
 /// A question with its gold answer, and how to score an answer to it.
 #[derive(Debug, Clone)]
@@ -25,13 +28,16 @@ pub enum Gold {
     Letter { answer: char, last: char },
     /// A number (GSM8K's final answer).
     Number(f64),
+    /// Code that must pass the problem's tests (MBPP, HumanEval): graded by running it.
+    Code(CodeCheck),
 }
 
 impl Gold {
     /// 1 if `answer` gives the gold answer, else 0. Multiple choice: the first standalone
-    /// choice letter in the answer; numbers: the last number in the answer.
-    pub fn score(&self, answer: &str) -> f64 {
-        match self {
+    /// choice letter in the answer; numbers: the last number in the answer. None for code,
+    /// which only running it grades (the program to run: [`CodeCheck::program`]).
+    pub fn score(&self, answer: &str) -> Option<f64> {
+        Some(match self {
             Self::Letter { answer: g, last } => {
                 let chars: Vec<char> = answer.chars().collect();
                 let found = (0..chars.len()).find_map(|i| {
@@ -51,7 +57,8 @@ impl Gold {
                     .next_back();
                 f64::from(u8::from(last.is_some_and(|v| (v - g).abs() < 1e-6)))
             }
-        }
+            Self::Code(_) => return None,
+        })
     }
 }
 
@@ -213,6 +220,80 @@ pub fn llmrouter_choice(root: &Path, tasks: &[&str]) -> Result<Vec<Question>, Da
     Ok(out)
 }
 
+/// LLMRouter's code tasks (its query data): MBPP (a task and its `assert` lines) and
+/// HumanEval (a signature and docstring, and a `check(candidate)` of tests).
+pub const LLMROUTER_CODE_TASKS: [&str; 2] = ["mbpp", "human_eval"];
+
+/// Problems of LLMRouter's query data for `tasks` (of [`LLMROUTER_CODE_TASKS`]), both of
+/// its files, once each (HumanEval's test file repeats train problems). An answer is
+/// right when its code passes the problem's tests. The models this labels on CPU are
+/// small code models: where a 0.5B coder solves half of them and a 135M model almost none,
+/// the labels carry the signal that multiple choice at chance level does not.
+pub fn llmrouter_code(root: &Path, tasks: &[&str]) -> Result<Vec<Question>, DataError> {
+    let dir = root.join("llmrouter/data/example_data/query_data");
+    let mut out = Vec::new();
+    let mut seen = std::collections::HashSet::new();
+    for split in ["train", "test"] {
+        let path = dir.join(format!("default_query_{split}.jsonl"));
+        let text = std::fs::read_to_string(&path).map_err(|e| DataError::io(&path, e))?;
+        for (n, line) in text.lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let bad = |what: &str| DataError::parse(&path, n + 1, what);
+            let v: Value = serde_json::from_str(line).map_err(|e| bad(&e.to_string()))?;
+            let task = v["task_name"].as_str().unwrap_or_default();
+            if !tasks.contains(&task) {
+                continue;
+            }
+            let query = v["query"].as_str().unwrap_or_default();
+            let truth = v["ground_truth"].as_str().unwrap_or_default();
+            let (prompt, check) = match task {
+                "mbpp" => {
+                    let asserts: Vec<String> = python_literal_to_json(truth)
+                        .and_then(|j| serde_json::from_value(j).ok())
+                        .filter(|a: &Vec<String>| !a.is_empty())
+                        .ok_or_else(|| bad("ground_truth is not a list of assert lines"))?;
+                    let prompt = format!(
+                        "{}\nYour code should pass these tests:\n{}\n\nReply with only \
+                         the Python function, in a ```python code block.",
+                        query.trim(),
+                        asserts.join("\n")
+                    );
+                    (prompt, CodeCheck::Asserts(asserts))
+                }
+                _ => {
+                    let entry = code::last_function(query)
+                        .ok_or_else(|| bad("query defines no function"))?;
+                    if !truth.contains("def check(") {
+                        return Err(bad("ground_truth has no check(candidate)"));
+                    }
+                    let prompt = format!(
+                        "Complete this Python function. Reply with only the whole function, \
+                         in a ```python code block.\n\n```python\n{query}```"
+                    );
+                    let check = CodeCheck::Check {
+                        prompt: query.to_owned(),
+                        test: truth.to_owned(),
+                        entry,
+                    };
+                    (prompt, check)
+                }
+            };
+            if !seen.insert(prompt.clone()) {
+                continue;
+            }
+            out.push(Question {
+                id: format!("llmrouter/{task}/{split}/{n}"),
+                source: format!("label/{task}"),
+                prompt,
+                gold: Gold::Code(check),
+            });
+        }
+    }
+    Ok(out)
+}
+
 /// A Python literal of strings, lists and dicts (LLMRouter stores its choices as the
 /// `repr` of a dict) as JSON: quotes of either kind, and Python's escapes inside them.
 fn python_literal_to_json(text: &str) -> Option<Value> {
@@ -284,8 +365,16 @@ pub fn pick_letter<'a>(
         .max_by(|a, b| a.1.total_cmp(&b.1))
 }
 
-/// The answer and confidence of one chat completion under `scoring`.
-fn judge(q: &Question, scoring: Scoring, v: &Value) -> (f64, Option<f64>) {
+/// How an answer is graded: a score read off its text, or a program that passes when the
+/// answer is right.
+#[derive(Debug, PartialEq)]
+enum Verdict {
+    Score(f64),
+    Run(String),
+}
+
+/// The verdict and confidence of one chat completion under `scoring`.
+fn judge(q: &Question, scoring: Scoring, v: &Value) -> (Verdict, Option<f64>) {
     let choice = &v["choices"][0];
     match scoring {
         Scoring::Text => {
@@ -296,7 +385,12 @@ fn judge(q: &Question, scoring: Scoring, v: &Value) -> (f64, Option<f64>) {
                 .unwrap_or_default();
             let confidence = (!logprobs.is_empty())
                 .then(|| logprobs.iter().sum::<f64>() / logprobs.len() as f64);
-            (q.gold.score(text), confidence)
+            let verdict = match (&q.gold, q.gold.score(text)) {
+                (_, Some(score)) => Verdict::Score(score),
+                (Gold::Code(check), None) => Verdict::Run(check.program(text)),
+                (_, None) => Verdict::Score(0.0),
+            };
+            (verdict, confidence)
         }
         Scoring::Letter => {
             let first = &choice["logprobs"]["content"][0];
@@ -305,7 +399,7 @@ fn judge(q: &Question, scoring: Scoring, v: &Value) -> (f64, Option<f64>) {
             }
             // Letter scoring of a question without choices (the CLI refuses it) scores 0.
             let Gold::Letter { answer, last } = q.gold else {
-                return (0.0, None);
+                return (Verdict::Score(0.0), None);
             };
             let alternatives = first["top_logprobs"].as_array().into_iter().flatten();
             match pick_letter(
@@ -314,9 +408,12 @@ fn judge(q: &Question, scoring: Scoring, v: &Value) -> (f64, Option<f64>) {
                     .chain(alternatives.filter_map(token)),
                 last,
             ) {
-                Some((letter, lp)) => (f64::from(u8::from(letter == answer)), Some(lp)),
+                Some((letter, lp)) => (
+                    Verdict::Score(f64::from(u8::from(letter == answer))),
+                    Some(lp),
+                ),
                 // No letter among the alternatives: wrong, and no confidence to fit on.
-                None => (0.0, None),
+                None => (Verdict::Score(0.0), None),
             }
         }
     }
@@ -424,7 +521,12 @@ async fn ask(
     }
 }
 
-/// Asks `router` (base URL) each question on each tier and scores the answers. Requests
+/// How long a tier's program may run before it counts as wrong (HumanEval's harness
+/// allows 3 s; a shared CPU busy with inference gets more).
+const CODE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Asks `router` (base URL) each question on each tier and scores the answers (code by
+/// running it with `python`). Requests
 /// are greedy. Hands each question's [`Item`] to `finished` as soon as all its tiers have
 /// answered (so a long run that fails loses only the questions in flight). A request the
 /// cluster turns away for now is retried as `retry` says; one that still fails stops the
@@ -438,6 +540,7 @@ pub async fn run(
     max_tokens: u32,
     concurrency: usize,
     retry: Retry,
+    python: &Path,
     mut finished: impl FnMut(Item) -> Result<(), String>,
 ) -> Result<(), String> {
     use futures::StreamExt;
@@ -465,7 +568,15 @@ pub async fn run(
                     body["top_logprobs"] = json!(alternatives);
                 }
                 let v = ask(&http, &url, &body, retry, &format!("{} on {tier}", q.id)).await?;
-                let (score, confidence) = judge(q, scoring, &v);
+                let (verdict, confidence) = judge(q, scoring, &v);
+                let score = match verdict {
+                    Verdict::Score(s) => s,
+                    Verdict::Run(program) => f64::from(u8::from(
+                        code::passes(python, &program, CODE_TIMEOUT)
+                            .await
+                            .map_err(|e| format!("{} on {tier}: {e}", q.id))?,
+                    )),
+                };
                 Ok::<_, String>((qi, tier, score, confidence))
             }
         })
@@ -503,25 +614,25 @@ mod tests {
             answer: 'B',
             last: 'D',
         };
-        assert_eq!(g.score("B"), 1.0);
-        assert_eq!(g.score("The answer is B."), 1.0);
-        assert_eq!(g.score("(B) because…"), 1.0);
-        assert_eq!(g.score("A"), 0.0);
+        assert_eq!(g.score("B"), Some(1.0));
+        assert_eq!(g.score("The answer is B."), Some(1.0));
+        assert_eq!(g.score("(B) because…"), Some(1.0));
+        assert_eq!(g.score("A"), Some(0.0));
         assert_eq!(
             g.score("Because of the Bible"),
-            0.0,
+            Some(0.0),
             "a B inside a word is not an answer"
         );
-        assert_eq!(g.score(""), 0.0);
+        assert_eq!(g.score(""), Some(0.0));
         let n = Gold::Number(1234.0);
-        assert_eq!(n.score("so she earns $1,234."), 1.0);
-        assert_eq!(n.score("12 + 3 = 15\n1234"), 1.0);
+        assert_eq!(n.score("so she earns $1,234."), Some(1.0));
+        assert_eq!(n.score("12 + 3 = 15\n1234"), Some(1.0));
         assert_eq!(
             n.score("1234 is wrong, it is 18"),
-            0.0,
+            Some(0.0),
             "the last number counts"
         );
-        assert_eq!(Gold::Number(-3.5).score("x = -3.5"), 1.0);
+        assert_eq!(Gold::Number(-3.5).score("x = -3.5"), Some(1.0));
     }
 
     #[test]
@@ -556,12 +667,21 @@ mod tests {
             {"token": "The", "logprob": -0.2, "top_logprobs": [
                 {"token": "The", "logprob": -0.2}, {"token": " C", "logprob": -2.5},
                 {"token": "B", "logprob": -1.9}]}]}}]});
-        assert_eq!(judge(&q, Scoring::Letter, &answer), (1.0, Some(-1.9)));
+        assert_eq!(
+            judge(&q, Scoring::Letter, &answer),
+            (Verdict::Score(1.0), Some(-1.9))
+        );
         let none = json!({"choices": [{"logprobs": {"content": [
             {"token": "The", "logprob": -0.2, "top_logprobs": []}]}}]});
-        assert_eq!(judge(&q, Scoring::Letter, &none), (0.0, None));
+        assert_eq!(
+            judge(&q, Scoring::Letter, &none),
+            (Verdict::Score(0.0), None)
+        );
         // Text scoring of the same answer grades the text "The": no letter, wrong.
-        assert_eq!(judge(&q, Scoring::Text, &answer), (0.0, Some(-0.2)));
+        assert_eq!(
+            judge(&q, Scoring::Text, &answer),
+            (Verdict::Score(0.0), Some(-0.2))
+        );
     }
 
     #[test]
@@ -584,12 +704,16 @@ mod tests {
             answer: 'E',
             last: 'E',
         };
-        assert_eq!(csqa.score("E. taxi"), 1.0);
+        assert_eq!(csqa.score("E. taxi"), Some(1.0));
         let mmlu = Gold::Letter {
             answer: 'D',
             last: 'D',
         };
-        assert_eq!(mmlu.score("E, then D"), 1.0, "E is not a choice of four");
+        assert_eq!(
+            mmlu.score("E, then D"),
+            Some(1.0),
+            "E is not a choice of four"
+        );
         assert_eq!(
             pick_letter([("E", -0.1), ("B", -0.9)], 'E'),
             Some(('E', -0.1))
@@ -676,6 +800,51 @@ mod tests {
         .expect("write");
         let err = llmrouter_choice(dir.path(), &LLMROUTER_CHOICE_TASKS).expect_err("bad gold");
         assert!(err.to_string().contains("ground_truth"), "{err}");
+    }
+
+    #[test]
+    fn llmrouter_code_problems_carry_their_tests_once_each() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let q = dir.path().join("llmrouter/data/example_data/query_data");
+        std::fs::create_dir_all(&q).expect("dirs");
+        let mbpp = json!({"task_name": "mbpp", "query": "Write a function to add two numbers.",
+            "ground_truth": "['assert add(1, 2) == 3', \"assert add(0, 0) == 0\"]", "metric": "code_eval"});
+        let he_prompt = "def helper():\n    pass\n\n\ndef total(xs):\n    \"\"\"Sum.\"\"\"\n";
+        let he = json!({"task_name": "human_eval", "query": he_prompt,
+            "ground_truth": "\n\ndef check(candidate):\n    assert candidate([1]) == 1\n", "metric": "code_eval"});
+        let other = json!({"task_name": "gsm8k", "query": "1+1?", "ground_truth": "2"});
+        std::fs::write(
+            q.join("default_query_train.jsonl"),
+            [mbpp.to_string(), he.to_string(), other.to_string()].join("\n"),
+        )
+        .expect("write");
+        // HumanEval's test file repeats train problems: asked once.
+        std::fs::write(q.join("default_query_test.jsonl"), he.to_string()).expect("write");
+        let qs = llmrouter_code(dir.path(), &LLMROUTER_CODE_TASKS).expect("load");
+        assert_eq!(qs.len(), 2, "{qs:?}");
+        assert_eq!(qs[0].id, "llmrouter/mbpp/train/0");
+        assert!(
+            qs[0].prompt.contains("assert add(0, 0) == 0"),
+            "MBPP shows its tests: {}",
+            qs[0].prompt
+        );
+        assert_eq!(
+            qs[0].gold,
+            Gold::Code(CodeCheck::Asserts(vec![
+                "assert add(1, 2) == 3".into(),
+                "assert add(0, 0) == 0".into()
+            ]))
+        );
+        let Gold::Code(CodeCheck::Check { entry, .. }) = &qs[1].gold else {
+            panic!("{:?}", qs[1].gold)
+        };
+        assert_eq!(entry, "total", "the last function is the entry point");
+        assert_eq!(qs[0].gold.score("def add(a, b): return a + b"), None);
+
+        let bad = json!({"task_name": "mbpp", "query": "x", "ground_truth": "not a list"});
+        std::fs::write(q.join("default_query_test.jsonl"), bad.to_string()).expect("write");
+        let err = llmrouter_code(dir.path(), &["mbpp"]).expect_err("bad tests");
+        assert!(err.to_string().contains("assert"), "{err}");
     }
 
     #[test]
@@ -791,6 +960,7 @@ mod tests {
             8,
             1,
             retry,
+            Path::new("python3"),
             |i| {
                 items.push(i);
                 Ok(())

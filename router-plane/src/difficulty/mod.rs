@@ -6,6 +6,7 @@
 //! - [`features`] and [`predictor`]: what runs on every request, and its training;
 //! - [`metrics`]: APGR, CPT, AIQ and the baselines, to judge a predictor on held-out data.
 
+pub mod code;
 pub mod data;
 pub mod features;
 pub mod import;
