@@ -72,19 +72,28 @@ echo "== LLMRouter pair (llama-3.1-8b vs nemotron-51b), test split"
   --plot "$out/llmrouter-pair.svg" --predictions "$out/llmrouter-pair-predictions.csv"
 
 # The quickstart tiers' own labels (`label`, see docs/ROUTING.md "Labels from your own
-# tiers"): SmolLM2-135M against Qwen2.5-Coder-0.5B on LLMRouter's CommonsenseQA, OpenBookQA
-# and ARC-Challenge questions, letter-scored. Written to $out, not over the shipped
-# deploy/routing/quickstart-predictor.json: 245 labels (59 to train on) route worse than
-# random, so it is not worth shipping yet.
+# tiers"): SmolLM2-135M against Qwen2.5-Coder-0.5B.
+# 1. LLMRouter's CommonsenseQA, OpenBookQA and ARC-Challenge questions, letter-scored: both
+#    tiers near chance, so no routing signal (written to $out only).
 "$router" train --data deploy/routing/labels/choice-quickstart.jsonl --tier small=small \
   --tier large=large --heads-on-calibration --out "$out/quickstart-choice.json"
-echo "== quickstart tiers' own labels (CommonsenseQA, OpenBookQA, ARC-Challenge), test split"
+echo "== quickstart tiers, multiple choice (CommonsenseQA, OpenBookQA, ARC-Challenge), test split"
 "$router" eval --data deploy/routing/labels/choice-quickstart.jsonl \
-  --predictor "$out/quickstart-choice.json" --plot "$out/quickstart.svg"
+  --predictor "$out/quickstart-choice.json"
+# 2. LLMRouter's MBPP and HumanEval problems, graded by running the code: only train +
+#    calibration items were labelled (`label --split train --split calibration`), so the
+#    predictor trained on them is judged by k-fold over the labelled items, and the
+#    RouteLLM-trained predictor (which never saw them) on all of them.
+"$router" train --data deploy/routing/labels/code-quickstart.jsonl --tier small=small \
+  --tier large=large --heads-on-calibration --out "$out/quickstart-code.json"
+echo "== quickstart tiers, code: k-fold over the labelled items"
+"$router" learning-curve --data deploy/routing/labels/code-quickstart.jsonl --tier small=small \
+  --tier large=large --sizes 20,40,60 --folds 5 --repeats 5
 echo "== the same items routed by the RouteLLM-trained predictor (Mixtral/GPT-4 outcomes)"
-"$router" eval --data deploy/routing/labels/choice-quickstart.jsonl \
-  --predictor deploy/routing/predictor.json --tier small=small --tier large=large
-echo "== cascade floors from the same labels' letter confidences"
-"$router" fit-cascade --data deploy/routing/labels/choice-quickstart.jsonl --tier small \
+"$router" eval --data deploy/routing/labels/code-quickstart.jsonl --split all \
+  --predictor deploy/routing/predictor.json --tier small=small --tier large=large \
+  --plot "$out/quickstart-code.svg"
+echo "== cascade floors from the code labels' confidences"
+"$router" fit-cascade --data deploy/routing/labels/code-quickstart.jsonl --tier small \
   --tier large --quality 0.95
 echo "plots and per-item predictions: $out"

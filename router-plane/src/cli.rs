@@ -316,15 +316,22 @@ pub fn run(command: Command) -> Result<(), Error> {
                     ps.iter().map(|p| p.upper).sum::<f64>() / ps.len().max(1) as f64
                 };
                 let (q_fit, e_fit) = crate::cascade::outcome_at(&fit, floor);
-                let (q_test, e_test) = crate::cascade::outcome_at(&test, floor);
+                let on_test = if test.is_empty() {
+                    "no test items".to_owned()
+                } else {
+                    let (q_test, e_test) = crate::cascade::outcome_at(&test, floor);
+                    format!(
+                        "test ({} items): {:.1} %, {:.1} % escalated",
+                        test.len(),
+                        100.0 * q_test / upper_quality(&test).max(1e-12),
+                        100.0 * e_test
+                    )
+                };
                 eprintln!(
-                    "{lower} -> {upper}: floor {floor:.4} on {} items: quality {:.1} % of {upper}, {:.1} % escalated; test ({} items): {:.1} %, {:.1} % escalated",
+                    "{lower} -> {upper}: floor {floor:.4} on {} items: quality {:.1} % of {upper}, {:.1} % escalated; {on_test}",
                     fit.len(),
                     100.0 * q_fit / upper_quality(&fit).max(1e-12),
                     100.0 * e_fit,
-                    test.len(),
-                    100.0 * q_test / upper_quality(&test).max(1e-12),
-                    100.0 * e_test,
                 );
                 yaml.push_str(&format!("    {lower}: {{min_mean_logprob: {floor:.4}}}\n"));
             }
