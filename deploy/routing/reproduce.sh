@@ -88,7 +88,7 @@ echo "== quickstart tiers, multiple choice (CommonsenseQA, OpenBookQA, ARC-Chall
   --tier large=large --heads-on-calibration --out "$out/quickstart-code.json"
 echo "== quickstart tiers, code: k-fold over the labelled items"
 "$router" learning-curve --data deploy/routing/labels/code-quickstart.jsonl --tier small=small \
-  --tier large=large --sizes 20,40,60 --folds 5 --repeats 5
+  --tier large=large --sizes 20,40,60,75 --folds 5 --repeats 5
 echo "== the same items routed by the RouteLLM-trained predictor (Mixtral/GPT-4 outcomes)"
 "$router" eval --data deploy/routing/labels/code-quickstart.jsonl --split all \
   --predictor deploy/routing/predictor.json --tier small=small --tier large=large \
