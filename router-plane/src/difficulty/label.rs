@@ -158,66 +158,109 @@ pub const LLMROUTER_CHOICE_TASKS: [&str; 3] = ["commonsense_qa", "openbook_qa", 
 /// has five). Short prompts with one-letter answers: cheap to label on CPU, and easy
 /// enough that a 0.5B model is well above chance where a 135M one is not.
 pub fn llmrouter_choice(root: &Path, tasks: &[&str]) -> Result<Vec<Question>, DataError> {
-    let dir = root.join("llmrouter/data/example_data/query_data");
     let mut out = Vec::new();
+    llmrouter_rows(root, tasks, |row| {
+        let (v, task, bad) = (&row.value, row.task(), |what: &str| row.bad(what));
+        let choices = v["choices"]
+            .as_str()
+            .and_then(python_literal_to_json)
+            .ok_or_else(|| bad("choices is not a {'label': [...], 'text': [...]} dict"))?;
+        // A few ARC questions number their choices 1, 2, 3, ... (the gold answer too):
+        // they are asked with letters like the rest, so every answer is one letter.
+        let letter = |l: &str| match l.trim().parse::<u32>() {
+            Ok(k @ 1..=26) => char::from_u32(u32::from('A') + k - 1),
+            _ => l.trim().chars().next(),
+        };
+        let labels: Vec<char> = choices["label"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|l| letter(l.as_str()?))
+            .collect();
+        let texts: Vec<&str> = choices["text"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        let expected: Vec<char> = ('A'..='Z').take(labels.len()).collect();
+        if labels.len() < 2 || labels != expected || texts.len() != labels.len() {
+            return Err(bad(
+                "choices are not labelled A, B, C, ... with a text each",
+            ));
+        }
+        let answer = v["ground_truth"]
+            .as_str()
+            .and_then(letter)
+            .filter(|g| labels.contains(g))
+            .ok_or_else(|| bad("ground_truth is not one of the choice letters"))?;
+        out.push(Question {
+            id: row.id(),
+            source: format!("label/{task}"),
+            prompt: choice_prompt(None, v["query"].as_str().unwrap_or_default().trim(), &texts),
+            gold: Gold::Letter {
+                answer,
+                last: labels[labels.len() - 1],
+            },
+        });
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// One row of LLMRouter's query data (`default_query_{train,test}.jsonl`).
+struct LlmrouterRow<'a> {
+    path: &'a Path,
+    split: &'static str,
+    /// 0-based line index in its file.
+    line: usize,
+    value: Value,
+}
+
+impl LlmrouterRow<'_> {
+    fn task(&self) -> &str {
+        self.value["task_name"].as_str().unwrap_or_default()
+    }
+
+    /// `llmrouter/TASK/SPLIT/LINE`: stable across runs, so `label` can resume by it.
+    fn id(&self) -> String {
+        format!("llmrouter/{}/{}/{}", self.task(), self.split, self.line)
+    }
+
+    fn bad(&self, what: &str) -> DataError {
+        DataError::parse(self.path, self.line + 1, what)
+    }
+}
+
+/// Hands `each` every row of LLMRouter's query data, train file then test file, whose
+/// task is one of `tasks`.
+fn llmrouter_rows(
+    root: &Path,
+    tasks: &[&str],
+    mut each: impl FnMut(LlmrouterRow<'_>) -> Result<(), DataError>,
+) -> Result<(), DataError> {
+    let dir = root.join("llmrouter/data/example_data/query_data");
     for split in ["train", "test"] {
         let path = dir.join(format!("default_query_{split}.jsonl"));
         let text = std::fs::read_to_string(&path).map_err(|e| DataError::io(&path, e))?;
-        for (n, line) in text.lines().enumerate() {
-            if line.trim().is_empty() {
+        for (line, json) in text.lines().enumerate() {
+            if json.trim().is_empty() {
                 continue;
             }
-            let bad = |what: &str| DataError::parse(&path, n + 1, what);
-            let v: Value = serde_json::from_str(line).map_err(|e| bad(&e.to_string()))?;
-            let task = v["task_name"].as_str().unwrap_or_default();
-            if !tasks.contains(&task) {
-                continue;
-            }
-            let choices = v["choices"]
-                .as_str()
-                .and_then(python_literal_to_json)
-                .ok_or_else(|| bad("choices is not a {'label': [...], 'text': [...]} dict"))?;
-            // A few ARC questions number their choices 1, 2, 3, ... (the gold answer too):
-            // they are asked with letters like the rest, so every answer is one letter.
-            let letter = |l: &str| match l.trim().parse::<u32>() {
-                Ok(k @ 1..=26) => char::from_u32(u32::from('A') + k - 1),
-                _ => l.trim().chars().next(),
+            let value: Value = serde_json::from_str(json)
+                .map_err(|e| DataError::parse(&path, line + 1, e.to_string()))?;
+            let row = LlmrouterRow {
+                path: &path,
+                split,
+                line,
+                value,
             };
-            let labels: Vec<char> = choices["label"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|l| letter(l.as_str()?))
-                .collect();
-            let texts: Vec<&str> = choices["text"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(Value::as_str)
-                .collect();
-            let expected: Vec<char> = ('A'..='Z').take(labels.len()).collect();
-            if labels.len() < 2 || labels != expected || texts.len() != labels.len() {
-                return Err(bad(
-                    "choices are not labelled A, B, C, ... with a text each",
-                ));
+            if tasks.contains(&row.task()) {
+                each(row)?;
             }
-            let answer = v["ground_truth"]
-                .as_str()
-                .and_then(letter)
-                .filter(|g| labels.contains(g))
-                .ok_or_else(|| bad("ground_truth is not one of the choice letters"))?;
-            out.push(Question {
-                id: format!("llmrouter/{task}/{split}/{n}"),
-                source: format!("label/{task}"),
-                prompt: choice_prompt(None, v["query"].as_str().unwrap_or_default().trim(), &texts),
-                gold: Gold::Letter {
-                    answer,
-                    last: labels[labels.len() - 1],
-                },
-            });
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 /// LLMRouter's code tasks (its query data): MBPP (a task and its `assert` lines) and
@@ -230,67 +273,54 @@ pub const LLMROUTER_CODE_TASKS: [&str; 2] = ["mbpp", "human_eval"];
 /// small code models: where a 0.5B coder solves half of them and a 135M model almost none,
 /// the labels carry the signal that multiple choice at chance level does not.
 pub fn llmrouter_code(root: &Path, tasks: &[&str]) -> Result<Vec<Question>, DataError> {
-    let dir = root.join("llmrouter/data/example_data/query_data");
     let mut out = Vec::new();
     let mut seen = std::collections::HashSet::new();
-    for split in ["train", "test"] {
-        let path = dir.join(format!("default_query_{split}.jsonl"));
-        let text = std::fs::read_to_string(&path).map_err(|e| DataError::io(&path, e))?;
-        for (n, line) in text.lines().enumerate() {
-            if line.trim().is_empty() {
-                continue;
-            }
-            let bad = |what: &str| DataError::parse(&path, n + 1, what);
-            let v: Value = serde_json::from_str(line).map_err(|e| bad(&e.to_string()))?;
-            let task = v["task_name"].as_str().unwrap_or_default();
-            if !tasks.contains(&task) {
-                continue;
-            }
-            let query = v["query"].as_str().unwrap_or_default();
-            let truth = v["ground_truth"].as_str().unwrap_or_default();
-            let (prompt, check) = match task {
-                "mbpp" => {
-                    let asserts: Vec<String> = python_literal_to_json(truth)
-                        .and_then(|j| serde_json::from_value(j).ok())
-                        .filter(|a: &Vec<String>| !a.is_empty())
-                        .ok_or_else(|| bad("ground_truth is not a list of assert lines"))?;
-                    let prompt = format!(
-                        "{}\nYour code should pass these tests:\n{}\n\nReply with only \
+    llmrouter_rows(root, tasks, |row| {
+        let (v, task, bad) = (&row.value, row.task(), |what: &str| row.bad(what));
+        let query = v["query"].as_str().unwrap_or_default();
+        let truth = v["ground_truth"].as_str().unwrap_or_default();
+        let (prompt, check) = match task {
+            "mbpp" => {
+                let asserts: Vec<String> = python_literal_to_json(truth)
+                    .and_then(|j| serde_json::from_value(j).ok())
+                    .filter(|a: &Vec<String>| !a.is_empty())
+                    .ok_or_else(|| bad("ground_truth is not a list of assert lines"))?;
+                let prompt = format!(
+                    "{}\nYour code should pass these tests:\n{}\n\nReply with only \
                          the Python function, in a ```python code block.",
-                        query.trim(),
-                        asserts.join("\n")
-                    );
-                    (prompt, CodeCheck::Asserts(asserts))
-                }
-                _ => {
-                    let entry = code::last_function(query)
-                        .ok_or_else(|| bad("query defines no function"))?;
-                    if !truth.contains("def check(") {
-                        return Err(bad("ground_truth has no check(candidate)"));
-                    }
-                    let prompt = format!(
-                        "Complete this Python function. Reply with only the whole function, \
-                         in a ```python code block.\n\n```python\n{query}```"
-                    );
-                    let check = CodeCheck::Check {
-                        prompt: query.to_owned(),
-                        test: truth.to_owned(),
-                        entry,
-                    };
-                    (prompt, check)
-                }
-            };
-            if !seen.insert(prompt.clone()) {
-                continue;
+                    query.trim(),
+                    asserts.join("\n")
+                );
+                (prompt, CodeCheck::Asserts(asserts))
             }
+            _ => {
+                let entry =
+                    code::last_function(query).ok_or_else(|| bad("query defines no function"))?;
+                if !truth.contains("def check(") {
+                    return Err(bad("ground_truth has no check(candidate)"));
+                }
+                let prompt = format!(
+                    "Complete this Python function. Reply with only the whole function, \
+                         in a ```python code block.\n\n```python\n{query}```"
+                );
+                let check = CodeCheck::Check {
+                    prompt: query.to_owned(),
+                    test: truth.to_owned(),
+                    entry,
+                };
+                (prompt, check)
+            }
+        };
+        if seen.insert(prompt.clone()) {
             out.push(Question {
-                id: format!("llmrouter/{task}/{split}/{n}"),
+                id: row.id(),
                 source: format!("label/{task}"),
                 prompt,
                 gold: Gold::Code(check),
             });
         }
-    }
+        Ok(())
+    })?;
     Ok(out)
 }
 
