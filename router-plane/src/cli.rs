@@ -379,24 +379,22 @@ pub fn run(command: Command) -> Result<(), Error> {
                 ("gsm8k", Some(Scoring::Letter)) => {
                     return Err("gsm8k answers are numbers: --scoring letter is for mmlu".into());
                 }
-                (task, None | Some(Scoring::Text))
+                (task, s)
                     if task == "llmrouter-code" || label::LLMROUTER_CODE_TASKS.contains(&task) =>
                 {
+                    if s == Some(Scoring::Letter) {
+                        return Err(format!(
+                            "{task} answers are code, graded by running it: --scoring letter \
+                             is for multiple choice"
+                        )
+                        .into());
+                    }
                     let tasks: &[&str] = if task == "llmrouter-code" {
                         &label::LLMROUTER_CODE_TASKS
                     } else {
                         &[task]
                     };
                     (label::llmrouter_code(&root, tasks)?, 320, Scoring::Text)
-                }
-                (task, Some(Scoring::Letter))
-                    if task == "llmrouter-code" || label::LLMROUTER_CODE_TASKS.contains(&task) =>
-                {
-                    return Err(format!(
-                        "{task} answers are code, graded by running it: --scoring letter is for \
-                         multiple choice"
-                    )
-                    .into());
                 }
                 (other, _) => {
                     return Err(format!(
