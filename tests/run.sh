@@ -23,7 +23,7 @@ step() { printf '\n==> %s\n' "$*" >&2; }
 step "dependencies"
 venv=$(deploy/local/ensure-deps.sh)
 export SWITCHBACK_PYTHON="$venv/bin/python"
-deploy/local/fetch-models.sh small large minilm >/dev/null
+deploy/local/fetch-models.sh small medium large minilm >/dev/null
 if ! cargo nextest --version >/dev/null 2>&1; then
   step "installing cargo-nextest"
   cargo install --locked cargo-nextest

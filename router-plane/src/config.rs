@@ -415,8 +415,30 @@ mod tests {
     #[test]
     fn the_shipped_router_configs_load() {
         let chat = shipped("router.yaml");
+        assert_eq!(chat.tiers, ["small", "medium", "large"]);
         assert_eq!(chat.first_token_timeout, Duration::from_secs(60));
-        assert!(chat.difficulty.is_some());
+        // Every tier the shipped predictor scores is one of the router's (a head for an
+        // unknown tier would silently fall back to the default tier).
+        let predictor = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join(
+                &chat
+                    .difficulty
+                    .as_ref()
+                    .expect("difficulty routing")
+                    .predictor,
+            );
+        let artifact: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&predictor).expect("predictor"))
+                .expect("predictor JSON");
+        for head in artifact["heads"].as_array().expect("heads") {
+            let tier = head["tier"].as_str().expect("tier");
+            assert!(
+                chat.tiers.iter().any(|t| t == tier),
+                "{tier} not in {:?}",
+                chat.tiers
+            );
+        }
         // The batch router shares the cluster and waits for slow CPU prefills.
         let batch = shipped("router-label.yaml");
         assert_eq!(batch.tiers, chat.tiers);

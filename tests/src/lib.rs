@@ -102,15 +102,35 @@ pub fn small_model() -> PathBuf {
     path
 }
 
-/// The Qwen2.5-Coder-0.5B GGUF for the `large` tier.
+/// The Qwen2.5-Coder-0.5B GGUF for the `medium` tier.
+pub fn medium_model() -> PathBuf {
+    let path = models_dir().join("qwen2.5-coder-0.5b/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf");
+    assert!(
+        path.is_file(),
+        "{} is missing: run deploy/local/fetch-models.sh medium",
+        path.display()
+    );
+    path
+}
+
+/// The Qwen2.5-Coder-1.5B GGUF for the `large` tier.
 pub fn large_model() -> PathBuf {
-    let path = models_dir().join("qwen2.5-0.5b/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf");
+    let path = models_dir().join("qwen2.5-coder-1.5b/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf");
     assert!(
         path.is_file(),
         "{} is missing: run deploy/local/fetch-models.sh large",
         path.display()
     );
     path
+}
+
+/// The quickstart's model ladder, cheapest first: (tier, model id, GGUF file).
+pub fn ladder() -> [(&'static str, &'static str, fn() -> PathBuf); 3] {
+    [
+        ("small", "smollm2-135m", small_model),
+        ("medium", "qwen2.5-coder-0.5b", medium_model),
+        ("large", "qwen2.5-coder-1.5b", large_model),
+    ]
 }
 
 /// A running process, killed (SIGKILL) when dropped.
@@ -508,29 +528,30 @@ impl WorkerSpec {
     }
 
     pub fn small_real(id: &str) -> Self {
-        Self {
-            id: id.into(),
-            tier: "small".into(),
-            model: "smollm2-135m".into(),
-            engine: format!(
-                "{{kind: mistralrs, model_path: {:?}}}",
-                small_model().display().to_string()
-            ),
-            max_concurrency: 2,
-            lease_ttl_s: 3,
-            extra: String::new(),
-            env: Vec::new(),
-        }
+        Self::real(id, "small")
+    }
+
+    pub fn medium_real(id: &str) -> Self {
+        Self::real(id, "medium")
     }
 
     pub fn large_real(id: &str) -> Self {
+        Self::real(id, "large")
+    }
+
+    /// A mistral.rs worker serving `tier`'s model of the [`ladder`] on CPU.
+    pub fn real(id: &str, tier: &str) -> Self {
+        let (tier, model, path) = ladder()
+            .into_iter()
+            .find(|(t, _, _)| *t == tier)
+            .unwrap_or_else(|| panic!("no tier {tier} in the ladder"));
         Self {
             id: id.into(),
-            tier: "large".into(),
-            model: "qwen2.5-0.5b".into(),
+            tier: tier.into(),
+            model: model.into(),
             engine: format!(
                 "{{kind: mistralrs, model_path: {:?}}}",
-                large_model().display().to_string()
+                path().display().to_string()
             ),
             max_concurrency: 2,
             lease_ttl_s: 3,

@@ -464,16 +464,27 @@ mod tests {
             let text = std::fs::read_to_string(&path).expect("shipped config");
             parse(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
         };
-        let (small, large) = (shipped("worker-small.yaml"), shipped("worker-large.yaml"));
+        let ladder: Vec<WorkerConfig> = ["small", "medium", "large"]
+            .into_iter()
+            .map(|t| shipped(&format!("worker-{t}.yaml")))
+            .collect();
         assert_eq!(
-            (small.tier.as_str(), large.tier.as_str()),
-            ("small", "large")
+            ladder.iter().map(|c| c.tier.as_str()).collect::<Vec<_>>(),
+            ["small", "medium", "large"]
         );
-        assert!(matches!(small.engine, EngineConfig::Mistralrs { .. }));
-        assert!(matches!(large.engine, EngineConfig::Mistralrs { .. }));
-        // Both run on one machine: no port in common.
-        assert_ne!(small.listen, large.listen);
-        assert_ne!(small.metrics_listen, large.metrics_listen);
+        for (i, c) in ladder.iter().enumerate() {
+            assert!(matches!(c.engine, EngineConfig::Mistralrs { .. }));
+            // All run on one machine: no port in common.
+            for other in &ladder[i + 1..] {
+                assert_ne!(c.listen, other.listen);
+                assert_ne!(c.metrics_listen, other.metrics_listen);
+            }
+        }
+        // Each tier up costs more, per input and per output token.
+        for pair in ladder.windows(2) {
+            assert!(pair[0].cost_per_mtok_input < pair[1].cost_per_mtok_input);
+            assert!(pair[0].cost_per_mtok_output < pair[1].cost_per_mtok_output);
+        }
     }
 
     #[test]

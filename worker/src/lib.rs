@@ -29,6 +29,10 @@ use crate::{
 pub enum WorkerError {
     #[error("loading the engine: {0}")]
     Engine(#[from] engine::EngineError),
+    /// The configured model file is missing or not one this worker can load: a
+    /// configuration error (exit 64), found before mistral.rs reads the file.
+    #[error("engine.model_path: {0}")]
+    Model(#[from] engine::gguf::GgufError),
     #[error("listener: {0}")]
     Io(#[from] std::io::Error),
     #[error("gRPC server: {0}")]
@@ -45,7 +49,15 @@ pub async fn build_engine(config: &WorkerConfig) -> Result<Arc<dyn Engine>, Work
             device,
             dtype,
         } => {
-            tracing::info!(path = %model_path.display(), ?device, ?dtype, "loading model");
+            let summary = engine::gguf::check(model_path)?;
+            tracing::info!(
+                path = %model_path.display(),
+                architecture = %summary.architecture,
+                tensor_types = ?summary.tensor_types,
+                ?device,
+                ?dtype,
+                "loading model"
+            );
             let started = std::time::Instant::now();
             let dtype = match dtype {
                 config::Dtype::Auto => mistralrs::ModelDType::Auto,

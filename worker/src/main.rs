@@ -15,8 +15,12 @@ async fn main() {
         None => None,
     };
     let shutdown = switchback_common::shutdown_on_signal();
-    switchback_common::exit_on_error(
-        BINARY,
-        switchback_worker::run(config, listener, metrics, shutdown).await,
-    );
+    let result = switchback_worker::run(config, listener, metrics, shutdown).await;
+    // A model file it cannot load is bad configuration, like a bad key: exit 64.
+    if let Err(err @ switchback_worker::WorkerError::Model(_)) = &result {
+        tracing::error!(%err, "{BINARY} failed");
+        eprintln!("{BINARY}: bad configuration: {err}");
+        std::process::exit(switchback_common::EXIT_BAD_CONFIG);
+    }
+    switchback_common::exit_on_error(BINARY, result);
 }

@@ -78,16 +78,36 @@ impl Decoder {
     }
 
     /// Decides one step from raw logits.
+    ///
+    /// This runs for every generated token over the whole vocabulary (151,936 entries for
+    /// Qwen), so the greedy path makes one pass for the maximum, one for the normaliser
+    /// (f32 exponentials, f64 sum) and one bounded pass for the alternatives, and allocates
+    /// nothing of vocabulary size; sampling needs the whole distribution.
     pub fn step(&self, logits: &[f32]) -> Step {
-        let logprobs = log_softmax(logits);
-        let id = match self.choose.temperature {
-            None => argmax(&logprobs),
-            Some(t) => self.sample(&logprobs, t),
-        };
-        Step {
-            id,
-            logprob: logprobs[id as usize],
-            top: top_n(&logprobs, self.top_n),
+        match self.choose.temperature {
+            None => {
+                let id = argmax(logits);
+                let lse = log_sum_exp(logits, logits.get(id as usize).copied().unwrap_or(0.0));
+                Step {
+                    id,
+                    logprob: logits
+                        .get(id as usize)
+                        .map_or(f32::NEG_INFINITY, |x| x - lse),
+                    top: top_n(logits, self.top_n)
+                        .into_iter()
+                        .map(|(i, x)| (i, x - lse))
+                        .collect(),
+                }
+            }
+            Some(t) => {
+                let logprobs = log_softmax(logits);
+                let id = self.sample(&logprobs, t);
+                Step {
+                    id,
+                    logprob: logprobs[id as usize],
+                    top: top_n(&logprobs, self.top_n),
+                }
+            }
         }
     }
 
@@ -137,32 +157,49 @@ impl Decoder {
     }
 }
 
+/// log Σ exp(x): exponentials in f32 (each term is at most 1), summed in f64.
+fn log_sum_exp(logits: &[f32], max: f32) -> f32 {
+    if !max.is_finite() {
+        return max;
+    }
+    let sum: f64 = logits.iter().map(|&x| f64::from((x - max).exp())).sum();
+    max + sum.ln() as f32
+}
+
 fn log_softmax(logits: &[f32]) -> Vec<f32> {
     let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let sum: f64 = logits.iter().map(|&x| f64::from(x - max).exp()).sum();
-    let lse = max + sum.ln() as f32;
+    let lse = log_sum_exp(logits, max);
     logits.iter().map(|&x| x - lse).collect()
 }
 
+/// The index of the largest value; the first one among equals.
 fn argmax(v: &[f32]) -> u32 {
-    v.iter()
-        .enumerate()
-        .max_by(|a, b| a.1.total_cmp(b.1))
-        .map_or(0, |(i, _)| i as u32)
+    let mut best = 0usize;
+    for (i, x) in v.iter().enumerate() {
+        if x.total_cmp(&v[best]).is_gt() {
+            best = i;
+        }
+    }
+    best as u32
 }
 
-fn top_n(logprobs: &[f32], n: usize) -> Vec<(u32, f32)> {
+/// The `n` largest values with their indexes, largest first (ties: lower index first), in
+/// one pass that keeps the best `n` seen so far.
+fn top_n(values: &[f32], n: usize) -> Vec<(u32, f32)> {
+    let n = n.min(values.len());
+    let mut best: Vec<(u32, f32)> = Vec::with_capacity(n + 1);
     if n == 0 {
-        return Vec::new();
+        return best;
     }
-    let mut idx: Vec<u32> = (0..logprobs.len() as u32).collect();
-    let n = n.min(idx.len());
-    idx.select_nth_unstable_by(n - 1, |&a, &b| {
-        logprobs[b as usize].total_cmp(&logprobs[a as usize])
-    });
-    idx.truncate(n);
-    idx.sort_unstable_by(|&a, &b| logprobs[b as usize].total_cmp(&logprobs[a as usize]));
-    idx.into_iter().map(|i| (i, logprobs[i as usize])).collect()
+    for (i, &x) in values.iter().enumerate() {
+        if best.len() == n && x.total_cmp(&best[n - 1].1).is_le() {
+            continue;
+        }
+        let at = best.partition_point(|&(_, y)| y.total_cmp(&x).is_ge());
+        best.insert(at, (i as u32, x));
+        best.truncate(n);
+    }
+    best
 }
 
 impl CustomLogitsProcessor for Decoder {
@@ -205,6 +242,64 @@ mod tests {
         assert_eq!(step.top.iter().map(|t| t.0).collect::<Vec<_>>(), vec![1, 2]);
         let total: f64 = [1.0f64, 3.0, 2.0].iter().map(|x| (x - lse).exp()).sum();
         assert!((total - 1.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn greedy_step_agrees_with_the_whole_distribution() {
+        // Pseudo-random logits over a Qwen-sized vocabulary, with a tie at the top.
+        let mut state = 7u64;
+        let mut logits: Vec<f32> = (0..151_936)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6_364_136_223_846_793_005)
+                    .wrapping_add(1);
+                ((state >> 40) as f32 / (1u64 << 24) as f32) * 30.0 - 15.0
+            })
+            .collect();
+        logits[1234] = 40.0;
+        logits[99] = 40.0;
+        let d = Decoder::new(greedy(), 20);
+        let step = d.step(&logits);
+        // The distribution computed independently, in f64 throughout.
+        let lse = 40.0
+            + logits
+                .iter()
+                .map(|&x| (f64::from(x) - 40.0).exp())
+                .sum::<f64>()
+                .ln();
+        let full: Vec<f32> = logits
+            .iter()
+            .map(|&x| (f64::from(x) - lse) as f32)
+            .collect();
+        assert_eq!(step.id, 99, "the first of equal maxima");
+        assert!((step.logprob - full[99]).abs() < 1e-5);
+        let mut order: Vec<u32> = (0..logits.len() as u32).collect();
+        order.sort_by(|&a, &b| {
+            full[b as usize]
+                .total_cmp(&full[a as usize])
+                .then(a.cmp(&b))
+        });
+        let want: Vec<(u32, f32)> = order[..20].iter().map(|&i| (i, full[i as usize])).collect();
+        assert_eq!(
+            step.top.iter().map(|t| t.0).collect::<Vec<_>>(),
+            want.iter().map(|t| t.0).collect::<Vec<_>>()
+        );
+        for (got, want) in step.top.iter().zip(&want) {
+            assert!((got.1 - want.1).abs() < 1e-5, "{got:?} vs {want:?}");
+        }
+        let total: f64 = full.iter().map(|&lp| f64::from(lp).exp()).sum();
+        assert!((total - 1.0).abs() < 1e-4, "{total}");
+    }
+
+    #[test]
+    fn top_n_keeps_the_largest_in_order() {
+        assert_eq!(
+            top_n(&[1.0, 5.0, 3.0, 5.0, -1.0], 3),
+            vec![(1, 5.0), (3, 5.0), (2, 3.0)]
+        );
+        assert_eq!(top_n(&[1.0, 2.0], 5), vec![(1, 2.0), (0, 1.0)]);
+        assert!(top_n(&[1.0], 0).is_empty());
+        assert_eq!(argmax(&[f32::NEG_INFINITY, -3.0, -3.0]), 1);
     }
 
     #[test]

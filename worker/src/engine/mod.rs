@@ -2,6 +2,7 @@
 //! log-probabilities. `mistralrs` runs real inference; `sim` simulates it without weights.
 
 pub mod decode;
+pub mod gguf;
 pub mod mistral;
 pub mod sim;
 
