@@ -124,8 +124,11 @@ pub fn large_model() -> PathBuf {
     path
 }
 
-/// The quickstart's model ladder, cheapest first: (tier, model id, GGUF file).
-pub fn ladder() -> [(&'static str, &'static str, fn() -> PathBuf); 3] {
+/// One model of the ladder: tier, model id, and where its GGUF file is.
+pub type Rung = (&'static str, &'static str, fn() -> PathBuf);
+
+/// The quickstart's model ladder, cheapest first.
+pub fn ladder() -> [Rung; 3] {
     [
         ("small", "smollm2-135m", small_model),
         ("medium", "qwen2.5-coder-0.5b", medium_model),

@@ -579,9 +579,13 @@ async fn main() {
             }
             None => None,
         };
-        bar.println(format!(
-            "{tier} ({model}): ours {ours:?}, llama.cpp {llama:?}"
-        ));
+        let line = format!("{tier} ({model}): ours {ours:?}, llama.cpp {llama:?}");
+        // A hidden bar (output not a terminal) prints nothing: say it on stderr instead.
+        if bar.is_hidden() {
+            eprintln!("{line}");
+        } else {
+            bar.println(line);
+        }
         rows.push(Row {
             model: format!("{tier} ({model})"),
             ours,
