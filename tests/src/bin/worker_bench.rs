@@ -437,8 +437,9 @@ fn table(rows: &[Row], threads: usize, llama: Option<&str>, args: &Args) -> Stri
         let single = row.ours.concurrent.first().map_or(0.0, |c| c.1);
         for (c, rate) in &row.ours.concurrent {
             out.push_str(&format!(
-                "| {} | aggregate decode, {c} streams (tok/s) | {rate:.1} | | {} vs 1 stream | {} |\n",
+                "| {} | aggregate decode, {c} stream{} (tok/s) | {rate:.1} | | {} vs 1 stream | {} |\n",
                 row.model,
+                if *c == 1 { "" } else { "s" },
                 ratio(*rate, Some(single)),
                 if *c == 4 { "≥ 2×" } else { "" },
             ));
