@@ -91,37 +91,36 @@ pub fn models_dir() -> PathBuf {
         })
 }
 
-/// The SmolLM2-135M GGUF for the `small` tier.
-pub fn small_model() -> PathBuf {
-    let path = models_dir().join("smollm2-135m/SmolLM2-135M-Instruct.Q4_1.gguf");
+/// A GGUF under [`models_dir`], which `deploy/local/fetch-models.sh <tier>` fetches.
+fn model_file(relative: &str, tier: &str) -> PathBuf {
+    let path = models_dir().join(relative);
     assert!(
         path.is_file(),
-        "{} is missing: run deploy/local/fetch-models.sh small",
+        "{} is missing: run deploy/local/fetch-models.sh {tier}",
         path.display()
     );
     path
+}
+
+/// The SmolLM2-135M GGUF for the `small` tier.
+pub fn small_model() -> PathBuf {
+    model_file("smollm2-135m/SmolLM2-135M-Instruct.Q4_1.gguf", "small")
 }
 
 /// The Qwen2.5-Coder-0.5B GGUF for the `medium` tier.
 pub fn medium_model() -> PathBuf {
-    let path = models_dir().join("qwen2.5-coder-0.5b/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf");
-    assert!(
-        path.is_file(),
-        "{} is missing: run deploy/local/fetch-models.sh medium",
-        path.display()
-    );
-    path
+    model_file(
+        "qwen2.5-coder-0.5b/qwen2.5-coder-0.5b-instruct-q4_k_m.gguf",
+        "medium",
+    )
 }
 
 /// The Qwen2.5-Coder-1.5B GGUF for the `large` tier.
 pub fn large_model() -> PathBuf {
-    let path = models_dir().join("qwen2.5-coder-1.5b/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf");
-    assert!(
-        path.is_file(),
-        "{} is missing: run deploy/local/fetch-models.sh large",
-        path.display()
-    );
-    path
+    model_file(
+        "qwen2.5-coder-1.5b/qwen2.5-coder-1.5b-instruct-q4_k_m.gguf",
+        "large",
+    )
 }
 
 /// One model of the ladder: tier, model id, and where its GGUF file is.

@@ -22,22 +22,26 @@ fn ask(model: &str, stream: bool) -> Value {
     })
 }
 
-/// Sets the small tier's mean-logprob floor in etcd and waits until the router applied
-/// it (its count of applied policies reaches `applied`).
-async fn set_floor(etcd: &Etcd, router: &Router, floor: f64, applied: f64) {
-    etcd.set_policy(&format!(
-        "cascade: {{per_tier: {{small: {{min_mean_logprob: {floor}}}}}}}"
-    ))
-    .await;
+/// Puts `yaml` as the routing policy in etcd and waits until the router applied it (its
+/// count of applied policies went up).
+async fn apply_policy(etcd: &Etcd, router: &Router, yaml: &str) {
+    const APPLIED: &str = r#"switchback_router_policy_updates_total{outcome="ok"}"#;
+    let before = router.metric(APPLIED).await.expect("policy metric");
+    etcd.set_policy(yaml).await;
     wait_for(
         "the router to apply the new policy",
         Duration::from_secs(10),
-        || async {
-            let n = router
-                .metric(r#"switchback_router_policy_updates_total{outcome="ok"}"#)
-                .await?;
-            (n >= applied).then_some(())
-        },
+        || async { (router.metric(APPLIED).await? > before).then_some(()) },
+    )
+    .await;
+}
+
+/// Sets the small tier's mean-logprob floor in etcd and waits until the router applied it.
+async fn set_floor(etcd: &Etcd, router: &Router, floor: f64) {
+    apply_policy(
+        etcd,
+        router,
+        &format!("cascade: {{per_tier: {{small: {{min_mean_logprob: {floor}}}}}}}"),
     )
     .await;
 }
@@ -59,11 +63,6 @@ async fn confident_answers_stay_low_and_unconfident_ones_escalate_to_another_nod
     router.wait_model("smollm2-135m").await;
     router.wait_model("qwen2.5-coder-0.5b").await;
     let url = router.url("/v1/chat/completions");
-    // The config file's policy (none in etcd yet) was applied once at start.
-    let applied = router
-        .metric(r#"switchback_router_policy_updates_total{outcome="ok"}"#)
-        .await
-        .expect("policy metric");
 
     // The small tier's own confidence in its (greedy, so repeatable) answer.
     let probe = http::post_json(
@@ -84,7 +83,7 @@ async fn confident_answers_stay_low_and_unconfident_ones_escalate_to_another_nod
     assert!(mean < 0.0, "{mean}");
 
     // A floor below it: the answer is confident enough and stays on the small tier.
-    set_floor(&etcd, &router, mean - 0.5, applied + 1.0).await;
+    set_floor(&etcd, &router, mean - 0.5).await;
     let kept = http::post_json(&url, &ask("small", false)).await;
     assert_eq!(kept.status, 200, "{}", kept.body);
     assert_eq!(kept.header("x-switchback-escalations"), Some("0"));
@@ -97,7 +96,7 @@ async fn confident_answers_stay_low_and_unconfident_ones_escalate_to_another_nod
     assert_eq!(first["top_logprobs"], json!([]), "{first}");
 
     // A floor above it: escalated to the medium tier, on the other node.
-    set_floor(&etcd, &router, mean / 2.0, applied + 2.0).await;
+    set_floor(&etcd, &router, mean / 2.0).await;
     let escalated = http::post_json(&url, &ask("small", false)).await;
     assert_eq!(escalated.status, 200, "{}", escalated.body);
     assert_eq!(escalated.header("x-switchback-escalations"), Some("1"));
@@ -200,23 +199,10 @@ async fn an_unconfident_answer_climbs_the_three_tier_ladder() {
 
     // Floors of 0: no answer of a lower tier is confident enough (a mean log-probability
     // of exactly 0 would take every token at probability 1).
-    let applied = router
-        .metric(r#"switchback_router_policy_updates_total{outcome="ok"}"#)
-        .await
-        .expect("policy metric");
-    etcd.set_policy(
+    apply_policy(
+        &etcd,
+        &router,
         "cascade: {max_escalations: 2, per_tier: {small: {min_mean_logprob: 0}, medium: {min_mean_logprob: 0}}}",
-    )
-    .await;
-    wait_for(
-        "the router to apply the policy",
-        Duration::from_secs(10),
-        || async {
-            let n = router
-                .metric(r#"switchback_router_policy_updates_total{outcome="ok"}"#)
-                .await?;
-            (n > applied).then_some(())
-        },
     )
     .await;
     let climbed = http::post_json(&url, &ask("small", false)).await;

@@ -63,7 +63,7 @@ struct Args {
     /// The section of --out that gets the table.
     #[arg(long, default_value = "worker-bench")]
     section: String,
-    /// Markdown file whose `worker-bench` section gets the table.
+    /// Markdown file whose --section gets the table (the rest of the file is kept).
     #[arg(long, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/BENCHMARKS.md"))]
     out: PathBuf,
     /// SVG plot of Switchback / llama.cpp per model and measurement.
