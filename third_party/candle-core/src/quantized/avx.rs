@@ -57,7 +57,9 @@ pub(crate) unsafe fn mul_sum_i8_pairs_float(x: __m256i, y: __m256i) -> __m256 {
 /// The f32 values of the four f16s in `lo` (two) and `hi` (two), low halves first.
 #[inline(always)]
 unsafe fn f16x4(lo: u32, hi: u32) -> __m128 {
-    _mm_cvtph_ps(_mm_cvtsi64_si128(((u64::from(hi) << 32) | u64::from(lo)) as i64))
+    _mm_cvtph_ps(_mm_cvtsi64_si128(
+        ((u64::from(hi) << 32) | u64::from(lo)) as i64,
+    ))
 }
 
 /// Two f16s as one word, `a` in the low half.
@@ -68,7 +70,11 @@ fn pair(a: f16, b: f16) -> u32 {
 
 /// Folds `block` over `blocks` blocks into two states, even and odd blocks apart.
 #[inline(always)]
-unsafe fn fold_blocks<S: Copy>(blocks: usize, init: S, mut block: impl FnMut(usize, S) -> S) -> (S, S) {
+unsafe fn fold_blocks<S: Copy>(
+    blocks: usize,
+    init: S,
+    mut block: impl FnMut(usize, S) -> S,
+) -> (S, S) {
     let (mut even, mut odd) = (init, init);
     let mut i = 0;
     while i + 2 <= blocks {
@@ -155,7 +161,11 @@ unsafe fn dot_with_mins(
         let s = f16x4(x, y);
         let p = _mm_mul_ps(s, _mm_movehl_ps(s, s));
         let (bx, by) = quants(i);
-        let acc = _mm256_fmadd_ps(_mm256_broadcastss_ps(p), mul_sum_us8_pairs_float(bx, by), acc);
+        let acc = _mm256_fmadd_ps(
+            _mm256_broadcastss_ps(p),
+            mul_sum_us8_pairs_float(bx, by),
+            acc,
+        );
         (acc, _mm_add_ps(mins, p))
     });
     let mins = _mm_add_ps(a.1, b.1);

@@ -2342,22 +2342,28 @@ pub fn matmul<T: GgmlType>(
     const COLS: usize = 16;
     const ROWS: usize = 64;
     let out = DstPtr(dst.as_mut_ptr());
-    (0..n.div_ceil(COLS)).into_par_iter().for_each(|chunk| {
-        let cols = chunk * COLS..((chunk + 1) * COLS).min(n);
-        for row0 in (0..m).step_by(ROWS) {
-            let rows = row0..(row0 + ROWS).min(m);
-            for col in cols.clone() {
-                let rhs_col = &rhs_t[col * k_in_blocks..(col + 1) * k_in_blocks];
-                for row in rows.clone() {
-                    let lhs_row = &lhs_b[row * k_in_blocks..(row + 1) * k_in_blocks];
-                    let value = T::vec_dot(k, rhs_col, lhs_row);
-                    // SAFETY: row < m and col < n index inside dst (m × n), and no other
-                    // task writes this column.
-                    unsafe { *out.get().add(row * n + col) = value };
+    // Like the m = 1 path's 128 columns a task: with few rows (a batch of 2-7 decoding
+    // sequences), 16 columns a task left rayon's per-task cost above the work.
+    let min_chunks = (128 / (COLS * m)).max(1);
+    (0..n.div_ceil(COLS))
+        .into_par_iter()
+        .with_min_len(min_chunks)
+        .for_each(|chunk| {
+            let cols = chunk * COLS..((chunk + 1) * COLS).min(n);
+            for row0 in (0..m).step_by(ROWS) {
+                let rows = row0..(row0 + ROWS).min(m);
+                for col in cols.clone() {
+                    let rhs_col = &rhs_t[col * k_in_blocks..(col + 1) * k_in_blocks];
+                    for row in rows.clone() {
+                        let lhs_row = &lhs_b[row * k_in_blocks..(row + 1) * k_in_blocks];
+                        let value = T::vec_dot(k, rhs_col, lhs_row);
+                        // SAFETY: row < m and col < n index inside dst (m × n), and no other
+                        // task writes this column.
+                        unsafe { *out.get().add(row * n + col) = value };
+                    }
                 }
             }
-        }
-    });
+        });
     Ok(())
 }
 
