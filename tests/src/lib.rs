@@ -543,6 +543,12 @@ impl WorkerSpec {
 
     /// A mistral.rs worker serving `tier`'s model of the [`ladder`] on CPU.
     pub fn real(id: &str, tier: &str) -> Self {
+        Self::real_on(id, tier, "cpu")
+    }
+
+    /// A mistral.rs worker serving `tier`'s model of the [`ladder`] on `device` (`cpu`,
+    /// `cuda`, `cuda:N`).
+    pub fn real_on(id: &str, tier: &str, device: &str) -> Self {
         let (tier, model, path) = ladder()
             .into_iter()
             .find(|(t, _, _)| *t == tier)
@@ -552,7 +558,7 @@ impl WorkerSpec {
             tier: tier.into(),
             model: model.into(),
             engine: format!(
-                "{{kind: mistralrs, model_path: {:?}}}",
+                "{{kind: mistralrs, model_path: {:?}, device: {device}}}",
                 path().display().to_string()
             ),
             max_concurrency: 2,

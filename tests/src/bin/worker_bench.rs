@@ -212,13 +212,8 @@ async fn measure_worker(
     threads: usize,
     bar: &ProgressBar,
 ) -> Measured {
-    let mut spec = WorkerSpec::real(&format!("bench-{tier}"), tier);
+    let mut spec = WorkerSpec::real_on(&format!("bench-{tier}"), tier, &args.device);
     spec.max_concurrency = 4;
-    if args.device != "cpu" {
-        spec.engine = spec
-            .engine
-            .replace('}', &format!(", device: {}}}", args.device));
-    }
     spec.env.push(("RAYON_NUM_THREADS", threads.to_string()));
     bar.set_message(format!("{tier}: loading the worker"));
     let worker = Worker::start(etcd, spec).await;
