@@ -4,17 +4,15 @@
 //!   switchback-router train --data mmlu.jsonl --tier small=MODEL --tier large=MODEL --out p.json
 //!   switchback-router eval --data mmlu.jsonl --predictor p.json [--json] [--predictions F.csv] [--plot F.svg]
 
-use std::{fmt::Write as _, path::PathBuf};
+use std::path::PathBuf;
 
 use clap::Subcommand;
-use serde_json::json;
 
 use crate::difficulty::{
     data::{self, Item, Split},
     import,
-    metrics::{Curve, Report},
     minilm::{MiniLm, StaticTable},
-    predictor::{self, Encoder, Predictor, TrainOptions},
+    predictor::{self, Encoder, TrainOptions},
 };
 
 /// Where the encoder's files are, for commands that need one.
@@ -76,7 +74,11 @@ pub enum Command {
         out: PathBuf,
     },
     /// Label a dataset with the cluster's own tiers: ask each tier through a running
-    /// router, score the answers against the gold ones, write labelled JSONL for `train`.
+    /// router, score the answers against the gold ones, write labelled JSONL for `train`:
+    /// one row per question with each tier's score, answer text, confidence signals (mean
+    /// and minimum token log-probability, the first step's margin, entropy and
+    /// alternatives, length) and seconds taken. Appends as it goes and resumes: questions
+    /// already in `--out` are not asked again.
     Label {
         /// mmlu (zero-shot multiple choice), gsm8k, llmrouter-choice: LLMRouter's
         /// CommonsenseQA, OpenBookQA and ARC-Challenge questions (or one of those tasks by
@@ -121,6 +123,7 @@ pub enum Command {
         /// The Python that runs code answers (with resource limits, in a fresh directory).
         #[arg(long, env = "SWITCHBACK_PYTHON", default_value = "python3")]
         python: PathBuf,
+        /// The labelled JSONL to append to (created if missing).
         #[arg(long)]
         out: PathBuf,
     },
@@ -176,6 +179,12 @@ pub enum Command {
         /// Quality target, as a fraction of the next tier's quality.
         #[arg(long, default_value_t = 0.95)]
         quality: f64,
+        /// The signal the floors are on: confidence (the labels' mean log-probability, or
+        /// the chosen letter's: `min_mean_logprob`), min (the least likely token:
+        /// `min_token_logprob`) or margin (the first step's best minus runner-up, what
+        /// the prefill alone gives: `min_first_margin`).
+        #[arg(long, value_enum, default_value = "confidence")]
+        signal: crate::eval_cli::Signal,
     },
     /// How APGR grows with labelled data: k-fold over all items (an analysis that ignores
     /// the split rule), heads fitted on growing subsets of the other folds.
@@ -200,44 +209,16 @@ pub enum Command {
         #[command(flatten)]
         encoder: EncoderArgs,
     },
-    /// Replay a labelled set through the predictor and report APGR, CPT and AIQ against
-    /// random, oracle, always-small and always-large routing.
-    Eval {
-        #[arg(long, required = true)]
-        data: Vec<PathBuf>,
-        #[arg(long)]
-        predictor: PathBuf,
-        /// Which items: test (default), calibration, train, or all (evaluation-only sets).
-        /// Besides random and the oracle, two trivial routers are reported: `length`
-        /// (longer prompts to the strong model) and `source-prior` (each source's mean
-        /// gain on the train + calibration items, e.g. per MMLU subject); with MiniLM
-        /// features also `knn-32` (the mean gain of the 32 nearest train + calibration
-        /// prompts by embedding).
-        #[arg(long, default_value = "test")]
-        split: String,
-        /// Print the report as one JSON object.
-        #[arg(long)]
-        json: bool,
-        /// Write every item's id, prompt hash and per-tier probability as CSV.
-        #[arg(long)]
-        predictions: Option<PathBuf>,
-        /// Write the quality-vs-strong-calls curve as SVG.
-        #[arg(long)]
-        plot: Option<PathBuf>,
-        /// TIER=MODEL: judge the predictor's tier against the items' scores of MODEL
-        /// instead of the model it was trained on (a predictor trained on other models'
-        /// outcomes, judged on your tiers' labels).
-        #[arg(long = "tier")]
-        tiers: Vec<String>,
-        /// The encoder files (its kind must match the predictor's features).
-        #[command(flatten)]
-        encoder: EncoderArgs,
-    },
+    /// Replay labelled items through the predictor: APGR, CPT and AIQ for every pair of
+    /// tiers against random, the oracle, prompt length, the per-source prior and kNN; with
+    /// `--price` for every tier, cost-quality curves over all tiers for routing alone,
+    /// cascade alone and cascade routing (AIQ, top-tier calls saved, the knob's promise).
+    Eval(Box<crate::eval_cli::EvalArgs>),
 }
 
-type Error = Box<dyn std::error::Error + Send + Sync>;
+pub(crate) type Error = Box<dyn std::error::Error + Send + Sync>;
 
-fn load(paths: &[PathBuf]) -> Result<Vec<Item>, Error> {
+pub(crate) fn load(paths: &[PathBuf]) -> Result<Vec<Item>, Error> {
     let mut items = Vec::new();
     for p in paths {
         items.extend(data::read_jsonl(p)?);
@@ -245,9 +226,8 @@ fn load(paths: &[PathBuf]) -> Result<Vec<Item>, Error> {
     Ok(items)
 }
 
-/// `TIER=MODEL` arguments.
 /// A split's name as `--split` takes it.
-fn parse_split(name: &str) -> Result<Split, String> {
+pub(crate) fn parse_split(name: &str) -> Result<Split, String> {
     match name {
         "train" => Ok(Split::Train),
         "calibration" => Ok(Split::Calibration),
@@ -258,7 +238,8 @@ fn parse_split(name: &str) -> Result<Split, String> {
     }
 }
 
-fn parse_tiers(tiers: &[String]) -> Result<Vec<(String, String)>, Error> {
+/// `TIER=MODEL` arguments.
+pub(crate) fn parse_tiers(tiers: &[String]) -> Result<Vec<(String, String)>, Error> {
     Ok(tiers
         .iter()
         .map(|t| {
@@ -283,7 +264,21 @@ pub fn run(command: Command) -> Result<(), Error> {
             data,
             tiers,
             quality,
+            signal,
         } => {
+            use crate::eval_cli::Signal;
+            let (key, range) = match signal {
+                Signal::Confidence => ("min_mean_logprob", -100.0..=0.0),
+                Signal::Min => ("min_token_logprob", -100.0..=0.0),
+                Signal::Margin => ("min_first_margin", 0.0..=100.0),
+                Signal::Entropy => {
+                    return Err(
+                        "--signal entropy: the router's cascade has no entropy floor; \
+                                use confidence, min or margin"
+                            .into(),
+                    );
+                }
+            };
             if tiers.len() < 2 || !(0.0..=1.0).contains(&quality) {
                 return Err(
                     "give at least two --tier (cheapest first) and --quality in [0, 1]".into(),
@@ -298,8 +293,9 @@ pub fn run(command: Command) -> Result<(), Error> {
                         .iter()
                         .filter(|i| (data::split_of(&i.prompt) == Split::Test) == test)
                         .filter_map(|i| {
+                            let confidence = signal.of(i, lower);
                             Some(crate::cascade::Labelled {
-                                confidence: *i.confidence.get(lower)? as f32,
+                                confidence: confidence.is_finite().then_some(confidence)? as f32,
                                 lower: *i.scores.get(lower)?,
                                 upper: *i.scores.get(upper)?,
                             })
@@ -310,8 +306,8 @@ pub fn run(command: Command) -> Result<(), Error> {
                 let floor = crate::cascade::fit_floor(&fit, quality).ok_or_else(|| {
                     format!("no train/calibration item has {lower}'s confidence and both scores: label with `label` first")
                 })?;
-                // The policy's range for a mean log-probability floor.
-                let floor = floor.clamp(-100.0, 0.0);
+                // The policy's range for the floor.
+                let floor = floor.clamp(*range.start(), *range.end());
                 let upper_quality = |ps: &[crate::cascade::Labelled]| {
                     ps.iter().map(|p| p.upper).sum::<f64>() / ps.len().max(1) as f64
                 };
@@ -333,7 +329,7 @@ pub fn run(command: Command) -> Result<(), Error> {
                     100.0 * q_fit / upper_quality(&fit).max(1e-12),
                     100.0 * e_fit,
                 );
-                yaml.push_str(&format!("    {lower}: {{min_mean_logprob: {floor:.4}}}\n"));
+                yaml.push_str(&format!("    {lower}: {{{key}: {floor:.4}}}\n"));
             }
             print!("{yaml}");
         }
@@ -443,6 +439,13 @@ pub fn run(command: Command) -> Result<(), Error> {
             );
             let started = std::time::Instant::now();
             let total = questions.len();
+            let progress = indicatif::ProgressBar::new(total as u64);
+            progress.set_style(
+                indicatif::ProgressStyle::with_template(
+                    "{elapsed_precise} [{bar:30}] {pos}/{len} questions, {per_sec}, ETA {eta} {msg}",
+                )
+                .map_err(|e| e.to_string())?,
+            );
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(label::run(
                 &router,
@@ -463,16 +466,33 @@ pub fn run(command: Command) -> Result<(), Error> {
                         .and_then(|()| file.flush())
                         .map_err(|e| format!("{}: {e}", out.display()))?;
                     items.push(item);
-                    let done = items.len() - have.len();
-                    if done.is_multiple_of(10) || done == total {
+                    progress.inc(1);
+                    // Running accuracy per tier over every labelled question in the file.
+                    let accuracy: Vec<String> = tiers
+                        .iter()
+                        .map(|t| {
+                            let ok: f64 = items.iter().filter_map(|i| i.scores.get(t)).sum();
+                            format!("{t} {:.0} %", 100.0 * ok / items.len() as f64)
+                        })
+                        .collect();
+                    progress.set_message(accuracy.join(", "));
+                    // indicatif draws nothing when stderr is not a terminal (a background
+                    // run logging to a file): a line every 10 questions there instead.
+                    let done = progress.position();
+                    if progress.is_hidden() && (done.is_multiple_of(10) || done == total as u64) {
+                        let secs = started.elapsed().as_secs_f64();
+                        let rate = done as f64 / secs.max(1e-9);
                         eprintln!(
-                            "{done}/{total} questions ({:.0} s)",
-                            started.elapsed().as_secs_f64()
+                            "{done}/{total} questions, {:.1}/min, ETA {:.0} min; {}",
+                            60.0 * rate,
+                            (total as u64 - done) as f64 / rate.max(1e-9) / 60.0,
+                            accuracy.join(", ")
                         );
                     }
                     Ok(())
                 },
             ))?;
+            progress.finish();
             let accuracy: Vec<String> = tiers
                 .iter()
                 .map(|t| {
@@ -569,298 +589,16 @@ pub fn run(command: Command) -> Result<(), Error> {
                 println!("| {} | {mean:.3} | {} |", p.train_items, each.join(", "));
             }
         }
-        Command::Eval {
-            data,
-            predictor,
-            split,
-            json,
-            predictions,
-            plot,
-            tiers,
-            encoder,
-        } => {
-            let want = match split.as_str() {
-                "all" => None,
-                other => Some(parse_split(other).map_err(|e| format!("--split: {e}, or all"))?),
-            };
-            let p = Predictor::load_with(&predictor, encoder.encoder()?)?;
-            let judged_as: std::collections::HashMap<String, String> =
-                parse_tiers(&tiers)?.into_iter().collect();
-            if let Some(unknown) = judged_as
-                .keys()
-                .find(|t| !p.heads.iter().any(|h| &h.tier == *t))
-            {
-                return Err(format!(
-                    "--tier {unknown}=...: the predictor's tiers are {:?}",
-                    p.heads.iter().map(|h| &h.tier).collect::<Vec<_>>()
-                )
-                .into());
-            }
-            let model_of = |h: &crate::difficulty::predictor::Head| {
-                judged_as.get(&h.tier).unwrap_or(&h.model).clone()
-            };
-            let (weak_m, strong_m) = (model_of(&p.heads[0]), model_of(&p.heads[p.heads.len() - 1]));
-            let all: Vec<Item> = load(&data)?
-                .into_iter()
-                .filter(|i| i.scores.contains_key(&weak_m) && i.scores.contains_key(&strong_m))
-                .collect();
-            // The per-source prior baseline: each source's mean gain from the strong model
-            // on the train + calibration items (what a trivial router could learn).
-            let mut prior: std::collections::HashMap<&str, (f64, usize)> = Default::default();
-            for i in all
-                .iter()
-                .filter(|i| data::split_of(&i.prompt) != Split::Test)
-            {
-                let e = prior.entry(i.source.as_str()).or_default();
-                e.0 += i.scores[&strong_m] - i.scores[&weak_m];
-                e.1 += 1;
-            }
-            let prior_of = |i: &Item| {
-                prior
-                    .get(i.source.as_str())
-                    .map_or(0.0, |(sum, n)| sum / *n as f64)
-            };
-            let items: Vec<&Item> = all
-                .iter()
-                .filter(|i| want.is_none_or(|s| data::split_of(&i.prompt) == s))
-                .collect();
-            if items.is_empty() {
-                return Err(
-                    format!("no {split} items carry scores for {weak_m} and {strong_m}").into(),
-                );
-            }
-            let (probs, gains): (Vec<Vec<f32>>, Vec<f64>) = items
-                .iter()
-                .map(|i| {
-                    let x = p.features(&i.prompt);
-                    let pr = p.probabilities(&x);
-                    let g = f64::from(p.gain(&x, &pr));
-                    (pr, g)
-                })
-                .unzip();
-            let weak: Vec<f64> = items.iter().map(|i| i.scores[&weak_m]).collect();
-            let strong: Vec<f64> = items.iter().map(|i| i.scores[&strong_m]).collect();
-            // Higher score: send to the strong tier; the less likely the cheap tier is to
-            // answer well, the higher.
-            let score = gains;
-            let length: Vec<f64> = items
-                .iter()
-                .map(|i| i.prompt.chars().count() as f64)
-                .collect();
-            let source_prior: Vec<f64> = items.iter().map(|i| prior_of(i)).collect();
-            let knn = knn_gain(&p, &all, &items, &weak_m, &strong_m, 32);
-            let mut reports = vec![
-                Report::of("switchback", Curve::of(&score, &weak, &strong)),
-                Report::of("random", Curve::random(&weak, &strong)),
-                Report::of("oracle", Curve::oracle(&weak, &strong)),
-                Report::of("length", Curve::of(&length, &weak, &strong)),
-                Report::of("source-prior", Curve::of(&source_prior, &weak, &strong)),
-            ];
-            if let Some(knn) = knn {
-                reports.push(Report::of("knn-32", Curve::of(&knn, &weak, &strong)));
-            }
-            let n = items.len() as f64;
-            let (r_weak, r_strong) = (weak.iter().sum::<f64>() / n, strong.iter().sum::<f64>() / n);
-            if let Some(path) = &predictions {
-                let mut csv = String::from("id,prompt_sha256");
-                for h in &p.heads {
-                    let _ = write!(csv, ",p_{}", h.tier);
-                }
-                csv.push('\n');
-                for (i, pr) in items.iter().copied().zip(&probs) {
-                    let _ = write!(csv, "{},{}", csv_field(&i.id), data::prompt_hash(&i.prompt));
-                    for v in pr {
-                        let _ = write!(csv, ",{v:.6}");
-                    }
-                    csv.push('\n');
-                }
-                std::fs::write(path, csv)?;
-            }
-            if let Some(path) = &plot {
-                std::fs::write(path, svg(&reports, r_weak, r_strong, &weak_m, &strong_m))?;
-            }
-            let summary = json!({
-                "items": items.len(),
-                "split": split,
-                "weak_model": weak_m,
-                "strong_model": strong_m,
-                "always_weak_quality": r_weak,
-                "always_strong_quality": r_strong,
-                "predictor": p.trained_on,
-                "routers": reports.iter().map(|r| json!({
-                    "router": r.router,
-                    "apgr": r.apgr,
-                    "cpt50": r.cpt50,
-                    "cpt80": r.cpt80,
-                    "strong_share_no_drop": r.strong_share_no_drop,
-                    "strong_share_1pct_drop": r.strong_share_1pct_drop,
-                    "aiq": r.aiq,
-                })).collect::<Vec<_>>(),
-            });
-            if json {
-                println!("{summary}");
-            } else {
-                println!(
-                    "{} {split} items; always-{weak_m}: {:.3}, always-{strong_m}: {:.3}",
-                    items.len(),
-                    r_weak,
-                    r_strong
-                );
-                println!(
-                    "{:<12} {:>6} {:>7} {:>7} {:>12} {:>12} {:>6}",
-                    "router", "APGR", "CPT50", "CPT80", "strong@0%", "strong@1%", "AIQ"
-                );
-                for r in &reports {
-                    println!(
-                        "{:<12} {:>6.3} {:>6.1}% {:>6.1}% {:>11.1}% {:>11.1}% {:>6.3}",
-                        r.router,
-                        r.apgr,
-                        r.cpt50 * 100.0,
-                        r.cpt80 * 100.0,
-                        r.strong_share_no_drop * 100.0,
-                        r.strong_share_1pct_drop * 100.0,
-                        r.aiq
-                    );
-                }
-            }
-        }
+        Command::Eval(args) => crate::eval_cli::run(*args)?,
     }
     Ok(())
-}
-
-/// The `k`-nearest-neighbour baseline (like RouteLLM's similarity-weighted ranking): each
-/// item's score is the mean gain of the `k` train + calibration items whose embeddings are
-/// closest. Only when the predictor's features include an embedding.
-fn knn_gain(
-    p: &Predictor,
-    all: &[Item],
-    items: &[&Item],
-    weak: &str,
-    strong: &str,
-    k: usize,
-) -> Option<Vec<f64>> {
-    use crate::difficulty::features;
-    let embed = |prompt: &str| -> Vec<f32> {
-        let mut e = vec![0.0f32; crate::difficulty::minilm::HIDDEN];
-        for (i, v) in p.features(prompt) {
-            if let Some(slot) = (i as usize)
-                .checked_sub(features::DIM)
-                .and_then(|j| e.get_mut(j))
-            {
-                *slot = v;
-            }
-        }
-        e
-    };
-    let reference: Vec<(Vec<f32>, f64)> = all
-        .iter()
-        .filter(|i| data::split_of(&i.prompt) != Split::Test)
-        .map(|i| (embed(&i.prompt), i.scores[strong] - i.scores[weak]))
-        .collect();
-    if reference.is_empty() || reference[0].0.iter().all(|v| *v == 0.0) {
-        return None;
-    }
-    Some(
-        items
-            .iter()
-            .map(|i| {
-                let q = embed(&i.prompt);
-                let mut sims: Vec<(f32, f64)> = reference
-                    .iter()
-                    .map(|(e, g)| (e.iter().zip(&q).map(|(a, b)| a * b).sum::<f32>(), *g))
-                    .collect();
-                let k = k.min(sims.len());
-                sims.select_nth_unstable_by(k - 1, |a, b| b.0.total_cmp(&a.0));
-                sims[..k].iter().map(|(_, g)| g).sum::<f64>() / k as f64
-            })
-            .collect(),
-    )
-}
-
-fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\n']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_owned()
-    }
-}
-
-/// Quality against the share of calls to the strong model, one line per router.
-fn svg(reports: &[Report], r_weak: f64, r_strong: f64, weak: &str, strong: &str) -> String {
-    let (w, h, m) = (640.0, 420.0, 50.0);
-    let lo = reports
-        .iter()
-        .flat_map(|r| r.curve.iter().map(|p| p.1))
-        .fold(f64::MAX, f64::min);
-    let hi = reports
-        .iter()
-        .flat_map(|r| r.curve.iter().map(|p| p.1))
-        .fold(f64::MIN, f64::max);
-    let span = (hi - lo).max(1e-9);
-    let x = |c: f64| m + c * (w - 2.0 * m);
-    let y = |q: f64| h - m - (q - lo) / span * (h - 2.0 * m);
-    let mut out = format!(
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">
-<rect width="100%" height="100%" fill="white"/>
-<line x1="{m}" y1="{b}" x2="{r}" y2="{b}" stroke="black"/><line x1="{m}" y1="{m}" x2="{m}" y2="{b}" stroke="black"/>
-<text x="{cx}" y="{ty}" text-anchor="middle">share of calls to {strong}</text>
-<text x="12" y="{cy}" transform="rotate(-90 12 {cy})" text-anchor="middle">mean quality</text>
-<text x="{m}" y="{ty2}">0</text><text x="{r}" y="{ty2}" text-anchor="end">1</text>
-<text x="{lx}" y="{by}" text-anchor="end">{lo:.3}</text><text x="{lx}" y="{ty3}" text-anchor="end">{hi:.3}</text>
-"#,
-        b = h - m,
-        r = w - m,
-        cx = w / 2.0,
-        ty = h - 12.0,
-        cy = h / 2.0,
-        ty2 = h - m + 15.0,
-        lx = m - 4.0,
-        by = h - m,
-        ty3 = m + 4.0,
-    );
-    let colours = ["#1f6feb", "#8b949e", "#2da44e"];
-    for (k, r) in reports.iter().enumerate() {
-        let pts: Vec<String> = r
-            .curve
-            .iter()
-            .map(|&(c, q)| format!("{:.1},{:.1}", x(c), y(q)))
-            .collect();
-        let dash = if r.router == "random" {
-            r#" stroke-dasharray="6 4""#
-        } else {
-            ""
-        };
-        let _ = writeln!(
-            out,
-            r#"<polyline fill="none" stroke="{}" stroke-width="2"{dash} points="{}"/><text x="{}" y="{}" fill="{}">{} (APGR {:.3})</text>"#,
-            colours[k % colours.len()],
-            pts.join(" "),
-            w - m - 170.0,
-            m + 16.0 * (k as f64 + 1.0),
-            colours[k % colours.len()],
-            r.router,
-            r.apgr
-        );
-    }
-    let _ = writeln!(
-        out,
-        r#"<circle cx="{}" cy="{}" r="4" fill="black"/><text x="{}" y="{}">always {weak}</text><circle cx="{}" cy="{}" r="4" fill="black"/><text x="{}" y="{}" text-anchor="end">always {strong}</text></svg>"#,
-        x(0.0),
-        y(r_weak),
-        x(0.0) + 6.0,
-        y(r_weak) - 6.0,
-        x(1.0),
-        y(r_strong),
-        x(1.0) - 6.0,
-        y(r_strong) + 16.0
-    );
-    out
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use clap::Parser;
+    use serde_json::json;
 
     #[derive(Parser)]
     struct Cli {

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod difficulty;
 pub mod dispatch;
+pub mod eval_cli;
 pub mod metrics;
 pub mod placement;
 pub mod policy;

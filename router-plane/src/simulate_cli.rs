@@ -308,7 +308,7 @@ const COLOURS: [&str; 6] = [
 ];
 
 /// A scatter of points per strategy, or lines when `lines` (points in x order).
-fn plot(
+pub(crate) fn plot(
     title: &str,
     x_label: &str,
     y_label: &str,

@@ -129,7 +129,9 @@ impl Decision {
                 "threshold": round6(p.threshold),
                 "gain": round6(p.gain),
                 "tier": p.tier,
+                "reason": p.reason,
                 "probabilities": p.probabilities.iter().map(|(t, v)| (t.clone(), json!(round6(*v)))).collect::<serde_json::Map<_, _>>(),
+                "gaps": p.gaps.iter().map(|(t, v)| (t.clone(), json!(round6(*v)))).collect::<serde_json::Map<_, _>>(),
             })),
         })
     }

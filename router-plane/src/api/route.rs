@@ -96,7 +96,8 @@ pub fn plan(
             let routed = (quality + policy.quality_margin as f32).min(1.0);
             let started = Instant::now();
             let mut prediction = p.decide(&prompt, quality);
-            let stretch_tier = p.tier_at(prediction.gain, routed);
+            let gaps: Vec<f32> = prediction.gaps.iter().map(|(_, g)| *g).collect();
+            let stretch_tier = p.tier_at(&gaps, routed);
             app.metrics
                 .difficulty
                 .observe(started.elapsed().as_secs_f64());

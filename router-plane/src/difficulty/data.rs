@@ -28,6 +28,37 @@ pub struct Item {
     /// labels come from `label` (what `fit-cascade` fits the cascade floors on).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub confidence: BTreeMap<String, f64>,
+    /// Each model's answer with its confidence signals and time, when the labels come from
+    /// `label`: enough to regrade the answer and to refit any cascade signal.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub answers: BTreeMap<String, Answer>,
+}
+
+/// One tier's answer to one labelled prompt, as `label` recorded it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Answer {
+    /// The answer's text (with letter scoring, the letter read off the first step, or
+    /// empty when no alternative was a choice letter).
+    pub text: String,
+    /// Completion tokens the tier generated.
+    pub tokens: u32,
+    /// Prompt tokens, as the tier counted them.
+    #[serde(default)]
+    pub prompt_tokens: u32,
+    /// Mean and minimum log-probability of the generated tokens.
+    pub mean_logprob: Option<f64>,
+    pub min_logprob: Option<f64>,
+    /// First decoding step (what the prefill alone gives): the best minus the runner-up
+    /// log-probability among its alternatives, and the entropy in nats of its
+    /// alternatives with the probability they leave out counted as one more outcome (a
+    /// lower bound on the full distribution's entropy).
+    pub first_margin: Option<f64>,
+    pub first_entropy: Option<f64>,
+    /// The first step's alternatives (token, log-probability), most probable first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub first_top: Vec<(String, f64)>,
+    /// Wall-clock seconds of the request, queueing in the cluster included.
+    pub seconds: f64,
 }
 
 /// Which part of the data an item belongs to.
@@ -174,6 +205,7 @@ mod tests {
             scores: [("weak".to_owned(), 0.0), ("strong".to_owned(), 1.0)].into(),
             costs: BTreeMap::new(),
             confidence: BTreeMap::new(),
+            answers: BTreeMap::new(),
         };
         write_jsonl(&path, std::slice::from_ref(&item)).expect("write");
         assert_eq!(read_jsonl(&path).expect("read"), vec![item]);

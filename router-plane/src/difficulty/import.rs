@@ -94,6 +94,7 @@ fn routellm_csv(
             scores,
             costs: BTreeMap::new(),
             confidence: BTreeMap::new(),
+            answers: BTreeMap::new(),
         });
     }
     Ok(())
@@ -177,6 +178,7 @@ pub fn routellm_mt_bench(root: &Path) -> Result<Vec<Item>, DataError> {
                 scores,
                 costs: BTreeMap::new(),
                 confidence: BTreeMap::new(),
+                answers: BTreeMap::new(),
             });
         }
     }
@@ -214,6 +216,7 @@ pub fn llmrouter(root: &Path) -> Result<Vec<Item>, DataError> {
                 scores,
                 costs,
                 confidence: BTreeMap::new(),
+                answers: BTreeMap::new(),
             });
         }
     }
@@ -263,6 +266,7 @@ pub fn routerarena(root: &Path) -> Result<Vec<Item>, DataError> {
                 scores: BTreeMap::new(),
                 costs: BTreeMap::new(),
                 confidence: BTreeMap::new(),
+                answers: BTreeMap::new(),
             });
             item.scores.insert(model.clone(), score.clamp(0.0, 1.0));
             if let Some(c) = cost {

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 
 use super::{
     code::{self, CodeCheck},
-    data::{DataError, Item, salted_key},
+    data::{Answer, DataError, Item, salted_key},
 };
 
 /// A question with its gold answer, and how to score an answer to it.
@@ -403,33 +403,87 @@ enum Verdict {
     Run(String),
 }
 
-/// The verdict and confidence of one chat completion under `scoring`.
-fn judge(q: &Question, scoring: Scoring, v: &Value) -> (Verdict, Option<f64>) {
+/// A token and its log-probability from an OpenAI `logprobs` entry.
+fn token(t: &Value) -> Option<(&str, f64)> {
+    Some((t["token"].as_str()?, t["logprob"].as_f64()?))
+}
+
+/// The confidence signals of one chat completion (its text left empty): mean and minimum
+/// token log-probability, and the first step's margin, entropy and alternatives.
+pub fn signals(v: &Value) -> Answer {
     let choice = &v["choices"][0];
+    let content = choice["logprobs"]["content"].as_array();
+    let logprobs: Vec<f64> = content
+        .into_iter()
+        .flatten()
+        .filter_map(|t| t["logprob"].as_f64())
+        .collect();
+    let mut first_top: Vec<(String, f64)> = content
+        .and_then(|c| c.first())
+        .and_then(|f| f["top_logprobs"].as_array())
+        .into_iter()
+        .flatten()
+        .filter_map(|t| token(t).map(|(text, lp)| (text.to_owned(), lp)))
+        .filter(|(_, lp)| lp.is_finite())
+        .collect();
+    first_top.sort_by(|a, b| b.1.total_cmp(&a.1));
+    let first_margin = match first_top.as_slice() {
+        [a, b, ..] => Some(a.1 - b.1),
+        _ => None,
+    };
+    let first_entropy = (!first_top.is_empty()).then(|| {
+        let probs: Vec<f64> = first_top.iter().map(|(_, lp)| lp.exp()).collect();
+        let rest = (1.0 - probs.iter().sum::<f64>()).max(0.0);
+        probs
+            .iter()
+            .chain(std::iter::once(&rest))
+            .filter(|p| **p > 0.0)
+            .map(|p| -p * p.ln())
+            .sum()
+    });
+    let usage = |k: &str| {
+        v["usage"][k]
+            .as_u64()
+            .map_or(0, |n| u32::try_from(n).unwrap_or(u32::MAX))
+    };
+    Answer {
+        text: String::new(),
+        tokens: match usage("completion_tokens") {
+            0 => u32::try_from(logprobs.len()).unwrap_or(u32::MAX),
+            n => n,
+        },
+        prompt_tokens: usage("prompt_tokens"),
+        mean_logprob: (!logprobs.is_empty())
+            .then(|| logprobs.iter().sum::<f64>() / logprobs.len() as f64),
+        min_logprob: logprobs.iter().copied().reduce(f64::min),
+        first_margin,
+        first_entropy,
+        first_top,
+        seconds: 0.0,
+    }
+}
+
+/// The verdict, the confidence `fit-cascade` reads, and the recorded answer of one chat
+/// completion under `scoring`.
+fn judge(q: &Question, scoring: Scoring, v: &Value) -> (Verdict, Option<f64>, Answer) {
+    let choice = &v["choices"][0];
+    let mut answer = signals(v);
     match scoring {
         Scoring::Text => {
             let text = choice["message"]["content"].as_str().unwrap_or_default();
-            let logprobs: Vec<f64> = choice["logprobs"]["content"]
-                .as_array()
-                .map(|ts| ts.iter().filter_map(|t| t["logprob"].as_f64()).collect())
-                .unwrap_or_default();
-            let confidence = (!logprobs.is_empty())
-                .then(|| logprobs.iter().sum::<f64>() / logprobs.len() as f64);
+            answer.text = text.to_owned();
             let verdict = match (&q.gold, q.gold.score(text)) {
                 (_, Some(score)) => Verdict::Score(score),
                 (Gold::Code(check), None) => Verdict::Run(check.program(text)),
                 (_, None) => Verdict::Score(0.0),
             };
-            (verdict, confidence)
+            (verdict, answer.mean_logprob, answer)
         }
         Scoring::Letter => {
             let first = &choice["logprobs"]["content"][0];
-            fn token(t: &Value) -> Option<(&str, f64)> {
-                Some((t["token"].as_str()?, t["logprob"].as_f64()?))
-            }
             // Letter scoring of a question without choices (the CLI refuses it) scores 0.
-            let Gold::Letter { answer, last } = q.gold else {
-                return (Verdict::Score(0.0), None);
+            let Gold::Letter { answer: gold, last } = q.gold else {
+                return (Verdict::Score(0.0), None, answer);
             };
             let alternatives = first["top_logprobs"].as_array().into_iter().flatten();
             match pick_letter(
@@ -438,12 +492,16 @@ fn judge(q: &Question, scoring: Scoring, v: &Value) -> (Verdict, Option<f64>) {
                     .chain(alternatives.filter_map(token)),
                 last,
             ) {
-                Some((letter, lp)) => (
-                    Verdict::Score(f64::from(u8::from(letter == answer))),
-                    Some(lp),
-                ),
+                Some((letter, lp)) => {
+                    answer.text = letter.to_string();
+                    (
+                        Verdict::Score(f64::from(u8::from(letter == gold))),
+                        Some(lp),
+                        answer,
+                    )
+                }
                 // No letter among the alternatives: wrong, and no confidence to fit on.
-                None => (Verdict::Score(0.0), None),
+                None => (Verdict::Score(0.0), None, answer),
             }
         }
     }
@@ -591,14 +649,20 @@ pub async fn run(
             async move {
                 // Log-probabilities too: the answer's confidence is what `fit-cascade`
                 // fits the cascade floors on.
+                // Five alternatives per step give the first step's margin and entropy (the
+                // signal a cascade can read after the prefill alone).
                 let mut body = json!({"model": tier, "max_tokens": max_tokens, "logprobs": true,
+                                      "top_logprobs": 5,
                                       "messages": [{"role": "user", "content": q.prompt}]});
                 if scoring == Scoring::Letter {
                     body["max_tokens"] = json!(1);
                     body["top_logprobs"] = json!(alternatives);
                 }
+                let asked = std::time::Instant::now();
                 let v = ask(&http, &url, &body, retry, &format!("{} on {tier}", q.id)).await?;
-                let (verdict, confidence) = judge(q, scoring, &v);
+                let seconds = asked.elapsed().as_secs_f64();
+                let (verdict, confidence, mut answer) = judge(q, scoring, &v);
+                answer.seconds = seconds;
                 let score = match verdict {
                     Verdict::Score(s) => s,
                     Verdict::Run(program) => f64::from(u8::from(
@@ -607,17 +671,19 @@ pub async fn run(
                             .map_err(|e| format!("{} on {tier}: {e}", q.id))?,
                     )),
                 };
-                Ok::<_, String>((qi, tier, score, confidence))
+                Ok::<_, String>((qi, tier, score, confidence, answer))
             }
         })
         .buffer_unordered(concurrency.max(1));
     let mut scores: Vec<BTreeMap<String, f64>> = vec![BTreeMap::new(); questions.len()];
     let mut confidence: Vec<BTreeMap<String, f64>> = vec![BTreeMap::new(); questions.len()];
+    let mut recorded: Vec<BTreeMap<String, Answer>> = vec![BTreeMap::new(); questions.len()];
     while let Some(answer) = answers.next().await {
-        let (qi, tier, score, conf) = answer?;
+        let (qi, tier, score, conf, answer) = answer?;
         if let Some(c) = conf {
             confidence[qi].insert(tier.clone(), c);
         }
+        recorded[qi].insert(tier.clone(), answer);
         scores[qi].insert(tier, score);
         if scores[qi].len() == tiers.len() {
             let q = &questions[qi];
@@ -628,6 +694,7 @@ pub async fn run(
                 scores: std::mem::take(&mut scores[qi]),
                 costs: BTreeMap::new(),
                 confidence: std::mem::take(&mut confidence[qi]),
+                answers: std::mem::take(&mut recorded[qi]),
             })?;
         }
     }
@@ -697,20 +764,59 @@ mod tests {
             {"token": "The", "logprob": -0.2, "top_logprobs": [
                 {"token": "The", "logprob": -0.2}, {"token": " C", "logprob": -2.5},
                 {"token": "B", "logprob": -1.9}]}]}}]});
-        assert_eq!(
-            judge(&q, Scoring::Letter, &answer),
-            (Verdict::Score(1.0), Some(-1.9))
-        );
+        let (verdict, confidence, recorded) = judge(&q, Scoring::Letter, &answer);
+        assert_eq!((verdict, confidence), (Verdict::Score(1.0), Some(-1.9)));
+        assert_eq!(recorded.text, "B", "the letter read off the first step");
         let none = json!({"choices": [{"logprobs": {"content": [
             {"token": "The", "logprob": -0.2, "top_logprobs": []}]}}]});
-        assert_eq!(
-            judge(&q, Scoring::Letter, &none),
-            (Verdict::Score(0.0), None)
-        );
+        let (verdict, confidence, recorded) = judge(&q, Scoring::Letter, &none);
+        assert_eq!((verdict, confidence), (Verdict::Score(0.0), None));
+        assert_eq!(recorded.text, "");
         // Text scoring of the same answer grades the text "The": no letter, wrong.
+        let (verdict, confidence, recorded) = judge(&q, Scoring::Text, &answer);
+        assert_eq!((verdict, confidence), (Verdict::Score(0.0), Some(-0.2)));
+        assert_eq!(recorded.text, "The");
+    }
+
+    #[test]
+    fn an_answer_keeps_its_confidence_signals() {
+        let v = json!({"choices": [{"message": {"content": "Yes no"}, "logprobs": {"content": [
+            {"token": "Yes", "logprob": -0.5, "top_logprobs": [
+                {"token": " Maybe", "logprob": -2.0}, {"token": "Yes", "logprob": -0.5},
+                {"token": "No", "logprob": -1.5}]},
+            {"token": " no", "logprob": -3.0, "top_logprobs": []}]}}],
+            "usage": {"prompt_tokens": 11, "completion_tokens": 2}});
+        let a = signals(&v);
+        assert_eq!((a.tokens, a.prompt_tokens), (2, 11));
+        assert_eq!(a.mean_logprob, Some(-1.75));
+        assert_eq!(a.min_logprob, Some(-3.0));
         assert_eq!(
-            judge(&q, Scoring::Text, &answer),
-            (Verdict::Score(0.0), Some(-0.2))
+            a.first_margin,
+            Some(1.0),
+            "best minus runner-up, whatever the order"
+        );
+        assert_eq!(
+            a.first_top
+                .iter()
+                .map(|(t, _)| t.as_str())
+                .collect::<Vec<_>>(),
+            ["Yes", "No", " Maybe"]
+        );
+        // The three listed outcomes plus the probability they leave out.
+        let ps = [(-0.5f64).exp(), (-1.5f64).exp(), (-2.0f64).exp()];
+        let rest = 1.0 - ps.iter().sum::<f64>();
+        let h: f64 = ps.iter().chain([rest].iter()).map(|p| -p * p.ln()).sum();
+        assert!((a.first_entropy.expect("entropy") - h).abs() < 1e-12);
+        // No logprobs: nothing to be confident about, and the length from the logprobs.
+        let bare = signals(&json!({"choices": [{"message": {"content": "x"}}]}));
+        assert_eq!(
+            (
+                bare.tokens,
+                bare.mean_logprob,
+                bare.first_margin,
+                bare.first_entropy
+            ),
+            (0, None, None, None)
         );
     }
 
@@ -1014,6 +1120,7 @@ mod tests {
         assert_eq!(hits.load(Ordering::SeqCst), 5);
         assert_eq!(items.len(), 1);
         assert_eq!(items[0].scores["small"], 1.0);
+        assert_eq!(items[0].answers["small"].text, "B", "the answer is kept");
     }
 
     #[tokio::test]

@@ -4,13 +4,15 @@
 //! - [`data`]: the labelled JSONL format and the shared split rule;
 //! - [`import`]: importers from the public routing datasets;
 //! - [`features`] and [`predictor`]: what runs on every request, and its training;
-//! - [`metrics`]: APGR, CPT, AIQ and the baselines, to judge a predictor on held-out data.
+//! - [`metrics`]: APGR, CPT, AIQ and the baselines, to judge a predictor on held-out data;
+//! - [`ladder`]: cost and quality over K tiers for routing, cascades and cascade routing.
 
 pub mod code;
 pub mod data;
 pub mod features;
 pub mod import;
 pub mod label;
+pub mod ladder;
 pub mod metrics;
 pub mod minilm;
 pub mod predictor;

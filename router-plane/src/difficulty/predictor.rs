@@ -1,9 +1,11 @@
 //! The difficulty predictor: for a prompt, each tier's probability of answering it
 //! acceptably (one logistic regression per tier over [`features`] and, optionally, a
 //! MiniLM embedding), and the quality knob. As in Hybrid LLM, the decision thresholds the
-//! predicted quality gap (top tier's probability minus the cheaper tier's): a prompt goes
-//! to the top tier when the gap is above the threshold, and a calibration table turns a
-//! request's quality target into that threshold.
+//! predicted quality gap, generalised to K tiers in rising cost: a prompt goes to the
+//! cheapest tier whose predicted gap to the top tier (top's probability minus its own) is
+//! at most the threshold, and to the top tier when none is. A calibration table turns a
+//! request's quality target into that threshold. With two tiers this is exactly "the top
+//! tier answers when the gap is above the threshold".
 //!
 //! The artifact is a JSON file (weights, tiers, feature version, calibration table) the
 //! router loads at start; `switchback-router train` writes it.
@@ -119,7 +121,8 @@ impl Head {
 }
 
 /// One row of the quality knob: at target `quality` (a share of the top tier's quality on
-/// the calibration data), the top tier answers when the predicted gap > `threshold`.
+/// the calibration data), the cheapest tier whose predicted gap to the top tier is at most
+/// `threshold` answers (the top tier when none is).
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
 pub struct Calibration {
     pub quality: f32,
@@ -132,8 +135,8 @@ pub struct Predictor {
     pub feature_version: String,
     /// Tiers in rising cost; the last is the top tier.
     pub heads: Vec<Head>,
-    /// A head trained on the gain itself ((top − cheaper + 1) / 2), when present; else the
-    /// gain is the difference of the tier heads.
+    /// Two tiers only: a head trained on the gain itself ((top − cheaper + 1) / 2), when
+    /// present; else each tier's gap is the difference of the tier heads.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gap: Option<Head>,
     /// Rising in quality.
@@ -167,8 +170,13 @@ pub struct Prediction {
     pub tier: String,
     pub quality: f32,
     pub threshold: f32,
-    /// The predicted gain of the top tier that was compared with the threshold.
+    /// The predicted gain of the top tier over the cheapest one.
     pub gain: f32,
+    /// Each tier's predicted gap to the top tier (the top tier's own is 0), in tier order:
+    /// the chosen tier is the first whose gap is at most `threshold`.
+    pub gaps: Vec<(String, f32)>,
+    /// Why this tier, in words.
+    pub reason: String,
 }
 
 impl Predictor {
@@ -250,9 +258,14 @@ impl Predictor {
         self.heads.iter().map(|h| h.probability(x)).collect()
     }
 
-    /// The predicted gain of the top tier over the cheaper one, in [-1, 1].
+    /// The predicted gain of the top tier over the cheapest one, in [-1, 1].
     pub fn gain(&self, x: &Sparse, probabilities: &[f32]) -> f32 {
-        gain(self.gap.as_ref(), x, probabilities)
+        gaps(self.gap.as_ref(), x, probabilities)[0]
+    }
+
+    /// Each tier's predicted gap to the top tier, in [-1, 1] (the top tier's is 0).
+    pub fn gaps(&self, x: &Sparse, probabilities: &[f32]) -> Vec<f32> {
+        gaps(self.gap.as_ref(), x, probabilities)
     }
 
     /// The threshold for quality target `q` (linear between table rows).
@@ -270,15 +283,27 @@ impl Predictor {
         t[t.len() - 1].threshold
     }
 
-    /// The whole decision: features, probabilities, threshold, tier. The cheaper tier
-    /// answers unless the predicted gain of the top tier is above the threshold.
+    /// The whole decision: features, probabilities, gaps, threshold, tier.
     pub fn decide(&self, prompt: &str, quality: f32) -> Prediction {
         let x = self.features(prompt);
         let p = self.probabilities(&x);
         let threshold = self.threshold(quality.clamp(0.0, 1.0));
-        let top = p.len() - 1;
-        let gain = self.gain(&x, &p);
-        let chosen = if gain > threshold { top } else { 0 };
+        let gaps = self.gaps(&x, &p);
+        let chosen = choose(&gaps, threshold);
+        let top = &self.heads[self.heads.len() - 1].tier;
+        let tier = &self.heads[chosen].tier;
+        let reason = if chosen + 1 == self.heads.len() {
+            format!(
+                "no cheaper tier is predicted within {threshold:.3} of {top}'s success \
+                 (the threshold for quality target {quality:.2})"
+            )
+        } else {
+            format!(
+                "{tier} is the cheapest tier predicted within {threshold:.3} of {top}'s \
+                 success (gap {:.3}; the threshold for quality target {quality:.2})",
+                gaps[chosen]
+            )
+        };
         Prediction {
             probabilities: self
                 .heads
@@ -286,31 +311,42 @@ impl Predictor {
                 .zip(&p)
                 .map(|(h, &pi)| (h.tier.clone(), pi))
                 .collect(),
-            tier: self.heads[chosen].tier.clone(),
+            tier: tier.clone(),
             quality,
             threshold,
-            gain,
+            gain: gaps[0],
+            gaps: self
+                .heads
+                .iter()
+                .zip(&gaps)
+                .map(|(h, &g)| (h.tier.clone(), g))
+                .collect(),
+            reason,
         }
     }
 
-    /// The tier a prompt with predicted `gain` gets at quality target `quality`: what
+    /// The tier a prompt with predicted `gaps` gets at quality target `quality`: what
     /// [`Predictor::decide`] would choose, without extracting the features again.
-    pub fn tier_at(&self, gain: f32, quality: f32) -> &str {
-        let chosen = if gain > self.threshold(quality.clamp(0.0, 1.0)) {
-            self.heads.len() - 1
-        } else {
-            0
-        };
-        &self.heads[chosen].tier
+    pub fn tier_at(&self, gaps: &[f32], quality: f32) -> &str {
+        &self.heads[choose(gaps, self.threshold(quality.clamp(0.0, 1.0)))].tier
     }
 }
 
-/// The top tier's predicted gain: from the gain head when there is one, else the
-/// difference of the tier heads' probabilities.
-fn gain(gap: Option<&Head>, x: &Sparse, probabilities: &[f32]) -> f32 {
+/// The tier index the knob picks at `threshold`: the cheapest whose gap to the top tier is
+/// at most the threshold, else the top tier. Rising thresholds never pick a dearer tier.
+pub fn choose(gaps: &[f32], threshold: f32) -> usize {
+    gaps.iter()
+        .position(|&g| g <= threshold)
+        .unwrap_or(gaps.len().saturating_sub(1))
+}
+
+/// Each tier's predicted gap to the top tier: from the gain head when there is one (two
+/// tiers), else the differences of the tier heads' probabilities.
+fn gaps(gap: Option<&Head>, x: &Sparse, probabilities: &[f32]) -> Vec<f32> {
+    let top = probabilities[probabilities.len() - 1];
     match gap {
-        Some(g) => 2.0 * g.probability(x) - 1.0,
-        None => probabilities[probabilities.len() - 1] - probabilities[0],
+        Some(g) => vec![2.0 * g.probability(x) - 1.0, 0.0],
+        None => probabilities.iter().map(|p| top - p).collect(),
     }
 }
 
@@ -380,7 +416,7 @@ fn fit_heads(on: &[&Item], xs: &[Sparse], opts: &TrainOptions) -> Fitted {
         losses.push(format!("{tier} {:.3}", log_loss(xs, &ys, bias, &w)));
         heads.push(Head::fitted(tier, model, bias, &w));
     }
-    let (weak_m, strong_m) = (&opts.tiers[0].1, &opts.tiers[1].1);
+    let (weak_m, strong_m) = (&opts.tiers[0].1, &opts.tiers[opts.tiers.len() - 1].1);
     let gap = opts.gap_head.then(|| {
         let ys: Vec<f32> = on
             .iter()
@@ -418,9 +454,14 @@ pub fn train(
     opts: &TrainOptions,
     encoder: Encoder,
 ) -> Result<Predictor, PredictorError> {
-    if opts.tiers.len() != 2 {
+    if opts.tiers.len() < 2 {
         return Err(PredictorError::Train(
-            "exactly two tiers for now (cheaper first)".into(),
+            "at least two tiers (in rising cost)".into(),
+        ));
+    }
+    if opts.gap_head && opts.tiers.len() != 2 {
+        return Err(PredictorError::Train(
+            "a gap head is for two tiers only".into(),
         ));
     }
     let usable: Vec<&Item> = items
@@ -471,17 +512,18 @@ pub fn train(
     };
     let fitted = fit_heads(&fit_on, &xs, opts);
     let (heads, gap, losses) = (fitted.heads, fitted.gap, fitted.losses);
-    // Calibration: for each quality target, the highest threshold on the predicted gap
+    // Calibration: for each quality target, the highest threshold on the predicted gaps
     // (the most cheap answers) whose routing keeps that share of the top tier's quality
     // on the calibration items.
-    let (weak_m, strong_m) = (&opts.tiers[0].1, &opts.tiers[1].1);
-    let gaps: Vec<f32> = if opts.heads_on_calibration {
-        // The heads saw the calibration items, so their gains there are optimistic and a
+    let models: Vec<&String> = opts.tiers.iter().map(|(_, m)| m).collect();
+    let strong_m = models[models.len() - 1];
+    let gaps: Vec<Vec<f32>> = if opts.heads_on_calibration {
+        // The heads saw the calibration items, so their gaps there are optimistic and a
         // table fitted on them over-promises on new prompts (at target 0.95 the test split
         // got 88 %). Cross-fit instead: each fold of the calibration items is scored by
         // heads fitted on train plus the other folds, and the table is fitted on those
-        // out-of-fold gains; the shipped heads still use everything.
-        let mut gaps = vec![0.0f32; calib.len()];
+        // out-of-fold gaps; the shipped heads still use everything.
+        let mut out = vec![Vec::new(); calib.len()];
         for fold in 0..CALIBRATION_FOLDS {
             let in_fold = |k: usize| k % CALIBRATION_FOLDS == fold;
             let outside = (0..calib.len()).filter(|&k| !in_fold(k));
@@ -498,21 +540,21 @@ pub fn train(
             let fold = fit_heads(&on, &on_xs, opts);
             for (k, x) in calib_xs.iter().enumerate().filter(|(k, _)| in_fold(*k)) {
                 let p: Vec<f32> = fold.heads.iter().map(|h| h.probability(x)).collect();
-                gaps[k] = gain(fold.gap.as_ref(), x, &p);
+                out[k] = self::gaps(fold.gap.as_ref(), x, &p);
             }
         }
-        gaps
+        out
     } else {
         calib_xs
             .iter()
             .map(|x| {
                 let p: Vec<f32> = heads.iter().map(|h| h.probability(x)).collect();
-                gain(gap.as_ref(), x, &p)
+                self::gaps(gap.as_ref(), x, &p)
             })
             .collect()
     };
     let top: f64 = calib.iter().map(|i| i.scores[strong_m]).sum::<f64>() / calib.len() as f64;
-    let mut candidates: Vec<f32> = gaps.clone();
+    let mut candidates: Vec<f32> = gaps.iter().flatten().copied().collect();
     candidates.push(ALL_TOP);
     candidates.push(1.0);
     candidates.sort_by(f32::total_cmp);
@@ -521,13 +563,7 @@ pub fn train(
         calib
             .iter()
             .zip(&gaps)
-            .map(|(i, &g)| {
-                if g > t {
-                    i.scores[strong_m]
-                } else {
-                    i.scores[weak_m]
-                }
-            })
+            .map(|(i, g)| i.scores[models[choose(g, t)]])
             .sum::<f64>()
             / calib.len() as f64
     };
@@ -659,7 +695,7 @@ pub fn learning_curve(
                 .map(|i| {
                     let x = encoder.extract(&i.prompt, &idf);
                     let p: Vec<f32> = fitted.heads.iter().map(|h| h.probability(&x)).collect();
-                    f64::from(gain(fitted.gap.as_ref(), &x, &p))
+                    f64::from(gaps(fitted.gap.as_ref(), &x, &p)[0])
                 })
                 .collect();
             let weak: Vec<f64> = held.iter().map(|i| i.scores[weak_m]).collect();
@@ -712,6 +748,7 @@ mod tests {
                     ]),
                     costs: BTreeMap::new(),
                     confidence: BTreeMap::new(),
+                    answers: BTreeMap::new(),
                 }
             })
             .collect()
@@ -813,6 +850,125 @@ mod tests {
                 .windows(2)
                 .all(|w| w[0].threshold >= w[1].threshold)
         );
+    }
+
+    /// Three tiers: easy prompts every tier answers, middling ones the medium tier too,
+    /// hard ones only the large tier.
+    fn three_tier_items(n: usize) -> Vec<Item> {
+        (0..n)
+            .map(|k| {
+                let (prompt, scores) = match k % 3 {
+                    0 => (format!("say hello to friend {k}"), [1.0, 1.0, 1.0]),
+                    1 => (format!("sort the list of numbers {k}"), [0.0, 1.0, 1.0]),
+                    _ => (
+                        format!("prove the theorem about integrals number {k}"),
+                        [0.0, 0.0, 1.0],
+                    ),
+                };
+                Item {
+                    id: k.to_string(),
+                    prompt,
+                    source: "synthetic".into(),
+                    scores: ["s", "m", "l"]
+                        .iter()
+                        .zip(scores)
+                        .map(|(m, v)| ((*m).to_owned(), v))
+                        .collect(),
+                    costs: BTreeMap::new(),
+                    confidence: BTreeMap::new(),
+                    answers: BTreeMap::new(),
+                }
+            })
+            .collect()
+    }
+
+    fn three_tier_opts() -> TrainOptions {
+        TrainOptions {
+            tiers: vec![
+                ("small".into(), "s".into()),
+                ("medium".into(), "m".into()),
+                ("large".into(), "l".into()),
+            ],
+            heads_on_calibration: true,
+            ..opts(200, 1e-4)
+        }
+    }
+
+    #[test]
+    fn three_tiers_each_get_the_prompts_only_they_answer() {
+        let p =
+            train(&three_tier_items(900), &three_tier_opts(), Encoder::Lexical).expect("trains");
+        let easy = p.decide("say hello to friend 100001", 0.99);
+        let middling = p.decide("sort the list of numbers 100002", 0.99);
+        let hard = p.decide("prove the theorem about integrals number 100003", 0.99);
+        assert_eq!(
+            (
+                easy.tier.as_str(),
+                middling.tier.as_str(),
+                hard.tier.as_str()
+            ),
+            ("small", "medium", "large"),
+            "{easy:?} {middling:?} {hard:?}"
+        );
+        // The decision shows every tier's probability and gap, and why.
+        assert_eq!(middling.probabilities.len(), 3);
+        assert_eq!(
+            middling
+                .gaps
+                .iter()
+                .map(|(t, _)| t.as_str())
+                .collect::<Vec<_>>(),
+            ["small", "medium", "large"]
+        );
+        assert_eq!(middling.gaps[2].1, 0.0);
+        assert!(middling.gaps[0].1 > middling.threshold, "{middling:?}");
+        assert!(middling.gaps[1].1 <= middling.threshold, "{middling:?}");
+        assert!(
+            middling.reason.starts_with("medium is the cheapest tier"),
+            "{}",
+            middling.reason
+        );
+        for prompt in [
+            "say hello to friend 7",
+            "sort the list of numbers 8",
+            "prove the theorem about integrals number 9",
+        ] {
+            assert_eq!(p.decide(prompt, 1.0).tier, "large", "q = 1: the top tier");
+            assert_eq!(p.decide(prompt, 0.0).tier, "small", "q = 0: the cheapest");
+        }
+    }
+
+    #[test]
+    fn the_three_tier_knob_is_monotone_in_the_quality_target() {
+        let p =
+            train(&three_tier_items(600), &three_tier_opts(), Encoder::Lexical).expect("trains");
+        let index = |tier: &str| p.tiers().position(|t| t == tier).expect("a tier");
+        let mut rng = crate::simulate::Rng::new(7);
+        let words = [
+            "say", "hello", "sort", "list", "prove", "theorem", "numbers", "friend",
+        ];
+        for _ in 0..200 {
+            let prompt: Vec<&str> = (0..1 + rng.next_u64() % 6)
+                .map(|_| words[(rng.next_u64() % words.len() as u64) as usize])
+                .collect();
+            let prompt = prompt.join(" ");
+            let tiers: Vec<usize> = (0..=50)
+                .map(|k| index(&p.decide(&prompt, k as f32 / 50.0).tier))
+                .collect();
+            assert!(
+                tiers.windows(2).all(|w| w[0] <= w[1]),
+                "{prompt:?}: {tiers:?}"
+            );
+            assert_eq!((tiers[0], tiers[50]), (0, 2), "{prompt:?}");
+        }
+        // The rule itself: a higher threshold never picks a dearer tier, whatever the gaps.
+        for _ in 0..1000 {
+            let mut gaps: Vec<f32> = (0..3).map(|_| 2.0 * rng.unit() as f32 - 1.0).collect();
+            gaps[2] = 0.0;
+            let (a, b) = (2.0 * rng.unit() as f32 - 1.0, 2.0 * rng.unit() as f32 - 1.0);
+            let (lo, hi) = (a.min(b), a.max(b));
+            assert!(choose(&gaps, hi) <= choose(&gaps, lo), "{gaps:?} {lo} {hi}");
+        }
     }
 
     #[test]
