@@ -443,6 +443,9 @@ mod tests {
         let batch = shipped("router-label.yaml");
         assert_eq!(batch.tiers, chat.tiers);
         assert_ne!(batch.listen, chat.listen);
+        // Both serve without keys, so only this machine may reach them.
+        assert!(chat.listen.ip().is_loopback(), "{}", chat.listen);
+        assert!(batch.listen.ip().is_loopback(), "{}", batch.listen);
         assert_eq!(batch.first_token_timeout, Duration::from_secs(600));
         assert!(batch.request_timeout >= batch.first_token_timeout);
     }

@@ -527,7 +527,8 @@ fn ladder_report(
     // Cascades: per tier, floors at the same quantile of its signal on the train +
     // calibration answers (a share `alpha` of them escalate), for each signal.
     let alphas: Vec<f64> = (0..=40).map(|s| f64::from(s) / 40.0).collect();
-    let starts: Vec<f32> = ladder::thresholds(&cases, 40);
+    // Every routing threshold (alpha 0 is routing alone) and every start.
+    let starts = &thresholds;
     for signal in Signal::ALL {
         let fit_signals: Vec<Vec<f64>> = (0..k)
             .map(|t| {
@@ -610,9 +611,10 @@ fn ladder_report(
         "items": items.len(),
         "tiers": tiers,
         "prices_per_mtok": price,
-        "single_tiers": tiers.iter().zip(&singles).map(|(t, o)| json!({
-            "tier": t, "quality": o.quality, "cost": o.cost,
-            "seconds_mean": items.iter().map(|i| i.answers[&models[tiers.iter().position(|x| x == t).unwrap_or(0)]].seconds).sum::<f64>() / items.len() as f64,
+        "single_tiers": singles.iter().enumerate().map(|(t, o)| json!({
+            "tier": tiers[t], "quality": o.quality, "cost": o.cost,
+            "seconds_mean": items.iter().map(|i| i.answers[&models[t]].seconds).sum::<f64>()
+                / items.len() as f64,
         })).collect::<Vec<_>>(),
         "oracle": {"quality": oracle.quality, "cost": oracle.cost},
         "strategies": rows,
@@ -631,10 +633,16 @@ fn ladder_report(
             .collect::<Vec<_>>()
             .join(", ")
     );
-    for (t, o) in tiers.iter().zip(&singles) {
+    for (t, o) in singles.iter().enumerate() {
+        let seconds = items
+            .iter()
+            .map(|i| i.answers[&models[t]].seconds)
+            .sum::<f64>()
+            / items.len() as f64;
         let _ = writeln!(
             text,
-            "always-{t}: quality {:.3}, cost {:.3} of always-{}",
+            "always-{}: quality {:.3}, cost {:.3} of always-{}, {seconds:.2} s per answer",
+            tiers[t],
             o.quality,
             o.cost / hi,
             tiers[k - 1]

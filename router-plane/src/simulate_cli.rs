@@ -102,6 +102,16 @@ pub fn run(a: SimulateArgs) -> Result<(), Error> {
         );
     }
     let predictor = Predictor::load_with(&a.predictor, a.encoder.encoder()?)?;
+    if predictor.heads.len() != 2 {
+        return Err(format!(
+            "simulate models two tiers, a cheap and a top one; {} has {} ({}): train one with \
+             two --tier for it",
+            a.predictor.display(),
+            predictor.heads.len(),
+            predictor.tiers().collect::<Vec<_>>().join(", ")
+        )
+        .into());
+    }
     let (weak, strong) = (
         predictor.heads[0].model.clone(),
         predictor.heads[predictor.heads.len() - 1].model.clone(),

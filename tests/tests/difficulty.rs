@@ -381,3 +381,115 @@ fn fit_cascade_prints_a_policy_whose_floor_separates_wrong_from_right_answers() 
     let report = String::from_utf8_lossy(&out.stderr);
     assert!(report.contains("small -> large"), "{report}");
 }
+
+/// Three tiers: `auto` places easy prompts on `small`, middling ones on `medium` and hard
+/// ones on `large`, by a predictor with a head per tier; the decision shows every tier's
+/// probability and gap to the top tier, and why.
+#[tokio::test(flavor = "multi_thread")]
+async fn auto_chooses_among_three_tiers_and_shows_every_tiers_prediction() {
+    use std::collections::BTreeMap;
+    use switchback_router::difficulty::{
+        data::Item,
+        predictor::{Encoder, TrainOptions, train},
+    };
+    let items: Vec<Item> = (0..900)
+        .map(|k| {
+            let (prompt, scores) = match k % 3 {
+                0 => (format!("say hello to friend {k}"), [1.0, 1.0, 1.0]),
+                1 => (format!("sort the list of numbers {k}"), [0.0, 1.0, 1.0]),
+                _ => (format!("prove the theorem number {k}"), [0.0, 0.0, 1.0]),
+            };
+            Item {
+                id: k.to_string(),
+                prompt,
+                source: "synthetic".into(),
+                scores: ["s", "m", "l"]
+                    .iter()
+                    .map(|m| (*m).to_owned())
+                    .zip(scores)
+                    .collect(),
+                costs: BTreeMap::new(),
+                confidence: BTreeMap::new(),
+                answers: BTreeMap::new(),
+            }
+        })
+        .collect();
+    let opts = TrainOptions {
+        tiers: vec![
+            ("small".into(), "s".into()),
+            ("medium".into(), "m".into()),
+            ("large".into(), "l".into()),
+        ],
+        epochs: 200,
+        l2: 1e-4,
+        default_quality: 0.95,
+        heads_on_calibration: true,
+        gap_head: false,
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let artifact = dir.path().join("three-tiers.json");
+    train(&items, &opts, Encoder::Lexical)
+        .expect("trains")
+        .save(&artifact)
+        .expect("save");
+
+    let etcd = Etcd::start().await;
+    let controller = Controller::start(&etcd).await;
+    let mut workers = Vec::new();
+    for tier in ["small", "medium", "large"] {
+        let id = format!("w-{tier}");
+        workers.push(
+            Worker::start(
+                &etcd,
+                WorkerSpec::sim(&id, tier, &format!("sim-{tier}"), 0.1),
+            )
+            .await,
+        );
+        controller.wait_ready(&id, Duration::from_secs(20)).await;
+    }
+    let router = Router::start(
+        &etcd,
+        &format!(
+            "tiers: [small, medium, large]\ndifficulty: {{predictor: {:?}}}",
+            artifact.display().to_string()
+        ),
+    )
+    .await;
+    for tier in ["small", "medium", "large"] {
+        router.wait_model(&format!("sim-{tier}")).await;
+    }
+    for (prompt, want) in [
+        ("say hello to friend 100001", "small"),
+        ("sort the list of numbers 100002", "medium"),
+        ("prove the theorem number 100003", "large"),
+    ] {
+        let reply = http::post_json(
+            &router.url("/v1/chat/completions"),
+            &json!({"model": "auto", "max_tokens": 2,
+                    "messages": [{"role": "user", "content": prompt}]}),
+        )
+        .await;
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        assert_eq!(reply.header("x-switchback-tier"), Some(want), "{prompt}");
+        let d = reply.json()["switchback"]["difficulty"].clone();
+        assert_eq!(d["tier"], want, "{d}");
+        for tier in ["small", "medium", "large"] {
+            assert!(d["probabilities"][tier].is_number(), "{d}");
+            assert!(d["gaps"][tier].is_number(), "{d}");
+        }
+        assert_eq!(d["gaps"]["large"], 0.0, "{d}");
+        let reason = d["reason"].as_str().expect("reason");
+        assert!(
+            reason.contains(want) && reason.contains("threshold"),
+            "{reason}"
+        );
+        // The chosen tier is the cheapest whose gap is within the threshold.
+        let threshold = d["threshold"].as_f64().expect("threshold");
+        let first = ["small", "medium", "large"]
+            .into_iter()
+            .find(|t| d["gaps"][*t].as_f64().is_some_and(|g| g <= threshold))
+            .unwrap_or("large");
+        assert_eq!(first, want, "{d}");
+    }
+    drop(workers);
+}
