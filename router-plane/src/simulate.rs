@@ -7,9 +7,13 @@
 //! prompt token, then `decode_ms_per_token` per output token, in one of the worker's
 //! slots; requests beyond the slots wait in the worker's FIFO queue, and a worker whose
 //! slots and queue are full is not sent more (as the live router does). One thing is not
-//! in the data and is modelled instead: the small tier's confidence in its own answer,
-//! drawn per prompt from two unit normals whose separation gives a chosen AUROC between
-//! right and wrong answers (`confidence_auroc`).
+//! in public data and is modelled there instead: each lower tier's confidence in its own
+//! answer, drawn per prompt from two unit normals whose separation gives a chosen AUROC
+//! between right and wrong answers (`confidence_auroc`). Labels from `label` carry the real
+//! confidences, and the trace uses those.
+//!
+//! Any number of tiers, in rising cost: the policies place by the predictor's K-tier
+//! decision ([`predictor::choose`]) and cascades climb one tier at a time.
 
 use std::{
     cmp::Reverse,
@@ -19,6 +23,7 @@ use std::{
 
 use crate::{
     cascade::{self, Confidence},
+    difficulty::predictor,
     placement::{self, Ask, Candidate, Target, TierView},
     policy::Floors,
 };
@@ -67,16 +72,17 @@ impl TierSpec {
 }
 
 /// One prompt of the trace, with everything a policy may know and the real outcomes.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct TraceItem {
-    /// The predictor's gain of the large tier over the small one.
-    pub gain: f32,
-    /// Real outcome (score in [0, 1]) of the small and the large tier's model.
-    pub score: [f64; 2],
+    /// The predictor's gap of each tier to the top tier (the top tier's is 0).
+    pub gaps: Vec<f32>,
+    /// Real outcome (score in [0, 1]) of each tier's model.
+    pub score: Vec<f64>,
     pub prompt_tokens: u32,
     pub output_tokens: u32,
-    /// The small tier's modelled confidence in its answer (see the module docs).
-    pub confidence: f32,
+    /// Each tier's confidence in its answer: real (from the labels) or modelled (see the
+    /// module docs). The top tier's is never judged.
+    pub confidence: Vec<f32>,
     /// Calibration split (fits the cascade's floor) or test split (the trace).
     pub calibration: bool,
 }
@@ -92,13 +98,14 @@ pub enum Strategy {
     /// The predictor's tier at the quality target, least-loaded worker within it
     /// (RouteLLM / Hybrid LLM threshold routing).
     Difficulty,
-    /// Small tier first; escalate answers below the confidence floor (FrugalGPT-style).
+    /// Cheapest tier first; escalate answers below the confidence floor, one tier at a
+    /// time (FrugalGPT-style).
     Cascade,
     /// Switchback: the joint decision over (tier, worker) with the quality range and the
     /// SLO as deadline.
     Joint,
-    /// The joint decision plus escalation of unconfident small-tier answers while the
-    /// large tier has idle slots.
+    /// The joint decision plus escalation of unconfident answers while the next tier has
+    /// idle slots.
     JointCascade,
 }
 
@@ -127,14 +134,14 @@ impl Strategy {
 /// What one run is.
 #[derive(Debug, Clone)]
 pub struct Setup {
-    /// Cheaper tier first; exactly two (the data has outcomes for two models).
+    /// In rising cost, at least two; the items' scores, gaps and confidences follow them.
     pub tiers: Vec<TierSpec>,
     /// Offered load as a fraction of [`capacity`].
     pub load: f64,
     pub requests: usize,
     /// End-to-end latency SLO, seconds.
     pub slo_s: f64,
-    /// Quality target, as a fraction of always-large quality.
+    /// Quality target, as a fraction of always-top quality.
     pub quality: f64,
     /// The joint policy's headroom (policy `quality_margin`).
     pub margin: f64,
@@ -142,8 +149,8 @@ pub struct Setup {
     /// predictor's calibration table).
     pub threshold: f32,
     pub threshold_with_margin: f32,
-    /// Cascade floor on the modelled confidence, fitted on calibration items.
-    pub cascade_floor: f32,
+    /// Cascade floor on each lower tier's confidence, fitted on calibration items.
+    pub cascade_floors: Vec<f32>,
     pub seed: u64,
 }
 
@@ -166,8 +173,8 @@ pub struct Report {
     pub load: f64,
     pub requests: usize,
     pub rejected: usize,
-    /// Mean real outcome of the answers returned, and as a fraction of always-large on
-    /// the same requests.
+    /// Mean real outcome of the answers returned, and as a fraction of always-top on the
+    /// same requests.
     pub quality: f64,
     pub relative_quality: f64,
     /// $ per 1,000 requests, wasted escalated tokens included.
@@ -180,7 +187,8 @@ pub struct Report {
     pub goodput: f64,
     /// Correct answers per second within the SLO (score-weighted).
     pub quality_goodput: f64,
-    pub large_share: f64,
+    /// Share of requests the top tier answered.
+    pub top_share: f64,
     pub escalated_share: f64,
     /// Simulated seconds and the wall-clock seconds the run took.
     pub simulated_s: f64,
@@ -268,19 +276,25 @@ fn inverse_normal_cdf(p: f64) -> f64 {
     }
 }
 
-/// The cascade floor on calibration items: the lowest floor (fewest escalations) whose
-/// quality reaches `quality` × always-large (the same fit as `fit-cascade`).
-pub fn fit_cascade_floor(items: &[TraceItem], quality: f64) -> f32 {
-    let points: Vec<cascade::Labelled> = items
-        .iter()
-        .filter(|i| i.calibration)
-        .map(|i| cascade::Labelled {
-            confidence: i.confidence,
-            lower: i.score[0],
-            upper: i.score[1],
+/// The cascade floor of each tier below the top on calibration items: the lowest floor
+/// (fewest escalations) whose quality reaches `quality` × the next tier's (the same fit as
+/// `fit-cascade`).
+pub fn fit_cascade_floors(items: &[TraceItem], quality: f64) -> Vec<f32> {
+    let tiers = items.first().map_or(0, |i| i.score.len());
+    (0..tiers.saturating_sub(1))
+        .map(|k| {
+            let points: Vec<cascade::Labelled> = items
+                .iter()
+                .filter(|i| i.calibration)
+                .map(|i| cascade::Labelled {
+                    confidence: i.confidence[k],
+                    lower: i.score[k],
+                    upper: i.score[k + 1],
+                })
+                .collect();
+            cascade::fit_floor(&points, quality).unwrap_or(f32::NEG_INFINITY)
         })
-        .collect();
-    cascade::fit_floor(&points, quality).unwrap_or(f32::NEG_INFINITY)
+        .collect()
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -357,11 +371,16 @@ pub fn run(policy: Strategy, setup: &Setup, items: &[TraceItem], trace: &[u32]) 
     let mut now = 0.0f64;
     let mut rotation = 0u64;
     events.push(Reverse((0, 0, Event::Arrival)));
-    let floors = Floors {
-        min_mean_logprob: Some(setup.cascade_floor),
-        min_token_logprob: None,
-        min_first_margin: None,
-    };
+    let top = tiers.len() - 1;
+    let floors: Vec<Floors> = setup
+        .cascade_floors
+        .iter()
+        .map(|&f| Floors {
+            min_mean_logprob: Some(f),
+            min_token_logprob: None,
+            min_first_margin: None,
+        })
+        .collect();
 
     // Starts `r` on worker `w` now, or queues it.
     macro_rules! admit {
@@ -411,7 +430,9 @@ pub fn run(policy: Strategy, setup: &Setup, items: &[TraceItem], trace: &[u32]) 
                     events.push(Reverse((ns(now + gap), seq, Event::Arrival)));
                 }
                 rotation += 1;
-                let large = u8::from(item.gain > setup.threshold);
+                let preferred = predictor::choose(&item.gaps, setup.threshold);
+                let stretch =
+                    predictor::choose(&item.gaps, setup.threshold_with_margin).max(preferred);
                 let chosen = match policy {
                     Strategy::RoundRobin => {
                         let n = candidates.len();
@@ -424,7 +445,7 @@ pub fn run(policy: Strategy, setup: &Setup, items: &[TraceItem], trace: &[u32]) 
                         .map(|c| c.index),
                     Strategy::Difficulty => placement::choose(
                         &candidates,
-                        Target::Tier(&tiers[usize::from(large)].name),
+                        Target::Tier(&tiers[preferred].name),
                         rotation,
                     )
                     .ok()
@@ -447,9 +468,9 @@ pub fn run(policy: Strategy, setup: &Setup, items: &[TraceItem], trace: &[u32]) 
                             })
                             .collect();
                         let ask = Ask {
-                            preferred: usize::from(large),
-                            stretch: usize::from(item.gain > setup.threshold_with_margin),
-                            floor: usize::from(large),
+                            preferred,
+                            stretch,
+                            floor: preferred,
                             ceiling: tiers.len() - 1,
                             deadline_s: Some(setup.slo_s),
                         };
@@ -475,37 +496,40 @@ pub fn run(policy: Strategy, setup: &Setup, items: &[TraceItem], trace: &[u32]) 
                 candidates[w].running = workers[w].running;
                 candidates[w].waiting = workers[w].queue.len() as u32;
                 let tier = workers[w].tier;
-                let item = items[requests[r as usize].item as usize];
-                requests[r as usize].cost += tiers[tier].cost(&item);
-                let judge = match policy {
-                    Strategy::Cascade => tier == 0,
-                    Strategy::JointCascade => {
-                        tier == 0
-                            && candidates
-                                .iter()
-                                .any(|c| c.tier == tiers[1].name && c.outstanding() < c.capacity)
-                    }
-                    _ => false,
+                let item = &items[requests[r as usize].item as usize];
+                requests[r as usize].cost += tiers[tier].cost(item);
+                let judge = tier < top
+                    && match policy {
+                        Strategy::Cascade => true,
+                        Strategy::JointCascade => candidates.iter().any(|c| {
+                            c.tier == tiers[tier + 1].name && c.outstanding() < c.capacity
+                        }),
+                        _ => false,
+                    };
+                let escalate = judge && {
+                    let confidence = Confidence {
+                        tokens: item.output_tokens as usize,
+                        mean_logprob: item.confidence[tier],
+                        min_logprob: item.confidence[tier],
+                        first_margin: None,
+                    };
+                    cascade::judge(Some(&confidence), &floors[tier], 0.0) != cascade::Verdict::Keep
                 };
-                let confidence = Confidence {
-                    tokens: item.output_tokens as usize,
-                    mean_logprob: item.confidence,
-                    min_logprob: item.confidence,
-                    first_margin: None,
-                };
-                let escalate = judge
-                    && !requests[r as usize].escalated
-                    && cascade::judge(Some(&confidence), &floors, 0.0) != cascade::Verdict::Keep;
                 let up = escalate
                     .then(|| {
-                        placement::choose(&candidates, Target::Tier(&tiers[1].name), rotation).ok()
+                        placement::choose(
+                            &candidates,
+                            Target::Tier(&tiers[tier + 1].name),
+                            rotation,
+                        )
+                        .ok()
                     })
                     .flatten();
                 match up {
                     Some(choice) => {
                         let req = &mut requests[r as usize];
                         req.escalated = true;
-                        req.tier = 1;
+                        req.tier = (tier + 1) as u8;
                         admit!(choice.index, r);
                     }
                     None => requests[r as usize].done = now,
@@ -546,9 +570,10 @@ fn summarise(
     e2e.sort_by(f64::total_cmp);
     let score = |r: &Request| items[r.item as usize].score[usize::from(r.tier)];
     let quality = served.iter().map(|r| score(r)).sum::<f64>() / n;
+    let last = setup.tiers.len() - 1;
     let top = requests
         .iter()
-        .map(|r| items[r.item as usize].score[1])
+        .map(|r| items[r.item as usize].score[last])
         .sum::<f64>()
         / n;
     let good: Vec<&&Request> = served
@@ -572,7 +597,11 @@ fn summarise(
         e2e_p99: percentile(&e2e, 0.99),
         goodput: good.len() as f64 / duration,
         quality_goodput: good.iter().map(|r| score(r)).sum::<f64>() / duration,
-        large_share: served.iter().filter(|r| r.tier == 1).count() as f64 / n,
+        top_share: served
+            .iter()
+            .filter(|r| usize::from(r.tier) == last)
+            .count() as f64
+            / n,
         escalated_share: served.iter().filter(|r| r.escalated).count() as f64 / n,
         simulated_s: end,
         wall_s,
@@ -582,7 +611,7 @@ fn summarise(
 /// Reports as a Markdown table.
 pub fn table(reports: &[Report]) -> String {
     let mut out = String::from(
-        "| policy | load | quality (of always-large) | $ / 1k req | large share | escalated | TTFT p50 / p99 (s) | e2e p50 / p99 (s) | goodput (req/s in SLO) | correct in SLO (/s) | rejected | wall (s) |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
+        "| policy | load | quality (of always-top) | $ / 1k req | top-tier share | escalated | TTFT p50 / p99 (s) | e2e p50 / p99 (s) | goodput (req/s in SLO) | correct in SLO (/s) | rejected | wall (s) |\n|---|---|---|---|---|---|---|---|---|---|---|---|\n",
     );
     for r in reports {
         let _ = writeln!(
@@ -593,7 +622,7 @@ pub fn table(reports: &[Report]) -> String {
             r.quality,
             100.0 * r.relative_quality,
             r.cost_per_1k,
-            100.0 * r.large_share,
+            100.0 * r.top_share,
             100.0 * r.escalated_share,
             r.ttft_p50,
             r.ttft_p99,
@@ -633,11 +662,11 @@ mod tests {
                 let hard = i % 3 == 0;
                 let weak_right = !hard;
                 TraceItem {
-                    gain: if hard { 0.6 } else { -0.1 },
-                    score: [f64::from(u8::from(weak_right)), 1.0],
+                    gaps: vec![if hard { 0.6 } else { -0.1 }, 0.0],
+                    score: vec![f64::from(u8::from(weak_right)), 1.0],
                     prompt_tokens: 100,
                     output_tokens: 50,
-                    confidence: modelled_confidence(weak_right, 0.8, &mut rng),
+                    confidence: vec![modelled_confidence(weak_right, 0.8, &mut rng), 0.0],
                     calibration: i % 10 == 2,
                 }
             })
@@ -659,9 +688,78 @@ mod tests {
             margin: 0.0,
             threshold: 0.3,
             threshold_with_margin: 0.3,
-            cascade_floor: fit_cascade_floor(&it, 0.9),
+            cascade_floors: fit_cascade_floors(&it, 0.9),
             seed: 1,
         }
+    }
+
+    /// Three tiers: a third of the prompts every tier answers, a third from the medium
+    /// tier up, a third only the large tier; the predictor's gaps say so, and a wrong
+    /// answer is unsure.
+    fn three_tier_items(n: usize) -> Vec<TraceItem> {
+        (0..n)
+            .map(|i| {
+                let (gaps, score): (Vec<f32>, Vec<f64>) = match i % 3 {
+                    0 => (vec![0.0, 0.0, 0.0], vec![1.0, 1.0, 1.0]),
+                    1 => (vec![0.8, 0.0, 0.0], vec![0.0, 1.0, 1.0]),
+                    _ => (vec![0.9, 0.8, 0.0], vec![0.0, 0.0, 1.0]),
+                };
+                let confidence = score
+                    .iter()
+                    .map(|&s| if s > 0.5 { -0.1 } else { -3.0 })
+                    .collect();
+                TraceItem {
+                    gaps,
+                    score,
+                    prompt_tokens: 100,
+                    output_tokens: 50,
+                    confidence,
+                    calibration: i % 10 == 2,
+                }
+            })
+            .collect()
+    }
+
+    #[test]
+    fn three_tiers_each_serve_what_only_they_answer_and_cascades_climb_one_at_a_time() {
+        let it = three_tier_items(900);
+        let mut tiers = vec![
+            tier("small", 4, 10.0, 1.0),
+            tier("medium", 3, 20.0, 3.0),
+            tier("large", 2, 40.0, 10.0),
+        ];
+        for t in &mut tiers {
+            t.fit(&it);
+        }
+        let floors = fit_cascade_floors(&it, 1.0);
+        assert_eq!(floors.len(), 2);
+        assert!(floors.iter().all(|f| *f > -3.0 && *f < -0.1), "{floors:?}");
+        let setup = Setup {
+            tiers,
+            load: 0.3,
+            requests: 900,
+            slo_s: 60.0,
+            quality: 1.0,
+            margin: 0.0,
+            threshold: 0.3,
+            threshold_with_margin: 0.3,
+            cascade_floors: floors,
+            seed: 1,
+        };
+        let trace: Vec<u32> = (0..900).collect();
+        // Routing places each third on its cheapest right tier: always-top quality with a
+        // third of the prompts on the top tier.
+        let d = run(Strategy::Difficulty, &setup, &it, &trace);
+        assert!((d.relative_quality - 1.0).abs() < 1e-9, "{d:?}");
+        assert!((d.top_share - 1.0 / 3.0).abs() < 1e-9, "{d:?}");
+        assert_eq!(d.escalated_share, 0.0);
+        // The cascade starts everyone on small and climbs unsure answers: the same
+        // quality, two thirds escalated, and it pays for the answers it threw away.
+        let c = run(Strategy::Cascade, &setup, &it, &trace);
+        assert!((c.relative_quality - 1.0).abs() < 1e-9, "{c:?}");
+        assert!((c.top_share - 1.0 / 3.0).abs() < 1e-9, "{c:?}");
+        assert!((c.escalated_share - 2.0 / 3.0).abs() < 1e-9, "{c:?}");
+        assert!(c.cost_per_1k > d.cost_per_1k, "{c:?} {d:?}");
     }
 
     #[test]
@@ -678,18 +776,18 @@ mod tests {
         // matches always-large quality.
         let d = run(Strategy::Difficulty, &setup(0.5), &it, &trace);
         assert!((d.relative_quality - 1.0).abs() < 1e-9);
-        assert!((d.large_share - 1.0 / 3.0).abs() < 0.01);
+        assert!((d.top_share - 1.0 / 3.0).abs() < 0.01);
     }
 
     #[test]
     fn cascade_floor_meets_the_target_on_calibration_items() {
         let it = items(2000);
-        let floor = fit_cascade_floor(&it, 0.9);
+        let floor = fit_cascade_floors(&it, 0.9)[0];
         let cal: Vec<_> = it.iter().filter(|i| i.calibration).collect();
         let q: f64 = cal
             .iter()
             .map(|i| {
-                if i.confidence < floor {
+                if i.confidence[0] < floor {
                     i.score[1]
                 } else {
                     i.score[0]

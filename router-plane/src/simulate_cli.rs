@@ -17,15 +17,15 @@ type Error = Box<dyn std::error::Error + Send + Sync>;
 
 #[derive(Debug, clap::Args)]
 pub struct SimulateArgs {
-    /// Labelled JSONL (from `import`); items need scores of both of the predictor's
-    /// tier models.
+    /// Labelled JSONL (from `import` or `label`); items need scores of every one of the
+    /// predictor's tier models.
     #[arg(long, required = true)]
     pub data: Vec<PathBuf>,
     #[arg(long)]
     pub predictor: PathBuf,
     #[command(flatten)]
     pub encoder: EncoderArgs,
-    /// Workers in the cluster, both tiers together.
+    /// Workers in the cluster, all tiers together.
     #[arg(long, default_value_t = 1000)]
     pub workers: u32,
     /// Requests at the headline load.
@@ -43,7 +43,7 @@ pub struct SimulateArgs {
     /// Requests per sweep point.
     #[arg(long, default_value_t = 100_000)]
     pub sweep_requests: usize,
-    /// Quality target, as a fraction of always-large quality.
+    /// Quality target, as a fraction of always-top quality.
     #[arg(long, default_value_t = 0.95)]
     pub quality: f64,
     /// The quality target the cluster was sized for (default: --quality). Setting it apart
@@ -53,7 +53,7 @@ pub struct SimulateArgs {
     /// The joint policy's headroom above the target (policy `quality_margin`).
     #[arg(long, default_value_t = 0.02)]
     pub margin: f64,
-    /// End-to-end SLO in seconds; default: 3 × the large tier's mean service time.
+    /// End-to-end SLO in seconds; default: 3 × the top tier's mean service time.
     #[arg(long)]
     pub slo_s: Option<f64>,
     /// Slots per worker.
@@ -62,23 +62,20 @@ pub struct SimulateArgs {
     /// Queue places per worker beyond its slots.
     #[arg(long, default_value_t = 64)]
     pub max_queue: u32,
-    /// Per-token times (ms) of the small tier: prefill, decode.
-    #[arg(long, value_delimiter = ',', default_value = "0.2,10")]
-    pub small_ms: Vec<f64>,
-    /// Per-token times (ms) of the large tier: prefill, decode.
-    #[arg(long, value_delimiter = ',', default_value = "0.6,30")]
-    pub large_ms: Vec<f64>,
-    /// Prices ($ per million tokens, input,output) of the small tier.
-    #[arg(long, value_delimiter = ',', default_value = "0.02,0.04")]
-    pub small_price: Vec<f64>,
-    /// Prices ($ per million tokens, input,output) of the large tier.
-    #[arg(long, value_delimiter = ',', default_value = "0.10,0.20")]
-    pub large_price: Vec<f64>,
+    /// Per-token times (ms) of each tier, cheapest first, one flag per tier:
+    /// PREFILL,DECODE. Default for two tiers: 0.2,10 and 0.6,30.
+    #[arg(long = "tier-ms")]
+    pub tier_ms: Vec<String>,
+    /// Prices of each tier ($ per million tokens), cheapest first, one flag per tier:
+    /// IN,OUT. Default for two tiers: 0.02,0.04 and 0.10,0.20.
+    #[arg(long = "tier-price")]
+    pub tier_price: Vec<String>,
     /// Mean output tokens per answer (log-normal spread per prompt).
     #[arg(long, default_value_t = 128)]
     pub output_tokens: u32,
-    /// AUROC of the small tier's confidence between its right and wrong answers (the one
-    /// modelled signal: the data has no log-probabilities).
+    /// AUROC of each lower tier's confidence between its right and wrong answers, where
+    /// the labels carry no confidence of their own (public data has no log-probabilities;
+    /// labels from `label` do, and those are used).
     #[arg(long, default_value_t = 0.75)]
     pub confidence_auroc: f64,
     #[arg(long, default_value_t = 42)]
@@ -88,11 +85,35 @@ pub struct SimulateArgs {
     pub out_dir: PathBuf,
 }
 
-fn pair(v: &[f64], flag: &str) -> Result<(f64, f64), Error> {
-    match v {
-        [a, b] if *a >= 0.0 && *b >= 0.0 => Ok((*a, *b)),
-        _ => Err(format!("{flag} takes two non-negative numbers, e.g. 0.2,10").into()),
+/// `A,B` pairs of non-negative numbers, one per tier; `defaults` for two tiers.
+fn pairs(
+    given: &[String],
+    tiers: usize,
+    defaults: [(f64, f64); 2],
+    flag: &str,
+) -> Result<Vec<(f64, f64)>, Error> {
+    if given.is_empty() && tiers == 2 {
+        return Ok(defaults.to_vec());
     }
+    if given.len() != tiers {
+        return Err(format!(
+            "{flag}: give one per tier, cheapest first ({tiers} tiers, {} given)",
+            given.len()
+        )
+        .into());
+    }
+    given
+        .iter()
+        .map(|g| {
+            let parsed = g.split_once(',').and_then(|(a, b)| {
+                Some((a.trim().parse::<f64>().ok()?, b.trim().parse::<f64>().ok()?))
+            });
+            match parsed {
+                Some((a, b)) if a >= 0.0 && b >= 0.0 => Ok((a, b)),
+                _ => Err(format!("{flag} {g:?}: two non-negative numbers, e.g. 0.2,10").into()),
+            }
+        })
+        .collect()
 }
 
 pub fn run(a: SimulateArgs) -> Result<(), Error> {
@@ -102,52 +123,74 @@ pub fn run(a: SimulateArgs) -> Result<(), Error> {
         );
     }
     let predictor = Predictor::load_with(&a.predictor, a.encoder.encoder()?)?;
-    if predictor.heads.len() != 2 {
-        return Err(format!(
-            "simulate models two tiers, a cheap and a top one; {} has {} ({}): train one with \
-             two --tier for it",
-            a.predictor.display(),
-            predictor.heads.len(),
-            predictor.tiers().collect::<Vec<_>>().join(", ")
-        )
-        .into());
-    }
-    let (weak, strong) = (
-        predictor.heads[0].model.clone(),
-        predictor.heads[predictor.heads.len() - 1].model.clone(),
-    );
+    let models: Vec<String> = predictor.heads.iter().map(|h| h.model.clone()).collect();
+    let names: Vec<String> = predictor.tiers().map(str::to_owned).collect();
+    let k = models.len();
+    let ms = pairs(&a.tier_ms, k, [(0.2, 10.0), (0.6, 30.0)], "--tier-ms")?;
+    let price = pairs(
+        &a.tier_price,
+        k,
+        [(0.02, 0.04), (0.10, 0.20)],
+        "--tier-price",
+    )?;
     let mut rng = Rng::new(a.seed);
     let started = std::time::Instant::now();
-    let mut items: Vec<TraceItem> = Vec::new();
-    for path in &a.data {
-        for item in data::read_jsonl(path)? {
-            let (Some(&w), Some(&s)) = (item.scores.get(&weak), item.scores.get(&strong)) else {
-                continue;
-            };
-            let split = data::split_of(&item.prompt);
-            if split == Split::Train {
-                continue;
-            }
-            let x = predictor.features(&item.prompt);
-            let p = predictor.probabilities(&x);
-            let out = f64::from(a.output_tokens) * (0.5 * rng.normal() - 0.125).exp();
-            items.push(TraceItem {
-                gain: predictor.gain(&x, &p),
-                score: [w, s],
-                prompt_tokens: u32::try_from(item.prompt.len().div_ceil(4))
-                    .unwrap_or(u32::MAX)
-                    .max(1),
-                output_tokens: (out.round() as u32).clamp(1, 4096),
-                confidence: simulate::modelled_confidence(w >= 0.5, a.confidence_auroc, &mut rng),
-                calibration: split == Split::Calibration,
-            });
+    let labelled: Vec<data::Item> = {
+        let mut all = Vec::new();
+        for path in &a.data {
+            all.extend(
+                data::read_jsonl(path)?
+                    .into_iter()
+                    .filter(|i| models.iter().all(|m| i.scores.contains_key(m)))
+                    .filter(|i| data::split_of(&i.prompt) != Split::Train),
+            );
         }
+        all
+    };
+    // A tier's confidences are the labels' own when every item has one, else modelled.
+    let real: Vec<bool> = models
+        .iter()
+        .map(|m| {
+            !labelled.is_empty()
+                && labelled
+                    .iter()
+                    .all(|i| i.confidence.get(m).is_some_and(|c| c.is_finite()))
+        })
+        .collect();
+    let mut items: Vec<TraceItem> = Vec::new();
+    for item in &labelled {
+        let x = predictor.features(&item.prompt);
+        let p = predictor.probabilities(&x);
+        let out = f64::from(a.output_tokens) * (0.5 * rng.normal() - 0.125).exp();
+        let score: Vec<f64> = models.iter().map(|m| item.scores[m]).collect();
+        // The top tier's answer is never judged, so it needs no confidence.
+        let confidence = (0..k)
+            .map(|t| {
+                if t + 1 == k {
+                    0.0
+                } else if real[t] {
+                    item.confidence[&models[t]] as f32
+                } else {
+                    simulate::modelled_confidence(score[t] >= 0.5, a.confidence_auroc, &mut rng)
+                }
+            })
+            .collect();
+        items.push(TraceItem {
+            gaps: predictor.gaps(&x, &p),
+            score,
+            prompt_tokens: u32::try_from(item.prompt.len().div_ceil(4))
+                .unwrap_or(u32::MAX)
+                .max(1),
+            output_tokens: (out.round() as u32).clamp(1, 4096),
+            confidence,
+            calibration: data::split_of(&item.prompt) == Split::Calibration,
+        });
     }
     let test: Vec<u32> = (0..items.len() as u32)
         .filter(|&i| !items[i as usize].calibration)
         .collect();
     if test.is_empty() {
-        return Err("no test-split items with both tiers' scores in --data".into());
+        return Err("no test-split items with every tier's score in --data".into());
     }
     eprintln!(
         "trace: {} test + {} calibration items, predicted in {:.1} s",
@@ -156,19 +199,15 @@ pub fn run(a: SimulateArgs) -> Result<(), Error> {
         started.elapsed().as_secs_f64()
     );
 
-    let (sp, sd) = pair(&a.small_ms, "--small-ms")?;
-    let (lp, ld) = pair(&a.large_ms, "--large-ms")?;
-    let (spi, spo) = pair(&a.small_price, "--small-price")?;
-    let (lpi, lpo) = pair(&a.large_price, "--large-price")?;
-    let spec = |name: &str, workers, prefill, decode, price_in, price_out| TierSpec {
-        name: name.to_owned(),
+    let spec = |t: usize, workers| TierSpec {
+        name: names[t].clone(),
         workers,
         slots: a.slots,
         max_queue: a.max_queue,
-        prefill_ms_per_token: prefill,
-        decode_ms_per_token: decode,
-        price_in,
-        price_out,
+        prefill_ms_per_token: ms[t].0,
+        decode_ms_per_token: ms[t].1,
+        price_in: price[t].0,
+        price_out: price[t].1,
         mean_service_s: 0.0,
     };
     let threshold = predictor.threshold(a.quality as f32);
@@ -176,32 +215,32 @@ pub fn run(a: SimulateArgs) -> Result<(), Error> {
     let threshold_with_margin = predictor.threshold((a.quality + a.margin).min(1.0) as f32);
     // The cluster is sized for difficulty-only routing at the target: each tier gets
     // workers in proportion to the work that routing sends it (the operator provisions
-    // for the mix; the most favourable cluster for the difficulty-only baseline).
-    let probe = [
-        spec("small", 1, sp, sd, spi, spo),
-        spec("large", 1, lp, ld, lpi, lpo),
-    ];
+    // for the mix; the most favourable cluster for the difficulty-only baseline), at
+    // least one each.
     let test_items: Vec<&TraceItem> = test.iter().map(|&i| &items[i as usize]).collect();
-    let large_work: f64 = test_items
+    let mut work = vec![0.0f64; k];
+    for i in &test_items {
+        let t = crate::difficulty::predictor::choose(&i.gaps, sizing_threshold);
+        work[t] += spec(t, 1).service_s(i);
+    }
+    let total: f64 = work.iter().sum::<f64>().max(1e-300);
+    let mut counts: Vec<u32> = work
         .iter()
-        .filter(|i| i.gain > sizing_threshold)
-        .map(|i| probe[1].service_s(i))
-        .sum();
-    let small_work: f64 = test_items
-        .iter()
-        .filter(|i| i.gain <= sizing_threshold)
-        .map(|i| probe[0].service_s(i))
-        .sum();
-    let large_workers = ((f64::from(a.workers) * large_work / (large_work + small_work)).round()
-        as u32)
-        .clamp(1, a.workers - 1);
-    let mut tiers = vec![
-        spec("small", a.workers - large_workers, sp, sd, spi, spo),
-        spec("large", large_workers, lp, ld, lpi, lpo),
-    ];
+        .map(|w| ((f64::from(a.workers) * w / total).round() as u32).max(1))
+        .collect();
+    // Rounding and the minimum of one each: settle the difference on the busiest tier.
+    let busiest = (0..k)
+        .max_by(|&x, &y| work[x].total_cmp(&work[y]))
+        .unwrap_or(0);
+    let others: u32 = counts.iter().sum::<u32>() - counts[busiest];
+    counts[busiest] = a.workers.saturating_sub(others).max(1);
+    if counts.iter().sum::<u32>() != a.workers {
+        return Err(format!("--workers {}: too few for {k} tiers", a.workers).into());
+    }
+    let mut tiers: Vec<TierSpec> = (0..k).map(|t| spec(t, counts[t])).collect();
     tiers.iter_mut().for_each(|t| t.fit(&items));
-    let slo_s = a.slo_s.unwrap_or(3.0 * tiers[1].mean_service_s);
-    let cascade_floor = simulate::fit_cascade_floor(&items, a.quality);
+    let slo_s = a.slo_s.unwrap_or(3.0 * tiers[k - 1].mean_service_s);
+    let cascade_floors = simulate::fit_cascade_floors(&items, a.quality);
     let setup = |load: f64, requests: usize| Setup {
         tiers: tiers.clone(),
         load,
@@ -211,7 +250,7 @@ pub fn run(a: SimulateArgs) -> Result<(), Error> {
         margin: a.margin,
         threshold,
         threshold_with_margin,
-        cascade_floor,
+        cascade_floors: cascade_floors.clone(),
         seed: a.seed,
     };
     let trace_of = |n: usize, seed: u64| -> Vec<u32> {
@@ -246,12 +285,41 @@ pub fn run(a: SimulateArgs) -> Result<(), Error> {
 
     std::fs::create_dir_all(&a.out_dir)?;
     let mut md = String::new();
+    let per_tier = tiers
+        .iter()
+        .map(|t| {
+            format!(
+                "{} {} workers, {} / {} ms per prompt / output token, {}/{} $ per Mtok in/out",
+                t.name,
+                t.workers,
+                t.prefill_ms_per_token,
+                t.decode_ms_per_token,
+                t.price_in,
+                t.price_out
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ");
+    let floors = cascade_floors
+        .iter()
+        .zip(&names)
+        .zip(&real)
+        .map(|((f, n), real)| {
+            format!(
+                "{n} {f:.3} ({})",
+                if *real {
+                    "on its labels' confidence".to_owned()
+                } else {
+                    format!("on a modelled confidence with AUROC {}", a.confidence_auroc)
+                }
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
     let _ = writeln!(
         md,
-        "Cluster: {} workers ({} small, {} large; {} slots and {} queue places each); small {sp} / {sd} ms per prompt / output token, large {lp} / {ld}; prices small {spi}/{spo}, large {lpi}/{lpo} $ per Mtok in/out; capacity {:.0} req/s; SLO {:.2} s end to end; quality target {} (sized for {}; the joint policy takes +{} headroom onto free slots); cascade floor {:.3} on a confidence with AUROC {}; trace: {} test items of {}.\n",
+        "Cluster: {} workers ({per_tier}; {} slots and {} queue places each); capacity {:.0} req/s; SLO {:.2} s end to end; quality target {} (sized for {}; the joint policy takes +{} headroom onto free slots); cascade floors {floors}; trace: {} test items of {}.\n",
         a.workers,
-        tiers[0].workers,
-        tiers[1].workers,
         a.slots,
         a.max_queue,
         simulate::capacity(&tiers, &items),
@@ -259,8 +327,6 @@ pub fn run(a: SimulateArgs) -> Result<(), Error> {
         a.quality,
         a.size_quality.unwrap_or(a.quality),
         a.margin,
-        cascade_floor,
-        a.confidence_auroc,
         test.len(),
         a.data
             .iter()
@@ -285,7 +351,7 @@ pub fn run(a: SimulateArgs) -> Result<(), Error> {
         "headline": reports.iter().map(report_json).collect::<Vec<_>>(),
         "sweep": sweep.iter().map(report_json).collect::<Vec<_>>(),
         "slo_s": slo_s,
-        "workers": {"small": tiers[0].workers, "large": tiers[1].workers},
+        "workers": tiers.iter().map(|t| (t.name.clone(), serde_json::json!(t.workers))).collect::<serde_json::Map<_, _>>(),
     });
     std::fs::write(
         a.out_dir.join("results.json"),
@@ -308,7 +374,7 @@ fn report_json(r: &Report) -> serde_json::Value {
         "quality": r.quality, "relative_quality": r.relative_quality, "cost_per_1k": r.cost_per_1k,
         "ttft_p50_s": r.ttft_p50, "ttft_p99_s": r.ttft_p99, "e2e_p50_s": r.e2e_p50, "e2e_p99_s": r.e2e_p99,
         "goodput_rps": r.goodput, "correct_in_slo_rps": r.quality_goodput,
-        "large_share": r.large_share, "escalated_share": r.escalated_share,
+        "top_share": r.top_share, "escalated_share": r.escalated_share,
         "simulated_s": r.simulated_s, "wall_s": r.wall_s,
     })
 }
@@ -415,7 +481,7 @@ fn quality_cost_svg(reports: &[Report]) -> String {
     plot(
         "Quality vs cost at the headline load",
         "$ per 1,000 requests",
-        "quality (of always-large)",
+        "quality (of always-top)",
         &series,
         false,
     )
