@@ -244,16 +244,19 @@ async fn reload_predictor(state: Arc<AppState>, stop: CancellationToken) {
 }
 
 /// Reads the API keys file again every [`auth::RELOAD_EVERY`] and swaps the keys in when
-/// its content changed (a Kubernetes Secret update, an edited file). A file that does not
+/// its content changed and read the same twice in a row ([`auth::Settle`]: a Kubernetes
+/// Secret update, an edited file, not one caught half-written). A file that does not
 /// parse or check is logged and counted, and the keys in force stay.
 async fn reload_keys(state: Arc<AppState>, stop: CancellationToken) {
     let Some(path) = state.auth.path().map(std::path::Path::to_path_buf) else {
         return;
     };
     let digest = |bytes: &[u8]| auth::keys::digest(&String::from_utf8_lossy(bytes));
-    let mut last = switchback_common::config::read_file(&path)
-        .ok()
-        .map(|b| digest(&b));
+    let mut settle = auth::Settle::new(
+        switchback_common::config::read_file(&path)
+            .ok()
+            .map(|b| digest(&b)),
+    );
     let mut ticker = tokio::time::interval(auth::RELOAD_EVERY);
     loop {
         tokio::select! {
@@ -267,7 +270,7 @@ async fn reload_keys(state: Arc<AppState>, stop: CancellationToken) {
         let bytes = match read {
             Ok(Ok(bytes)) => bytes,
             Ok(Err(err)) => {
-                if last.take().is_some() {
+                if settle.unreadable() {
                     state
                         .metrics
                         .keys_reloads
@@ -282,11 +285,9 @@ async fn reload_keys(state: Arc<AppState>, stop: CancellationToken) {
                 continue;
             }
         };
-        let now = Some(digest(&bytes));
-        if now == last {
+        if !settle.observe(digest(&bytes)) {
             continue;
         }
-        last = now;
         let result = std::str::from_utf8(&bytes)
             .map_err(|e| auth::keys::KeysError::Parse(e.to_string()))
             .and_then(|text| state.auth.reload(text, std::time::Instant::now()));

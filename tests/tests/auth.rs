@@ -167,9 +167,23 @@ async fn api_keys_gate_limit_and_rotate() {
     // 1 a minute: the bucket refills in 60 s from when it was emptied.
     assert!((1..=60).contains(&retry), "Retry-After {retry}");
     assert_eq!(limited.header("x-ratelimit-remaining-requests"), Some("0"));
+    // Listing the models is metered too: the same key is at its limit there.
+    let listing = http::get_with(
+        &router.url("/v1/models"),
+        &[("authorization", &bearer(rpm))],
+    )
+    .await;
+    assert_eq!(listing.status, 429, "{}", listing.body);
+    assert_eq!(listing.json()["error"]["code"], "rate_limit_exceeded");
+    assert!(
+        listing.header("retry-after").is_some(),
+        "{:?}",
+        listing.headers
+    );
 
-    // tokens_per_minute 100: a request that can never fit, then one that fits (1 + 90
-    // charged, settled to the 5 + 90 the worker used), then one that must wait ~55 s.
+    // tokens_per_minute 100: a request that can never fit, then one that fits (8 + 90
+    // charged: one token of text and the chat template's 4 + 3; settled to the 5 + 90 the
+    // worker used), then one that must wait ~55 s.
     let too_big = chat(&router, Some(tpm), hi("small", 200)).await;
     assert_eq!(too_big.status, 429, "{}", too_big.body);
     assert!(
@@ -183,7 +197,7 @@ async fn api_keys_gate_limit_and_rotate() {
     );
     let fits = chat(&router, Some(tpm), hi("small", 90)).await;
     assert_eq!(fits.status, 200, "{}", fits.body);
-    let over = chat(&router, Some(tpm), hi("small", 95)).await;
+    let over = chat(&router, Some(tpm), hi("small", 85)).await;
     assert_eq!(over.status, 429, "{}", over.body);
     assert!(
         over.header("retry-after")

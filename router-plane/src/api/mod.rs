@@ -129,6 +129,11 @@ async fn models(State(app): State<Arc<AppState>>, headers: HeaderMap) -> Respons
         Ok(c) => c,
         Err(err) => return err.into_response(),
     };
+    // A listing is a request like any other: it counts against the key's request rate.
+    if let Err(err) = caller.take_request(Instant::now()) {
+        app.metrics.key_request(caller.id(), err.status().as_u16());
+        return err.into_response();
+    }
     let created = unix_now();
     let mut data = vec![
         json!({"id": "auto", "object": "model", "created": created, "owned_by": "switchback"}),

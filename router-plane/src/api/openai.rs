@@ -48,6 +48,20 @@ pub fn estimate_tokens(bytes: usize) -> u64 {
     (bytes as u64).div_ceil(4)
 }
 
+/// Tokens a chat template adds around each message (role markers and separators: four in
+/// ChatML, `<|im_start|>user\n ... <|im_end|>\n`), and once to open the reply.
+pub const MESSAGE_OVERHEAD_TOKENS: u64 = 4;
+pub const REPLY_PRIMER_TOKENS: u64 = 3;
+
+/// The router's token estimate for a chat prompt of `messages` messages whose contents
+/// hold `bytes` UTF-8 bytes: the text, plus the template's tokens for each message (1,024
+/// empty messages are still some 4,000 tokens of prompt).
+pub fn estimate_chat_tokens(bytes: usize, messages: usize) -> u64 {
+    estimate_tokens(bytes)
+        .saturating_add(MESSAGE_OVERHEAD_TOKENS.saturating_mul(messages as u64))
+        .saturating_add(REPLY_PRIMER_TOKENS)
+}
+
 /// The longest `x-switchback-ignored-fields` header value.
 pub const IGNORED_HEADER_MAX: usize = 256;
 
@@ -326,20 +340,22 @@ impl Generation {
         }
     }
 
-    /// The router's estimate of the prompt's tokens.
+    /// The router's estimate of the prompt's tokens (with the chat template's, for chat).
     pub fn estimated_prompt_tokens(&self) -> u64 {
-        estimate_tokens(self.prompt_bytes())
+        match &self.prompt {
+            PromptKind::Chat(messages) => estimate_chat_tokens(self.prompt_bytes(), messages.len()),
+            PromptKind::Text(t) => estimate_tokens(t.len()),
+        }
     }
 }
 
-fn check_prompt_size(param: &str, bytes: usize, limits: &RequestLimits) -> Result<(), ApiError> {
-    let estimate = estimate_tokens(bytes);
+fn check_prompt_size(param: &str, estimate: u64, limits: &RequestLimits) -> Result<(), ApiError> {
     if estimate > u64::from(limits.max_prompt_tokens) {
         return Err(over(
             param,
             "max_prompt_tokens",
             format!(
-                "`{param}` is about {estimate} tokens (estimated at 4 bytes a token); the limit is {}",
+                "`{param}` is about {estimate} tokens (estimated at 4 bytes a token, plus {MESSAGE_OVERHEAD_TOKENS} a chat message); the limit is {}",
                 limits.max_prompt_tokens
             ),
         ));
@@ -592,7 +608,11 @@ impl ChatRequest {
                 content,
             });
         }
-        check_prompt_size("messages", prompt_bytes, limits)?;
+        check_prompt_size(
+            "messages",
+            estimate_chat_tokens(prompt_bytes, messages.len()),
+            limits,
+        )?;
         let logprobs = match (f.logprobs.unwrap_or(false), f.top_logprobs) {
             (_, Some(n)) if n > limits.max_top_logprobs => {
                 return Err(over(
@@ -657,7 +677,7 @@ impl CompletionRequest {
         if prompt.is_empty() {
             return Err(ApiError::invalid("prompt", "`prompt` must not be empty"));
         }
-        check_prompt_size("prompt", prompt.len(), limits)?;
+        check_prompt_size("prompt", estimate_tokens(prompt.len()), limits)?;
         if let Some(n) = f.logprobs
             && n > 5
         {
@@ -1036,5 +1056,30 @@ mod tests {
         let r = CompletionRequest::parse(br#"{"model":"m","prompt":["a","b"]}"#)
             .and_then(|r| r.validate(&LIMITS));
         assert_eq!(param(r), "prompt");
+    }
+
+    #[test]
+    fn chat_estimates_count_each_messages_template_tokens() {
+        // 1,024 one-byte messages: a template's 4 tokens each, not 256 tokens of text.
+        let messages: Vec<String> = (0..1024)
+            .map(|_| r#"{"role":"user","content":"x"}"#.to_owned())
+            .collect();
+        let body = format!(r#"{{"model":"m","messages":[{}]}}"#, messages.join(","));
+        let g = ChatRequest::parse(body.as_bytes())
+            .expect("parse")
+            .validate(&RequestLimits::default())
+            .expect("valid");
+        assert_eq!(g.estimated_prompt_tokens(), 1024 / 4 + 4 * 1024 + 3);
+        assert_eq!(estimate_chat_tokens(0, 0), 3);
+        // Over a limit the text alone would pass: refused, naming the limit.
+        let limits = RequestLimits {
+            max_prompt_tokens: 2048,
+            ..RequestLimits::default()
+        };
+        let err = ChatRequest::parse(body.as_bytes())
+            .expect("parse")
+            .validate(&limits)
+            .expect_err("over the prompt limit");
+        assert!(format!("{err:?}").contains("max_prompt_tokens"), "{err:?}");
     }
 }

@@ -44,13 +44,6 @@ pub struct Plan {
     pub ceiling: usize,
 }
 
-/// A rough token count (4 bytes a token) for estimates; the worker counts exactly.
-fn estimate_tokens(text: &str) -> u32 {
-    u32::try_from(super::openai::estimate_tokens(text.len()))
-        .unwrap_or(u32::MAX)
-        .max(1)
-}
-
 /// Fits an `auto` ask into the tiers `allowed` (the caller's key): the preferred tier is
 /// clamped into the range, and the rest keep floor <= preferred <= stretch <= ceiling.
 pub fn clamp(ask: Ask, allowed: &RangeInclusive<usize>) -> Ask {
@@ -79,7 +72,9 @@ pub fn plan(
     allowed: RangeInclusive<usize>,
 ) -> Plan {
     let prompt = g.prompt_text();
-    let prompt_tokens = estimate_tokens(&prompt);
+    let prompt_tokens = u32::try_from(g.estimated_prompt_tokens())
+        .unwrap_or(u32::MAX)
+        .max(1);
     let tiers = &app.config.tiers;
     let index = |name: &str| tiers.iter().position(|t| t == name);
     let default_index = index(&app.config.default_tier).unwrap_or(0);

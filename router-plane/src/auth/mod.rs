@@ -27,6 +27,48 @@ use crate::{
 /// How often the keys file is read again to look for changes.
 pub const RELOAD_EVERY: Duration = Duration::from_secs(2);
 
+/// When a read of the keys file is loaded: only content that differs from the content in
+/// force and read the same on two reads in a row ([`RELOAD_EVERY`] apart). A file being
+/// rewritten in place is caught half-written by some read; its next read differs, so the
+/// half is never loaded. (Writing the file atomically, by a rename, as Kubernetes does for
+/// Secret volumes, makes every read whole.)
+#[derive(Debug, Default)]
+pub struct Settle {
+    in_force: Option<[u8; 32]>,
+    pending: Option<[u8; 32]>,
+}
+
+impl Settle {
+    /// Starting from the content loaded at start, if any.
+    pub fn new(in_force: Option<[u8; 32]>) -> Self {
+        Self {
+            in_force,
+            pending: None,
+        }
+    }
+
+    /// A read with this content digest: whether to load it now.
+    pub fn observe(&mut self, digest: [u8; 32]) -> bool {
+        if self.in_force == Some(digest) {
+            self.pending = None;
+            return false;
+        }
+        if self.pending == Some(digest) {
+            self.in_force = Some(digest);
+            self.pending = None;
+            return true;
+        }
+        self.pending = Some(digest);
+        false
+    }
+
+    /// The file could not be read: whether that is news (it could before).
+    pub fn unreadable(&mut self) -> bool {
+        self.pending = None;
+        self.in_force.take().is_some()
+    }
+}
+
 /// The `key` label of requests served with auth disabled.
 pub const NO_KEY: &str = "none";
 
@@ -40,9 +82,16 @@ pub struct Entry {
     tokens: Option<Shared>,
 }
 
+/// How many removed keys' buckets are remembered (see [`KeySet::retired`]).
+const RETIRED_MAX: usize = 4096;
+
 #[derive(Debug, Default)]
 struct KeySet {
     by_digest: HashMap<[u8; 32], Arc<Entry>>,
+    /// Keys removed by a reload, by id, with their buckets: a key that comes back (a file
+    /// rewritten in two steps, a key taken out and put back) finds its bucket as it left
+    /// it instead of a fresh minute.
+    retired: HashMap<String, Arc<Entry>>,
 }
 
 impl KeySet {
@@ -50,9 +99,10 @@ impl KeySet {
     /// reload does not hand every key a fresh minute.
     fn build(keys: Vec<Key>, old: &KeySet, now: Instant) -> Self {
         let old_by_id: HashMap<&str, &Arc<Entry>> = old
-            .by_digest
-            .values()
-            .map(|e| (e.key.id.as_str(), e))
+            .retired
+            .iter()
+            .map(|(id, e)| (id.as_str(), e))
+            .chain(old.by_digest.values().map(|e| (e.key.id.as_str(), e)))
             .collect();
         let by_digest = keys
             .into_iter()
@@ -82,8 +132,23 @@ impl KeySet {
                     }),
                 )
             })
+            .collect::<HashMap<_, _>>();
+        // What this reload removed joins the retired keys; what it brought back leaves them.
+        let kept: std::collections::HashSet<&str> = by_digest
+            .values()
+            .map(|e: &Arc<Entry>| e.key.id.as_str())
             .collect();
-        Self { by_digest }
+        let mut retired: HashMap<String, Arc<Entry>> = old
+            .retired
+            .iter()
+            .chain(old.by_digest.values().map(|e| (&e.key.id, e)))
+            .filter(|(id, _)| !kept.contains(id.as_str()))
+            .map(|(id, e)| (id.clone(), Arc::clone(e)))
+            .collect();
+        if retired.len() > RETIRED_MAX {
+            retired.clear();
+        }
+        Self { by_digest, retired }
     }
 }
 
@@ -494,6 +559,55 @@ mod tests {
         // A broken file leaves the keys as they were.
         assert!(gate.reload("keys: [{id: a}]", t0).is_err());
         assert!(gate.authenticate(&bearer("t")).is_ok());
+    }
+
+    #[test]
+    fn a_keys_file_is_loaded_once_two_reads_agree() {
+        let (a, half, b) = ([1u8; 32], [2u8; 32], [3u8; 32]);
+        let mut settle = Settle::new(Some(a));
+        assert!(!settle.observe(a), "unchanged");
+        // A rewrite caught half-way, then finished: the half is never loaded.
+        assert!(!settle.observe(half));
+        assert!(!settle.observe(b));
+        assert!(settle.observe(b), "the whole file, read twice");
+        assert!(!settle.observe(b), "loaded once");
+        // Unreadable, then readable again with the same content: loaded again once settled.
+        assert!(settle.unreadable());
+        assert!(!settle.unreadable(), "reported once");
+        assert!(!settle.observe(b));
+        assert!(settle.observe(b));
+    }
+
+    #[test]
+    fn a_key_taken_out_and_put_back_keeps_its_bucket() {
+        let t0 = Instant::now();
+        let file = |ids: &[&str]| {
+            let mut text = String::from("keys:\n");
+            for id in ids {
+                text.push_str(&format!(
+                    "  - {{id: {id}, sha256: {}, requests_per_minute: 1}}\n",
+                    keys::to_hex(&keys::digest(&format!("token-{id}")))
+                ));
+            }
+            text
+        };
+        let gate = Gate::with_keys(Vec::new(), tiers(), t0);
+        gate.reload(&file(&["a", "b"]), t0).expect("load");
+        let a = gate.authenticate(&bearer("token-a")).expect("key a");
+        assert!(a.take_request(t0).is_ok());
+        assert!(a.take_request(t0).is_err(), "one a minute");
+        // The first half of a rewrite: `a` is gone for a moment...
+        assert_eq!(gate.reload(&file(&["b"]), t0).expect("half"), 1);
+        assert_eq!(
+            gate.authenticate(&bearer("token-a")).err(),
+            Some(Failure::Unknown)
+        );
+        // ...and back with the rest: still over its limit, not a fresh minute.
+        assert_eq!(gate.reload(&file(&["a", "b"]), t0).expect("whole"), 2);
+        let a = gate.authenticate(&bearer("token-a")).expect("key a");
+        assert!(a.take_request(t0).is_err(), "the bucket it left with");
+        let b = gate.authenticate(&bearer("token-b")).expect("key b");
+        assert!(b.take_request(t0).is_ok());
     }
 
     #[test]
