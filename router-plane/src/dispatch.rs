@@ -24,6 +24,11 @@ impl Clients {
         }
     }
 
+    /// The dialer every channel to a cluster peer goes through (plaintext or mTLS).
+    pub fn dialer(&self) -> &switchback_common::tls::Dialer {
+        &self.dialer
+    }
+
     pub fn get(&self, address: &str) -> Result<InferenceClient<Channel>, tonic::transport::Error> {
         let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(ch) = channels.get(address) {

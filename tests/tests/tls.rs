@@ -245,7 +245,8 @@ async fn every_hop_is_mutually_authenticated_and_certificates_rotate_without_res
     let worker_addr = format!("127.0.0.1:{}", free_port());
     let (tls, worker_leaf, worker_cert, worker_key) =
         cluster_yaml(wdir.path(), &cluster_ca, "worker");
-    let _worker = spawn(
+    // A long lease: at the end, only the router's failure report can take it out quickly.
+    let mut worker = spawn(
         "worker",
         "switchback-worker",
         wdir.path(),
@@ -253,7 +254,8 @@ async fn every_hop_is_mutually_authenticated_and_certificates_rotate_without_res
             "id: w1\ntier: small\nmodel: sim-small\nlisten: {worker_addr}\n\
              engine: {{kind: sim, prefill_ms_per_token: 0.1, decode_ms_per_token: 1}}\n\
              load_report_interval_ms: 100\n{}{tls}",
-            etcd_yaml(&etcd, wdir.path(), &etcd_ca, "worker", &password_file),
+            etcd_yaml(&etcd, wdir.path(), &etcd_ca, "worker", &password_file)
+                .replace("}\n", ", lease_ttl_s: 60}\n"),
         ),
     );
     // Ready in the controller's view: registered in etcd (TLS + password) and reporting
@@ -554,4 +556,32 @@ async fn every_hop_is_mutually_authenticated_and_certificates_rotate_without_res
         failures.is_empty(),
         "requests failed during the rotations: {failures:?}"
     );
+
+    // The worker dies: the router's next request to it fails to connect, and the router's
+    // failure report reaches the controller over mTLS, long before the lease expires.
+    worker.kill().await;
+    let _ = chat(&https, &base).await;
+    let reason = wait_for(
+        "the controller to mark w1 unreachable on the router's report",
+        Duration::from_secs(20),
+        || async {
+            let ch = grpc_channel(&controller_addr, Arc::clone(&admin_h2))
+                .await
+                .ok()?;
+            let view = pb::controller_client::ControllerClient::new(ch)
+                .status(pb::StatusRequest {})
+                .await
+                .ok()?
+                .into_inner();
+            view.workers
+                .into_iter()
+                .find(|w| {
+                    w.info.as_ref().is_some_and(|i| i.id == "w1")
+                        && w.health == pb::WorkerHealth::Unreachable as i32
+                })
+                .map(|w| w.health_reason)
+        },
+    )
+    .await;
+    assert!(reason.contains("router@"), "{reason}");
 }

@@ -412,11 +412,11 @@ fn report_unreachable(app: &AppState, worker: &str, reason: &str) {
         reporter: app.name.clone(),
         reason: reason.to_owned(),
     };
+    // Through the cluster dialer: with `tls:` on, the controller takes nothing in plaintext.
+    let dialer = app.clients.dialer().clone();
     tokio::spawn(async move {
         let report = async {
-            let channel = switchback_common::etcd::grpc_endpoint(&controller)?
-                .connect()
-                .await?;
+            let channel = dialer.connect(&controller).await?;
             pb::controller_client::ControllerClient::new(channel)
                 .report_worker_failure(failure)
                 .await?;
