@@ -139,14 +139,19 @@ pub async fn run(
     });
 
     tracing::info!(id = %config.id, %advertise, "controller serving");
-    let builder =
-        tonic::transport::Server::builder().add_service(ControllerServer::new(ControllerService {
+    const MAX_REQUEST_BYTES: usize = 64 * 1024;
+    let builder = tonic::transport::Server::builder().add_service(
+        ControllerServer::new(ControllerService {
             view,
             leader: leader_rx,
             etcd: config.etcd.clone(),
             keys,
             stop: stop.clone(),
-        }));
+        })
+        // Every message the controller takes (a load report, a failure report, a
+        // drain) is small; a caller cannot make it decode megabytes.
+        .max_decoding_message_size(MAX_REQUEST_BYTES),
+    );
     let signal = {
         let stop = stop.clone();
         async move {

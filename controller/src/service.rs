@@ -28,6 +28,42 @@ pub struct ControllerService {
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::ClusterEvent, Status>> + Send>>;
 
+/// The longest worker id or reporter name a request may carry, in bytes.
+pub const MAX_ID_BYTES: usize = 128;
+/// Failure and drain reasons are cut to this many bytes: every router receives them in
+/// each cluster snapshot, so one caller must not be able to grow the snapshot.
+pub const MAX_REASON_BYTES: usize = 256;
+
+/// `text` fit for a log line and a cluster snapshot: control characters (a newline that
+/// would forge a log line, an ANSI escape) written as `\u{..}`, and cut at a character
+/// boundary to at most `max` bytes, marked with `…`.
+pub fn bounded(text: &str, max: usize) -> String {
+    let mut out = String::new();
+    for c in text.chars() {
+        let piece = if c.is_control() {
+            c.escape_unicode().to_string()
+        } else {
+            c.to_string()
+        };
+        if out.len() + piece.len() > max.saturating_sub('…'.len_utf8()) {
+            out.push('…');
+            return out;
+        }
+        out.push_str(&piece);
+    }
+    out
+}
+
+/// A worker id or reporter name within bounds, or the INVALID_ARGUMENT to answer.
+fn checked_id<'a>(field: &str, value: &'a str) -> Result<&'a str, Status> {
+    if value.len() > MAX_ID_BYTES || value.chars().any(char::is_control) {
+        return Err(Status::invalid_argument(format!(
+            "{field} must be at most {MAX_ID_BYTES} bytes without control characters"
+        )));
+    }
+    Ok(value)
+}
+
 fn not_leader() -> Status {
     Status::unavailable("this controller is a standby; look the leader up in etcd")
 }
@@ -129,7 +165,11 @@ impl Controller for ControllerService {
         if f.worker_id.is_empty() {
             return Err(Status::invalid_argument("worker_id is empty"));
         }
-        let known = self.view.suspect(&f.worker_id, &f.reporter, &f.reason);
+        let worker = checked_id("worker_id", &f.worker_id)?;
+        let reporter = checked_id("reporter", &f.reporter)?;
+        let known = self
+            .view
+            .suspect(worker, reporter, &bounded(&f.reason, MAX_REASON_BYTES));
         Ok(Response::new(pb::WorkerFailureAck { known }))
     }
 
@@ -143,6 +183,11 @@ impl Controller for ControllerService {
                 "worker_id must be a worker id (non-empty, without '/')",
             ));
         }
+        checked_id("worker_id", &d.worker_id)?;
+        let d = pb::DrainRequest {
+            reason: bounded(&d.reason, MAX_REASON_BYTES),
+            ..d
+        };
         let key = self.keys.drain(&d.worker_id);
         let etcd = |e: etcd_client::Error| Status::unavailable(format!("etcd: {e}"));
         let mut client = switchback_common::etcd::connect(&self.etcd)
@@ -170,5 +215,28 @@ impl Controller for ControllerService {
             .iter()
             .any(|w| w.info.as_ref().is_some_and(|i| i.id == d.worker_id));
         Ok(Response::new(pb::DrainResponse { known }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_are_escaped_and_cut_at_a_character_boundary() {
+        assert_eq!(bounded("connect refused", 256), "connect refused");
+        // A newline and an ANSI escape cannot forge a log line or colour a terminal.
+        assert_eq!(
+            bounded("x\nERROR forged\u{1b}[31m", 256),
+            "x\\u{a}ERROR forged\\u{1b}[31m"
+        );
+        let long = "é".repeat(1000);
+        let cut = bounded(&long, 256);
+        assert!(cut.len() <= 256, "{}", cut.len());
+        assert!(cut.ends_with('…'));
+        assert!(cut.starts_with("éé"));
+        assert!(checked_id("worker_id", &"w".repeat(129)).is_err());
+        assert!(checked_id("reporter", "router@a\nb").is_err());
+        assert!(checked_id("reporter", "router@host-1").is_ok());
     }
 }
