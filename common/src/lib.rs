@@ -8,6 +8,7 @@ pub mod config;
 pub mod etcd;
 pub mod process;
 pub mod telemetry;
+pub mod text;
 pub mod tls;
 pub mod trace_context;
 

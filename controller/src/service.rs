@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::view::ClusterView;
+use switchback_common::text::bounded;
 
 #[derive(Debug)]
 pub struct ControllerService {
@@ -33,26 +34,6 @@ pub const MAX_ID_BYTES: usize = 128;
 /// Failure and drain reasons are cut to this many bytes: every router receives them in
 /// each cluster snapshot, so one caller must not be able to grow the snapshot.
 pub const MAX_REASON_BYTES: usize = 256;
-
-/// `text` fit for a log line and a cluster snapshot: control characters (a newline that
-/// would forge a log line, an ANSI escape) written as `\u{..}`, and cut at a character
-/// boundary to at most `max` bytes, marked with `…`.
-pub fn bounded(text: &str, max: usize) -> String {
-    let mut out = String::new();
-    for c in text.chars() {
-        let piece = if c.is_control() {
-            c.escape_unicode().to_string()
-        } else {
-            c.to_string()
-        };
-        if out.len() + piece.len() > max.saturating_sub('…'.len_utf8()) {
-            out.push('…');
-            return out;
-        }
-        out.push_str(&piece);
-    }
-    out
-}
 
 /// A worker id or reporter name within bounds, or the INVALID_ARGUMENT to answer.
 fn checked_id<'a>(field: &str, value: &'a str) -> Result<&'a str, Status> {
@@ -223,18 +204,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn reasons_are_escaped_and_cut_at_a_character_boundary() {
-        assert_eq!(bounded("connect refused", 256), "connect refused");
-        // A newline and an ANSI escape cannot forge a log line or colour a terminal.
-        assert_eq!(
-            bounded("x\nERROR forged\u{1b}[31m", 256),
-            "x\\u{a}ERROR forged\\u{1b}[31m"
-        );
-        let long = "é".repeat(1000);
-        let cut = bounded(&long, 256);
-        assert!(cut.len() <= 256, "{}", cut.len());
-        assert!(cut.ends_with('…'));
-        assert!(cut.starts_with("éé"));
+    fn ids_are_bounded_and_printable() {
         assert!(checked_id("worker_id", &"w".repeat(129)).is_err());
         assert!(checked_id("reporter", "router@a\nb").is_err());
         assert!(checked_id("reporter", "router@host-1").is_ok());

@@ -147,8 +147,9 @@ pub async fn run(
     let server =
         {
             let stop = server_stop.clone();
-            let builder =
-                tonic::transport::Server::builder().add_service(InferenceServer::new(service));
+            let builder = tonic::transport::Server::builder().add_service(
+                InferenceServer::new(service).max_decoding_message_size(service::MAX_REQUEST_BYTES),
+            );
             match &tls {
                 None => background.spawn(builder.serve_with_incoming_shutdown(
                     TcpIncoming::from(listener).with_nodelay(Some(true)),

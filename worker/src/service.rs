@@ -32,6 +32,16 @@ pub struct Identity {
     pub model: String,
 }
 
+/// What one Generate request may hold, whoever sends it: well above what a router passes
+/// on (its own limits are lower by default), well below what would hurt the worker.
+pub const MAX_REQUEST_ID_BYTES: usize = 128;
+pub const MAX_MESSAGES: usize = 4096;
+pub const MAX_PROMPT_BYTES: usize = 1 << 20;
+pub const MAX_STOP: usize = 16;
+pub const MAX_STOP_BYTES: usize = 256;
+/// The largest gRPC message the worker decodes (a prompt at its limit, with room).
+pub const MAX_REQUEST_BYTES: usize = 2 << 20;
+
 /// Limits that apply to every request.
 #[derive(Debug, Clone)]
 pub struct Limits {
@@ -78,6 +88,40 @@ impl InferenceService {
     }
 
     fn params(&self, req: pb::GenerateRequest) -> Result<GenerateParams, Status> {
+        if req.request_id.len() > MAX_REQUEST_ID_BYTES
+            || req.request_id.chars().any(char::is_control)
+        {
+            return Err(Status::invalid_argument(format!(
+                "request_id must be at most {MAX_REQUEST_ID_BYTES} bytes without control characters"
+            )));
+        }
+        let prompt_bytes = match &req.prompt {
+            Some(pb::generate_request::Prompt::Chat(chat)) => {
+                if chat.messages.len() > MAX_MESSAGES {
+                    return Err(Status::invalid_argument(format!(
+                        "chat.messages holds {} messages; this worker takes at most {MAX_MESSAGES}",
+                        chat.messages.len()
+                    )));
+                }
+                chat.messages
+                    .iter()
+                    .map(|m| m.content.len() + m.role.len())
+                    .sum()
+            }
+            Some(pb::generate_request::Prompt::Text(text)) => text.len(),
+            None => 0,
+        };
+        if prompt_bytes > MAX_PROMPT_BYTES {
+            return Err(Status::invalid_argument(format!(
+                "the prompt is {prompt_bytes} bytes; this worker takes at most {MAX_PROMPT_BYTES}"
+            )));
+        }
+        let stop = req.sampling.as_ref().map_or(&[][..], |s| &s.stop[..]);
+        if stop.len() > MAX_STOP || stop.iter().any(|s| s.len() > MAX_STOP_BYTES) {
+            return Err(Status::invalid_argument(format!(
+                "sampling.stop: at most {MAX_STOP} sequences of at most {MAX_STOP_BYTES} bytes"
+            )));
+        }
         let prompt = match req.prompt {
             Some(pb::generate_request::Prompt::Chat(chat)) => {
                 if chat.messages.is_empty() {
@@ -335,7 +379,8 @@ impl Inference for InferenceService {
             "generate",
             otel.name = "switchback.worker.generate",
             otel.kind = "server",
-            request_id = %req.get_ref().request_id,
+            // Escaped and cut: the id is checked only after the span opens.
+            request_id = %switchback_common::text::bounded(&req.get_ref().request_id, 160),
             switchback.worker = %self.worker_id,
             switchback.tier = %self.tier,
             gen_ai.response.model = %self.model,
@@ -464,6 +509,68 @@ mod tests {
             svc.generate(request(101)).await.err().map(|s| s.code()),
             Some(tonic::Code::InvalidArgument)
         );
+    }
+
+    #[tokio::test]
+    async fn a_worker_bounds_what_any_caller_sends() {
+        let (svc, _load, _t) = service(1, 1, 1.0);
+        let refused = |mut req: Request<pb::GenerateRequest>,
+                       edit: &dyn Fn(&mut pb::GenerateRequest)| {
+            edit(req.get_mut());
+            req
+        };
+        let cases: Vec<(&str, Request<pb::GenerateRequest>)> = vec![
+            (
+                "request_id",
+                refused(request(1), &|r| r.request_id = "r\nERROR forged".into()),
+            ),
+            (
+                "request_id",
+                refused(request(1), &|r| r.request_id = "r".repeat(129)),
+            ),
+            (
+                "prompt",
+                refused(request(1), &|r| {
+                    r.prompt = Some(PbPrompt::Text("x".repeat(MAX_PROMPT_BYTES + 1)));
+                }),
+            ),
+            (
+                "chat.messages",
+                refused(request(1), &|r| {
+                    r.prompt = Some(PbPrompt::Chat(pb::ChatPrompt {
+                        messages: vec![
+                            pb::ChatMessage {
+                                role: "user".into(),
+                                content: "x".into(),
+                            };
+                            MAX_MESSAGES + 1
+                        ],
+                    }));
+                }),
+            ),
+            (
+                "sampling.stop",
+                refused(request(1), &|r| {
+                    r.sampling.get_or_insert_default().stop = vec!["s".into(); MAX_STOP + 1];
+                }),
+            ),
+        ];
+        for (field, req) in cases {
+            let Err(status) = svc.generate(req).await else {
+                panic!("{field}: accepted");
+            };
+            assert_eq!(status.code(), tonic::Code::InvalidArgument, "{field}");
+            assert!(
+                status.message().contains(field),
+                "{field}: {}",
+                status.message()
+            );
+        }
+        // At the bounds, accepted.
+        let mut ok = request(1);
+        ok.get_mut().request_id = "r".repeat(MAX_REQUEST_ID_BYTES);
+        ok.get_mut().sampling.get_or_insert_default().stop = vec!["s".into(); MAX_STOP];
+        assert!(svc.generate(ok).await.is_ok());
     }
 
     #[tokio::test]
