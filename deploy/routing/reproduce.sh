@@ -96,4 +96,27 @@ echo "== the same items routed by the RouteLLM-trained predictor (Mixtral/GPT-4 
 echo "== cascade floors from the code labels' confidences"
 "$router" fit-cascade --data deploy/routing/labels/code-quickstart.jsonl --tier small \
   --tier medium --quality 0.95
+
+# The three tiers' own labels (deploy/routing/label-own-tiers.sh, docs/ROUTING.md "Routing
+# learned from your own tiers"): a head per tier, evaluated over all three with the
+# quickstart's prices, and the cascade floors on each signal the router can judge.
+own=(deploy/routing/labels/own-*.jsonl)
+if [[ -e ${own[0]} ]]; then
+  data=()
+  for f in "${own[@]}"; do data+=(--data "$f"); done
+  "$router" train "${data[@]}" --tier small=small --tier medium=medium --tier large=large \
+    --heads-on-calibration --out "$out/own-tiers.json"
+  echo "== the quickstart's three tiers, their own labels, test split"
+  "$router" eval "${data[@]}" --predictor "$out/own-tiers.json" \
+    --price small=0.02/0.04 --price medium=0.075/0.15 --price large=0.22/0.44 \
+    --ladder-plot "$out/own-tiers-ladder.svg" --plot "$out/own-tiers.svg" \
+    --predictions "$out/own-tiers-predictions.csv"
+  echo "== medium vs large: APGR as the number of labels grows (k-fold, all items)"
+  "$router" learning-curve "${data[@]}" --tier medium=medium --tier large=large \
+    --sizes 50,100,200 --folds 5 --repeats 5
+  for signal in confidence margin; do
+    echo "== cascade floors on $signal"
+    "$router" fit-cascade "${data[@]}" --tier small --tier medium --tier large --signal "$signal"
+  done
+fi
 echo "plots and per-item predictions: $out"
