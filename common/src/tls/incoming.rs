@@ -1,15 +1,18 @@
 //! Accepting TLS connections: TCP accepts in one loop, each handshake in its own task with
-//! a timeout, so a slow or silent client delays no one else. Finished handshakes come out
+//! a timeout, so a slow or silent client delays no one else. The loop never waits for a
+//! handshake slot: at the cap, a new connection ends the oldest handshake still in
+//! progress (the likeliest to be a silent socket), so silent sockets cannot starve real
+//! clients. Finished handshakes come out
 //! of a [`TlsIncoming`], which feeds tonic's `serve_with_incoming_shutdown` (as a stream)
 //! or axum's `serve` (as a [`axum::serve::Listener`]).
 
-use std::{io, net::SocketAddr, sync::Arc, time::Duration};
+use std::{collections::VecDeque, io, net::SocketAddr, sync::Arc, time::Duration};
 
 use rustls::ServerConfig;
 use tokio::{
     net::{TcpListener, TcpStream},
-    sync::{Semaphore, mpsc},
-    task::JoinSet,
+    sync::mpsc,
+    task::{AbortHandle, JoinSet},
 };
 use tokio_rustls::{TlsAcceptor, server::TlsStream};
 use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
@@ -17,8 +20,24 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 /// A client that has not finished its handshake by then is disconnected.
 pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Handshakes in progress at once; beyond it, accepting waits for one to finish.
-const MAX_HANDSHAKES: usize = 256;
+/// Handshakes in progress at once; beyond it, a new connection ends the oldest one.
+pub const MAX_HANDSHAKES: usize = 256;
+
+/// How handshakes are bounded.
+#[derive(Debug, Clone, Copy)]
+pub struct HandshakeLimits {
+    pub max_in_progress: usize,
+    pub timeout: Duration,
+}
+
+impl Default for HandshakeLimits {
+    fn default() -> Self {
+        Self {
+            max_in_progress: MAX_HANDSHAKES,
+            timeout: HANDSHAKE_TIMEOUT,
+        }
+    }
+}
 
 /// Connections whose TLS handshake has completed.
 #[derive(Debug)]
@@ -36,22 +55,26 @@ pub fn incoming(
     stop: CancellationToken,
     tasks: &TaskTracker,
 ) -> io::Result<TlsIncoming> {
+    incoming_with(listener, config, stop, tasks, HandshakeLimits::default())
+}
+
+/// [`incoming`] with the handshake bounds given.
+pub fn incoming_with(
+    listener: TcpListener,
+    config: impl Fn() -> Arc<ServerConfig> + Send + Sync + 'static,
+    stop: CancellationToken,
+    tasks: &TaskTracker,
+    limits: HandshakeLimits,
+) -> io::Result<TlsIncoming> {
     let local = listener.local_addr()?;
     let (tx, rx) = mpsc::channel(64);
     tasks.spawn(async move {
         // Owned here: when the loop ends, handshakes still in progress are dropped.
         let mut handshakes = JoinSet::new();
-        let permits = Arc::new(Semaphore::new(MAX_HANDSHAKES));
+        // Handshakes in progress, oldest first.
+        let mut pending: VecDeque<AbortHandle> = VecDeque::new();
         loop {
             while handshakes.try_join_next().is_some() {}
-            let permit = tokio::select! {
-                () = stop.cancelled() => break,
-                () = tx.closed() => break,
-                permit = Arc::clone(&permits).acquire_owned() => match permit {
-                    Ok(p) => p,
-                    Err(_) => break,
-                },
-            };
             let (tcp, peer) = tokio::select! {
                 () = stop.cancelled() => break,
                 () = tx.closed() => break,
@@ -68,11 +91,18 @@ pub fn incoming(
             if let Err(err) = tcp.set_nodelay(true) {
                 tracing::warn!(%err, "cannot set TCP_NODELAY");
             }
+            pending.retain(|h| !h.is_finished());
+            if pending.len() >= limits.max_in_progress.max(1)
+                && let Some(oldest) = pending.pop_front()
+            {
+                oldest.abort();
+                tracing::debug!(%peer, "TLS handshakes at their cap: the oldest one ended");
+            }
             let acceptor = TlsAcceptor::from(config());
             let tx = tx.clone();
-            handshakes.spawn(async move {
-                let _permit = permit;
-                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+            let timeout = limits.timeout;
+            pending.push_back(handshakes.spawn(async move {
+                match tokio::time::timeout(timeout, acceptor.accept(tcp)).await {
                     Ok(Ok(tls)) => {
                         let _ = tx.send((tls, peer)).await;
                     }
@@ -81,7 +111,7 @@ pub fn incoming(
                     Ok(Err(err)) => tracing::debug!(%peer, %err, "TLS handshake refused"),
                     Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
                 }
-            });
+            }));
         }
     });
     Ok(TlsIncoming { rx, local })

@@ -43,7 +43,9 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{ConfigError, invalid};
 
 pub use dial::Dialer;
-pub use incoming::{HANDSHAKE_TIMEOUT, TlsIncoming, incoming};
+pub use incoming::{
+    HANDSHAKE_TIMEOUT, HandshakeLimits, MAX_HANDSHAKES, TlsIncoming, incoming, incoming_with,
+};
 
 /// How often the certificate files are read to notice a change.
 pub const RELOAD_POLL: Duration = Duration::from_secs(2);

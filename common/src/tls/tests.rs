@@ -313,3 +313,67 @@ fn etcd_tls_files_are_checked_and_need_https_endpoints() {
     .expect_err("mismatched key");
     assert!(err.to_string().contains("`etcd.key_file`"), "{err}");
 }
+
+/// Silent sockets beyond the handshake cap cannot keep a real client out: the accept loop
+/// never waits for a slot, and the oldest handshake in progress makes room. The silent
+/// sockets here would hold their slots for an hour; the real handshake must not wait for
+/// them (the 60 s bound only turns a hang into a failure).
+#[test]
+fn silent_sockets_beyond_the_cap_do_not_starve_a_real_handshake() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ours = ca("cluster CA");
+    let tls = ClusterTls::load(
+        &cluster_files(dir.path(), &ours, "server")
+            .validate(CLUSTER_KEYS)
+            .expect("valid"),
+    )
+    .expect("tls");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("address");
+        let tasks = tokio_util::task::TaskTracker::new();
+        let stop = tokio_util::sync::CancellationToken::new();
+        let server = tls.clone();
+        let mut incoming = incoming_with(
+            listener,
+            move || server.server_config(),
+            stop.clone(),
+            &tasks,
+            HandshakeLimits {
+                max_in_progress: 8,
+                timeout: std::time::Duration::from_secs(3600),
+            },
+        )
+        .expect("incoming");
+        let mut silent = Vec::new();
+        for _ in 0..40 {
+            silent.push(
+                tokio::net::TcpStream::connect(address)
+                    .await
+                    .expect("connect"),
+            );
+        }
+        let connector = tokio_rustls::TlsConnector::from(tls.client_config());
+        let name = rustls::pki_types::ServerName::try_from("localhost").expect("name");
+        let handshake = async {
+            let tcp = tokio::net::TcpStream::connect(address).await?;
+            connector.connect(name, tcp).await
+        };
+        let (client, accepted) = tokio::time::timeout(std::time::Duration::from_secs(60), async {
+            tokio::join!(handshake, incoming.next())
+        })
+        .await
+        .expect("the real handshake waited behind the silent sockets");
+        client.expect("the client's handshake");
+        assert!(accepted.is_some(), "the server side of the connection");
+        stop.cancel();
+        drop(silent);
+    });
+}
