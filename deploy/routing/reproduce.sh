@@ -105,7 +105,7 @@ if [[ -e ${own[0]} ]]; then
   data=()
   for f in "${own[@]}"; do data+=(--data "$f"); done
   "$router" train "${data[@]}" --tier small=small --tier medium=medium --tier large=large \
-    --heads-on-calibration --out "$out/own-tiers.json"
+    --heads-on-calibration --knob-z 1.645 --out "$out/own-tiers.json"
   echo "== the quickstart's three tiers, their own labels, test split"
   "$router" eval "${data[@]}" --predictor "$out/own-tiers.json" \
     --price small=0.02/0.04 --price medium=0.075/0.15 --price large=0.22/0.44 \

@@ -153,6 +153,12 @@ pub enum Command {
         /// Also fit a head on the top tier's gain itself, and decide on it.
         #[arg(long)]
         gap_head: bool,
+        /// How conservative the quality knob is: a threshold serves target q only if the
+        /// quality it keeps on the calibration items, less this many standard errors,
+        /// reaches q of the top tier's. 0 takes them at face value; 1.645 (a one-sided 95 %
+        /// bound) keeps the promise on new prompts when the calibration items are few.
+        #[arg(long, default_value_t = 0.0)]
+        knob_z: f64,
         #[command(flatten)]
         encoder: EncoderArgs,
     },
@@ -535,8 +541,12 @@ pub fn run(command: Command) -> Result<(), Error> {
             default_quality,
             heads_on_calibration,
             gap_head,
+            knob_z,
             encoder,
         } => {
+            if !(0.0..=10.0).contains(&knob_z) {
+                return Err("--knob-z must be in [0, 10]".into());
+            }
             let tiers = parse_tiers(&tiers)?;
             let items = load(&data)?;
             let p = predictor::train(
@@ -548,6 +558,7 @@ pub fn run(command: Command) -> Result<(), Error> {
                     default_quality,
                     heads_on_calibration,
                     gap_head,
+                    knob_z,
                 },
                 encoder.encoder()?,
             )?;
@@ -578,6 +589,7 @@ pub fn run(command: Command) -> Result<(), Error> {
                     default_quality: 0.95,
                     heads_on_calibration: false,
                     gap_head: false,
+                    knob_z: 0.0,
                 },
                 &encoder.encoder()?,
             )?;

@@ -889,6 +889,7 @@ mod tests {
             default_quality: 0.95,
             heads_on_calibration: true,
             gap_head: false,
+            knob_z: 0.0,
         };
         let p = train(&all, &opts, Encoder::Lexical).expect("trains");
         let prices = [

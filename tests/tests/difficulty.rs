@@ -425,6 +425,7 @@ async fn auto_chooses_among_three_tiers_and_shows_every_tiers_prediction() {
         default_quality: 0.95,
         heads_on_calibration: true,
         gap_head: false,
+        knob_z: 0.0,
     };
     let dir = tempfile::tempdir().expect("tempdir");
     let artifact = dir.path().join("three-tiers.json");

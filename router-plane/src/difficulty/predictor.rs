@@ -445,6 +445,11 @@ pub struct TrainOptions {
     pub heads_on_calibration: bool,
     /// Also fit a head on the gain itself and decide on it.
     pub gap_head: bool,
+    /// How conservative the knob is: a threshold serves target q only if the quality it
+    /// keeps on the calibration items, less this many standard errors, reaches q of the
+    /// top tier's. 0 takes the calibration items at face value; 1.645 is a one-sided 95 %
+    /// bound, which matters when they are few.
+    pub knob_z: f64,
 }
 
 /// Fits one head per tier on the train split and the calibration table on the calibration
@@ -553,29 +558,43 @@ pub fn train(
             })
             .collect()
     };
-    let top: f64 = calib.iter().map(|i| i.scores[strong_m]).sum::<f64>() / calib.len() as f64;
     let mut candidates: Vec<f32> = gaps.iter().flatten().copied().collect();
     candidates.push(ALL_TOP);
     candidates.push(1.0);
     candidates.sort_by(f32::total_cmp);
     candidates.dedup();
-    let quality_at = |t: f32| -> f64 {
-        calib
-            .iter()
-            .zip(&gaps)
-            .map(|(i, g)| i.scores[models[choose(g, t)]])
-            .sum::<f64>()
-            / calib.len() as f64
+    // Per threshold, sums over the calibration items of the routed score r and the top
+    // tier's score s (and their squares and product), so that the quality kept at target
+    // q, mean(r - q s), has a standard error too.
+    let n = calib.len() as f64;
+    let sums_at = |t: f32| -> [f64; 5] {
+        let mut m = [0.0; 5];
+        for (i, g) in calib.iter().zip(&gaps) {
+            let (r, s) = (i.scores[models[choose(g, t)]], i.scores[strong_m]);
+            m[0] += r;
+            m[1] += s;
+            m[2] += r * r;
+            m[3] += s * s;
+            m[4] += r * s;
+        }
+        m
     };
-    let qualities: Vec<(f32, f64)> = candidates.iter().map(|&t| (t, quality_at(t))).collect();
+    let sums: Vec<(f32, [f64; 5])> = candidates.iter().map(|&t| (t, sums_at(t))).collect();
+    // Whether routing at these sums keeps q of the top tier's quality: the mean of
+    // d = r - q s, less `knob_z` standard errors, is at least 0.
+    let keeps = |m: &[f64; 5], q: f64| -> bool {
+        let mean = (m[0] - q * m[1]) / n;
+        let second = (m[2] - 2.0 * q * m[4] + q * q * m[3]) / n;
+        let se = ((second - mean * mean).max(0.0) / n).sqrt();
+        mean - opts.knob_z * se >= -1e-12
+    };
     let mut calibration = Vec::new();
     for step in 0..=100 {
         let q = step as f32 / 100.0;
-        let target = f64::from(q) * top;
-        let threshold = qualities
+        let threshold = sums
             .iter()
             .rev()
-            .find(|(_, r)| *r >= target - 1e-12)
+            .find(|(_, m)| keeps(m, f64::from(q)))
             .map_or(ALL_TOP, |(t, _)| *t);
         calibration.push(Calibration {
             quality: q,
@@ -725,6 +744,7 @@ mod tests {
             default_quality: 0.9,
             heads_on_calibration: false,
             gap_head: false,
+            knob_z: 0.0,
         }
     }
 
@@ -969,6 +989,41 @@ mod tests {
             let (lo, hi) = (a.min(b), a.max(b));
             assert!(choose(&gaps, hi) <= choose(&gaps, lo), "{gaps:?} {lo} {hi}");
         }
+    }
+
+    #[test]
+    fn a_conservative_knob_never_asks_less_of_the_top_tier() {
+        // Noisy outcomes: the weak model is right on a random 60 % of easy prompts and
+        // 20 % of hard ones, so the calibration items' quality has a real standard error.
+        let mut rng = crate::simulate::Rng::new(11);
+        let noisy: Vec<Item> = items(600)
+            .into_iter()
+            .map(|mut i| {
+                let hard = i.prompt.starts_with("prove");
+                let p = if hard { 0.2 } else { 0.6 };
+                i.scores
+                    .insert("weak".into(), f64::from(u8::from(rng.unit() < p)));
+                i
+            })
+            .collect();
+        let plain = train(&noisy, &opts(100, 1e-3), Encoder::Lexical).expect("trains");
+        let careful = train(
+            &noisy,
+            &TrainOptions {
+                knob_z: 1.645,
+                ..opts(100, 1e-3)
+            },
+            Encoder::Lexical,
+        )
+        .expect("trains");
+        let pairs: Vec<(f32, f32)> = plain
+            .calibration
+            .iter()
+            .zip(&careful.calibration)
+            .map(|(a, b)| (a.threshold, b.threshold))
+            .collect();
+        assert!(pairs.iter().all(|(a, b)| b <= a), "{pairs:?}");
+        assert!(pairs.iter().any(|(a, b)| b < a), "{pairs:?}");
     }
 
     #[test]
