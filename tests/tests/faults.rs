@@ -552,3 +552,52 @@ async fn components_started_before_etcd_wait_for_it_and_malformed_endpoints_exit
         );
     }
 }
+
+/// A worker whose one slot is busy takes the next request into its queue; when that one
+/// waits past the first-token timeout, the worker is busy, not dead: the client gets 429
+/// with Retry-After (the tier is saturated), and nobody takes the worker out of the
+/// routing set.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_busy_worker_is_saturated_not_unreachable() {
+    let etcd = Etcd::start().await;
+    let controller = Controller::start(&etcd).await;
+    let mut spec = WorkerSpec::sim("w-a", "small", "sim", 50.0);
+    spec.max_concurrency = 1;
+    spec.lease_ttl_s = 60;
+    let _a = Worker::start(&etcd, spec).await;
+    controller.wait_ready("w-a", Duration::from_secs(20)).await;
+    let router = Router::start(&etcd, "first_token_timeout_s: 1").await;
+    router.wait_model("sim").await;
+
+    // 2000 tokens at 50 ms each hold the one slot for 100 s.
+    let busy = Stream::open(&router, 2000).await;
+    let queued = ask(&router).await;
+    assert_eq!(queued.status, 429, "{}", queued.body);
+    assert_eq!(
+        queued.json()["error"]["code"],
+        "tier_saturated",
+        "{}",
+        queued.body
+    );
+    assert!(
+        queued.header("retry-after").is_some(),
+        "{:?}",
+        queued.headers
+    );
+    // Still READY everywhere: the controller got no failure report, the router counted
+    // no unreachable worker.
+    assert_eq!(
+        controller.health_of("w-a").await,
+        Some(pb::WorkerHealth::Ready)
+    );
+    let metrics = http::get_with(&router.url("/metrics"), &[]).await;
+    assert!(
+        metrics
+            .body
+            .lines()
+            .any(|l| l.starts_with("switchback_router_worker_unreachable_total 0")),
+        "{}",
+        metrics.body
+    );
+    drop(busy);
+}

@@ -17,11 +17,21 @@ pub struct Failure {
 }
 
 impl Failure {
-    /// A first token that did not come in time: the worker is hung or cut off.
+    /// No answer at all in time, not even the stream's headers: the worker is hung or cut
+    /// off.
     pub const NO_FIRST_TOKEN: Self = Self {
         retryable: true,
         unreachable: true,
         reason: "no_first_token",
+    };
+
+    /// The worker took the request (its stream opened) but produced no token in time: it
+    /// is busy (a queue, long prefills), not dead. Another worker may take the request;
+    /// nobody takes this one out of the routing set.
+    pub const SLOW_FIRST_TOKEN: Self = Self {
+        retryable: true,
+        unreachable: false,
+        reason: "slow_first_token",
     };
 
     /// The worker closed the stream without a word.

@@ -478,14 +478,28 @@ async fn attempt(
             },
         )
     })?;
-    let no_first_token = || {
-        (
-            Failure::NO_FIRST_TOKEN,
-            ApiError::Upstream {
-                status: StatusCode::GATEWAY_TIMEOUT,
-                message: "the worker produced no first token in time".to_owned(),
-            },
-        )
+    // Whether the worker opened the stream: it took the request, so a late first token
+    // means it is busy, not dead.
+    let took = std::sync::atomic::AtomicBool::new(false);
+    let no_first_token = |took: bool| {
+        if took {
+            (
+                Failure::SLOW_FIRST_TOKEN,
+                ApiError::Upstream {
+                    status: StatusCode::TOO_MANY_REQUESTS,
+                    message: "the worker took the request but is too busy to start it in time"
+                        .to_owned(),
+                },
+            )
+        } else {
+            (
+                Failure::NO_FIRST_TOKEN,
+                ApiError::Upstream {
+                    status: StatusCode::GATEWAY_TIMEOUT,
+                    message: "the worker produced no first token in time".to_owned(),
+                },
+            )
+        }
     };
     let opened = tokio::time::timeout_at(first_token_by, async {
         let mut s = client
@@ -493,6 +507,7 @@ async fn attempt(
             .await
             .map_err(upstream)?
             .into_inner();
+        took.store(true, std::sync::atomic::Ordering::Relaxed);
         // Wait for the first chunk before answering, so that a worker that fails before
         // producing anything is retried, or yields a proper HTTP error.
         let first = s.message().await.map_err(upstream)?.ok_or_else(|| {
@@ -507,7 +522,7 @@ async fn attempt(
         Ok((s, first))
     })
     .await
-    .map_err(|_| no_first_token())?;
+    .map_err(|_| no_first_token(took.load(std::sync::atomic::Ordering::Relaxed)))?;
     let (mut s, first) = opened?;
     let first_at = Instant::now();
     if stream {
@@ -620,8 +635,9 @@ async fn open_answer(
             Err((failure, err)) => {
                 drop(in_flight);
                 attempt_span.record("switchback.outcome", failure.reason);
-                // A full queue is the tier being saturated, whatever the worker said.
-                let err = if failure.reason == "queue_full" {
+                // A full queue, or a worker too busy to start in time, is the tier being
+                // saturated (429 with Retry-After), whatever the worker said.
+                let err = if matches!(failure.reason, "queue_full" | "slow_first_token") {
                     ApiError::Saturated {
                         tier: decision.tier.clone(),
                     }
