@@ -56,8 +56,10 @@ impl Signal {
 /// `eval`'s arguments.
 #[derive(clap::Args, Debug)]
 pub struct EvalArgs {
+    /// Labelled JSONL (from `import` or `label`; several are concatenated).
     #[arg(long, required = true)]
     pub data: Vec<PathBuf>,
+    /// The predictor artifact (`train` writes it).
     #[arg(long)]
     pub predictor: PathBuf,
     /// Which items: test (default), calibration, train, or all (evaluation-only sets).
@@ -74,7 +76,7 @@ pub struct EvalArgs {
     /// Write every item's id, prompt hash and per-tier probability as CSV.
     #[arg(long)]
     pub predictions: Option<PathBuf>,
-    /// Write the quality-vs-strong-calls curve as SVG.
+    /// Write the cheapest-vs-top pair's quality-vs-strong-calls curves as SVG.
     #[arg(long)]
     pub plot: Option<PathBuf>,
     /// TIER=MODEL: judge the predictor's tier against the items' scores of MODEL
