@@ -217,11 +217,11 @@ pub fn run(a: SimulateArgs) -> Result<(), Error> {
     // workers in proportion to the work that routing sends it (the operator provisions
     // for the mix; the most favourable cluster for the difficulty-only baseline), at
     // least one each.
-    let test_items: Vec<&TraceItem> = test.iter().map(|&i| &items[i as usize]).collect();
+    let probes: Vec<TierSpec> = (0..k).map(|t| spec(t, 1)).collect();
     let mut work = vec![0.0f64; k];
-    for i in &test_items {
+    for i in test.iter().map(|&i| &items[i as usize]) {
         let t = crate::difficulty::predictor::choose(&i.gaps, sizing_threshold);
-        work[t] += spec(t, 1).service_s(i);
+        work[t] += probes[t].service_s(i);
     }
     let total: f64 = work.iter().sum::<f64>().max(1e-300);
     let mut counts: Vec<u32> = work

@@ -51,6 +51,21 @@ fn cluster_yaml(dir: &Path, ca: &Ca, name: &str) -> (String, Leaf, PathBuf, Path
     (yaml, leaf, cert, key)
 }
 
+/// The controller's cluster view, asked over mTLS with `config`.
+async fn cluster_view(
+    address: &str,
+    config: &Arc<rustls::ClientConfig>,
+) -> Option<pb::ClusterView> {
+    let ch = grpc_channel(address, Arc::clone(config)).await.ok()?;
+    Some(
+        pb::controller_client::ControllerClient::new(ch)
+            .status(pb::StatusRequest {})
+            .await
+            .ok()?
+            .into_inner(),
+    )
+}
+
 fn spawn(name: &str, binary: &str, dir: &Path, yaml: &str) -> Proc {
     let config = dir.join(format!("{name}.yaml"));
     std::fs::write(&config, yaml).expect("write config");
@@ -227,14 +242,7 @@ async fn every_hop_is_mutually_authenticated_and_certificates_rotate_without_res
         "the controller to be elected (asked over mTLS)",
         Duration::from_secs(30),
         || async {
-            let ch = grpc_channel(&controller_addr, Arc::clone(&admin_h2))
-                .await
-                .ok()?;
-            let view = pb::controller_client::ControllerClient::new(ch)
-                .status(pb::StatusRequest {})
-                .await
-                .ok()?
-                .into_inner();
+            let view = cluster_view(&controller_addr, &admin_h2).await?;
             (view.role == "leader").then_some(())
         },
     )
@@ -264,14 +272,7 @@ async fn every_hop_is_mutually_authenticated_and_certificates_rotate_without_res
         "worker w1 to be READY in the controller's view",
         Duration::from_secs(60),
         || async {
-            let ch = grpc_channel(&controller_addr, Arc::clone(&admin_h2))
-                .await
-                .ok()?;
-            let view = pb::controller_client::ControllerClient::new(ch)
-                .status(pb::StatusRequest {})
-                .await
-                .ok()?
-                .into_inner();
+            let view = cluster_view(&controller_addr, &admin_h2).await?;
             view.workers
                 .iter()
                 .any(|w| {
@@ -565,14 +566,7 @@ async fn every_hop_is_mutually_authenticated_and_certificates_rotate_without_res
         "the controller to mark w1 unreachable on the router's report",
         Duration::from_secs(20),
         || async {
-            let ch = grpc_channel(&controller_addr, Arc::clone(&admin_h2))
-                .await
-                .ok()?;
-            let view = pb::controller_client::ControllerClient::new(ch)
-                .status(pb::StatusRequest {})
-                .await
-                .ok()?
-                .into_inner();
+            let view = cluster_view(&controller_addr, &admin_h2).await?;
             view.workers
                 .into_iter()
                 .find(|w| {

@@ -6,7 +6,7 @@
 //!
 //! Pure: the CLI's `eval` feeds it items, predicted gaps and prices.
 
-use super::predictor::choose;
+use super::{metrics::push_upper_hull, predictor::choose};
 
 /// One tier's labelled answer to one item.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -36,10 +36,14 @@ pub struct Outcome {
 }
 
 fn mean_of(cases: &[Case], each: impl Fn(&Case) -> (f64, f64, bool)) -> Outcome {
-    let n = cases.len().max(1) as f64;
+    mean(cases.len(), cases.iter().map(each))
+}
+
+/// The mean of `n` items' (cost, quality, answered by the top tier).
+fn mean(n: usize, items: impl Iterator<Item = (f64, f64, bool)>) -> Outcome {
+    let n = n.max(1) as f64;
     let (mut cost, mut quality, mut top) = (0.0, 0.0, 0.0);
-    for c in cases {
-        let (c, q, t) = each(c);
+    for (c, q, t) in items {
         cost += c;
         quality += q;
         top += f64::from(u8::from(t));
@@ -185,30 +189,28 @@ pub fn bands(cases: &[Case], scores: &[f64], grid: usize) -> Vec<Outcome> {
 }
 
 fn mean_of_scored(cases: &[Case], scores: &[f64], cuts: &[f64]) -> Outcome {
-    let n = cases.len().max(1) as f64;
-    let (mut cost, mut quality, mut top) = (0.0, 0.0, 0.0);
-    for (c, s) in cases.iter().zip(scores) {
-        let k = cuts.iter().filter(|&&cut| *s > cut).count();
-        cost += c.rungs[k].cost;
-        quality += c.rungs[k].score;
-        top += f64::from(u8::from(k + 1 == c.rungs.len()));
-    }
-    Outcome {
-        cost: cost / n,
-        quality: quality / n,
-        top_share: top / n,
-    }
+    mean(
+        cases.len(),
+        cases.iter().zip(scores).map(|(c, s)| {
+            let k = cuts.iter().filter(|&&cut| *s > cut).count();
+            (c.rungs[k].cost, c.rungs[k].score, k + 1 == c.rungs.len())
+        }),
+    )
+}
+
+/// The cheapest tier that scores best on `c`.
+fn best_tier(c: &Case) -> usize {
+    let best = c.rungs.iter().map(|r| r.score).fold(f64::MIN, f64::max);
+    c.rungs
+        .iter()
+        .position(|r| r.score >= best)
+        .unwrap_or(c.rungs.len() - 1)
 }
 
 /// The oracle: each item on the cheapest tier that scores best on it.
 pub fn oracle(cases: &[Case]) -> Outcome {
     mean_of(cases, |c| {
-        let best = c.rungs.iter().map(|r| r.score).fold(f64::MIN, f64::max);
-        let k = c
-            .rungs
-            .iter()
-            .position(|r| r.score >= best)
-            .unwrap_or(c.rungs.len() - 1);
+        let k = best_tier(c);
         (c.rungs[k].cost, c.rungs[k].score, k + 1 == c.rungs.len())
     })
 }
@@ -222,8 +224,7 @@ pub fn oracle_curve(cases: &[Case]) -> Vec<Outcome> {
     let mut moves: Vec<(f64, f64, bool)> = cases
         .iter()
         .filter_map(|c| {
-            let best = c.rungs.iter().map(|r| r.score).fold(f64::MIN, f64::max);
-            let k = c.rungs.iter().position(|r| r.score >= best)?;
+            let k = best_tier(c);
             let gain = c.rungs[k].score - c.rungs[0].score;
             (k > 0 && gain > 0.0).then(|| {
                 (
@@ -260,16 +261,7 @@ pub fn frontier(points: &[(f64, f64)]) -> Vec<(f64, f64)> {
         if hull.last().is_some_and(|l| p.1 <= l.1) {
             continue;
         }
-        while hull.len() >= 2 {
-            let (a, b) = (hull[hull.len() - 2], hull[hull.len() - 1]);
-            // Drop b when it lies on or below the segment a → p.
-            if (b.0 - a.0) * (p.1 - a.1) - (b.1 - a.1) * (p.0 - a.0) >= 0.0 {
-                hull.pop();
-            } else {
-                break;
-            }
-        }
-        hull.push(p);
+        push_upper_hull(&mut hull, p);
     }
     hull
 }

@@ -101,16 +101,7 @@ impl Curve {
     pub fn aiq(&self) -> f64 {
         let mut hull: Vec<(f64, f64)> = Vec::new();
         for &p in &self.points {
-            while hull.len() >= 2 {
-                let (a, b) = (hull[hull.len() - 2], hull[hull.len() - 1]);
-                // Drop b when it lies on or below the segment a → p.
-                if (b.0 - a.0) * (p.1 - a.1) - (b.1 - a.1) * (p.0 - a.0) >= 0.0 {
-                    hull.pop();
-                } else {
-                    break;
-                }
-            }
-            hull.push(p);
+            push_upper_hull(&mut hull, p);
         }
         let mut best = f64::MIN;
         let monotone: Vec<(f64, f64)> = hull
@@ -122,6 +113,20 @@ impl Curve {
             .collect();
         area(&monotone)
     }
+}
+
+/// Adds `p` (to the right of every point in `hull`) to an upper convex hull built left to
+/// right, dropping the points that lie on or below the segment to it.
+pub fn push_upper_hull(hull: &mut Vec<(f64, f64)>, p: (f64, f64)) {
+    while hull.len() >= 2 {
+        let (a, b) = (hull[hull.len() - 2], hull[hull.len() - 1]);
+        if (b.0 - a.0) * (p.1 - a.1) - (b.1 - a.1) * (p.0 - a.0) >= 0.0 {
+            hull.pop();
+        } else {
+            break;
+        }
+    }
+    hull.push(p);
 }
 
 fn area(points: &[(f64, f64)]) -> f64 {
