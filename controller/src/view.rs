@@ -469,6 +469,8 @@ mod tests {
             accelerator: "none".into(),
             max_concurrency: 2,
             max_queue: 0,
+            tool_calls: false,
+            structured_output: false,
             cost_per_mtok_input: 1.0,
             cost_per_mtok_output: 0.0,
             version: "v".into(),

@@ -28,6 +28,12 @@ pub struct WorkerRecord {
     /// record comes from a worker that does not say (routers then do not pre-check).
     #[serde(default)]
     pub max_queue: u32,
+    /// The model calls tools (`tools` in a request); false in records of older workers.
+    #[serde(default)]
+    pub tool_calls: bool,
+    /// The worker constrains answers to a JSON Schema (`response_format`).
+    #[serde(default)]
+    pub structured_output: bool,
     pub cost_per_mtok_input: f64,
     pub cost_per_mtok_output: f64,
     /// The worker binary's version.
@@ -78,6 +84,8 @@ impl From<WorkerRecord> for pb::WorkerInfo {
             accelerator: r.accelerator,
             max_concurrency: r.max_concurrency,
             max_queue: r.max_queue,
+            tool_calls: r.tool_calls,
+            structured_output: r.structured_output,
             cost_per_mtok_input: r.cost_per_mtok_input,
             cost_per_mtok_output: r.cost_per_mtok_output,
             version: r.version,
@@ -98,6 +106,8 @@ impl From<pb::WorkerInfo> for WorkerRecord {
             accelerator: i.accelerator,
             max_concurrency: i.max_concurrency,
             max_queue: i.max_queue,
+            tool_calls: i.tool_calls,
+            structured_output: i.structured_output,
             cost_per_mtok_input: i.cost_per_mtok_input,
             cost_per_mtok_output: i.cost_per_mtok_output,
             version: i.version,
@@ -121,6 +131,8 @@ mod tests {
             accelerator: "cpu".into(),
             max_concurrency: 4,
             max_queue: 8,
+            tool_calls: true,
+            structured_output: false,
             cost_per_mtok_input: 0.1,
             cost_per_mtok_output: 0.2,
             version: "0.1.0".into(),

@@ -145,8 +145,10 @@ mod tests {
                     token_id: 0,
                     token: t.to_owned(),
                     logprob: l,
+                    bytes: Vec::new(),
                 })
                 .collect(),
+            bytes: Vec::new(),
         }
     }
 

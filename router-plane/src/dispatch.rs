@@ -51,6 +51,9 @@ pub fn request(request_id: &str, g: &Generation) -> pb::GenerateRequest {
                 .map(|m| pb::ChatMessage {
                     role: m.role.clone(),
                     content: m.content.clone(),
+                    tool_calls: m.tool_calls.clone(),
+                    tool_call_id: m.tool_call_id.clone().unwrap_or_default(),
+                    name: m.name.clone().unwrap_or_default(),
                 })
                 .collect(),
         }),
@@ -70,5 +73,9 @@ pub fn request(request_id: &str, g: &Generation) -> pb::GenerateRequest {
             seed: g.seed,
         }),
         top_logprobs: g.logprobs.unwrap_or(0),
+        tools: g.asks.tools.clone(),
+        tool_choice: g.asks.tool_choice.clone(),
+        single_tool_call: g.asks.single_tool_call,
+        response_format: g.asks.response_format.clone(),
     }
 }

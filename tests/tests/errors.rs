@@ -387,6 +387,7 @@ async fn direct(worker: &Worker, prompt: &str) -> String {
                 ..Default::default()
             }),
             top_logprobs: 0,
+            ..Default::default()
         })
         .await
         .expect("generate")

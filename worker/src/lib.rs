@@ -106,6 +106,8 @@ pub async fn run(
         accelerator: engine.accelerator(),
         max_concurrency: config.max_concurrency,
         max_queue: config.max_queue,
+        tool_calls: engine.abilities().tool_calls,
+        structured_output: engine.abilities().structured_output,
         cost_per_mtok_input: config.cost_per_mtok_input,
         cost_per_mtok_output: config.cost_per_mtok_output,
         version: env!("CARGO_PKG_VERSION").to_owned(),

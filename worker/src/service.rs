@@ -15,8 +15,9 @@ use tracing::{Instrument, field::Empty};
 
 use crate::{
     engine::{
-        ChatMessage, Engine, EngineError, EngineEvent, FinishReason, GenerateParams, Prompt,
-        Sampling,
+        ChatMessage, Engine, EngineError, EngineEvent, FinishReason, Format, GenerateParams,
+        Prompt, Sampling, Tool, ToolCall, ToolChoice, Tools,
+        answer::{self, Shape},
     },
     load::Load,
 };
@@ -39,6 +40,7 @@ pub const MAX_MESSAGES: usize = 4096;
 pub const MAX_PROMPT_BYTES: usize = 1 << 20;
 pub const MAX_STOP: usize = 16;
 pub const MAX_STOP_BYTES: usize = 256;
+pub const MAX_TOOLS: usize = 128;
 /// The largest gRPC message the worker decodes (a prompt at its limit, with room).
 pub const MAX_REQUEST_BYTES: usize = 2 << 20;
 
@@ -105,12 +107,26 @@ impl InferenceService {
                 }
                 chat.messages
                     .iter()
-                    .map(|m| m.content.len() + m.role.len())
+                    .map(|m| {
+                        m.content.len()
+                            + m.role.len()
+                            + m.tool_call_id.len()
+                            + m.name.len()
+                            + m.tool_calls
+                                .iter()
+                                .map(|c| c.id.len() + c.name.len() + c.arguments.len())
+                                .sum::<usize>()
+                    })
                     .sum()
             }
             Some(pb::generate_request::Prompt::Text(text)) => text.len(),
             None => 0,
-        };
+        } + req
+            .tools
+            .iter()
+            .map(|t| t.name.len() + t.description.len() + t.parameters.len())
+            .sum::<usize>()
+            + req.response_format.as_ref().map_or(0, |f| f.schema.len());
         if prompt_bytes > MAX_PROMPT_BYTES {
             return Err(Status::invalid_argument(format!(
                 "the prompt is {prompt_bytes} bytes; this worker takes at most {MAX_PROMPT_BYTES}"
@@ -133,6 +149,17 @@ impl InferenceService {
                         .map(|m| ChatMessage {
                             role: m.role,
                             content: m.content,
+                            tool_calls: m
+                                .tool_calls
+                                .into_iter()
+                                .map(|c| ToolCall {
+                                    id: c.id,
+                                    name: c.name,
+                                    arguments: c.arguments,
+                                })
+                                .collect(),
+                            tool_call_id: Some(m.tool_call_id).filter(|s| !s.is_empty()),
+                            name: Some(m.name).filter(|s| !s.is_empty()),
                         })
                         .collect(),
                 )
@@ -156,6 +183,8 @@ impl InferenceService {
                 "top_logprobs must be at most {MAX_TOP_LOGPROBS}"
             )));
         }
+        let tools = self.tools(req.tools, req.tool_choice, req.single_tool_call)?;
+        let format = self.format(req.response_format)?;
         Ok(GenerateParams {
             request_id: req.request_id,
             prompt,
@@ -170,7 +199,105 @@ impl InferenceService {
                 seed: s.seed,
             },
             top_logprobs: req.top_logprobs,
+            tools,
+            format,
         })
+    }
+
+    /// The request's tools, if this worker's model can call them.
+    fn tools(
+        &self,
+        tools: Vec<pb::Tool>,
+        choice: Option<pb::ToolChoice>,
+        single: bool,
+    ) -> Result<Option<Tools>, Status> {
+        if tools.is_empty() {
+            return match choice.map(|c| c.mode()) {
+                None | Some(pb::tool_choice::Mode::Auto | pb::tool_choice::Mode::None) => Ok(None),
+                Some(_) => Err(Status::invalid_argument(
+                    "tool_choice asks for a call but no tools are given",
+                )),
+            };
+        }
+        let abilities = self.engine.abilities();
+        if !abilities.tool_calls || !abilities.structured_output {
+            return Err(Status::failed_precondition(format!(
+                "this worker's model ({}) does not call tools",
+                self.model
+            )));
+        }
+        if tools.len() > MAX_TOOLS {
+            return Err(Status::invalid_argument(format!(
+                "tools: at most {MAX_TOOLS} tools"
+            )));
+        }
+        let list = tools
+            .into_iter()
+            .enumerate()
+            .map(|(i, t)| {
+                if t.name.is_empty() {
+                    return Err(Status::invalid_argument(format!("tools[{i}].name is empty")));
+                }
+                let parameters = if t.parameters.is_empty() {
+                    serde_json::Value::Object(serde_json::Map::new())
+                } else {
+                    serde_json::from_str(&t.parameters).map_err(|e| {
+                        Status::invalid_argument(format!(
+                            "tools[{i}].parameters is not JSON: {e}"
+                        ))
+                    })?
+                };
+                Ok(Tool {
+                    name: t.name,
+                    description: t.description,
+                    parameters,
+                })
+            })
+            .collect::<Result<Vec<_>, Status>>()?;
+        let choice = match choice {
+            None => ToolChoice::Auto,
+            Some(c) => match c.mode() {
+                pb::tool_choice::Mode::Auto => ToolChoice::Auto,
+                pb::tool_choice::Mode::None => ToolChoice::None,
+                pb::tool_choice::Mode::Required => ToolChoice::Required,
+                pb::tool_choice::Mode::Named => {
+                    if !list.iter().any(|t| t.name == c.name) {
+                        return Err(Status::invalid_argument(format!(
+                            "tool_choice names {:?}, which is not among the tools",
+                            c.name
+                        )));
+                    }
+                    ToolChoice::Named(c.name)
+                }
+            },
+        };
+        Ok(Some(Tools {
+            list,
+            choice,
+            single,
+        }))
+    }
+
+    fn format(&self, format: Option<pb::ResponseFormat>) -> Result<Format, Status> {
+        let Some(format) = format else {
+            return Ok(Format::Text);
+        };
+        let wanted = match format.kind() {
+            pb::response_format::Kind::Text => return Ok(Format::Text),
+            pb::response_format::Kind::JsonObject => Format::JsonObject,
+            pb::response_format::Kind::JsonSchema => {
+                Format::JsonSchema(serde_json::from_str(&format.schema).map_err(|e| {
+                    Status::invalid_argument(format!("response_format.schema is not JSON: {e}"))
+                })?)
+            }
+        };
+        if !self.engine.abilities().structured_output {
+            return Err(Status::failed_precondition(format!(
+                "this worker ({} engine) does not constrain output to a schema",
+                self.engine.kind()
+            )));
+        }
+        Ok(wanted)
     }
 }
 
@@ -195,8 +322,10 @@ fn to_pb_token(t: crate::engine::Token) -> pb::TokenLogprob {
                 token_id: a.token_id,
                 token: a.token,
                 logprob: a.logprob,
+                bytes: a.bytes,
             })
             .collect(),
+        bytes: t.bytes,
     }
 }
 
@@ -276,7 +405,12 @@ impl InferenceService {
             span.record("switchback.queue_ms", queue_ms);
             // Prefill until the first token, then decode; each phase is a child span.
             let mut phase = tracing::info_span!(parent: &span, "switchback.prefill");
-            let mut events = engine.generate(params);
+            let shape = Shape::new(
+                params.sampling.stop.clone(),
+                params.tools.as_ref(),
+                &params.request_id,
+            );
+            let mut events = answer::shape(engine.generate(params), shape);
             let mut first_token_at = None;
             let mut completion_tokens = 0u32;
             loop {
@@ -293,6 +427,21 @@ impl InferenceService {
                     }
                 };
                 let chunk = match event {
+                    Some(Ok(EngineEvent::Started { prompt_tokens })) => {
+                        span.record("gen_ai.usage.input_tokens", prompt_tokens);
+                        continue;
+                    }
+                    Some(Ok(EngineEvent::ToolCalls(calls))) => Ok(pb::GenerateChunk {
+                        tool_calls: calls
+                            .into_iter()
+                            .map(|c| pb::ToolCall {
+                                id: c.id,
+                                name: c.name,
+                                arguments: c.arguments,
+                            })
+                            .collect(),
+                        ..pb::GenerateChunk::default()
+                    }),
                     Some(Ok(EngineEvent::Delta { text, tokens })) => {
                         if first_token_at.is_none() && !tokens.is_empty() {
                             let now = Instant::now();
@@ -308,6 +457,7 @@ impl InferenceService {
                             tokens: tokens.into_iter().map(to_pb_token).collect(),
                             finish_reason: pb::FinishReason::Unspecified as i32,
                             usage: None,
+                            tool_calls: Vec::new(),
                         })
                     }
                     Some(Ok(EngineEvent::Done {
@@ -318,6 +468,7 @@ impl InferenceService {
                         let finish = match finish {
                             FinishReason::Stop => pb::FinishReason::Stop,
                             FinishReason::Length => pb::FinishReason::Length,
+                            FinishReason::ToolCalls => pb::FinishReason::ToolCalls,
                         };
                         let ttft = first_token_at.map_or(0, |t| millis(t - accepted));
                         // Prefer the engine's count (it sees tokens that decode to no text);
@@ -332,6 +483,7 @@ impl InferenceService {
                         span.record("gen_ai.usage.output_tokens", completion_tokens);
                         outcome(match finish {
                             pb::FinishReason::Length => "length",
+                            pb::FinishReason::ToolCalls => "tool_calls",
                             _ => "stop",
                         });
                         let _ = tx
@@ -345,6 +497,7 @@ impl InferenceService {
                                     time_to_first_token_ms: ttft,
                                     queue_ms,
                                 }),
+                                tool_calls: Vec::new(),
                             }))
                             .await;
                         return;
@@ -455,6 +608,7 @@ mod tests {
                 ..Default::default()
             }),
             top_logprobs: 0,
+            ..Default::default()
         })
     }
 
@@ -542,6 +696,7 @@ mod tests {
                             pb::ChatMessage {
                                 role: "user".into(),
                                 content: "x".into(),
+                                ..Default::default()
                             };
                             MAX_MESSAGES + 1
                         ],

@@ -6,6 +6,7 @@ pub mod error;
 pub mod openai;
 pub mod response;
 pub mod route;
+pub mod tools;
 
 use std::{
     sync::{Arc, atomic::AtomicU64},
@@ -446,6 +447,17 @@ enum Opened {
 }
 
 impl Opened {
+    /// How the answer finished, if what was read of it includes the end.
+    fn finish(&self) -> Option<pb::FinishReason> {
+        match self {
+            Opened::Streaming { read, .. } => read
+                .iter()
+                .rev()
+                .find_map(|c| response::finish_of(c.finish_reason)),
+            Opened::Whole(c, _) => c.finish,
+        }
+    }
+
     /// Tokens generated so far.
     fn tokens(&self) -> u32 {
         let n = match self {
@@ -835,6 +847,9 @@ async fn serve(
         .clone();
     let top = app.config.tiers.len() - 1;
     let allowed = caller.floor().unwrap_or(0).min(top)..=caller.ceiling().unwrap_or(top).min(top);
+    let needs = generation.asks.needs();
+    let allowed = route::require(&app, &generation.model, needs, allowed)
+        .map_err(|e| ("none".to_owned(), e))?;
     let mut plan = route::plan(&app, &generation, predictor.as_deref(), &policy, allowed);
     // Cascades apply to `auto` by the policy's default, and to a named tier only when the
     // client asks for one.
@@ -872,10 +887,7 @@ async fn serve(
         }
         let level = app.config.tiers.iter().position(|t| *t == decision.tier);
         // Never past the tiers the caller's key may reach.
-        let next = level
-            .filter(|l| *l < plan.ceiling)
-            .and_then(|l| app.config.tiers.get(l + 1))
-            .cloned();
+        let next = level.and_then(|l| route::next_tier(&app, &plan, l));
         let Some(next) = next
             .filter(|_| cascade_on && escalations.len() < policy.cascade.max_escalations as usize)
         else {
@@ -898,6 +910,13 @@ async fn serve(
                 *c,
             ),
             Err(_) => (cascade::Verdict::Escalate("lower-tier-failed"), None),
+        };
+        // A call or a JSON answer cut off by the length limit is not valid, however sure
+        // the model was of it.
+        let verdict = if needs.any() && opened.finish() == Some(pb::FinishReason::Length) {
+            cascade::Verdict::Escalate("unfinished-structured-output")
+        } else {
+            verdict
         };
         let reason = match verdict {
             cascade::Verdict::Keep => break (decision, in_flight, opened, attempt_span),
@@ -1030,7 +1049,7 @@ async fn serve(
         let (request_span, attempt_span) = (request_span, attempt_span);
         let sse = |v: serde_json::Value| Ok::<Bytes, std::convert::Infallible>(Bytes::from(format!("data: {v}\n\n")));
         if endpoint == Endpoint::Chat {
-            yield sse(head.chunk(None, &[], None));
+            yield sse(head.chunk(None, &[], &[], None));
         }
         let mut streamed_tokens = 0usize;
         let mut usage = None;
@@ -1065,8 +1084,8 @@ async fn serve(
                     if chunk.usage.is_some() {
                         usage = chunk.usage;
                     }
-                    if !chunk.text.is_empty() || !chunk.tokens.is_empty() || finish.is_some() {
-                        yield sse(head.chunk(Some(&chunk.text), &chunk.tokens, finish));
+                    if !chunk.text.is_empty() || !chunk.tokens.is_empty() || !chunk.tool_calls.is_empty() || finish.is_some() {
+                        yield sse(head.chunk(Some(&chunk.text), &chunk.tokens, &chunk.tool_calls, finish));
                     }
                 }
                 Ok(None) => break,

@@ -5,8 +5,12 @@
 //! byte string gives a `Generation` or an [`ApiError`], never a panic.
 
 use serde::Deserialize;
+use switchback_proto::pb;
 
-use super::error::ApiError;
+use super::{
+    error::ApiError,
+    tools::{self, Asks},
+};
 
 /// Limits applied while validating a request. Each field is the router config key of the
 /// same name (`max_deadline_ms` comes from `request_timeout_s`).
@@ -85,6 +89,10 @@ const CHAT_FIELDS: &[&str] = &[
     "max_completion_tokens",
     "logprobs",
     "top_logprobs",
+    "tools",
+    "tool_choice",
+    "parallel_tool_calls",
+    "response_format",
 ];
 const COMPLETION_FIELDS: &[&str] = &["prompt", "logprobs", "echo"];
 
@@ -168,6 +176,15 @@ pub struct Message {
     pub role: String,
     #[serde(default)]
     pub content: Option<Content>,
+    /// An assistant's calls (checked in [`super::tools::history_calls`]).
+    #[serde(default)]
+    pub tool_calls: Option<serde_json::Value>,
+    /// The call a `tool` message answers.
+    #[serde(default)]
+    pub tool_call_id: Option<String>,
+    /// A `function` (or `tool`) message's function name.
+    #[serde(default)]
+    pub name: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -228,6 +245,14 @@ pub struct ChatFields {
     pub logprobs: Option<bool>,
     #[serde(default)]
     pub top_logprobs: Option<u32>,
+    #[serde(default)]
+    pub tools: Option<serde_json::Value>,
+    #[serde(default)]
+    pub tool_choice: Option<serde_json::Value>,
+    #[serde(default)]
+    pub parallel_tool_calls: Option<bool>,
+    #[serde(default)]
+    pub response_format: Option<serde_json::Value>,
 }
 
 /// Fields only `/v1/completions` has.
@@ -281,10 +306,16 @@ impl CompletionRequest {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ChatMessage {
     pub role: String,
     pub content: String,
+    /// An assistant's calls earlier in the conversation.
+    pub tool_calls: Vec<pb::ToolCall>,
+    /// The call a tool result answers.
+    pub tool_call_id: Option<String>,
+    /// The tool's name, on a tool result.
+    pub name: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -317,6 +348,8 @@ pub struct Generation {
     pub deadline_ms: Option<u64>,
     /// Top-level fields of the body the router ignored.
     pub ignored: Vec<String>,
+    /// Tools and output format.
+    pub asks: Asks,
 }
 
 impl Generation {
@@ -332,12 +365,13 @@ impl Generation {
         }
     }
 
-    /// UTF-8 bytes of the prompt's text.
+    /// UTF-8 bytes of the prompt's text (with the tools and schema the template adds).
     pub fn prompt_bytes(&self) -> usize {
-        match &self.prompt {
-            PromptKind::Chat(messages) => messages.iter().map(|m| m.content.len()).sum(),
+        let text: usize = match &self.prompt {
+            PromptKind::Chat(messages) => messages.iter().map(message_bytes).sum(),
             PromptKind::Text(t) => t.len(),
-        }
+        };
+        text + self.asks.prompt_bytes()
     }
 
     /// The router's estimate of the prompt's tokens (with the chat template's, for chat).
@@ -347,6 +381,14 @@ impl Generation {
             PromptKind::Text(t) => estimate_tokens(t.len()),
         }
     }
+}
+
+fn message_bytes(m: &ChatMessage) -> usize {
+    m.content.len()
+        + m.tool_calls
+            .iter()
+            .map(|c| c.id.len() + c.name.len() + c.arguments.len())
+            .sum::<usize>()
 }
 
 fn check_prompt_size(param: &str, estimate: u64, limits: &RequestLimits) -> Result<(), ApiError> {
@@ -585,6 +627,23 @@ impl ChatRequest {
                     text
                 }
             };
+            let tool_calls = if role == "assistant" {
+                tools::history_calls(i, m.tool_calls.as_ref())?
+            } else if m.tool_calls.is_some() {
+                return Err(ApiError::invalid(
+                    format!("messages[{i}].tool_calls"),
+                    format!("`messages[{i}].tool_calls` is only allowed on assistant messages"),
+                ));
+            } else {
+                Vec::new()
+            };
+            let tool_call_id = m.tool_call_id.filter(|_| role == "tool");
+            if m.role == "tool" && tool_call_id.is_none() {
+                return Err(ApiError::invalid(
+                    format!("messages[{i}].tool_call_id"),
+                    format!("`messages[{i}].tool_call_id` is required on a tool message"),
+                ));
+            }
             if content.len() > limits.max_message_bytes {
                 return Err(over(
                     format!("messages[{i}].content"),
@@ -596,21 +655,31 @@ impl ChatRequest {
                     ),
                 ));
             }
-            prompt_bytes = prompt_bytes.saturating_add(content.len());
             if content.is_empty() && role != "assistant" {
                 return Err(ApiError::invalid(
                     format!("messages[{i}].content"),
                     format!("`messages[{i}].content` must not be empty"),
                 ));
             }
-            messages.push(ChatMessage {
+            let message = ChatMessage {
                 role: role.to_owned(),
                 content,
-            });
+                tool_calls,
+                tool_call_id,
+                name: m.name.filter(|_| role == "tool"),
+            };
+            prompt_bytes = prompt_bytes.saturating_add(message_bytes(&message));
+            messages.push(message);
         }
+        let asks = tools::parse(
+            f.tools.as_ref(),
+            f.tool_choice.as_ref(),
+            f.parallel_tool_calls,
+            f.response_format.as_ref(),
+        )?;
         check_prompt_size(
             "messages",
-            estimate_chat_tokens(prompt_bytes, messages.len()),
+            estimate_chat_tokens(prompt_bytes.saturating_add(asks.prompt_bytes()), messages.len()),
             limits,
         )?;
         let logprobs = match (f.logprobs.unwrap_or(false), f.top_logprobs) {
@@ -651,6 +720,7 @@ impl ChatRequest {
             cascade: c.switchback.as_ref().and_then(|s| s.cascade),
             deadline_ms: c.switchback.as_ref().and_then(|s| s.deadline_ms),
             ignored: self.ignored,
+            asks,
         })
     }
 }
@@ -704,6 +774,7 @@ impl CompletionRequest {
             cascade: c.switchback.as_ref().and_then(|s| s.cascade),
             deadline_ms: c.switchback.as_ref().and_then(|s| s.deadline_ms),
             ignored: self.ignored,
+            asks: Asks::default(),
         })
     }
 }
@@ -889,7 +960,8 @@ mod tests {
             g.prompt,
             PromptKind::Chat(vec![ChatMessage {
                 role: "user".into(),
-                content: "a\0b\u{200d}c\u{202e}d\u{1F600}e\u{0301}".into()
+                content: "a\0b\u{200d}c\u{202e}d\u{1F600}e\u{0301}".into(),
+                ..ChatMessage::default()
             }])
         );
     }
@@ -953,7 +1025,8 @@ mod tests {
             g.prompt,
             PromptKind::Chat(vec![ChatMessage {
                 role: "user".into(),
-                content: "hi".into()
+                content: "hi".into(),
+                ..ChatMessage::default()
             }])
         );
     }
@@ -966,7 +1039,8 @@ mod tests {
             g.prompt,
             PromptKind::Chat(vec![ChatMessage {
                 role: "user".into(),
-                content: "ab".into()
+                content: "ab".into(),
+                ..ChatMessage::default()
             }])
         );
     }

@@ -144,12 +144,15 @@ pub struct Collected {
     pub tokens: Vec<pb::TokenLogprob>,
     pub finish: Option<pb::FinishReason>,
     pub usage: Option<pb::Usage>,
+    /// The answer's function calls (finish `tool_calls`).
+    pub tool_calls: Vec<pb::ToolCall>,
 }
 
 impl Collected {
     pub fn push(&mut self, chunk: pb::GenerateChunk) {
         self.text.push_str(&chunk.text);
         self.tokens.extend(chunk.tokens);
+        self.tool_calls.extend(chunk.tool_calls);
         if let Some(f) = finish_of(chunk.finish_reason) {
             self.finish = Some(f);
         }
@@ -170,6 +173,7 @@ pub fn finish_of(raw: i32) -> Option<pb::FinishReason> {
 pub fn finish_str(f: pb::FinishReason) -> &'static str {
     match f {
         pb::FinishReason::Length => "length",
+        pb::FinishReason::ToolCalls => "tool_calls",
         pb::FinishReason::Stop | pb::FinishReason::Unspecified => "stop",
     }
 }
@@ -184,16 +188,39 @@ pub fn usage_json(usage: Option<&pb::Usage>, streamed_tokens: usize) -> Value {
     })
 }
 
+/// A token's exact bytes, as the worker sent them (older workers send only the text).
+fn token_bytes<'a>(bytes: &'a [u8], token: &'a str) -> &'a [u8] {
+    if bytes.is_empty() {
+        token.as_bytes()
+    } else {
+        bytes
+    }
+}
+
+/// The assistant message of a whole chat answer: its calls, when it made some (and then no
+/// content, as OpenAI returns them).
+fn chat_message(c: &Collected) -> Value {
+    if c.tool_calls.is_empty() {
+        json!({"role": "assistant", "content": c.text})
+    } else {
+        json!({
+            "role": "assistant",
+            "content": if c.text.is_empty() { Value::Null } else { json!(c.text) },
+            "tool_calls": c.tool_calls.iter().map(super::tools::call_json).collect::<Vec<_>>(),
+        })
+    }
+}
+
 fn chat_logprobs(tokens: &[pb::TokenLogprob]) -> Value {
     json!({
         "content": tokens.iter().map(|t| json!({
             "token": t.token,
             "logprob": t.logprob,
-            "bytes": t.token.as_bytes(),
+            "bytes": token_bytes(&t.bytes, &t.token),
             "top_logprobs": t.top.iter().map(|a| json!({
                 "token": a.token,
                 "logprob": a.logprob,
-                "bytes": a.token.as_bytes(),
+                "bytes": token_bytes(&a.bytes, &a.token),
             })).collect::<Vec<_>>(),
         })).collect::<Vec<_>>()
     })
@@ -235,7 +262,7 @@ pub fn whole(
             "model": decision.model,
             "choices": [{
                 "index": 0,
-                "message": {"role": "assistant", "content": c.text},
+                "message": chat_message(c),
                 "logprobs": if logprobs { chat_logprobs(&c.tokens) } else { Value::Null },
                 "finish_reason": finish,
             }],
@@ -277,11 +304,13 @@ impl StreamHead {
         }
     }
 
-    /// One streamed chunk. `text: None` is the role-only opening chat chunk.
+    /// One streamed chunk. `text: None` is the role-only opening chat chunk; `calls` are
+    /// streamed whole, one entry per call in one delta.
     pub fn chunk(
         &self,
         text: Option<&str>,
         tokens: &[pb::TokenLogprob],
+        calls: &[pb::ToolCall],
         finish: Option<pb::FinishReason>,
     ) -> Value {
         let finish = finish.map(finish_str);
@@ -290,6 +319,13 @@ impl StreamHead {
             Endpoint::Chat => {
                 let delta = match text {
                     None => json!({"role": "assistant", "content": ""}),
+                    Some(_) if !calls.is_empty() => json!({
+                        "tool_calls": calls.iter().enumerate().map(|(i, c)| {
+                            let mut call = super::tools::call_json(c);
+                            call["index"] = json!(i);
+                            call
+                        }).collect::<Vec<_>>(),
+                    }),
                     Some(t) if finish.is_some() && t.is_empty() => json!({}),
                     Some(t) => json!({"content": t}),
                 };

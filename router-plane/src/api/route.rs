@@ -8,7 +8,9 @@ use std::{
     time::Instant,
 };
 
-use super::{AppState, error::ApiError, openai::Generation, response::Decision};
+use super::{
+    AppState, error::ApiError, openai::Generation, response::Decision, tools::Needs,
+};
 use crate::{
     difficulty::predictor::{Prediction, Predictor},
     placement::{self, Ask, NoWorker, Target, TierView},
@@ -42,6 +44,83 @@ pub struct Plan {
     /// The most expensive tier (index) the caller's API key may reach: `auto` is placed
     /// at or below it and cascades stop there.
     pub ceiling: usize,
+    /// What a worker must be able to do (tools, a schema): others are not candidates.
+    pub needs: Needs,
+}
+
+/// Narrows the tiers a request that needs tools or a schema may use to those with a worker
+/// that can serve it, or refuses the request, naming the field, when none can: never a
+/// prose answer from a model that cannot do what was asked. Before the router has a view,
+/// placement answers (not ready).
+pub fn require(
+    app: &AppState,
+    model: &str,
+    needs: Needs,
+    allowed: RangeInclusive<usize>,
+) -> Result<RangeInclusive<usize>, ApiError> {
+    if !needs.any() || !app.view.is_ready() {
+        return Ok(allowed);
+    }
+    let snapshot = app.view.snapshot();
+    let tiers = &app.config.tiers;
+    let able = |tier: &str| {
+        snapshot
+            .workers
+            .iter()
+            .any(|(w, _)| w.record.tier == tier && needs.met_by(&w.record))
+    };
+    let able_tiers: Vec<&str> = tiers.iter().map(String::as_str).filter(|t| able(t)).collect();
+    let refuse = |what: String| {
+        ApiError::invalid(
+            needs.param(),
+            format!(
+                "{what} cannot {}; {}",
+                needs.what(),
+                if able_tiers.is_empty() {
+                    "no tier of this cluster can".to_owned()
+                } else {
+                    format!("tiers that can: {}", able_tiers.join(", "))
+                }
+            ),
+        )
+    };
+    if model == "auto" {
+        let lowest = allowed.clone().find(|&i| tiers.get(i).is_some_and(|t| able(t)));
+        return match lowest {
+            Some(lo) => Ok(lo..=*allowed.end()),
+            None => Err(refuse("no tier this request may use".to_owned())),
+        };
+    }
+    let matching: Vec<_> = snapshot
+        .workers
+        .iter()
+        .filter(|(w, _)| w.record.tier == model || w.record.model == model)
+        .collect();
+    if !matching.is_empty() && !matching.iter().any(|(w, _)| needs.met_by(&w.record)) {
+        return Err(refuse(format!("the model `{model}`")));
+    }
+    Ok(allowed)
+}
+
+/// The tier a cascade escalates to from tier `level`: the next one up, within the key's
+/// ceiling, that can serve the request.
+pub fn next_tier(app: &AppState, plan: &Plan, level: usize) -> Option<String> {
+    let snapshot = plan.needs.any().then(|| app.view.snapshot());
+    app.config
+        .tiers
+        .iter()
+        .enumerate()
+        .skip(level + 1)
+        .take_while(|(i, _)| *i <= plan.ceiling)
+        .map(|(_, t)| t)
+        .find(|t| {
+            snapshot.as_ref().is_none_or(|s| {
+                s.workers
+                    .iter()
+                    .any(|(w, _)| &w.record.tier == *t && plan.needs.met_by(&w.record))
+            })
+        })
+        .cloned()
 }
 
 /// Fits an `auto` ask into the tiers `allowed` (the caller's key): the preferred tier is
@@ -131,6 +210,7 @@ pub fn plan(
         named => named,
     };
     Plan {
+        needs: g.asks.needs(),
         ceiling: *allowed.end(),
         want,
         policy: Arc::clone(policy),
@@ -154,7 +234,12 @@ pub fn decide(
         return Err(ApiError::NotReady);
     }
     let snapshot = app.view.snapshot();
-    let candidates = snapshot.candidates(exclude);
+    let mut candidates = snapshot.candidates(exclude);
+    if plan.needs.any() {
+        for (c, (w, _)) in candidates.iter_mut().zip(&snapshot.workers) {
+            c.ready &= plan.needs.met_by(&w.record);
+        }
+    }
     let rotation = app.rotation.fetch_add(1, Ordering::Relaxed);
     let choose_among = |candidates: &[placement::Candidate<'_>]| match &plan.want {
         Want::Named(model) => named(app, candidates, model, rotation),

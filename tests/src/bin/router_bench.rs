@@ -68,6 +68,7 @@ fn direct_request() -> pb::GenerateRequest {
             messages: vec![pb::ChatMessage {
                 role: "user".into(),
                 content: "hello there".into(),
+                ..Default::default()
             }],
         })),
         sampling: Some(pb::SamplingParams {
@@ -75,6 +76,7 @@ fn direct_request() -> pb::GenerateRequest {
             ..Default::default()
         }),
         top_logprobs: 0,
+        ..Default::default()
     }
 }
 

@@ -144,6 +144,7 @@ async fn generate(
             ..Default::default()
         }),
         top_logprobs: 0,
+        ..Default::default()
     };
     let mut stream = client
         .generate(request)

@@ -7,10 +7,17 @@
 //! token (argmax, or temperature / top-k / top-p sampling from a seeded generator), records
 //! it, and hands mistral.rs logits where only that token is possible, so mistral.rs's own
 //! argmax agrees.
+//!
+//! Under a grammar (tool calls, JSON output) the choice is made among the tokens the
+//! [`Constraint`] allows, while the reported log-probabilities and alternatives stay the
+//! model's own, unconstrained: a token the grammar forced against the model's belief shows
+//! up as a low log-probability, which is what a cascade judging the answer needs to see.
 
 use std::{collections::VecDeque, sync::Mutex};
 
 use mistralrs::{CustomLogitsProcessor, Tensor};
+
+use super::constrain::Constraint;
 
 /// How to choose tokens. `temperature: None` is greedy.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -30,13 +37,14 @@ pub struct Step {
     pub top: Vec<(u32, f32)>,
 }
 
-/// The per-request processor; steps queue up until the engine pairs them with chunks.
+/// The per-request processor; steps queue up until the engine turns them into tokens.
 #[derive(Debug)]
 pub struct Decoder {
     choose: Choose,
     top_n: usize,
     rng: Mutex<u64>,
     steps: Mutex<VecDeque<Step>>,
+    constraint: Option<Mutex<Constraint>>,
 }
 
 impl Decoder {
@@ -46,24 +54,23 @@ impl Decoder {
             top_n,
             rng: Mutex::new(choose.seed | 1),
             steps: Mutex::new(VecDeque::new()),
+            constraint: None,
         }
     }
 
-    /// The step that produced token `id`: steps of tokens that mistral.rs sent no chunk for
-    /// (a token ending inside a multi-byte character) are skipped.
-    pub fn take(&self, id: Option<u32>) -> Option<Step> {
-        let mut steps = self.steps.lock().unwrap_or_else(|e| e.into_inner());
-        match id {
-            None => steps.pop_front(),
-            Some(id) => {
-                while let Some(step) = steps.pop_front() {
-                    if step.id == id {
-                        return Some(step);
-                    }
-                }
-                None
-            }
-        }
+    /// Chooses only tokens `constraint` allows.
+    pub fn constrained(mut self, constraint: Option<Constraint>) -> Self {
+        self.constraint = constraint.map(Mutex::new);
+        self
+    }
+
+    /// Every step decided so far, oldest first, leaving none queued.
+    pub fn drain(&self) -> Vec<Step> {
+        self.steps
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+            .collect()
     }
 
     fn next_unit(&self) -> f64 {
@@ -83,11 +90,26 @@ impl Decoder {
     /// Qwen), so the greedy path makes one pass for the maximum, one for the normaliser
     /// (f32 exponentials, f64 sum) and one bounded pass for the alternatives, and allocates
     /// nothing of vocabulary size; sampling needs the whole distribution.
-    pub fn step(&self, logits: &[f32]) -> Step {
+    ///
+    /// `allowed`, when given, holds which tokens a grammar permits: the token is chosen among
+    /// them, and its log-probability and the alternatives are still the model's own.
+    pub fn step(&self, logits: &[f32], allowed: Option<&[bool]>) -> Step {
+        let masked: Option<Vec<f32>> = allowed.map(|allowed| {
+            logits
+                .iter()
+                .zip(allowed.iter().chain(std::iter::repeat(&false)))
+                .map(|(&x, &ok)| if ok { x } else { f32::NEG_INFINITY })
+                .collect()
+        });
+        let choice = masked.as_deref().unwrap_or(logits);
         match self.choose.temperature {
             None => {
-                let id = argmax(logits);
-                let lse = log_sum_exp(logits, logits.get(id as usize).copied().unwrap_or(0.0));
+                let id = argmax(choice);
+                let max = match masked {
+                    None => logits.get(id as usize).copied().unwrap_or(0.0),
+                    Some(_) => logits.iter().copied().fold(f32::NEG_INFINITY, f32::max),
+                };
+                let lse = log_sum_exp(logits, max);
                 Step {
                     id,
                     logprob: logits
@@ -101,7 +123,10 @@ impl Decoder {
             }
             Some(t) => {
                 let logprobs = log_softmax(logits);
-                let id = self.sample(&logprobs, t);
+                let id = match &masked {
+                    None => self.sample(&logprobs, t),
+                    Some(m) => self.sample(&log_softmax(m), t),
+                };
                 Step {
                     id,
                     logprob: logprobs[id as usize],
@@ -208,7 +233,20 @@ impl CustomLogitsProcessor for Decoder {
             .to_dtype(mistralrs::DType::F32)?
             .flatten_all()?
             .to_vec1()?;
-        let step = self.step(&values);
+        let step = match &self.constraint {
+            None => self.step(&values, None),
+            Some(constraint) => {
+                let mut constraint = constraint.lock().unwrap_or_else(|e| e.into_inner());
+                let allowed = constraint
+                    .allowed(values.len())
+                    .map_err(|e| candle_core::Error::Msg(format!("grammar: {e}")))?;
+                let step = self.step(&values, Some(&allowed));
+                constraint
+                    .commit(step.id)
+                    .map_err(|e| candle_core::Error::Msg(format!("grammar: {e}")))?;
+                step
+            }
+        };
         let mut forced = vec![f32::NEG_INFINITY; values.len()];
         forced[step.id as usize] = 0.0;
         self.steps
@@ -235,7 +273,7 @@ mod tests {
     #[test]
     fn greedy_picks_argmax_with_natural_log_probabilities() {
         let d = Decoder::new(greedy(), 2);
-        let step = d.step(&[1.0, 3.0, 2.0]);
+        let step = d.step(&[1.0, 3.0, 2.0], None);
         assert_eq!(step.id, 1);
         let lse = (1f64.exp() + 3f64.exp() + 2f64.exp()).ln();
         assert!((f64::from(step.logprob) - (3.0 - lse)).abs() < 1e-5);
@@ -259,7 +297,7 @@ mod tests {
         logits[1234] = 40.0;
         logits[99] = 40.0;
         let d = Decoder::new(greedy(), 20);
-        let step = d.step(&logits);
+        let step = d.step(&logits, None);
         // The distribution computed independently, in f64 throughout.
         let lse = 40.0
             + logits
@@ -292,6 +330,29 @@ mod tests {
     }
 
     #[test]
+    fn a_mask_limits_the_choice_but_not_the_reported_probabilities() {
+        let logits = [1.0, 3.0, 2.0, 0.5];
+        let lse = logits.iter().map(|&x: &f32| f64::from(x).exp()).sum::<f64>().ln();
+        let allowed = [true, false, true, false];
+        let greedy = Decoder::new(greedy(), 2).step(&logits, Some(&allowed));
+        assert_eq!(greedy.id, 2, "the best allowed token");
+        assert!((f64::from(greedy.logprob) - (2.0 - lse)).abs() < 1e-5);
+        assert_eq!(greedy.top.iter().map(|t| t.0).collect::<Vec<_>>(), vec![1, 2]);
+        let sampler = Decoder::new(
+            Choose {
+                temperature: Some(1.0),
+                top_k: None,
+                top_p: None,
+                seed: 3,
+            },
+            0,
+        );
+        let ids: Vec<u32> = (0..200).map(|_| sampler.step(&logits, Some(&allowed)).id).collect();
+        assert!(ids.iter().all(|&id| id == 0 || id == 2), "{ids:?}");
+        assert!(ids.contains(&0) && ids.contains(&2), "{ids:?}");
+    }
+
+    #[test]
     fn top_n_keeps_the_largest_in_order() {
         assert_eq!(
             top_n(&[1.0, 5.0, 3.0, 5.0, -1.0], 3),
@@ -313,11 +374,11 @@ mod tests {
         let logits = [0.0, 5.0, 4.9, -3.0];
         let a: Vec<u32> = {
             let d = Decoder::new(choose, 0);
-            (0..50).map(|_| d.step(&logits).id).collect()
+            (0..50).map(|_| d.step(&logits, None).id).collect()
         };
         let b: Vec<u32> = {
             let d = Decoder::new(choose, 0);
-            (0..50).map(|_| d.step(&logits).id).collect()
+            (0..50).map(|_| d.step(&logits, None).id).collect()
         };
         assert_eq!(a, b, "same seed, same tokens");
         assert!(
@@ -337,19 +398,6 @@ mod tests {
         };
         let d = Decoder::new(choose, 0);
         // Token 1 holds all but ~e-20 of the mass.
-        assert!((0..50).all(|_| d.step(&[0.0, 20.0, -20.0]).id == 1));
-    }
-
-    #[test]
-    fn take_skips_steps_without_chunks() {
-        let d = Decoder::new(greedy(), 0);
-        for logits in [[9.0, 0.0], [0.0, 9.0], [9.0, 0.0]] {
-            let step = d.step(&logits);
-            d.steps.lock().expect("lock").push_back(step);
-        }
-        // The chunk for the first token never came: the second chunk names token 1.
-        assert_eq!(d.take(Some(1)).map(|s| s.id), Some(1));
-        assert_eq!(d.take(None).map(|s| s.id), Some(0));
-        assert_eq!(d.take(None), None);
+        assert!((0..50).all(|_| d.step(&[0.0, 20.0, -20.0], None).id == 1));
     }
 }

@@ -7,37 +7,49 @@ use std::{path::Path, sync::Arc};
 use futures::StreamExt;
 use indexmap::IndexMap;
 use mistralrs::core::{
-    AutoDeviceMapParams, DefaultSchedulerMethod, DeviceMapSetting, GGUFLoaderBuilder,
-    GGUFSpecificConfig, MistralRsBuilder, RequestMessage, ResponseLogprob, TokenSource,
+    AutoDeviceMapParams, DefaultSchedulerMethod, DeviceMapSetting, Function, GGUFLoaderBuilder,
+    GGUFSpecificConfig, MistralRsBuilder, RequestMessage, TokenSource, TokenizationRequest,
+    ToolChoice as MistralToolChoice, ToolType,
+    llguidance::{ParserFactory, toktrie::TokTrie},
 };
 use mistralrs::{
-    Constraint, CustomLogitsProcessor, Device, MessageContent, Model, ModelDType, NormalRequest,
-    Request, Response, SamplingParams, SchedulerConfig, StopTokens,
+    Constraint as MistralConstraint, CustomLogitsProcessor, Device, MessageContent, Model,
+    ModelDType, NormalRequest, Request, Response, SamplingParams, SchedulerConfig,
 };
+use serde_json::Value;
 use tokio_stream::wrappers::ReceiverStream;
 
 use super::{
-    Engine, EngineError, EngineEvent, EventStream, FinishReason, GenerateParams, Prompt, Token,
-    TopToken,
-    decode::{Choose, Decoder},
+    Abilities, ChatMessage, Engine, EngineError, EngineEvent, EventStream, FinishReason,
+    GenerateParams, Prompt, Tool, Token, TopToken,
+    constrain::{self, Constraint},
+    decode::{Choose, Decoder, Step},
 };
 use crate::config;
-
-/// Turns a token id into its text (for the alternatives in `top_logprobs`).
-type Detokenize = Arc<dyn Fn(u32) -> String + Send + Sync>;
 
 pub struct MistralEngine {
     model: Arc<Model>,
     accelerator: String,
-    detokenize: Detokenize,
+    /// The tokenizer environment llguidance uses; it also holds every token's bytes.
+    factory: Arc<ParserFactory>,
+    /// Tokens that end an answer.
+    model_end: Arc<[u32]>,
+    abilities: Abilities,
 }
 
 impl std::fmt::Debug for MistralEngine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MistralEngine")
             .field("accelerator", &self.accelerator)
+            .field("abilities", &self.abilities)
             .finish_non_exhaustive()
     }
+}
+
+/// Whether a chat template renders tools and asks for calls in the format
+/// [`constrain`] writes and parses.
+pub fn template_calls_tools(template: &str) -> bool {
+    template.contains("tools") && template.contains(constrain::CALL_OPEN)
 }
 
 impl MistralEngine {
@@ -96,14 +108,35 @@ impl MistralEngine {
                 None,
             )
             .map_err(|e| EngineError::Internal(format!("loading {}: {e:#}", path.display())))?;
+        let (factory, model_end, abilities) = {
+            let pipeline = pipeline.lock().await;
+            let metadata = pipeline.get_metadata();
+            let factory = metadata.llg_factory.clone().ok_or_else(|| {
+                EngineError::Internal(format!(
+                    "{}: mistral.rs built no tokenizer environment",
+                    path.display()
+                ))
+            })?;
+            let template = pipeline
+                .get_chat_template()
+                .and_then(|t| t.chat_template.clone())
+                .map(|t| match t.0 {
+                    either::Either::Left(text) => text,
+                    either::Either::Right(named) => {
+                        named.into_iter().flat_map(|m| m.into_values()).collect()
+                    }
+                })
+                .unwrap_or_default();
+            let abilities = Abilities {
+                tool_calls: template_calls_tools(&template),
+                structured_output: true,
+            };
+            (factory, Arc::from(metadata.eos_tok.clone()), abilities)
+        };
         let scheduler = SchedulerConfig::DefaultScheduler {
             method: DefaultSchedulerMethod::Fixed(
                 std::num::NonZeroUsize::new(max_seqs.max(1)).unwrap_or(std::num::NonZeroUsize::MIN),
             ),
-        };
-        let detokenize: Detokenize = match pipeline.lock().await.tokenizer() {
-            Some(tok) => Arc::new(move |id| tok.decode(&[id], false).unwrap_or_default()),
-            None => Arc::new(|_| String::new()),
         };
         // mistral.rs keeps each finished sequence's KV cache for prefix reuse and evicts
         // only caches on an accelerator (`PrefixCacheManagerV2::evict_caches` counts those
@@ -118,23 +151,23 @@ impl MistralEngine {
         Ok(Self {
             model: Arc::new(model),
             accelerator,
-            detokenize,
+            factory,
+            model_end,
+            abilities,
         })
     }
 }
 
 /// What mistral.rs itself is asked for: no temperature, top-k or top-p (the [`Decoder`]
-/// chooses every token), its penalties, stops and length limit, and one log-probability
-/// per token (which carries the chosen token's id back to us).
+/// chooses every token), no stop sequences (the worker matches them on the text,
+/// [`super::answer`]), its penalties and length limit, and one log-probability per token
+/// (which paces the stream).
 fn sampling_params(params: &GenerateParams) -> SamplingParams {
     let s = &params.sampling;
     let mut out = SamplingParams::neutral();
     out.max_len = Some(s.max_tokens as usize);
     out.frequency_penalty = s.frequency_penalty;
     out.presence_penalty = s.presence_penalty;
-    if !s.stop.is_empty() {
-        out.stop_toks = Some(StopTokens::Seqs(s.stop.clone()));
-    }
     out.top_n_logprobs = 1;
     out
 }
@@ -157,18 +190,61 @@ fn choose(params: &GenerateParams) -> Choose {
     }
 }
 
+/// One message as the chat template reads it: calls with their arguments as objects (the
+/// templates write them with `tojson`), a tool result with its call id and name.
+fn template_message(m: ChatMessage) -> IndexMap<String, MessageContent> {
+    let mut entry: IndexMap<String, MessageContent> = IndexMap::new();
+    entry.insert("role".to_owned(), either::Either::Left(m.role));
+    entry.insert("content".to_owned(), either::Either::Left(m.content));
+    if !m.tool_calls.is_empty() {
+        let calls = m
+            .tool_calls
+            .into_iter()
+            .map(|c| {
+                let arguments = serde_json::from_str::<Value>(&c.arguments)
+                    .unwrap_or(Value::String(c.arguments));
+                IndexMap::from([
+                    ("id".to_owned(), Value::String(c.id)),
+                    ("type".to_owned(), Value::String("function".to_owned())),
+                    (
+                        "function".to_owned(),
+                        serde_json::json!({"name": c.name, "arguments": arguments}),
+                    ),
+                ])
+            })
+            .collect();
+        entry.insert("tool_calls".to_owned(), either::Either::Right(calls));
+    }
+    if let Some(id) = m.tool_call_id {
+        entry.insert("tool_call_id".to_owned(), either::Either::Left(id));
+    }
+    if let Some(name) = m.name {
+        entry.insert("name".to_owned(), either::Either::Left(name));
+    }
+    entry
+}
+
+fn mistral_tools(tools: &[Tool]) -> Vec<mistralrs::core::Tool> {
+    tools
+        .iter()
+        .map(|t| mistralrs::core::Tool {
+            tp: ToolType::Function,
+            function: Function {
+                description: (!t.description.is_empty()).then(|| t.description.clone()),
+                name: t.name.clone(),
+                parameters: match &t.parameters {
+                    Value::Object(m) => Some(m.clone().into_iter().collect()),
+                    _ => None,
+                },
+            },
+        })
+        .collect()
+}
+
 fn request_message(prompt: Prompt) -> RequestMessage {
     match prompt {
         Prompt::Chat(messages) => RequestMessage::Chat {
-            messages: messages
-                .into_iter()
-                .map(|m| {
-                    let mut entry: IndexMap<String, MessageContent> = IndexMap::new();
-                    entry.insert("role".to_owned(), either::Either::Left(m.role));
-                    entry.insert("content".to_owned(), either::Either::Left(m.content));
-                    entry
-                })
-                .collect(),
+            messages: messages.into_iter().map(template_message).collect(),
             enable_thinking: None,
             reasoning_effort: None,
         },
@@ -180,44 +256,80 @@ fn request_message(prompt: Prompt) -> RequestMessage {
     }
 }
 
-/// Pairs mistral.rs's report of a token with the [`Decoder`]'s step for it.
-fn token_of(lp: ResponseLogprob, decoder: &Decoder, detokenize: &Detokenize) -> Token {
-    // mistral.rs's value for the forced token is log10(0) = -inf and its top alternative is
-    // that token, so the bit-identical entry names the chosen token's id.
-    let id = lp
-        .top_logprobs
-        .iter()
-        .find(|t| t.logprob.to_bits() == lp.logprob.to_bits())
-        .map(|t| t.token);
-    match decoder.take(id) {
-        Some(step) => Token {
-            text: lp.token,
-            token_id: Some(step.id),
-            logprob: step.logprob,
-            top: step
-                .top
-                .into_iter()
-                .map(|(token_id, logprob)| TopToken {
-                    token_id,
-                    token: detokenize(token_id),
-                    logprob,
-                })
-                .collect(),
-        },
-        None => Token {
-            text: lp.token,
-            token_id: id,
-            logprob: f32::NAN,
-            top: Vec::new(),
-        },
+/// A token's bytes and whether it is a special token (whose name is not answer text).
+fn token_bytes(trie: &TokTrie, id: u32) -> (Vec<u8>, bool) {
+    let bytes = trie.token(id);
+    match bytes.split_first() {
+        Some((&TokTrie::SPECIAL_TOKEN_MARKER, name)) => (name.to_vec(), true),
+        _ => (bytes.to_vec(), false),
     }
 }
 
-/// What a generation has produced so far.
-#[derive(Debug, Default)]
-struct Progress {
-    finished: bool,
-    tokens: u32,
+/// Turns the [`Decoder`]'s steps into tokens and text. The text is the tokens' bytes in
+/// order, released a whole character at a time: a token that ends inside a character gets
+/// its entry at once and its text with the token that completes the character.
+struct Emitter {
+    factory: Arc<ParserFactory>,
+    model_end: Arc<[u32]>,
+    pending: Vec<u8>,
+    generated: u32,
+}
+
+impl Emitter {
+    fn delta(&mut self, steps: Vec<Step>) -> Option<EngineEvent> {
+        if steps.is_empty() {
+            return None;
+        }
+        let env = self.factory.tok_env();
+        let trie = env.tok_trie();
+        let mut tokens = Vec::with_capacity(steps.len());
+        for step in steps {
+            self.generated += 1;
+            if self.model_end.contains(&step.id) {
+                // The end of the answer is not part of it.
+                continue;
+            }
+            let (bytes, special) = token_bytes(trie, step.id);
+            if !special {
+                self.pending.extend_from_slice(&bytes);
+            }
+            tokens.push(Token {
+                text: String::from_utf8_lossy(&bytes).into_owned(),
+                bytes,
+                token_id: Some(step.id),
+                logprob: step.logprob,
+                top: step
+                    .top
+                    .into_iter()
+                    .map(|(token_id, logprob)| {
+                        let (bytes, _) = token_bytes(trie, token_id);
+                        TopToken {
+                            token_id,
+                            token: String::from_utf8_lossy(&bytes).into_owned(),
+                            bytes,
+                            logprob,
+                        }
+                    })
+                    .collect(),
+            });
+        }
+        let whole = match std::str::from_utf8(&self.pending) {
+            Ok(_) => self.pending.len(),
+            Err(e) if e.error_len().is_some() => self.pending.len(),
+            Err(e) => e.valid_up_to(),
+        };
+        let text = String::from_utf8_lossy(&self.pending[..whole]).into_owned();
+        self.pending.drain(..whole);
+        (!tokens.is_empty() || !text.is_empty()).then_some(EngineEvent::Delta { text, tokens })
+    }
+
+    /// Whatever is left of an unfinished character, as U+FFFD.
+    fn flush(&mut self) -> Option<EngineEvent> {
+        (!self.pending.is_empty()).then(|| EngineEvent::Delta {
+            text: String::from_utf8_lossy(&std::mem::take(&mut self.pending)).into_owned(),
+            tokens: Vec::new(),
+        })
+    }
 }
 
 fn finish_reason(reason: Option<&str>) -> FinishReason {
@@ -231,96 +343,47 @@ fn to_u32(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
 
-/// Turns mistral.rs responses into engine events. Returns the event(s) for one response
-/// and whether the stream is over.
-///
-/// `prompt_tokens` is our own count for completions, whose chunks carry no usage.
-fn translate(
-    response: Response,
-    decoder: &Decoder,
-    detokenize: &Detokenize,
-    prompt_tokens: u32,
-) -> (Vec<Result<EngineEvent, EngineError>>, bool) {
+/// What one response from mistral.rs says about the generation.
+enum Heard {
+    /// More tokens may have been decided.
+    Progress,
+    /// The generation is over: why, and mistral.rs's prompt count where it gave one.
+    Finished(FinishReason, Option<u32>),
+    Failed(EngineError),
+}
+
+fn read(response: Response) -> Heard {
     match response {
-        Response::Chunk(chunk) => {
-            let mut events = Vec::new();
-            let mut done = false;
-            for choice in chunk.choices {
-                let text = choice.delta.content.unwrap_or_default();
-                let tokens = choice
-                    .logprobs
-                    .map(|lp| token_of(lp, decoder, detokenize))
-                    .into_iter()
-                    .collect();
-                events.push(Ok(EngineEvent::Delta { text, tokens }));
-                if choice.finish_reason.is_some() {
-                    let usage = chunk.usage.as_ref();
-                    events.push(Ok(EngineEvent::Done {
-                        finish: finish_reason(choice.finish_reason.as_deref()),
-                        prompt_tokens: usage.map_or(0, |u| to_u32(u.prompt_tokens)),
-                        completion_tokens: usage.map_or(0, |u| to_u32(u.completion_tokens)),
-                    }));
-                    done = true;
-                }
-            }
-            (events, done)
-        }
+        Response::Chunk(chunk) => match chunk.choices.iter().find_map(|c| c.finish_reason.clone()) {
+            Some(reason) => Heard::Finished(
+                finish_reason(Some(&reason)),
+                chunk.usage.as_ref().map(|u| to_u32(u.prompt_tokens)),
+            ),
+            None => Heard::Progress,
+        },
         Response::CompletionChunk(chunk) => {
-            let mut events = Vec::new();
-            let mut done = false;
-            for choice in chunk.choices {
-                let tokens = choice
-                    .logprobs
-                    .map(|lp| token_of(lp, decoder, detokenize))
-                    .into_iter()
-                    .collect();
-                events.push(Ok(EngineEvent::Delta {
-                    text: choice.text,
-                    tokens,
-                }));
-                if choice.finish_reason.is_some() {
-                    // Completion chunks carry no usage: the prompt was counted before
-                    // sending, and the worker counts the completion tokens it relayed.
-                    events.push(Ok(EngineEvent::Done {
-                        finish: finish_reason(choice.finish_reason.as_deref()),
-                        prompt_tokens,
-                        completion_tokens: 0,
-                    }));
-                    done = true;
-                }
+            match chunk.choices.iter().find_map(|c| c.finish_reason.clone()) {
+                Some(reason) => Heard::Finished(finish_reason(Some(&reason)), None),
+                None => Heard::Progress,
             }
-            (events, done)
         }
-        Response::Done(done) => (
-            vec![Ok(EngineEvent::Done {
-                finish: finish_reason(done.choices.first().map(|c| c.finish_reason.as_str())),
-                prompt_tokens: to_u32(done.usage.prompt_tokens),
-                completion_tokens: to_u32(done.usage.completion_tokens),
-            })],
-            true,
+        Response::Done(done) => Heard::Finished(
+            finish_reason(done.choices.first().map(|c| c.finish_reason.as_str())),
+            Some(to_u32(done.usage.prompt_tokens)),
         ),
-        Response::CompletionDone(done) => (
-            vec![Ok(EngineEvent::Done {
-                finish: finish_reason(done.choices.first().map(|c| c.finish_reason.as_str())),
-                prompt_tokens: to_u32(done.usage.prompt_tokens),
-                completion_tokens: to_u32(done.usage.completion_tokens),
-            })],
-            true,
+        Response::CompletionDone(done) => Heard::Finished(
+            finish_reason(done.choices.first().map(|c| c.finish_reason.as_str())),
+            Some(to_u32(done.usage.prompt_tokens)),
         ),
-        Response::ValidationError(e) => {
-            (vec![Err(EngineError::InvalidRequest(e.to_string()))], true)
-        }
-        Response::InternalError(e) => (vec![Err(EngineError::Internal(e.to_string()))], true),
+        Response::ValidationError(e) => Heard::Failed(EngineError::InvalidRequest(e.to_string())),
+        Response::InternalError(e) => Heard::Failed(EngineError::Internal(e.to_string())),
         Response::ModelError(msg, _) | Response::CompletionModelError(msg, _) => {
-            (vec![Err(EngineError::Internal(msg))], true)
+            Heard::Failed(EngineError::Internal(msg))
         }
-        other => (
-            vec![Err(EngineError::Internal(format!(
-                "unexpected response from mistral.rs: {}",
-                response_kind(&other)
-            )))],
-            true,
-        ),
+        other => Heard::Failed(EngineError::Internal(format!(
+            "unexpected response from mistral.rs: {}",
+            response_kind(&other)
+        ))),
     }
 }
 
@@ -343,27 +406,45 @@ impl Engine for MistralEngine {
         self.accelerator.clone()
     }
 
+    fn abilities(&self) -> Abilities {
+        self.abilities
+    }
+
     fn generate(&self, params: GenerateParams) -> EventStream {
-        let decoder = Arc::new(Decoder::new(choose(&params), params.top_logprobs as usize));
-        let detokenize = Arc::clone(&self.detokenize);
+        let constraint = match constrain::grammar(params.tools.as_ref(), &params.format) {
+            None => None,
+            Some(lark) => match Constraint::new(&self.factory, &lark, self.model_end.to_vec()) {
+                Ok(c) => Some(c),
+                Err(e) => return futures::stream::iter([Err(e)]).boxed(),
+            },
+        };
+        let decoder = Arc::new(
+            Decoder::new(choose(&params), params.top_logprobs as usize).constrained(constraint),
+        );
         let max_tokens = params.sampling.max_tokens;
         let sampling = sampling_params(&params);
-        let text_prompt = match &params.prompt {
-            Prompt::Text(t) => Some(t.clone()),
-            Prompt::Chat(_) => None,
+        let tools = params.tools.as_ref().map(|t| mistral_tools(&t.list));
+        let messages = request_message(params.prompt);
+        let counted = match &messages {
+            RequestMessage::Chat { messages, .. } => either::Either::Left(messages.clone()),
+            RequestMessage::Completion { text, .. } => either::Either::Right(text.clone()),
+            _ => either::Either::Right(String::new()),
         };
+        let is_chat = counted.is_left();
         let (tx, rx) = tokio::sync::mpsc::channel(16);
         let request = Request::Normal(Box::new(NormalRequest {
-            messages: request_message(params.prompt),
+            messages,
             sampling_params: sampling,
             response: tx,
             return_logprobs: true,
             is_streaming: true,
             id: 0,
-            constraint: Constraint::None,
+            constraint: MistralConstraint::None,
             suffix: None,
-            tools: None,
-            tool_choice: None,
+            // Rendered by the chat template; calls are constrained and parsed by us, so
+            // mistral.rs is told not to look for any.
+            tool_choice: tools.as_ref().map(|_| MistralToolChoice::None),
+            tools: tools.clone(),
             logits_processors: Some(vec![Arc::clone(&decoder) as Arc<dyn CustomLogitsProcessor>]),
             return_raw_logits: false,
             web_search_options: None,
@@ -372,75 +453,108 @@ impl Engine for MistralEngine {
         }));
         let model = Arc::clone(&self.model);
         // Dropping the returned stream drops `rx`; mistral.rs then fails to send the next
-        // chunk and stops the sequence, so a client that goes away frees its slot.
+        // chunk and stops the sequence, so a client that goes away (or a stop sequence)
+        // frees its slot.
         let sent = async move {
-            let prompt_tokens = match text_prompt {
-                Some(text) => model
-                    .tokenize(either::Either::Right(text), None, true, false, None)
-                    .await
-                    .map(|ids| to_u32(ids.len()))
-                    .map_err(|e| EngineError::Internal(format!("tokenizing the prompt: {e}")))?,
-                None => 0,
-            };
             let sender = model
                 .inner()
                 .get_sender(None)
                 .map_err(|e| EngineError::Internal(format!("mistral.rs is not running: {e}")))?;
+            // The prompt's length, known before the first token (usage needs it when a stop
+            // sequence ends the answer before mistral.rs reports it).
+            let (count_tx, mut count_rx) = tokio::sync::mpsc::channel(1);
+            sender
+                .send(Request::Tokenize(TokenizationRequest {
+                    text: counted,
+                    tools,
+                    add_generation_prompt: true,
+                    add_special_tokens: !is_chat,
+                    enable_thinking: None,
+                    reasoning_effort: None,
+                    response: count_tx,
+                }))
+                .await
+                .map_err(|_| EngineError::Internal("mistral.rs engine stopped".to_owned()))?;
+            let prompt_tokens = match count_rx.recv().await {
+                Some(Ok(ids)) => to_u32(ids.len()),
+                Some(Err(e)) => {
+                    return Err(EngineError::InvalidRequest(format!(
+                        "the prompt cannot be rendered: {e}"
+                    )));
+                }
+                None => return Err(EngineError::Internal("mistral.rs engine stopped".to_owned())),
+            };
             sender
                 .send(request)
                 .await
                 .map_err(|_| EngineError::Internal("mistral.rs engine stopped".to_owned()))?;
             Ok::<_, EngineError>((prompt_tokens, ReceiverStream::new(rx)))
         };
+        let (factory, model_end) = (Arc::clone(&self.factory), Arc::clone(&self.model_end));
         futures::stream::once(sent)
             .flat_map(move |opened| match opened {
                 Err(e) => futures::stream::iter(vec![Err(e)]).boxed(),
                 Ok((prompt_tokens, responses)) => {
-                    let (decoder, detokenize) = (Arc::clone(&decoder), Arc::clone(&detokenize));
+                    let decoder = Arc::clone(&decoder);
+                    let emitter = Emitter {
+                        factory: Arc::clone(&factory),
+                        model_end: Arc::clone(&model_end),
+                        pending: Vec::new(),
+                        generated: 0,
+                    };
                     // `None` marks the end of mistral.rs's channel.
                     let responses = responses
                         .map(Some)
                         .chain(futures::stream::once(async { None }));
-                    responses
-                        .scan(Progress::default(), move |progress, response| {
-                            if progress.finished {
-                                return futures::future::ready(None);
-                            }
-                            let events = match response {
-                                Some(response) => {
-                                    let (events, done) =
-                                        translate(response, &decoder, &detokenize, prompt_tokens);
-                                    progress.finished = done;
-                                    progress.tokens += events
-                                        .iter()
-                                        .filter_map(|e| match e {
-                                            Ok(EngineEvent::Delta { tokens, .. }) => {
-                                                Some(tokens.len() as u32)
-                                            }
-                                            _ => None,
-                                        })
-                                        .sum::<u32>();
-                                    events
-                                }
-                                // mistral.rs sends no chunk for a token that ends inside a
-                                // multi-byte character; when that is the last token, the
-                                // channel closes without a finish. Finish it ourselves.
-                                None => {
-                                    progress.finished = true;
-                                    vec![Ok(EngineEvent::Done {
-                                        finish: if progress.tokens >= max_tokens {
-                                            FinishReason::Length
-                                        } else {
-                                            FinishReason::Stop
-                                        },
-                                        prompt_tokens,
-                                        completion_tokens: 0,
-                                    })]
-                                }
-                            };
-                            futures::future::ready(Some(futures::stream::iter(events)))
-                        })
-                        .flatten()
+                    let started = futures::stream::iter([Ok(EngineEvent::Started { prompt_tokens })]);
+                    started
+                        .chain(
+                            responses
+                                .scan((emitter, false), move |(emitter, finished), response| {
+                                    if *finished {
+                                        return futures::future::ready(None);
+                                    }
+                                    let mut events: Vec<Result<EngineEvent, EngineError>> = emitter
+                                        .delta(decoder.drain())
+                                        .into_iter()
+                                        .map(Ok)
+                                        .collect();
+                                    let step = match response {
+                                        Some(response) => read(response),
+                                        // The channel closed without a finish (the last
+                                        // chunk can go missing when a token ends inside a
+                                        // character): finish here.
+                                        None => Heard::Finished(
+                                            if emitter.generated >= max_tokens {
+                                                FinishReason::Length
+                                            } else {
+                                                FinishReason::Stop
+                                            },
+                                            None,
+                                        ),
+                                    };
+                                    match step {
+                                        Heard::Progress => {}
+                                        Heard::Finished(finish, counted) => {
+                                            *finished = true;
+                                            events.extend(emitter.flush().map(Ok));
+                                            events.push(Ok(EngineEvent::Done {
+                                                finish,
+                                                prompt_tokens: counted
+                                                    .filter(|&n| n > 0)
+                                                    .unwrap_or(prompt_tokens),
+                                                completion_tokens: emitter.generated,
+                                            }));
+                                        }
+                                        Heard::Failed(e) => {
+                                            *finished = true;
+                                            events.push(Err(e));
+                                        }
+                                    }
+                                    futures::future::ready(Some(futures::stream::iter(events)))
+                                })
+                                .flatten(),
+                        )
                         .boxed()
                 }
             })
@@ -451,56 +565,109 @@ impl Engine for MistralEngine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use mistralrs::{Tensor, TopLogprob};
+    use crate::engine::ToolCall;
+    use mistralrs::core::llguidance::toktrie::ApproximateTokEnv;
 
-    #[test]
-    fn forced_token_is_paired_with_its_step() {
-        let decoder = Decoder::new(
-            Choose {
-                temperature: None,
-                top_k: None,
-                top_p: None,
-                seed: 1,
-            },
-            2,
-        );
-        decoder
-            .apply(
-                &Tensor::new(&[0.5f32, 2.0, 1.0], &mistralrs::Device::Cpu).expect("tensor"),
-                &[1],
-            )
-            .expect("apply");
-        // What mistral.rs reports for the forced token: log10(0) for it, NaN for the rest.
-        let lp = ResponseLogprob {
-            token: " Paris".into(),
-            logprob: f32::NEG_INFINITY,
-            bytes: None,
-            top_logprobs: vec![TopLogprob {
-                token: 1,
-                logprob: f32::NEG_INFINITY,
-                bytes: Some(" Paris".into()),
-            }],
-        };
-        let detokenize: Detokenize = Arc::new(|id| format!("t{id}"));
-        let token = token_of(lp, &decoder, &detokenize);
-        assert_eq!(token.token_id, Some(1));
-        assert!(
-            token.logprob < 0.0 && token.logprob > -1.0,
-            "{}",
-            token.logprob
-        );
-        assert_eq!(
-            token
-                .top
-                .iter()
-                .map(|t| t.token.as_str())
-                .collect::<Vec<_>>(),
-            vec!["t1", "t2"]
-        );
+    fn emitter() -> Emitter {
+        let env = ApproximateTokEnv::single_byte_env();
+        let factory = Arc::new(constrain::factory_for(&env).expect("factory"));
+        let end = env.tok_trie().eos_token();
+        Emitter {
+            factory,
+            model_end: Arc::from(vec![end]),
+            pending: Vec::new(),
+            generated: 0,
+        }
+    }
+
+    fn step(e: &Emitter, byte: u8) -> Step {
+        let id = e.factory.tok_env().tok_trie().token_id(&[byte]).expect("byte token");
+        Step {
+            id,
+            logprob: -0.25,
+            top: vec![(id, -0.25)],
+        }
     }
 
     #[test]
-    fn greedy_unless_temperature_is_set() {
+    fn every_token_gets_its_entry_and_its_real_bytes() {
+        let mut e = emitter();
+        // "é" is two bytes, each its own token here.
+        let first = e.delta(vec![step(&e, b'a'), step(&e, 0xc3)]);
+        let Some(EngineEvent::Delta { text, tokens }) = first else {
+            panic!("{first:?}")
+        };
+        assert_eq!(text, "a", "half a character waits");
+        assert_eq!(tokens.len(), 2);
+        assert_eq!(tokens[1].bytes, vec![0xc3]);
+        assert_eq!(tokens[1].top[0].bytes, vec![0xc3], "alternatives' bytes too");
+        let second = e.delta(vec![step(&e, 0xa9)]);
+        let Some(EngineEvent::Delta { text, tokens }) = second else {
+            panic!("{second:?}")
+        };
+        assert_eq!(text, "é");
+        assert_eq!(tokens.len(), 1);
+        assert_eq!(tokens[0].bytes, vec![0xa9]);
+    }
+
+    #[test]
+    fn the_end_token_is_counted_but_not_listed() {
+        let mut e = emitter();
+        let end = e.model_end[0];
+        let delta = e.delta(vec![
+            step(&e, b' '),
+            step(&e, b'P'),
+            Step {
+                id: end,
+                logprob: -0.1,
+                top: Vec::new(),
+            },
+        ]);
+        let Some(EngineEvent::Delta { text, tokens }) = delta else {
+            panic!("{delta:?}")
+        };
+        assert_eq!(text, " P", "the leading space is the answer's");
+        assert_eq!(tokens.len(), 2);
+        assert_eq!(e.generated, 3);
+        assert_eq!(e.delta(Vec::new()), None);
+    }
+
+    #[test]
+    fn calls_in_history_reach_the_template_as_objects() {
+        let m = template_message(ChatMessage {
+            role: "assistant".into(),
+            content: String::new(),
+            tool_calls: vec![ToolCall {
+                id: "call_1".into(),
+                name: "now".into(),
+                arguments: r#"{"tz":"UTC"}"#.into(),
+            }],
+            ..ChatMessage::default()
+        });
+        let either::Either::Right(calls) = &m["tool_calls"] else {
+            panic!("{m:?}")
+        };
+        assert_eq!(calls[0]["function"]["arguments"]["tz"], "UTC");
+        let r = template_message(ChatMessage {
+            role: "tool".into(),
+            content: "12:00".into(),
+            tool_call_id: Some("call_1".into()),
+            name: Some("now".into()),
+            ..ChatMessage::default()
+        });
+        assert_eq!(r["tool_call_id"], either::Either::Left("call_1".into()));
+    }
+
+    #[test]
+    fn tools_are_enabled_by_templates_that_write_hermes_calls() {
+        assert!(template_calls_tools(
+            "{% if tools %}# Tools ... <tool_call>\n{...}\n</tool_call>{% endif %}"
+        ));
+        assert!(!template_calls_tools("<|im_start|>{{ message.content }}"));
+    }
+
+    #[test]
+    fn mistral_rs_is_asked_for_no_stops_and_no_sampling() {
         let p = GenerateParams {
             request_id: "r".into(),
             prompt: Prompt::Text("x".into()),
@@ -510,15 +677,14 @@ mod tests {
                 ..Default::default()
             },
             top_logprobs: 0,
+            tools: None,
+            format: super::super::Format::Text,
         };
         let s = sampling_params(&p);
-        assert_eq!(
-            s.temperature, None,
-            "the Decoder chooses tokens, not mistral.rs"
-        );
+        assert_eq!(s.temperature, None, "the Decoder chooses tokens, not mistral.rs");
+        assert!(s.stop_toks.is_none(), "stops are matched on the text");
         assert_eq!(choose(&p).temperature, None);
         assert_eq!(s.max_len, Some(5));
         assert_eq!(s.top_n_logprobs, 1);
-        assert!(matches!(s.stop_toks, Some(StopTokens::Seqs(ref v)) if v == &["\n"]));
     }
 }

@@ -107,21 +107,27 @@ impl Engine for SimEngine {
             let top = (0..top_n)
                 .map(|i| {
                     let tid = (id + i as u32) % WORDS.len() as u32;
+                    let token = format!(" {}", WORDS[tid as usize]);
                     TopToken {
                         token_id: tid,
-                        token: format!(" {}", WORDS[tid as usize]),
+                        bytes: token.clone().into_bytes(),
+                        token,
                         logprob: logprob - i as f32,
                     }
                 })
                 .collect();
+            let text = format!(" {}", WORDS[id as usize]);
             Token {
-                text: format!(" {}", WORDS[id as usize]),
+                bytes: text.clone().into_bytes(),
+                text,
                 token_id: Some(id),
                 logprob,
                 top,
             }
         });
-        stream.boxed()
+        futures::stream::iter([Ok(EngineEvent::Started { prompt_tokens })])
+            .chain(stream)
+            .boxed()
     }
 }
 
@@ -183,12 +189,15 @@ mod tests {
             prompt: Prompt::Chat(vec![ChatMessage {
                 role: "user".into(),
                 content: text.into(),
+                ..ChatMessage::default()
             }]),
             sampling: Sampling {
                 max_tokens,
                 ..Sampling::default()
             },
             top_logprobs: 2,
+            tools: None,
+            format: crate::engine::Format::Text,
         }
     }
 
@@ -208,8 +217,9 @@ mod tests {
             default_tokens: 8,
         });
         let events = run(&engine, params("hello there", 3)).await;
-        assert_eq!(events.len(), 4);
-        for e in &events[..3] {
+        assert_eq!(events.len(), 5);
+        assert_eq!(events[0], EngineEvent::Started { prompt_tokens: 6 });
+        for e in &events[1..4] {
             let EngineEvent::Delta { tokens, .. } = e else {
                 panic!("expected a delta, got {e:?}")
             };
@@ -218,7 +228,7 @@ mod tests {
             assert!(tokens[0].logprob <= 0.0);
         }
         assert_eq!(
-            events[3],
+            events[4],
             EngineEvent::Done {
                 finish: FinishReason::Length,
                 prompt_tokens: 6,
@@ -239,7 +249,7 @@ mod tests {
         let c = run(&engine, params("different", 0)).await;
         assert_eq!(a, b);
         assert_ne!(a, c);
-        assert_eq!(a.len(), 9, "default_tokens applies when max_tokens is 0");
+        assert_eq!(a.len(), 10, "default_tokens applies when max_tokens is 0");
     }
 
     #[test]
