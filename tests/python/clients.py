@@ -937,7 +937,7 @@ def instructor_person(t, mode):
 
     client = instructor.from_openai(t.openai(), mode=mode)
     person = client.chat.completions.create(
-        model="medium", response_model=Person, max_tokens=64, max_retries=1,
+        model="medium", response_model=Person, max_tokens=64, max_retries=0,
         messages=user(f"Extract the person: {PERSON_TEXT}"),
     )
     expect(isinstance(person, Person), "no Person", got=repr(person))
