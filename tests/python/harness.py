@@ -2,6 +2,7 @@
 the pinned OpenAPI schemas (openapi/schemas.json), clients of each library whose requests are
 recorded, and reading SSE streams.
 """
+import copy
 import json
 from pathlib import Path
 
@@ -29,6 +30,20 @@ def expect(condition, message, /, **detail):
 
 SCHEMAS = json.loads((Path(__file__).with_name("openapi") / "schemas.json").read_text())
 _validators = {}
+
+
+def _completion_chunk(defs):
+    """The spec has streamed completions share CreateCompletionResponse's shape, whose
+    finish_reason is never null; OpenAI's streams (like its chat chunks) carry null until the
+    last chunk. This schema is CreateCompletionResponse with that one difference."""
+    schema = copy.deepcopy(defs["CreateCompletionResponse"])
+    finish = schema["properties"]["choices"]["items"]["properties"]["finish_reason"]
+    finish["type"] = [finish["type"], "null"]
+    finish["enum"] = finish["enum"] + [None]
+    return schema
+
+
+SCHEMAS["$defs"]["CreateCompletionStreamChunk"] = _completion_chunk(SCHEMAS["$defs"])
 
 
 def spec_errors(name, body):
@@ -168,7 +183,7 @@ def stream_chunks(events, schema, what):
 def raw_stream(c, endpoint, **params):
     """(status, headers, chunks) of a streamed request sent by the SDK, from its raw SSE."""
     create = c.chat.completions if endpoint == "chat" else c.completions
-    schema = "CreateChatCompletionStreamResponse" if endpoint == "chat" else "CreateCompletionResponse"
+    schema = "CreateChatCompletionStreamResponse" if endpoint == "chat" else "CreateCompletionStreamChunk"
     with create.with_streaming_response.create(stream=True, **params) as resp:
         lines = list(resp.iter_lines())
         headers = dict(resp.headers)
