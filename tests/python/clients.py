@@ -504,8 +504,8 @@ def stop_completions(t):
 
 
 def expect_tool_calls(body, tools, what):
-    """The response asks for tool calls that the spec accepts and whose arguments fit."""
-    expect_spec("CreateChatCompletionResponse", body, what)
+    """The response asks for tool calls whose arguments fit, and the spec accepts it (checked
+    last, so that a missing call is what a failure reports first)."""
     choice = body["choices"][0]
     calls = choice["message"].get("tool_calls") or []
     expect(calls, f"{what}: no tool_calls", message=choice["message"], finish_reason=choice["finish_reason"])
@@ -515,6 +515,7 @@ def expect_tool_calls(body, tools, what):
     for call in calls:
         expect(call.get("id") and call.get("type") == "function", f"{what}: a call without id or type function", call=call)
         out.append((call["function"]["name"], expect_args_match(call["function"]["name"], call["function"]["arguments"], tools)))
+    expect_spec("CreateChatCompletionResponse", body, what)
     return out
 
 
@@ -563,11 +564,11 @@ def tools_none(t):
         t, model="medium", messages=user("Say hello in one short sentence."), tools=TOOLS, tool_choice="none",
         max_tokens=24,
     )
-    expect_spec("CreateChatCompletionResponse", body, "tool_choice none")
     choice = body["choices"][0]
     expect(not choice["message"].get("tool_calls"), "tool calls despite tool_choice none", message=choice["message"])
     expect(choice["message"]["content"], "no content", message=choice["message"])
     expect(choice["finish_reason"] in ("stop", "length"), "finish_reason", finish_reason=choice["finish_reason"])
+    expect_spec("CreateChatCompletionResponse", body, "tool_choice none")
     return {"content": choice["message"]["content"]}
 
 
@@ -610,9 +611,10 @@ def tools_history(t):
         {"role": "tool", "tool_call_id": "call_1", "content": '{"temperature_c": 21, "sky": "sunny"}'},
     ]
     _, body = chat_raw(t, model="medium", messages=messages, tools=TOOLS, max_tokens=48)
-    expect_spec("CreateChatCompletionResponse", body, "the answer after a tool result")
+    expect(body.get("choices"), "no answer after a tool result", body=body)
     content = body["choices"][0]["message"]["content"] or ""
     expect("21" in content, "the answer does not use the tool's result (21)", content=content)
+    expect_spec("CreateChatCompletionResponse", body, "the answer after a tool result")
     return {"content": content}
 
 
@@ -661,13 +663,13 @@ def response_format_json_object(t):
         t, model="medium", max_tokens=64, response_format={"type": "json_object"},
         messages=user("Describe a cat named Tom who is 3 years old as a JSON object with keys name and age."),
     )
-    expect_spec("CreateChatCompletionResponse", body, "the json_object answer")
     content = body["choices"][0]["message"]["content"]
     try:
         value = json.loads(content)
     except (TypeError, ValueError) as e:
         raise Fail("the content is not JSON", content=content, finish_reason=body["choices"][0]["finish_reason"]) from e
     expect(isinstance(value, dict), "the content is JSON but not an object", content=content)
+    expect_spec("CreateChatCompletionResponse", body, "the json_object answer")
     return {"content": value}
 
 
@@ -679,7 +681,6 @@ def response_format_json_schema(t):
         response_format={"type": "json_schema",
                          "json_schema": {"name": "person", "schema": PERSON_SCHEMA, "strict": True}},
     )
-    expect_spec("CreateChatCompletionResponse", body, "the json_schema answer")
     content = body["choices"][0]["message"]["content"]
     try:
         value = json.loads(content)
@@ -687,6 +688,7 @@ def response_format_json_schema(t):
         raise Fail("the content is not JSON", content=content, finish_reason=body["choices"][0]["finish_reason"]) from e
     errors = [e.message for e in jsonschema.Draft202012Validator(PERSON_SCHEMA).iter_errors(value)]
     expect(not errors, "the content does not fit the schema", content=value, errors=errors)
+    expect_spec("CreateChatCompletionResponse", body, "the json_schema answer")
     return {"content": value}
 
 
