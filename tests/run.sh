@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # tests/run.sh: the whole test suite, exactly what CI runs (.ci/run calls this).
 #
-# Installs what is missing (Debian packages, the openai client venv, the three models' weights,
-# cargo-nextest), then: rustfmt check, clippy with warnings as errors, build the binaries,
+# Installs what is missing (Debian packages, the venv of pinned Python client libraries
+# (tests/python/requirements.txt), the three models' weights, cargo-nextest), then: rustfmt check, clippy with warnings as errors, build the binaries,
 # build the container images from them (deploy/docker/build-images.sh), the Helm chart
 # checks (helm/tests/check.sh: lint, render, Kubernetes schemas, config keys), and every
 # test with cargo-nextest (unit tests and the end-to-end tests in tests/, which start real

@@ -4,9 +4,11 @@
 #
 # Why: a fresh machine needs protoc (for the proto/ build), etcd (the controller's store),
 # OpenSSL headers and a C toolchain (for native crates), and a Python virtualenv with the
-# official `openai` client (the black-box API tests). Re-running is cheap: the script
-# checks before it installs, and runs apt-get update at most once, only when something
-# is missing.
+# client libraries the black-box API tests drive the router with (the official `openai`
+# SDK, langchain-openai, litellm, instructor, and jsonschema for the OpenAPI checks), at
+# the versions pinned in tests/python/requirements.txt. Re-running is cheap: the script
+# checks before it installs, runs apt-get update at most once, only when something is
+# missing, and reinstalls the Python libraries only when the pinned set changes.
 #
 # Usage: ensure-deps.sh      (needs root or sudo only if an apt package is missing)
 # Env: SWITCHBACK_CACHE (default ~/.cache/switchback); the venv is $CACHE/venv.
@@ -15,7 +17,7 @@ set -euo pipefail
 
 CACHE="${SWITCHBACK_CACHE:-$HOME/.cache/switchback}"
 VENV="$CACHE/venv"
-OPENAI_VERSION=1.109.1   # exact pin: newest 1.x on PyPI when this was written
+REQUIREMENTS="$(dirname "$0")/../../tests/python/requirements.txt"
 
 log() { printf 'ensure-deps: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -84,12 +86,17 @@ if ! "$VENV/bin/python" -c '' 2>/dev/null; then
   fi
 fi
 
-if ! "$VENV/bin/python" -c 'import importlib.metadata as m, sys; sys.exit(m.version("openai") != sys.argv[1])' \
-  "$OPENAI_VERSION" 2>/dev/null; then
-  log "installing openai==$OPENAI_VERSION into $VENV"
-  "$VENV/bin/python" -m pip install -q --disable-pip-version-check "openai==$OPENAI_VERSION" >&2
+# The venv holds the pinned set once its marker names the requirements file's hash; a changed
+# pin (or an interrupted install, which leaves no marker) installs again.
+marker="$VENV/.switchback-requirements"
+want=$(sha256sum "$REQUIREMENTS" | cut -d' ' -f1)
+if [[ "$(cat "$marker" 2>/dev/null)" != "$want" ]]; then
+  log "installing tests/python/requirements.txt into $VENV"
+  rm -f "$marker"
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -r "$REQUIREMENTS" >&2
+  printf '%s\n' "$want" >"$marker"
 else
-  log "openai==$OPENAI_VERSION: present"
+  log "python test libraries (tests/python/requirements.txt): present"
 fi
 
 printf '%s\n' "$VENV"
