@@ -21,7 +21,7 @@ struct Cluster {
 }
 
 /// etcd, a controller, the two workers (started together: real models load for a while),
-/// and a router that lists both of their models.
+/// and a router whose tiers are theirs (so `auto` can reach `medium`).
 async fn cluster(small: WorkerSpec, medium: WorkerSpec) -> Cluster {
     let etcd = Etcd::start().await;
     let controller = Controller::start(&etcd).await;
@@ -31,7 +31,7 @@ async fn cluster(small: WorkerSpec, medium: WorkerSpec) -> Cluster {
     for id in &ids {
         controller.wait_ready(id, Duration::from_secs(120)).await;
     }
-    let router = Router::start(&etcd, "").await;
+    let router = Router::start(&etcd, "tiers: [small, medium]").await;
     for model in &models {
         router.wait_model(model).await;
     }

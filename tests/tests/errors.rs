@@ -75,6 +75,24 @@ async fn each_error_case_has_its_status_and_an_openai_body() {
     .await;
     assert_openai_error(&reply, 400, Some("prompt"));
 
+    // 400: tools and JSON output that no worker here can do (`sim` workers do neither),
+    // named or `auto`: never a prose answer that ignores them.
+    let tools = json!([{"type": "function", "function": {"name": "now", "parameters": {"type": "object"}}}]);
+    for model in ["small", "auto", "sim"] {
+        let reply = http::post_json(
+            &chat,
+            &json!({"model": model, "messages": msgs, "tools": tools}),
+        )
+        .await;
+        assert_openai_error(&reply, 400, Some("tools"));
+        let reply = http::post_json(
+            &chat,
+            &json!({"model": model, "messages": msgs, "response_format": {"type": "json_object"}}),
+        )
+        .await;
+        assert_openai_error(&reply, 400, Some("response_format"));
+    }
+
     // 404: unknown model.
     let reply = http::post_json(&chat, &json!({"model": "gpt-17", "messages": msgs})).await;
     assert_openai_error(&reply, 404, Some("model"));

@@ -666,6 +666,77 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn stop_sequences_end_the_stream_and_count_what_was_generated() {
+        let (svc, _load, _t) = service(1, 1, 1.0);
+        let free = drain(svc.generate(request(8)).await.expect("open").into_inner()).await;
+        let text: String = free.iter().map(|c| c.text.as_str()).collect();
+        // The sim's words each start with a space: stop at the third word's start.
+        let third = text.match_indices(' ').nth(2).map(|(i, _)| i).expect("three words");
+        let stop = text[third..third + 3].to_owned();
+        let mut req = request(8);
+        req.get_mut().sampling.get_or_insert_default().stop = vec![stop.clone()];
+        let chunks = drain(svc.generate(req).await.expect("open").into_inner()).await;
+        let got: String = chunks.iter().map(|c| c.text.as_str()).collect();
+        let at = text.find(&stop).expect("stop");
+        assert_eq!(got, text[..at], "stop {stop:?} in {text:?}");
+        // Each free chunk is one token: where each starts and ends in the text.
+        let mut spans = Vec::new();
+        let mut offset = 0;
+        for c in free.iter().filter(|c| !c.tokens.is_empty()) {
+            spans.push((offset, offset + c.text.len()));
+            offset += c.text.len();
+        }
+        let returned = spans.iter().filter(|(start, _)| *start < at).count();
+        let generated = 1 + spans
+            .iter()
+            .position(|(_, end)| *end >= at + stop.len())
+            .expect("the stop ends in a token");
+        let last = chunks.last().expect("final chunk");
+        assert_eq!(last.finish_reason, pb::FinishReason::Stop as i32);
+        assert_eq!(
+            last.usage.as_ref().map(|u| u.completion_tokens),
+            Some(generated as u32),
+            "usage counts every token generated, the one the stop ends in too"
+        );
+        assert_eq!(
+            chunks.iter().map(|c| c.tokens.len()).sum::<usize>(),
+            returned,
+            "tokens that start after the stop are not listed"
+        );
+        assert!(generated > returned);
+    }
+
+    #[tokio::test]
+    async fn tools_and_schemas_are_refused_by_an_engine_that_cannot_do_them() {
+        let (svc, _load, _t) = service(1, 1, 1.0);
+        let mut tools = request(4);
+        tools.get_mut().tools = vec![pb::Tool {
+            name: "now".into(),
+            ..Default::default()
+        }];
+        let status = svc.generate(tools).await.err().expect("refused");
+        assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+        assert!(status.message().contains("does not call tools"), "{status:?}");
+        let mut json = request(4);
+        json.get_mut().response_format = Some(pb::ResponseFormat {
+            kind: pb::response_format::Kind::JsonObject as i32,
+            schema: String::new(),
+        });
+        let status = svc.generate(json).await.err().expect("refused");
+        assert_eq!(status.code(), tonic::Code::FailedPrecondition);
+        let mut named = request(4);
+        named.get_mut().tool_choice = Some(pb::ToolChoice {
+            mode: pb::tool_choice::Mode::Required as i32,
+            name: String::new(),
+        });
+        assert_eq!(
+            svc.generate(named).await.err().map(|s| s.code()),
+            Some(tonic::Code::InvalidArgument),
+            "a required call without tools"
+        );
+    }
+
+    #[tokio::test]
     async fn a_worker_bounds_what_any_caller_sends() {
         let (svc, _load, _t) = service(1, 1, 1.0);
         let refused = |mut req: Request<pb::GenerateRequest>,

@@ -74,7 +74,8 @@ pub fn require(
         ApiError::invalid(
             needs.param(),
             format!(
-                "{what} cannot {}; {}",
+                "`{}` asks for what {what} cannot do ({}); {}",
+                needs.param(),
                 needs.what(),
                 if able_tiers.is_empty() {
                     "no tier of this cluster can".to_owned()

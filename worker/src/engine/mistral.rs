@@ -119,12 +119,13 @@ impl MistralEngine {
             })?;
             let template = pipeline
                 .get_chat_template()
-                .and_then(|t| t.chat_template.clone())
-                .map(|t| match t.0 {
-                    either::Either::Left(text) => text,
-                    either::Either::Right(named) => {
-                        named.into_iter().flat_map(|m| m.into_values()).collect()
-                    }
+                .and_then(|t| {
+                    t.chat_template.as_ref().map(|v| match &v.0 {
+                        either::Either::Left(text) => text.clone(),
+                        either::Either::Right(named) => {
+                            named.iter().flat_map(|m| m.values().cloned()).collect()
+                        }
+                    })
                 })
                 .unwrap_or_default();
             let abilities = Abilities {
@@ -284,11 +285,12 @@ impl Emitter {
         let trie = env.tok_trie();
         let mut tokens = Vec::with_capacity(steps.len());
         for step in steps {
-            self.generated += 1;
             if self.model_end.contains(&step.id) {
-                // The end of the answer is not part of it.
+                // The end of the answer is neither part of it nor counted: usage and the
+                // log-probabilities list the same tokens.
                 continue;
             }
+            self.generated += 1;
             let (bytes, special) = token_bytes(trie, step.id);
             if !special {
                 self.pending.extend_from_slice(&bytes);
@@ -628,7 +630,7 @@ mod tests {
         };
         assert_eq!(text, " P", "the leading space is the answer's");
         assert_eq!(tokens.len(), 2);
-        assert_eq!(e.generated, 3);
+        assert_eq!(e.generated, 2);
         assert_eq!(e.delta(Vec::new()), None);
     }
 
