@@ -1011,13 +1011,7 @@ async fn serve(
         .observe(started.elapsed().as_secs_f64());
 
     let include_usage = generation.include_usage;
-    let head = response::StreamHead {
-        endpoint,
-        id,
-        created,
-        model: decision.model.clone(),
-        logprobs,
-    };
+    let head = response::StreamHead::new(endpoint, id, created, decision.model.clone(), logprobs);
     let d = decision.clone();
     let app2 = Arc::clone(&app);
     let charge = charge.take();
@@ -1028,6 +1022,7 @@ async fn serve(
         // the body, this stream and the gRPC call, which cancels generation on the worker.
         let _in_flight = in_flight;
         let (request_span, attempt_span) = (request_span, attempt_span);
+        let mut head = head;
         let sse = |v: serde_json::Value| Ok::<Bytes, std::convert::Infallible>(Bytes::from(format!("data: {v}\n\n")));
         if endpoint == Endpoint::Chat {
             yield sse(head.chunk(None, &[], None));
