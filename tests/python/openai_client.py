@@ -12,6 +12,8 @@ client = OpenAI(base_url=sys.argv[1], api_key="unused", max_retries=0, timeout=2
 question = [{"role": "user", "content": "What is the capital of France? Answer in one sentence."}]
 
 models = [m.id for m in client.models.list()]
+# `models.retrieve` puts the id in the path as it is (ids may hold `/`).
+retrieved = [client.models.retrieve(m).id for m in models]
 
 raw = client.chat.completions.with_raw_response.create(model="small", messages=question, max_tokens=24)
 chat = raw.parse()
@@ -25,6 +27,10 @@ for chunk in client.chat.completions.create(model="small", messages=question, ma
 
 print(json.dumps({
     "models": models,
+    "retrieved": retrieved,
+    "request_id": raw.headers.get("x-request-id"),
+    "chat_id": chat.id,
+    "refusal": chat.choices[0].message.refusal,
     "chat": chat.choices[0].message.content,
     "tier": raw.headers.get("x-switchback-tier"),
     "usage": chat.usage.total_tokens,

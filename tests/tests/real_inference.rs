@@ -247,6 +247,8 @@ async fn openai_python_client_works() {
         "{report}"
     );
     assert_eq!(report["tier"], "small");
+    assert_eq!(report["retrieved"], report["models"]);
+    assert_eq!(report["request_id"], report["chat_id"]);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -115,6 +115,10 @@ async fn an_escalated_query_is_one_trace_across_router_and_both_workers() {
     assert_eq!(attr("switchback.tier"), "large");
     // Auth is off in this router: the key id attribute says so (never a token).
     assert_eq!(attr("switchback.key_id"), "none");
+    // The request's id: the client's `x-request-id`, the answer's `id`.
+    let request_id = answer.header("x-request-id").expect("x-request-id");
+    assert_eq!(attr("switchback.request_id"), request_id);
+    assert_eq!(answer.json()["id"], request_id);
     assert_eq!(attr("switchback.worker"), "large-0");
     assert_eq!(attr("switchback.decision"), "cascade");
     assert_eq!(attr("switchback.escalations"), "1");
@@ -181,6 +185,7 @@ async fn an_escalated_query_is_one_trace_across_router_and_both_workers() {
             .find(|s| s.attr("switchback.worker") == Some(worker))
             .unwrap_or_else(|| panic!("no span from worker {worker} in the trace:\n{tree}"));
         assert_eq!(generate.service, "switchback-worker");
+        assert_eq!(generate.attr("request_id"), Some(request_id), "{worker}");
         assert_eq!(
             generate.parent_span_id, attempt.span_id,
             "{worker}'s span is not a child of its attempt:\n{tree}"

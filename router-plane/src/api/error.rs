@@ -61,6 +61,15 @@ pub enum ApiError {
     /// The request took longer than its deadline.
     #[error("the request did not finish within {0} seconds")]
     Timeout(u64),
+    /// No route has the request's path.
+    #[error("no such route")]
+    NoRoute,
+    /// The route exists but does not take the request's method; the response's `Allow`
+    /// header (set by the router) lists the ones it does.
+    #[error(
+        "this route does not take the request's method; the `Allow` header lists the methods it takes"
+    )]
+    MethodNotAllowed,
 }
 
 impl ApiError {
@@ -85,6 +94,8 @@ impl ApiError {
             Self::Saturated { .. } => StatusCode::TOO_MANY_REQUESTS,
             Self::Upstream { status, .. } => *status,
             Self::Timeout(_) => StatusCode::GATEWAY_TIMEOUT,
+            Self::NoRoute => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
         }
     }
 
@@ -108,6 +119,8 @@ impl ApiError {
             }
             Self::Upstream { .. } => ("server_error", Some("upstream_error")),
             Self::Timeout(_) => ("server_error", Some("timeout")),
+            Self::NoRoute => ("invalid_request_error", Some("not_found")),
+            Self::MethodNotAllowed => ("invalid_request_error", Some("method_not_allowed")),
         }
     }
 
@@ -147,6 +160,8 @@ impl ApiError {
             Self::Saturated { .. } => "saturated",
             Self::Upstream { .. } => "upstream_error",
             Self::Timeout(_) => "timeout",
+            Self::NoRoute => "not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
         }
     }
 }

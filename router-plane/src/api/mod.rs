@@ -1,12 +1,16 @@
 //! The OpenAI-compatible HTTP API: `/v1/chat/completions`, `/v1/completions`,
-//! `/v1/models`, plus `/healthz`, `/readyz` and `/metrics`.
+//! `/v1/models` (and `/v1/models/{id}`), plus `/healthz`, `/readyz` and `/metrics`.
 
 pub mod attempt;
 pub mod error;
+pub mod models;
 pub mod openai;
+pub mod request_id;
 pub mod response;
 pub mod route;
 pub mod tools;
+#[cfg(test)]
+mod tests;
 
 use std::{
     sync::{Arc, atomic::AtomicU64},
@@ -14,14 +18,13 @@ use std::{
 };
 
 use axum::{
-    Json, Router,
+    Extension, Json, Router,
     body::{Body, Bytes},
     extract::State,
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
     routing::{get, post},
 };
-use serde_json::json;
 use switchback_common::trace_context;
 use tracing::{Instrument, field::Empty};
 
@@ -31,6 +34,7 @@ use self::{
     attempt::Failure,
     error::ApiError,
     openai::{ChatRequest, CompletionRequest, Generation, RequestLimits},
+    request_id::RequestId,
     response::{Collected, Decision},
 };
 use crate::{
@@ -48,6 +52,31 @@ use crate::{
 pub enum Endpoint {
     Chat,
     Completion,
+}
+
+impl Endpoint {
+    pub const ALL: [Endpoint; 2] = [Endpoint::Chat, Endpoint::Completion];
+
+    /// The route it is served on.
+    pub fn path(self) -> &'static str {
+        match self {
+            Endpoint::Chat => "/v1/chat/completions",
+            Endpoint::Completion => "/v1/completions",
+        }
+    }
+
+    /// The endpoint served on `path`, if any.
+    pub fn of_path(path: &str) -> Option<Endpoint> {
+        Self::ALL.into_iter().find(|e| e.path() == path)
+    }
+
+    /// The prefix of its answers' ids (which are also their requests' ids).
+    pub fn id_prefix(self) -> &'static str {
+        match self {
+            Endpoint::Chat => "chatcmpl",
+            Endpoint::Completion => "cmpl",
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -77,20 +106,21 @@ impl AppState {
     }
 }
 
+/// Every route; unknown paths answer 404 and known paths with the wrong method 405 (with
+/// `Allow`), both OpenAI-shaped; every response carries `x-request-id`.
 pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
-        .route("/v1/chat/completions", post(chat))
-        .route("/v1/completions", post(completions))
-        .route("/v1/models", get(models))
+        .route(Endpoint::Chat.path(), post(chat))
+        .route(Endpoint::Completion.path(), post(completions))
+        .route("/v1/models", get(models::list))
+        .route("/v1/models/{*id}", get(models::retrieve))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .fallback(|| async {
-            (
-                StatusCode::NOT_FOUND,
-                Json(json!({"error": {"message": "no such route", "type": "invalid_request_error", "param": null, "code": "not_found"}})),
-            )
-        })
+        // After the routes: it applies to those added before it.
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .fallback(|| async { ApiError::NoRoute })
+        .layer(axum::middleware::from_fn(request_id::assign))
         .with_state(state)
 }
 
@@ -124,48 +154,8 @@ async fn metrics(State(app): State<Arc<AppState>>) -> Response {
         .into_response()
 }
 
-/// Lists what the caller's key may use: `auto`, the tiers and the models.
-async fn models(State(app): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    let caller = match authenticate(&app, &headers) {
-        Ok(c) => c,
-        Err(err) => return err.into_response(),
-    };
-    // A listing is a request like any other: it counts against the key's request rate.
-    if let Err(err) = caller.take_request(Instant::now()) {
-        app.metrics.key_request(caller.id(), err.status().as_u16());
-        return err.into_response();
-    }
-    let created = unix_now();
-    let mut data = vec![
-        json!({"id": "auto", "object": "model", "created": created, "owned_by": "switchback"}),
-    ];
-    let tier_ok = |tier: &str| {
-        app.config
-            .tiers
-            .iter()
-            .position(|t| t == tier)
-            .is_none_or(|i| caller.allows_tier(i))
-    };
-    let pairs = app.view.models();
-    let mut tiers: Vec<&str> = pairs.iter().map(|(t, _)| t.as_str()).collect();
-    tiers.dedup();
-    for tier in tiers.into_iter().filter(|t| tier_ok(t)) {
-        data.push(json!({"id": tier, "object": "model", "created": created, "owned_by": "switchback", "switchback": {"kind": "tier"}}));
-    }
-    for (tier, model) in pairs
-        .iter()
-        .filter(|(t, m)| tier_ok(t) && caller.allows_model(m))
-    {
-        data.push(json!({"id": model, "object": "model", "created": created, "owned_by": "switchback", "switchback": {"kind": "model", "tier": tier}}));
-    }
-    let response = Json(json!({"object": "list", "data": data})).into_response();
-    app.metrics
-        .key_request(caller.id(), response.status().as_u16());
-    response
-}
-
 /// The caller of a `/v1` request, or the 401 to answer (counted).
-fn authenticate(app: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
+pub(crate) fn authenticate(app: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
     app.auth.authenticate(headers).map_err(|failure| {
         app.metrics
             .auth_failures
@@ -264,12 +254,22 @@ pub fn quality_header(headers: &HeaderMap, g: &mut Generation) -> Result<(), Api
     Ok(())
 }
 
-async fn chat(State(app): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
-    handle(app, Endpoint::Chat, headers, body).await
+async fn chat(
+    State(app): State<Arc<AppState>>,
+    Extension(id): Extension<RequestId>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    handle(app, Endpoint::Chat, id, headers, body).await
 }
 
-async fn completions(State(app): State<Arc<AppState>>, headers: HeaderMap, body: Body) -> Response {
-    handle(app, Endpoint::Completion, headers, body).await
+async fn completions(
+    State(app): State<Arc<AppState>>,
+    Extension(id): Extension<RequestId>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    handle(app, Endpoint::Completion, id, headers, body).await
 }
 
 /// One generation request, in order: the key (401), its requests/min (429), the body
@@ -277,6 +277,7 @@ async fn completions(State(app): State<Arc<AppState>>, headers: HeaderMap, body:
 async fn handle(
     app: Arc<AppState>,
     endpoint: Endpoint,
+    id: RequestId,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -288,10 +289,10 @@ async fn handle(
         Ok((generation, charge)) => {
             let ignored = openai::ignored_header(&generation.ignored);
             if !generation.ignored.is_empty() {
-                tracing::debug!(key = caller.id(), fields = ?generation.ignored, "ignoring unknown request fields");
+                tracing::debug!(request_id = %id, key = caller.id(), fields = ?generation.ignored, "ignoring unknown request fields");
             }
             let mut response =
-                respond(Arc::clone(&app), endpoint, generation, &caller, charge).await;
+                respond(Arc::clone(&app), endpoint, &id, generation, &caller, charge).await;
             if let Some(v) = ignored.and_then(|v| HeaderValue::from_str(&v).ok()) {
                 response
                     .headers_mut()
@@ -309,7 +310,7 @@ async fn handle(
                     })
                     .inc();
             }
-            tracing::debug!(key = caller.id(), %err, "request refused");
+            tracing::debug!(request_id = %id, key = caller.id(), %err, "request refused");
             app.metrics.request("none", err.outcome());
             err.into_response()
         }
@@ -355,6 +356,7 @@ async fn admit(
 async fn respond(
     app: Arc<AppState>,
     endpoint: Endpoint,
+    id: &RequestId,
     generation: Generation,
     caller: &Caller,
     mut charge: Option<Charge>,
@@ -362,7 +364,14 @@ async fn respond(
     let timeout = app.config.request_timeout;
     let served = tokio::time::timeout(
         timeout,
-        serve(Arc::clone(&app), endpoint, generation, caller, &mut charge),
+        serve(
+            Arc::clone(&app),
+            endpoint,
+            id,
+            generation,
+            caller,
+            &mut charge,
+        ),
     )
     .await;
     // A request that produced no answer costs its key no tokens.
@@ -824,21 +833,20 @@ fn record_decision(span: &tracing::Span, d: &Decision, quality: Option<f64>) {
     switchback.escalations = Empty,
     switchback.attempts = Empty,
     switchback.key_id = %caller.id(),
+    switchback.request_id = %request_id,
 ))]
 async fn serve(
     app: Arc<AppState>,
     endpoint: Endpoint,
+    request_id: &RequestId,
     generation: Generation,
     caller: &Caller,
     charge: &mut Option<Charge>,
 ) -> Result<Response, (String, ApiError)> {
     let started = Instant::now();
     let deadline = tokio::time::Instant::from_std(started + app.config.request_timeout);
-    let prefix = match endpoint {
-        Endpoint::Chat => "chatcmpl",
-        Endpoint::Completion => "cmpl",
-    };
-    let id = format!("{prefix}-{}", uuid::Uuid::new_v4().simple());
+    // The request's id is its answer's id, and the worker's `request_id`.
+    let id = request_id.as_str().to_owned();
     let policy = app.policy();
     let predictor = app
         .difficulty
@@ -1030,13 +1038,7 @@ async fn serve(
         .observe(started.elapsed().as_secs_f64());
 
     let include_usage = generation.include_usage;
-    let head = response::StreamHead {
-        endpoint,
-        id,
-        created,
-        model: decision.model.clone(),
-        logprobs,
-    };
+    let head = response::StreamHead::new(endpoint, id, created, decision.model.clone(), logprobs);
     let d = decision.clone();
     let app2 = Arc::clone(&app);
     let charge = charge.take();
@@ -1047,6 +1049,7 @@ async fn serve(
         // the body, this stream and the gRPC call, which cancels generation on the worker.
         let _in_flight = in_flight;
         let (request_span, attempt_span) = (request_span, attempt_span);
+        let mut head = head;
         let sse = |v: serde_json::Value| Ok::<Bytes, std::convert::Infallible>(Bytes::from(format!("data: {v}\n\n")));
         if endpoint == Endpoint::Chat {
             yield sse(head.chunk(None, &[], &[], None));

@@ -83,6 +83,7 @@ const COMMON_FIELDS: &[&str] = &[
     "presence_penalty",
     "seed",
     "switchback",
+    "logit_bias",
 ];
 const CHAT_FIELDS: &[&str] = &[
     "messages",
@@ -153,6 +154,72 @@ impl StringOrList {
             Self::One(s) => vec![s],
             Self::Many(v) => v,
         }
+    }
+}
+
+/// `/v1/completions`' `prompt` as sent. OpenAI's API takes a string, a batch of strings,
+/// a list of token ids or a batch of those; the router serves one text prompt (a string,
+/// or a list of one string). Read as plain JSON and sorted out in [`Prompt::into_text`],
+/// so that every other shape gets a 400 that says what is supported.
+#[derive(Debug, Deserialize)]
+#[serde(transparent)]
+pub struct Prompt(serde_json::Value);
+
+impl Prompt {
+    /// The one text prompt, or the 400 naming what was sent instead.
+    fn into_text(self) -> Result<String, ApiError> {
+        use serde_json::Value;
+        let refuse = |sent: String| {
+            ApiError::invalid(
+                "prompt",
+                format!(
+                    "`prompt` is {sent}; only one text prompt per request is supported: a string, or a list holding one string"
+                ),
+            )
+        };
+        let items = match self.0 {
+            Value::String(text) => return Ok(text),
+            Value::Array(items) => items,
+            other => return Err(refuse(json_type(&other).to_owned())),
+        };
+        let mut texts = Vec::with_capacity(items.len());
+        for item in items {
+            match item {
+                Value::String(text) => texts.push(text),
+                Value::Number(_) => {
+                    return Err(refuse(
+                        "a list of token ids (token prompts are not supported)".to_owned(),
+                    ));
+                }
+                Value::Array(_) => {
+                    return Err(refuse(
+                        "a list of token-id lists (token prompts are not supported)".to_owned(),
+                    ));
+                }
+                other => return Err(refuse(format!("a list holding {}", json_type(&other)))),
+            }
+        }
+        match <[String; 1]>::try_from(texts) {
+            Ok([text]) => Ok(text),
+            Err(texts) if texts.is_empty() => Err(refuse("an empty list".to_owned())),
+            Err(texts) => Err(refuse(format!(
+                "a batch of {} prompts (batches are not supported: send one request per prompt)",
+                texts.len()
+            ))),
+        }
+    }
+}
+
+/// The JSON type of `value`, as a message names it ("a number").
+fn json_type(value: &serde_json::Value) -> &'static str {
+    use serde_json::Value;
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
     }
 }
 
@@ -233,6 +300,10 @@ pub struct Common {
     pub seed: Option<u64>,
     #[serde(default)]
     pub switchback: Option<SwitchbackOptions>,
+    /// Accepted only empty: the workers cannot bias token probabilities, and ignoring a
+    /// bias would change answers silently.
+    #[serde(default)]
+    pub logit_bias: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
 /// Fields only `/v1/chat/completions` has.
@@ -258,7 +329,7 @@ pub struct ChatFields {
 /// Fields only `/v1/completions` has.
 #[derive(Debug, Deserialize)]
 pub struct CompletionFields {
-    pub prompt: StringOrList,
+    pub prompt: Prompt,
     /// Legacy completions: the number of alternatives per token to return.
     #[serde(default)]
     pub logprobs: Option<u32>,
@@ -427,8 +498,45 @@ fn typed<T: for<'de> Deserialize<'de>>(value: &serde_json::Value) -> Result<T, A
         } else {
             path
         };
+        let inner = plain(&inner);
         ApiError::invalid(param.clone(), format!("invalid `{param}`: {inner}"))
     })
+}
+
+/// serde's message for a value of the wrong type, in the API's terms rather than Rust's
+/// (`expected u32`, `untagged enum StringOrList`, `struct StreamOptions`).
+fn plain(message: &str) -> String {
+    const UNTAGGED: &str = "data did not match any variant of untagged enum ";
+    if let Some(name) = message.strip_prefix(UNTAGGED) {
+        let expected = match name {
+            "StringOrList" => "a string or a list of strings",
+            "Content" => "a string or a list of content parts",
+            _ => "one of the shapes the API documents for it",
+        };
+        return format!("expected {expected}");
+    }
+    let Some((head, expected)) = message.rsplit_once("expected ") else {
+        return message.to_owned();
+    };
+    // What was sent: serde says `sequence` and `map` for JSON's list and object.
+    let head = match head.strip_prefix("invalid type: ") {
+        Some(rest) => match (rest.strip_prefix("sequence"), rest.strip_prefix("map")) {
+            (Some(tail), _) => format!("invalid type: list{tail}"),
+            (_, Some(tail)) => format!("invalid type: object{tail}"),
+            (None, None) => head.to_owned(),
+        },
+        None => head.to_owned(),
+    };
+    let expected = match expected {
+        "u32" => "an integer from 0 to 4294967295",
+        "u64" => "an integer from 0 to 18446744073709551615",
+        "f32" | "f64" => "a number",
+        "a sequence" => "a list",
+        "a map" => "an object",
+        e if e.starts_with("struct ") => "an object",
+        e => e,
+    };
+    format!("{head}expected {expected}")
 }
 
 /// serde reports a missing field at the parent path; pull its name out of the message.
@@ -474,6 +582,12 @@ fn check_common(
                 format!("`{name}` must be between -2 and 2, got {v}"),
             ));
         }
+    }
+    if c.logit_bias.as_ref().is_some_and(|b| !b.is_empty()) {
+        return Err(ApiError::invalid(
+            "logit_bias",
+            "`logit_bias` is not supported: the workers cannot bias token probabilities (an empty object is accepted)",
+        ));
     }
     if let Some(n) = c.n
         && n != 1
@@ -734,16 +848,7 @@ impl CompletionRequest {
         if f.echo.unwrap_or(false) {
             return Err(ApiError::invalid("echo", "`echo` is not supported"));
         }
-        let prompt = match f.prompt {
-            StringOrList::One(p) => p,
-            StringOrList::Many(mut ps) if ps.len() == 1 => ps.remove(0),
-            StringOrList::Many(_) => {
-                return Err(ApiError::invalid(
-                    "prompt",
-                    "`prompt` must be one string; batches are not supported",
-                ));
-            }
-        };
+        let prompt = f.prompt.into_text()?;
         if prompt.is_empty() {
             return Err(ApiError::invalid("prompt", "`prompt` must not be empty"));
         }
@@ -970,11 +1075,9 @@ mod tests {
     fn unknown_top_level_fields_are_ignored_and_reported() {
         let g = chat(r#"{"model":"m","messages":[{"role":"user","content":"x"}],"user":"u1","zeta":1,"logit_bias":{}}"#)
             .expect("valid");
-        assert_eq!(g.ignored, vec!["logit_bias", "user", "zeta"]);
-        assert_eq!(
-            ignored_header(&g.ignored).as_deref(),
-            Some("logit_bias,user,zeta")
-        );
+        // An empty `logit_bias` is honoured (no bias), so it is not reported.
+        assert_eq!(g.ignored, vec!["user", "zeta"]);
+        assert_eq!(ignored_header(&g.ignored).as_deref(), Some("user,zeta"));
         let g = completion(r#"{"model":"m","prompt":"p","suffix":"s"}"#).expect("valid");
         assert_eq!(g.ignored, vec!["suffix"]);
         assert_eq!(ignored_header(&[]), None);
@@ -1130,6 +1233,171 @@ mod tests {
         let r = CompletionRequest::parse(br#"{"model":"m","prompt":["a","b"]}"#)
             .and_then(|r| r.validate(&LIMITS));
         assert_eq!(param(r), "prompt");
+    }
+
+    /// The message of a 400 naming `want` as its field.
+    fn message_for(r: Result<Generation, ApiError>, want: &str) -> String {
+        match r {
+            Err(ApiError::InvalidField { param, message }) if param == want => message,
+            other => panic!("expected an invalid `{want}`, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn completion_prompts_are_one_string_and_other_shapes_say_what_is_supported() {
+        for body in [
+            r#"{"model":"m","prompt":"Once"}"#,
+            r#"{"model":"m","prompt":["Once"]}"#,
+        ] {
+            assert_eq!(
+                completion(body).expect(body).prompt,
+                PromptKind::Text("Once".into()),
+                "{body}"
+            );
+        }
+        for (prompt, sent) in [
+            (r#"["a","b"]"#, "a batch of 2 prompts"),
+            ("[1,2,3]", "a list of token ids"),
+            ("[[1,2],[3]]", "a list of token-id lists"),
+            ("[]", "an empty list"),
+            (r#"["a",{}]"#, "a list holding an object"),
+            ("7", "a number"),
+            ("null", "null"),
+        ] {
+            let body = format!(r#"{{"model":"m","prompt":{prompt}}}"#);
+            let message = message_for(completion(&body), "prompt");
+            assert!(
+                message.contains(sent)
+                    && message.contains("a string, or a list holding one string"),
+                "{body}: {message}"
+            );
+            assert!(!message.contains("untagged"), "{body}: {message}");
+        }
+        assert_eq!(param(completion(r#"{"model":"m","prompt":""}"#)), "prompt");
+        assert_eq!(param(completion(r#"{"model":"m"}"#)), "prompt");
+    }
+
+    #[test]
+    fn wrong_json_types_name_the_field_in_the_apis_terms() {
+        let with = |extra: &str| {
+            format!(r#""model":"m","messages":[{{"role":"user","content":"x"}}],{extra}"#)
+        };
+        let chat_cases = [
+            (
+                r#""model":7,"messages":[{"role":"user","content":"x"}]"#.to_owned(),
+                "model",
+            ),
+            (with(r#""max_tokens":"ten""#), "max_tokens"),
+            (with(r#""max_tokens":-1"#), "max_tokens"),
+            (
+                with(r#""max_completion_tokens":1.5"#),
+                "max_completion_tokens",
+            ),
+            (with(r#""temperature":"hot""#), "temperature"),
+            (with(r#""top_p":[]"#), "top_p"),
+            (with(r#""n":"two""#), "n"),
+            (with(r#""stream":"yes""#), "stream"),
+            (with(r#""stream_options":"yes""#), "stream_options"),
+            (with(r#""stop":[1]"#), "stop"),
+            (with(r#""frequency_penalty":{}"#), "frequency_penalty"),
+            (with(r#""presence_penalty":true"#), "presence_penalty"),
+            (with(r#""seed":-3"#), "seed"),
+            (with(r#""logit_bias":[]"#), "logit_bias"),
+            (with(r#""logprobs":"yes""#), "logprobs"),
+            (with(r#""top_logprobs":"all""#), "top_logprobs"),
+            (with(r#""switchback":"x""#), "switchback"),
+            (
+                with(r#""switchback":{"quality":"high"}"#),
+                "switchback.quality",
+            ),
+            (r#""model":"m","messages":"hi""#.to_owned(), "messages"),
+            (r#""model":"m","messages":["hi"]"#.to_owned(), "messages[0]"),
+            (
+                r#""model":"m","messages":[{"role":1,"content":"x"}]"#.to_owned(),
+                "messages[0].role",
+            ),
+            (
+                r#""model":"m","messages":[{"role":"user","content":5}]"#.to_owned(),
+                "messages[0].content",
+            ),
+        ];
+        let completion_cases = [
+            (r#""prompt":"p","logprobs":true"#, "logprobs"),
+            (r#""prompt":"p","echo":"no""#, "echo"),
+            (r#""prompt":"p","max_tokens":"many""#, "max_tokens"),
+        ];
+        let mut checked = Vec::new();
+        for (fields, want) in chat_cases {
+            let body = format!("{{{fields}}}");
+            checked.push((body.clone(), want, message_for(chat(&body), want)));
+        }
+        for (fields, want) in completion_cases {
+            let body = format!(r#"{{"model":"m",{fields}}}"#);
+            checked.push((body.clone(), want, message_for(completion(&body), want)));
+        }
+        for (body, want, message) in checked {
+            assert!(message.contains(&format!("`{want}`")), "{body}: {message}");
+            for rust in [
+                "untagged", "struct ", "u32", "u64", "f32", "sequence", "a map",
+            ] {
+                assert!(!message.contains(rust), "{body}: {message}");
+            }
+        }
+    }
+
+    #[test]
+    fn logit_bias_is_refused_unless_empty() {
+        let user = r#""messages":[{"role":"user","content":"x"}]"#;
+        let message = message_for(
+            chat(&format!(
+                r#"{{"model":"m",{user},"logit_bias":{{"50256":-100}}}}"#
+            )),
+            "logit_bias",
+        );
+        assert!(message.contains("not supported"), "{message}");
+        assert_eq!(
+            param(completion(
+                r#"{"model":"m","prompt":"p","logit_bias":{"1":5}}"#
+            )),
+            "logit_bias"
+        );
+        for bias in ["{}", "null"] {
+            let g = chat(&format!(r#"{{"model":"m",{user},"logit_bias":{bias}}}"#)).expect(bias);
+            assert!(g.ignored.is_empty(), "{:?}", g.ignored);
+            completion(&format!(
+                r#"{{"model":"m","prompt":"p","logit_bias":{bias}}}"#
+            ))
+            .expect(bias);
+        }
+    }
+
+    #[test]
+    fn n_of_one_is_accepted_and_more_refused() {
+        let user = r#""messages":[{"role":"user","content":"x"}]"#;
+        chat(&format!(r#"{{"model":"m",{user},"n":1}}"#)).expect("n = 1");
+        completion(r#"{"model":"m","prompt":"p","n":1}"#).expect("n = 1");
+        let message = message_for(chat(&format!(r#"{{"model":"m",{user},"n":3}}"#)), "n");
+        assert!(message.contains("one choice per request"), "{message}");
+        assert_eq!(
+            param(completion(r#"{"model":"m","prompt":"p","n":2}"#)),
+            "n"
+        );
+    }
+
+    #[test]
+    fn openai_fields_without_effect_are_accepted_and_reported() {
+        let extra = r#""user":"u1","metadata":{"k":"v"},"store":true,"service_tier":"flex""#;
+        let g = chat(&format!(
+            r#"{{"model":"m","messages":[{{"role":"user","content":"x"}}],{extra}}}"#
+        ))
+        .expect("valid");
+        assert_eq!(g.ignored, vec!["metadata", "service_tier", "store", "user"]);
+        assert_eq!(
+            ignored_header(&g.ignored).as_deref(),
+            Some("metadata,service_tier,store,user")
+        );
+        let g = completion(&format!(r#"{{"model":"m","prompt":"p",{extra}}}"#)).expect("valid");
+        assert_eq!(g.ignored, vec!["metadata", "service_tier", "store", "user"]);
     }
 
     #[test]
