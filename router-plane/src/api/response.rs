@@ -446,6 +446,7 @@ mod tests {
             tokens: tokens.iter().map(|t| token(t)).collect(),
             finish: Some(pb::FinishReason::Stop),
             usage: None,
+            tool_calls: Vec::new(),
         }
     }
 

@@ -211,7 +211,9 @@ fn token(text: &str) -> pb::TokenLogprob {
             token_id: 7,
             token: text.into(),
             logprob: -0.25,
+            bytes: text.as_bytes().to_vec(),
         }],
+        bytes: text.as_bytes().to_vec(),
     }
 }
 

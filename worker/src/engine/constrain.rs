@@ -203,7 +203,7 @@ pub fn parse_calls(text: &str, id_prefix: &str) -> Option<Vec<ToolCall>> {
 mod tests {
     use super::*;
     use crate::engine::Tool;
-    use llguidance::toktrie::{ApproximateTokEnv, TokenizerEnv};
+    use llguidance::toktrie::ApproximateTokEnv;
 
     fn tools(choice: ToolChoice) -> Tools {
         Tools {

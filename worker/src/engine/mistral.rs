@@ -613,7 +613,7 @@ mod tests {
     }
 
     #[test]
-    fn the_end_token_is_counted_but_not_listed() {
+    fn the_end_token_is_neither_counted_nor_listed() {
         let mut e = emitter();
         let end = e.model_end[0];
         let delta = e.delta(vec![
