@@ -70,7 +70,11 @@ async fn stream_deltas(c: &Cluster, path: &str, mut body: Value) -> (Vec<String>
 fn finish_of(chunks: &[Value]) -> Vec<String> {
     chunks
         .iter()
-        .filter_map(|c| c["choices"].get(0)?["finish_reason"].as_str().map(str::to_owned))
+        .filter_map(|c| {
+            c["choices"].get(0)?["finish_reason"]
+                .as_str()
+                .map(str::to_owned)
+        })
         .collect()
 }
 
@@ -99,7 +103,9 @@ async fn stop_sequences_end_the_answer_before_the_first_stop() {
         body
     };
     let free = content(&chat(&c, ask(None)).await).to_owned();
-    let newline = free.find('\n').unwrap_or_else(|| panic!("no newline in {free:?}"));
+    let newline = free
+        .find('\n')
+        .unwrap_or_else(|| panic!("no newline in {free:?}"));
     assert!(newline > 0, "{free:?}");
 
     // On a token boundary: the newline.
@@ -117,20 +123,32 @@ async fn stop_sequences_end_the_answer_before_the_first_stop() {
     assert_eq!(body["choices"][0]["finish_reason"], "stop");
 
     // Streamed: nothing past the stop is ever sent.
-    let (deltas, chunks) = stream_deltas(&c, "/v1/chat/completions", ask(Some(json!([stop])))).await;
+    let (deltas, chunks) =
+        stream_deltas(&c, "/v1/chat/completions", ask(Some(json!([stop])))).await;
     assert_eq!(deltas.concat(), &free[..at], "{deltas:?}");
     assert_eq!(finish_of(&chunks), vec!["stop"]);
 
     // Completions, whole and streamed.
     let prompt = json!({"model": "small", "prompt": "Paris is the capital of", "max_tokens": 12});
-    let free = http::post_json(&c.router.url("/v1/completions"), &prompt).await.json();
-    let free = free["choices"][0]["text"].as_str().expect("text").to_owned();
+    let free = http::post_json(&c.router.url("/v1/completions"), &prompt)
+        .await
+        .json();
+    let free = free["choices"][0]["text"]
+        .as_str()
+        .expect("text")
+        .to_owned();
     let stop = inside_a_word(&free);
     let at = free.find(&stop).expect("stop in text");
     let mut stopped = prompt.clone();
     stopped["stop"] = json!(stop);
-    let body = http::post_json(&c.router.url("/v1/completions"), &stopped).await.json();
-    assert_eq!(body["choices"][0]["text"], free[..at], "stop {stop:?} in {free:?}");
+    let body = http::post_json(&c.router.url("/v1/completions"), &stopped)
+        .await
+        .json();
+    assert_eq!(
+        body["choices"][0]["text"],
+        free[..at],
+        "stop {stop:?} in {free:?}"
+    );
     assert_eq!(body["choices"][0]["finish_reason"], "stop");
     let (deltas, _) = stream_deltas(&c, "/v1/completions", stopped).await;
     assert_eq!(deltas.concat(), &free[..at]);
@@ -146,7 +164,10 @@ async fn completions_keep_the_leading_space_and_logprobs_are_per_token_and_byte_
     .await
     .json();
     let text = body["choices"][0]["text"].as_str().expect("text");
-    assert!(text.starts_with(' '), "the first token's space is lost: {text:?}");
+    assert!(
+        text.starts_with(' '),
+        "the first token's space is lost: {text:?}"
+    );
     let tokens: Vec<&str> = body["choices"][0]["logprobs"]["tokens"]
         .as_array()
         .expect("tokens")
@@ -160,7 +181,7 @@ async fn completions_keep_the_leading_space_and_logprobs_are_per_token_and_byte_
     for model in ["small", "medium"] {
         let body = chat(
             &c,
-            json!({"model": model, "max_tokens": 24, "logprobs": true, "top_logprobs": 3,
+            json!({"model": model, "max_tokens": 10, "logprobs": true, "top_logprobs": 3,
                 "messages": [{"role": "user", "content": "Répète exactement: « café, crème brûlée, 東京, 😀 »"}]}),
         )
         .await;
@@ -179,7 +200,10 @@ async fn completions_keep_the_leading_space_and_logprobs_are_per_token_and_byte_
             .map(|b| b.as_u64().expect("byte") as u8)
             .collect();
         let answer = content(&body);
-        assert!(!answer.is_ascii(), "{model}: the answer should hold non-ASCII text: {answer:?}");
+        assert!(
+            !answer.is_ascii(),
+            "{model}: the answer should hold non-ASCII text: {answer:?}"
+        );
         assert!(
             String::from_utf8_lossy(&bytes).starts_with(answer.trim_end_matches('\u{fffd}')),
             "{model}: bytes {bytes:?} vs {answer:?}"
@@ -193,7 +217,11 @@ async fn completions_keep_the_leading_space_and_logprobs_are_per_token_and_byte_
                     .iter()
                     .map(|b| b.as_u64().expect("byte") as u8)
                     .collect();
-                assert_ne!(b, "\u{fffd}".as_bytes(), "{model}: a replacement character instead of real bytes: {alt}");
+                assert_ne!(
+                    b,
+                    "\u{fffd}".as_bytes(),
+                    "{model}: a replacement character instead of real bytes: {alt}"
+                );
             }
         }
     }
@@ -211,11 +239,20 @@ fn weather_tool() -> Value {
 fn check_call(call: &Value) -> Value {
     assert_eq!(call["type"], "function", "{call}");
     assert_eq!(call["function"]["name"], "get_weather", "{call}");
-    assert!(call["id"].as_str().is_some_and(|id| id.starts_with("call_")), "{call}");
-    let args: Value = serde_json::from_str(call["function"]["arguments"].as_str().expect("arguments"))
-        .unwrap_or_else(|e| panic!("arguments are not JSON ({e}): {call}"));
+    assert!(
+        call["id"]
+            .as_str()
+            .is_some_and(|id| id.starts_with("call_")),
+        "{call}"
+    );
+    let args: Value =
+        serde_json::from_str(call["function"]["arguments"].as_str().expect("arguments"))
+            .unwrap_or_else(|e| panic!("arguments are not JSON ({e}): {call}"));
     assert!(args["city"].is_string(), "{args}");
-    assert!(["celsius", "fahrenheit"].contains(&args["unit"].as_str().unwrap_or("")), "{args}");
+    assert!(
+        ["celsius", "fahrenheit"].contains(&args["unit"].as_str().unwrap_or("")),
+        "{args}"
+    );
     args
 }
 
@@ -223,16 +260,21 @@ fn check_call(call: &Value) -> Value {
 async fn tools_give_calls_that_match_their_schema_and_round_trip() {
     let c = cluster().await;
     let question = json!([{"role": "user", "content": "What is the weather in Paris right now?"}]);
-    for choice in [json!("required"), json!({"type": "function", "function": {"name": "get_weather"}})] {
+    for choice in [
+        json!("required"),
+        json!({"type": "function", "function": {"name": "get_weather"}}),
+    ] {
         let body = chat(
             &c,
-            json!({"model": "medium", "max_tokens": 64, "messages": question, "tools": weather_tool(), "tool_choice": choice}),
+            json!({"model": "medium", "max_tokens": 64, "messages": question, "tools": weather_tool(), "tool_choice": choice, "parallel_tool_calls": false}),
         )
         .await;
         let choice0 = &body["choices"][0];
         assert_eq!(choice0["finish_reason"], "tool_calls", "{body}");
         assert!(choice0["message"]["content"].is_null(), "{body}");
-        let calls = choice0["message"]["tool_calls"].as_array().expect("tool_calls");
+        let calls = choice0["message"]["tool_calls"]
+            .as_array()
+            .expect("tool_calls");
         assert!(!calls.is_empty());
         for call in calls {
             check_call(call);
@@ -243,7 +285,7 @@ async fn tools_give_calls_that_match_their_schema_and_round_trip() {
     let (deltas, chunks) = stream_deltas(
         &c,
         "/v1/chat/completions",
-        json!({"model": "medium", "max_tokens": 64, "messages": question, "tools": weather_tool(), "tool_choice": "required"}),
+        json!({"model": "medium", "max_tokens": 64, "messages": question, "tools": weather_tool(), "tool_choice": "required", "parallel_tool_calls": false}),
     )
     .await;
     assert!(deltas.is_empty(), "{deltas:?}");
@@ -272,7 +314,10 @@ async fn tools_give_calls_that_match_their_schema_and_round_trip() {
     )
     .await;
     assert_eq!(body["choices"][0]["finish_reason"], "stop", "{body}");
-    assert!(body["choices"][0]["message"]["tool_calls"].is_null(), "{body}");
+    assert!(
+        body["choices"][0]["message"]["tool_calls"].is_null(),
+        "{body}"
+    );
     assert!(!content(&body).is_empty());
     let with_history = body["usage"]["prompt_tokens"].as_u64().expect("usage");
     let body = chat(
@@ -288,18 +333,21 @@ async fn tools_give_calls_that_match_their_schema_and_round_trip() {
 async fn json_output_matches_the_schema_and_models_that_cannot_are_refused() {
     let c = cluster().await;
     let schema = json!({"type": "object",
-        "properties": {"name": {"type": "string"}, "age": {"type": "integer"}, "languages": {"type": "array", "items": {"type": "string"}}},
+        "properties": {"name": {"type": "string"}, "age": {"type": "integer"}, "languages": {"type": "array", "items": {"type": "string"}, "maxItems": 3}},
         "required": ["name", "age", "languages"], "additionalProperties": false});
     let body = chat(
         &c,
-        json!({"model": "medium", "max_tokens": 80,
+        json!({"model": "medium", "max_tokens": 120,
             "messages": [{"role": "user", "content": "Describe Ada Lovelace as a person record."}],
             "response_format": {"type": "json_schema", "json_schema": {"name": "person", "strict": true, "schema": schema}}}),
     )
     .await;
-    let person: Value = serde_json::from_str(content(&body))
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {body}"));
-    assert!(person["name"].is_string() && person["age"].is_i64() && person["languages"].is_array(), "{person}");
+    let person: Value =
+        serde_json::from_str(content(&body)).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"));
+    assert!(
+        person["name"].is_string() && person["age"].is_i64() && person["languages"].is_array(),
+        "{person}"
+    );
     assert_eq!(person.as_object().map(|o| o.len()), Some(3), "{person}");
 
     let body = chat(
@@ -309,8 +357,8 @@ async fn json_output_matches_the_schema_and_models_that_cannot_are_refused() {
             "response_format": {"type": "json_object"}}),
     )
     .await;
-    let object: Value = serde_json::from_str(content(&body))
-        .unwrap_or_else(|e| panic!("not JSON ({e}): {body}"));
+    let object: Value =
+        serde_json::from_str(content(&body)).unwrap_or_else(|e| panic!("not JSON ({e}): {body}"));
     assert!(object.is_object(), "{object}");
 
     // SmolLM2 cannot call tools: naming it is a 400 that names the field, and `auto`
@@ -323,11 +371,16 @@ async fn json_output_matches_the_schema_and_models_that_cannot_are_refused() {
     assert_eq!(reply.status, 400, "{}", reply.body);
     let error = &reply.json()["error"];
     assert_eq!(error["param"], "tools", "{error}");
-    assert!(error["message"].as_str().is_some_and(|m| m.contains("medium")), "{error}");
+    assert!(
+        error["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("medium")),
+        "{error}"
+    );
     let reply = http::post_json(
         &c.router.url("/v1/chat/completions"),
         &json!({"model": "auto", "max_tokens": 64, "messages": [{"role": "user", "content": "Weather in Paris?"}],
-            "tools": weather_tool(), "tool_choice": "required"}),
+            "tools": weather_tool(), "tool_choice": "required", "parallel_tool_calls": false}),
     )
     .await;
     assert_eq!(reply.status, 200, "{}", reply.body);

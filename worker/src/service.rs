@@ -236,15 +236,15 @@ impl InferenceService {
             .enumerate()
             .map(|(i, t)| {
                 if t.name.is_empty() {
-                    return Err(Status::invalid_argument(format!("tools[{i}].name is empty")));
+                    return Err(Status::invalid_argument(format!(
+                        "tools[{i}].name is empty"
+                    )));
                 }
                 let parameters = if t.parameters.is_empty() {
                     serde_json::Value::Object(serde_json::Map::new())
                 } else {
                     serde_json::from_str(&t.parameters).map_err(|e| {
-                        Status::invalid_argument(format!(
-                            "tools[{i}].parameters is not JSON: {e}"
-                        ))
+                        Status::invalid_argument(format!("tools[{i}].parameters is not JSON: {e}"))
                     })?
                 };
                 Ok(Tool {
@@ -671,7 +671,11 @@ mod tests {
         let free = drain(svc.generate(request(8)).await.expect("open").into_inner()).await;
         let text: String = free.iter().map(|c| c.text.as_str()).collect();
         // The sim's words each start with a space: stop at the third word's start.
-        let third = text.match_indices(' ').nth(2).map(|(i, _)| i).expect("three words");
+        let third = text
+            .match_indices(' ')
+            .nth(2)
+            .map(|(i, _)| i)
+            .expect("three words");
         let stop = text[third..third + 3].to_owned();
         let mut req = request(8);
         req.get_mut().sampling.get_or_insert_default().stop = vec![stop.clone()];
@@ -716,7 +720,10 @@ mod tests {
         }];
         let status = svc.generate(tools).await.err().expect("refused");
         assert_eq!(status.code(), tonic::Code::FailedPrecondition);
-        assert!(status.message().contains("does not call tools"), "{status:?}");
+        assert!(
+            status.message().contains("does not call tools"),
+            "{status:?}"
+        );
         let mut json = request(4);
         json.get_mut().response_format = Some(pb::ResponseFormat {
             kind: pb::response_format::Kind::JsonObject as i32,

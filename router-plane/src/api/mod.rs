@@ -8,9 +8,9 @@ pub mod openai;
 pub mod request_id;
 pub mod response;
 pub mod route;
-pub mod tools;
 #[cfg(test)]
 mod tests;
+pub mod tools;
 
 use std::{
     sync::{Arc, atomic::AtomicU64},

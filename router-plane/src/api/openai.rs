@@ -793,7 +793,10 @@ impl ChatRequest {
         )?;
         check_prompt_size(
             "messages",
-            estimate_chat_tokens(prompt_bytes.saturating_add(asks.prompt_bytes()), messages.len()),
+            estimate_chat_tokens(
+                prompt_bytes.saturating_add(asks.prompt_bytes()),
+                messages.len(),
+            ),
             limits,
         )?;
         let logprobs = match (f.logprobs.unwrap_or(false), f.top_logprobs) {

@@ -212,7 +212,6 @@ fn chat_message(c: &Collected) -> Value {
     }
 }
 
-
 /// The tier OpenAI's `service_tier` response field reports: every request is served the
 /// same way, whatever the request's `service_tier` asked for.
 pub const SERVICE_TIER: &str = "default";

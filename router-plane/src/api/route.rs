@@ -8,9 +8,7 @@ use std::{
     time::Instant,
 };
 
-use super::{
-    AppState, error::ApiError, openai::Generation, response::Decision, tools::Needs,
-};
+use super::{AppState, error::ApiError, openai::Generation, response::Decision, tools::Needs};
 use crate::{
     difficulty::predictor::{Prediction, Predictor},
     placement::{self, Ask, NoWorker, Target, TierView},
@@ -69,7 +67,11 @@ pub fn require(
             .iter()
             .any(|(w, _)| w.record.tier == tier && needs.met_by(&w.record))
     };
-    let able_tiers: Vec<&str> = tiers.iter().map(String::as_str).filter(|t| able(t)).collect();
+    let able_tiers: Vec<&str> = tiers
+        .iter()
+        .map(String::as_str)
+        .filter(|t| able(t))
+        .collect();
     let refuse = |what: String| {
         ApiError::invalid(
             needs.param(),
@@ -86,7 +88,9 @@ pub fn require(
         )
     };
     if model == "auto" {
-        let lowest = allowed.clone().find(|&i| tiers.get(i).is_some_and(|t| able(t)));
+        let lowest = allowed
+            .clone()
+            .find(|&i| tiers.get(i).is_some_and(|t| able(t)));
         return match lowest {
             Some(lo) => Ok(lo..=*allowed.end()),
             None => Err(refuse("no tier this request may use".to_owned())),

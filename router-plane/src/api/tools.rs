@@ -41,7 +41,11 @@ impl Needs {
 
     /// The request field that needs what is missing, for the error.
     pub fn param(self) -> &'static str {
-        if self.tools { "tools" } else { "response_format" }
+        if self.tools {
+            "tools"
+        } else {
+            "response_format"
+        }
     }
 
     pub fn what(self) -> &'static str {
@@ -106,7 +110,10 @@ fn parse_tools(tools: Option<&Value>) -> Result<Vec<pb::Tool>, ApiError> {
     if list.len() > MAX_TOOLS {
         return Err(invalid(
             "tools",
-            format!("`tools` has {} entries; the limit is {MAX_TOOLS}", list.len()),
+            format!(
+                "`tools` has {} entries; the limit is {MAX_TOOLS}",
+                list.len()
+            ),
         ));
     }
     let mut out: Vec<pb::Tool> = Vec::with_capacity(list.len());
@@ -160,7 +167,10 @@ fn parse_tools(tools: Option<&Value>) -> Result<Vec<pb::Tool>, ApiError> {
     Ok(out)
 }
 
-fn parse_choice(choice: Option<&Value>, tools: &[pb::Tool]) -> Result<Option<pb::ToolChoice>, ApiError> {
+fn parse_choice(
+    choice: Option<&Value>,
+    tools: &[pb::Tool],
+) -> Result<Option<pb::ToolChoice>, ApiError> {
     use pb::tool_choice::Mode;
     let (mode, name) = match choice {
         None | Some(Value::Null) => return Ok(None),
@@ -171,7 +181,9 @@ fn parse_choice(choice: Option<&Value>, tools: &[pb::Tool]) -> Result<Option<pb:
             other => {
                 return Err(invalid(
                     "tool_choice",
-                    format!("`tool_choice` {other:?} is not one of auto, none, required, or a named function"),
+                    format!(
+                        "`tool_choice` {other:?} is not one of auto, none, required, or a named function"
+                    ),
                 ));
             }
         },
@@ -240,16 +252,16 @@ fn parse_format(format: Option<&Value>) -> Result<Option<pb::ResponseFormat>, Ap
                     ),
                 ));
             }
-            if let Some(strict) = spec.get("strict").filter(|s| !s.is_null() && !s.is_boolean()) {
+            if let Some(strict) = spec
+                .get("strict")
+                .filter(|s| !s.is_null() && !s.is_boolean())
+            {
                 return Err(invalid(
                     "response_format.json_schema.strict",
                     format!("`response_format.json_schema.strict` must be a boolean, got {strict}"),
                 ));
             }
-            let schema = object_schema(
-                "response_format.json_schema.schema",
-                spec.get("schema"),
-            )?;
+            let schema = object_schema("response_format.json_schema.schema", spec.get("schema"))?;
             // No schema: any JSON object, as OpenAI does.
             if schema.is_empty() {
                 (Kind::JsonObject, String::new())
@@ -315,7 +327,9 @@ pub fn history_calls(i: usize, calls: Option<&Value>) -> Result<Vec<pb::ToolCall
             match (id, name, arguments) {
                 ("", _, _) | (_, "", _) | (_, _, None) => Err(invalid(
                     param.clone(),
-                    format!("`{param}` needs `id`, `function.name` and `function.arguments` (a string)"),
+                    format!(
+                        "`{param}` needs `id`, `function.name` and `function.arguments` (a string)"
+                    ),
                 )),
                 (id, name, Some(arguments)) => Ok(pb::ToolCall {
                     id: id.to_owned(),
@@ -359,20 +373,31 @@ mod tests {
             Some(&weather()),
             Some(&json!({"type": "function", "function": {"name": "get_weather"}})),
             Some(false),
-            Some(&json!({"type": "json_schema", "json_schema": {"name": "w", "strict": true,
-                "schema": {"type": "object"}}})),
+            Some(
+                &json!({"type": "json_schema", "json_schema": {"name": "w", "strict": true,
+                "schema": {"type": "object"}}}),
+            ),
         )
         .expect("valid");
         assert_eq!(asks.tools.len(), 1);
         assert_eq!(asks.tools[0].name, "get_weather");
         assert!(asks.tools[0].parameters.contains("\"city\""));
-        assert_eq!(asks.tool_choice.as_ref().map(|c| c.name.as_str()), Some("get_weather"));
+        assert_eq!(
+            asks.tool_choice.as_ref().map(|c| c.name.as_str()),
+            Some("get_weather")
+        );
         assert!(asks.single_tool_call);
         assert_eq!(
             asks.response_format.as_ref().map(|f| f.kind()),
             Some(pb::response_format::Kind::JsonSchema)
         );
-        assert_eq!(asks.needs(), Needs { tools: true, schema: true });
+        assert_eq!(
+            asks.needs(),
+            Needs {
+                tools: true,
+                schema: true
+            }
+        );
         let plain = parse(None, None, None, Some(&json!({"type": "text"}))).expect("valid");
         assert_eq!(plain, Asks::default());
         assert!(!plain.needs().any());
@@ -383,14 +408,44 @@ mod tests {
         for (tools, choice, format, param) in [
             (json!({}), None, None, "tools"),
             (json!([{"type": "retrieval"}]), None, None, "tools[0].type"),
-            (json!([{"type": "function", "function": {"name": "bad name"}}]), None, None, "tools[0].function.name"),
-            (json!([{"type": "function", "function": {"name": "f", "parameters": "x"}}]), None, None, "tools[0].function.parameters"),
+            (
+                json!([{"type": "function", "function": {"name": "bad name"}}]),
+                None,
+                None,
+                "tools[0].function.name",
+            ),
+            (
+                json!([{"type": "function", "function": {"name": "f", "parameters": "x"}}]),
+                None,
+                None,
+                "tools[0].function.parameters",
+            ),
             (weather(), Some(json!("sometimes")), None, "tool_choice"),
-            (weather(), Some(json!({"type": "function", "function": {"name": "other"}})), None, "tool_choice"),
+            (
+                weather(),
+                Some(json!({"type": "function", "function": {"name": "other"}})),
+                None,
+                "tool_choice",
+            ),
             (json!(null), Some(json!("required")), None, "tool_choice"),
-            (json!(null), None, Some(json!({"type": "xml"})), "response_format.type"),
-            (json!(null), None, Some(json!({"type": "json_schema"})), "response_format.json_schema"),
-            (json!(null), None, Some(json!({"type": "json_schema", "json_schema": {"name": "n", "schema": [1]}})), "response_format.json_schema.schema"),
+            (
+                json!(null),
+                None,
+                Some(json!({"type": "xml"})),
+                "response_format.type",
+            ),
+            (
+                json!(null),
+                None,
+                Some(json!({"type": "json_schema"})),
+                "response_format.json_schema",
+            ),
+            (
+                json!(null),
+                None,
+                Some(json!({"type": "json_schema", "json_schema": {"name": "n", "schema": [1]}})),
+                "response_format.json_schema.schema",
+            ),
         ] {
             assert_eq!(
                 error_param(parse(Some(&tools), choice.as_ref(), None, format.as_ref())),
@@ -408,7 +463,12 @@ mod tests {
         )
         .expect("valid");
         assert_eq!(calls[0].arguments, "{\"a\":1}");
-        let bad = history_calls(2, Some(&json!([{"id": "c", "function": {"name": "f", "arguments": {}}}])));
-        assert!(matches!(bad, Err(ApiError::InvalidField { param, .. }) if param == "messages[2].tool_calls[0]"));
+        let bad = history_calls(
+            2,
+            Some(&json!([{"id": "c", "function": {"name": "f", "arguments": {}}}])),
+        );
+        assert!(
+            matches!(bad, Err(ApiError::InvalidField { param, .. }) if param == "messages[2].tool_calls[0]")
+        );
     }
 }

@@ -43,11 +43,9 @@ impl Shape {
 
 /// 16 hex digits from a request id, so call ids are short and stable per request.
 fn short_id(request_id: &str) -> String {
-    let h = request_id
-        .bytes()
-        .fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-            (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
-        });
+    let h = request_id.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    });
     format!("{h:016x}")
 }
 
@@ -145,7 +143,12 @@ impl State {
         self.release(self.held.len() - keep).into_iter().collect()
     }
 
-    fn on_done(&mut self, finish: FinishReason, prompt_tokens: u32, completion_tokens: u32) -> Vec<EngineEvent> {
+    fn on_done(
+        &mut self,
+        finish: FinishReason,
+        prompt_tokens: u32,
+        completion_tokens: u32,
+    ) -> Vec<EngineEvent> {
         self.finished = true;
         let mut events = Vec::new();
         let mut finish = finish;
@@ -325,7 +328,10 @@ mod tests {
     #[tokio::test]
     async fn the_answer_ends_before_a_stop_on_a_token_boundary() {
         let events = collect(shape(
-            engine(&[b"1", b".", b" Red", b"\n", b"2", b".", b" Blue"], FinishReason::Length),
+            engine(
+                &[b"1", b".", b" Red", b"\n", b"2", b".", b" Blue"],
+                FinishReason::Length,
+            ),
             stops(&["\n"]),
         ))
         .await;
@@ -366,7 +372,10 @@ mod tests {
     async fn stops_match_across_multibyte_characters() {
         // "é" is split across two tokens; the stop is "é!".
         let events = collect(shape(
-            engine(&[b"caf", &[0xc3], &[0xa9], b"!", b" more"], FinishReason::Length),
+            engine(
+                &[b"caf", &[0xc3], &[0xa9], b"!", b" more"],
+                FinishReason::Length,
+            ),
             stops(&["é!"]),
         ))
         .await;
@@ -393,7 +402,11 @@ mod tests {
     async fn an_answer_of_calls_comes_back_as_calls() {
         let events = collect(shape(
             engine(
-                &[b"<tool_call>", b"\n{\"name\": \"now\", \"arguments\": {}}", b"\n</tool_call>"],
+                &[
+                    b"<tool_call>",
+                    b"\n{\"name\": \"now\", \"arguments\": {}}",
+                    b"\n</tool_call>",
+                ],
                 FinishReason::Stop,
             ),
             tool_shape(),
@@ -425,7 +438,10 @@ mod tests {
         assert_eq!(text_of(&prose).0.concat(), "<b>Hi");
         assert_eq!(done(&prose).0, FinishReason::Stop);
         let cut = collect(shape(
-            engine(&[b"<tool_call>", b"\n{\"name\": \"now\""], FinishReason::Length),
+            engine(
+                &[b"<tool_call>", b"\n{\"name\": \"now\""],
+                FinishReason::Length,
+            ),
             tool_shape(),
         ))
         .await;

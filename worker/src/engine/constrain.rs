@@ -65,16 +65,51 @@ fn call_schema(tools: &Tools) -> Value {
     }
 }
 
+/// How a grammar writes the call markers: as special tokens where the tokenizer has them
+/// (Qwen2.5's `<tool_call>` is one token, which a literal string would not match), else as
+/// text.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Markers {
+    pub open: String,
+    pub close: String,
+}
+
+impl Default for Markers {
+    fn default() -> Self {
+        Self {
+            open: format!("\"{CALL_OPEN}\""),
+            close: format!("\"{CALL_CLOSE}\""),
+        }
+    }
+}
+
+impl Markers {
+    /// The markers for a tokenizer environment.
+    pub fn of(env: &llguidance::toktrie::TokEnv) -> Self {
+        let trie = env.tok_trie();
+        let mark = |m: &str| match trie.get_special_token(m) {
+            Some(_) => m.to_owned(),
+            None => format!("\"{m}\""),
+        };
+        Self {
+            open: mark(CALL_OPEN),
+            close: mark(CALL_CLOSE),
+        }
+    }
+}
+
 /// The grammar an answer must follow, in llguidance's Lark dialect; `None` when any text
 /// will do.
-pub fn grammar(tools: Option<&Tools>, format: &Format) -> Option<String> {
+pub fn grammar(tools: Option<&Tools>, format: &Format, markers: &Markers) -> Option<String> {
     let text = format_schema(format).map(|s| format!("%json {}", compact(s)));
     let Some(tools) = tools.filter(|t| t.choice != ToolChoice::None && !t.list.is_empty()) else {
         return text.map(|t| format!("start: {t}\n"));
     };
     let call = format!(
-        "call: \"{CALL_OPEN}\\n\" %json {} \"\\n{CALL_CLOSE}\"\n",
-        call_schema(tools)
+        "call: {} \"\\n\" %json {} \"\\n\" {}\n",
+        markers.open,
+        call_schema(tools),
+        markers.close
     );
     let calls = if tools.single || matches!(tools.choice, ToolChoice::Named(_)) {
         "calls: call\n"
@@ -250,10 +285,16 @@ mod tests {
 
     #[test]
     fn required_calls_take_only_offered_tools_with_valid_arguments() {
-        let g = grammar(Some(&tools(ToolChoice::Required)), &Format::Text).expect("grammar");
+        let g = grammar(
+            Some(&tools(ToolChoice::Required)),
+            &Format::Text,
+            &Markers::default(),
+        )
+        .expect("grammar");
         let ok = "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\", \"days\": 2}}\n</tool_call>";
         assert_eq!(run(&g, ok), Ok(true));
-        let two = format!("{ok}\n<tool_call>\n{{\"name\": \"now\", \"arguments\": {{}}}}\n</tool_call>");
+        let two =
+            format!("{ok}\n<tool_call>\n{{\"name\": \"now\", \"arguments\": {{}}}}\n</tool_call>");
         assert_eq!(run(&g, &two), Ok(true));
         for bad in [
             "Sure! <tool_call>",
@@ -272,17 +313,27 @@ mod tests {
         let named = grammar(
             Some(&tools(ToolChoice::Named("now".into()))),
             &Format::Text,
+            &Markers::default(),
         )
         .expect("grammar");
         let call = "<tool_call>\n{\"name\": \"now\", \"arguments\": {}}\n</tool_call>";
         assert_eq!(run(&named, call), Ok(true));
         assert!(run(&named, "<tool_call>\n{\"name\": \"get_weather\"").is_err());
         assert!(run(&named, &format!("{call}\n<")).is_err(), "one call only");
-        let auto = grammar(Some(&tools(ToolChoice::Auto)), &Format::Text).expect("grammar");
+        let auto = grammar(
+            Some(&tools(ToolChoice::Auto)),
+            &Format::Text,
+            &Markers::default(),
+        )
+        .expect("grammar");
         assert_eq!(run(&auto, "It is sunny <b>today</b>."), Ok(true));
         assert_eq!(run(&auto, call), Ok(true));
         assert_eq!(
-            grammar(Some(&tools(ToolChoice::None)), &Format::Text),
+            grammar(
+                Some(&tools(ToolChoice::None)),
+                &Format::Text,
+                &Markers::default()
+            ),
             None,
             "`none` leaves prose free"
         );
@@ -290,7 +341,7 @@ mod tests {
 
     #[test]
     fn json_formats_accept_only_matching_json() {
-        let object = grammar(None, &Format::JsonObject).expect("grammar");
+        let object = grammar(None, &Format::JsonObject, &Markers::default()).expect("grammar");
         assert_eq!(run(&object, "{\"a\": [1, 2]}"), Ok(true));
         assert!(run(&object, "Here is").is_err());
         assert!(run(&object, "[1]").is_err());
@@ -300,10 +351,13 @@ mod tests {
             "required": ["name", "age"],
             "additionalProperties": false,
         }));
-        let g = grammar(None, &schema).expect("grammar");
+        let g = grammar(None, &schema, &Markers::default()).expect("grammar");
         assert_eq!(run(&g, "{\"name\": \"Ada\", \"age\": 36}"), Ok(true));
         assert!(run(&g, "{\"name\": \"Ada\", \"age\": \"old\"").is_err());
-        assert_eq!(run(&g, "{\"name\": \"Ada\"}"), Err("byte 14 ('}') refused in \"{\\\"name\\\": \\\"Ada\\\"}\"".into()));
+        assert_eq!(
+            run(&g, "{\"name\": \"Ada\"}"),
+            Err("byte 14 ('}') refused in \"{\\\"name\\\": \\\"Ada\\\"}\"".into())
+        );
     }
 
     #[test]
@@ -312,7 +366,10 @@ mod tests {
         let factory = factory_for(&env).expect("factory");
         let g = grammar(
             None,
-            &Format::JsonSchema(json!({"type": "object", "properties": {"a": {"$ref": "#/nowhere"}}})),
+            &Format::JsonSchema(
+                json!({"type": "object", "properties": {"a": {"$ref": "#/nowhere"}}}),
+            ),
+            &Markers::default(),
         )
         .expect("grammar");
         assert!(matches!(
@@ -333,8 +390,11 @@ mod tests {
         assert_eq!(parse_calls("Sunny.", "c"), None);
         assert_eq!(parse_calls("<tool_call>\n{\"name\": \"now\"", "c"), None);
         assert_eq!(
-            parse_calls("<tool_call>\n{\"name\": \"now\", \"arguments\": \"{}\"}\n</tool_call>", "c")
-                .map(|c| c[0].arguments.clone()),
+            parse_calls(
+                "<tool_call>\n{\"name\": \"now\", \"arguments\": \"{}\"}\n</tool_call>",
+                "c"
+            )
+            .map(|c| c[0].arguments.clone()),
             Some("{}".into())
         );
     }

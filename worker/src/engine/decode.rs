@@ -332,12 +332,19 @@ mod tests {
     #[test]
     fn a_mask_limits_the_choice_but_not_the_reported_probabilities() {
         let logits = [1.0, 3.0, 2.0, 0.5];
-        let lse = logits.iter().map(|&x: &f32| f64::from(x).exp()).sum::<f64>().ln();
+        let lse = logits
+            .iter()
+            .map(|&x: &f32| f64::from(x).exp())
+            .sum::<f64>()
+            .ln();
         let allowed = [true, false, true, false];
         let greedy = Decoder::new(greedy(), 2).step(&logits, Some(&allowed));
         assert_eq!(greedy.id, 2, "the best allowed token");
         assert!((f64::from(greedy.logprob) - (2.0 - lse)).abs() < 1e-5);
-        assert_eq!(greedy.top.iter().map(|t| t.0).collect::<Vec<_>>(), vec![1, 2]);
+        assert_eq!(
+            greedy.top.iter().map(|t| t.0).collect::<Vec<_>>(),
+            vec![1, 2]
+        );
         let sampler = Decoder::new(
             Choose {
                 temperature: Some(1.0),
@@ -347,7 +354,9 @@ mod tests {
             },
             0,
         );
-        let ids: Vec<u32> = (0..200).map(|_| sampler.step(&logits, Some(&allowed)).id).collect();
+        let ids: Vec<u32> = (0..200)
+            .map(|_| sampler.step(&logits, Some(&allowed)).id)
+            .collect();
         assert!(ids.iter().all(|&id| id == 0 || id == 2), "{ids:?}");
         assert!(ids.contains(&0) && ids.contains(&2), "{ids:?}");
     }

@@ -21,7 +21,7 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use super::{
     Abilities, ChatMessage, Engine, EngineError, EngineEvent, EventStream, FinishReason,
-    GenerateParams, Prompt, Tool, Token, TopToken,
+    GenerateParams, Prompt, Token, Tool, TopToken,
     constrain::{self, Constraint},
     decode::{Choose, Decoder, Step},
 };
@@ -34,6 +34,8 @@ pub struct MistralEngine {
     factory: Arc<ParserFactory>,
     /// Tokens that end an answer.
     model_end: Arc<[u32]>,
+    /// How grammars write the call markers for this tokenizer.
+    markers: constrain::Markers,
     abilities: Abilities,
 }
 
@@ -152,6 +154,7 @@ impl MistralEngine {
         Ok(Self {
             model: Arc::new(model),
             accelerator,
+            markers: constrain::Markers::of(factory.tok_env()),
             factory,
             model_end,
             abilities,
@@ -257,12 +260,12 @@ fn request_message(prompt: Prompt) -> RequestMessage {
     }
 }
 
-/// A token's bytes and whether it is a special token (whose name is not answer text).
-fn token_bytes(trie: &TokTrie, id: u32) -> (Vec<u8>, bool) {
+/// A token's bytes (a special token's: its name).
+fn token_bytes(trie: &TokTrie, id: u32) -> Vec<u8> {
     let bytes = trie.token(id);
     match bytes.split_first() {
-        Some((&TokTrie::SPECIAL_TOKEN_MARKER, name)) => (name.to_vec(), true),
-        _ => (bytes.to_vec(), false),
+        Some((&TokTrie::SPECIAL_TOKEN_MARKER, name)) => name.to_vec(),
+        _ => bytes.to_vec(),
     }
 }
 
@@ -291,10 +294,10 @@ impl Emitter {
                 continue;
             }
             self.generated += 1;
-            let (bytes, special) = token_bytes(trie, step.id);
-            if !special {
-                self.pending.extend_from_slice(&bytes);
-            }
+            // A special token the model chose (other than the end) is part of the answer by
+            // its name: Qwen2.5 opens a call with its `<tool_call>` token.
+            let bytes = token_bytes(trie, step.id);
+            self.pending.extend_from_slice(&bytes);
             tokens.push(Token {
                 text: String::from_utf8_lossy(&bytes).into_owned(),
                 bytes,
@@ -304,7 +307,7 @@ impl Emitter {
                     .top
                     .into_iter()
                     .map(|(token_id, logprob)| {
-                        let (bytes, _) = token_bytes(trie, token_id);
+                        let bytes = token_bytes(trie, token_id);
                         TopToken {
                             token_id,
                             token: String::from_utf8_lossy(&bytes).into_owned(),
@@ -356,13 +359,15 @@ enum Heard {
 
 fn read(response: Response) -> Heard {
     match response {
-        Response::Chunk(chunk) => match chunk.choices.iter().find_map(|c| c.finish_reason.clone()) {
-            Some(reason) => Heard::Finished(
-                finish_reason(Some(&reason)),
-                chunk.usage.as_ref().map(|u| to_u32(u.prompt_tokens)),
-            ),
-            None => Heard::Progress,
-        },
+        Response::Chunk(chunk) => {
+            match chunk.choices.iter().find_map(|c| c.finish_reason.clone()) {
+                Some(reason) => Heard::Finished(
+                    finish_reason(Some(&reason)),
+                    chunk.usage.as_ref().map(|u| to_u32(u.prompt_tokens)),
+                ),
+                None => Heard::Progress,
+            }
+        }
         Response::CompletionChunk(chunk) => {
             match chunk.choices.iter().find_map(|c| c.finish_reason.clone()) {
                 Some(reason) => Heard::Finished(finish_reason(Some(&reason)), None),
@@ -413,13 +418,16 @@ impl Engine for MistralEngine {
     }
 
     fn generate(&self, params: GenerateParams) -> EventStream {
-        let constraint = match constrain::grammar(params.tools.as_ref(), &params.format) {
-            None => None,
-            Some(lark) => match Constraint::new(&self.factory, &lark, self.model_end.to_vec()) {
-                Ok(c) => Some(c),
-                Err(e) => return futures::stream::iter([Err(e)]).boxed(),
-            },
-        };
+        let constraint =
+            match constrain::grammar(params.tools.as_ref(), &params.format, &self.markers) {
+                None => None,
+                Some(lark) => {
+                    match Constraint::new(&self.factory, &lark, self.model_end.to_vec()) {
+                        Ok(c) => Some(c),
+                        Err(e) => return futures::stream::iter([Err(e)]).boxed(),
+                    }
+                }
+            };
         let decoder = Arc::new(
             Decoder::new(choose(&params), params.top_logprobs as usize).constrained(constraint),
         );
@@ -484,7 +492,11 @@ impl Engine for MistralEngine {
                         "the prompt cannot be rendered: {e}"
                     )));
                 }
-                None => return Err(EngineError::Internal("mistral.rs engine stopped".to_owned())),
+                None => {
+                    return Err(EngineError::Internal(
+                        "mistral.rs engine stopped".to_owned(),
+                    ));
+                }
             };
             sender
                 .send(request)
@@ -508,7 +520,8 @@ impl Engine for MistralEngine {
                     let responses = responses
                         .map(Some)
                         .chain(futures::stream::once(async { None }));
-                    let started = futures::stream::iter([Ok(EngineEvent::Started { prompt_tokens })]);
+                    let started =
+                        futures::stream::iter([Ok(EngineEvent::Started { prompt_tokens })]);
                     started
                         .chain(
                             responses
@@ -583,7 +596,12 @@ mod tests {
     }
 
     fn step(e: &Emitter, byte: u8) -> Step {
-        let id = e.factory.tok_env().tok_trie().token_id(&[byte]).expect("byte token");
+        let id = e
+            .factory
+            .tok_env()
+            .tok_trie()
+            .token_id(&[byte])
+            .expect("byte token");
         Step {
             id,
             logprob: -0.25,
@@ -602,7 +620,11 @@ mod tests {
         assert_eq!(text, "a", "half a character waits");
         assert_eq!(tokens.len(), 2);
         assert_eq!(tokens[1].bytes, vec![0xc3]);
-        assert_eq!(tokens[1].top[0].bytes, vec![0xc3], "alternatives' bytes too");
+        assert_eq!(
+            tokens[1].top[0].bytes,
+            vec![0xc3],
+            "alternatives' bytes too"
+        );
         let second = e.delta(vec![step(&e, 0xa9)]);
         let Some(EngineEvent::Delta { text, tokens }) = second else {
             panic!("{second:?}")
@@ -683,7 +705,10 @@ mod tests {
             format: super::super::Format::Text,
         };
         let s = sampling_params(&p);
-        assert_eq!(s.temperature, None, "the Decoder chooses tokens, not mistral.rs");
+        assert_eq!(
+            s.temperature, None,
+            "the Decoder chooses tokens, not mistral.rs"
+        );
         assert!(s.stop_toks.is_none(), "stops are matched on the text");
         assert_eq!(choose(&p).temperature, None);
         assert_eq!(s.max_len, Some(5));
