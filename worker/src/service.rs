@@ -718,7 +718,9 @@ mod tests {
             name: "now".into(),
             ..Default::default()
         }];
-        let status = svc.generate(tools).await.err().expect("refused");
+        let Err(status) = svc.generate(tools).await else {
+            panic!("tools accepted by an engine that cannot call them")
+        };
         assert_eq!(status.code(), tonic::Code::FailedPrecondition);
         assert!(
             status.message().contains("does not call tools"),
@@ -729,7 +731,9 @@ mod tests {
             kind: pb::response_format::Kind::JsonObject as i32,
             schema: String::new(),
         });
-        let status = svc.generate(json).await.err().expect("refused");
+        let Err(status) = svc.generate(json).await else {
+            panic!("a schema accepted by an engine that cannot constrain output")
+        };
         assert_eq!(status.code(), tonic::Code::FailedPrecondition);
         let mut named = request(4);
         named.get_mut().tool_choice = Some(pb::ToolChoice {
