@@ -127,6 +127,17 @@ pub fn large_model() -> PathBuf {
 pub type Rung = (&'static str, &'static str, fn() -> PathBuf);
 
 /// The quickstart's model ladder, cheapest first.
+/// The Python the client tests run: `$SWITCHBACK_PYTHON`, else the venv
+/// `deploy/local/ensure-deps.sh` makes (with the pinned client libraries).
+pub fn python() -> String {
+    std::env::var("SWITCHBACK_PYTHON").unwrap_or_else(|_| {
+        format!(
+            "{}/.cache/switchback/venv/bin/python",
+            std::env::var("HOME").expect("HOME")
+        )
+    })
+}
+
 pub fn ladder() -> [Rung; 3] {
     [
         ("small", "smollm2-135m", small_model),

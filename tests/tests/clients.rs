@@ -47,12 +47,7 @@ async fn cluster(small: WorkerSpec, medium: WorkerSpec) -> Cluster {
 /// (`$SWITCHBACK_PYTHON`, else the one `deploy/local/ensure-deps.sh` makes); returns its
 /// report, `{check: {"ok": bool, "detail": ...}}`.
 async fn run_checks(router: &Router, kind: &str) -> Map<String, Value> {
-    let python = std::env::var("SWITCHBACK_PYTHON").unwrap_or_else(|_| {
-        format!(
-            "{}/.cache/switchback/venv/bin/python",
-            std::env::var("HOME").expect("HOME")
-        )
-    });
+    let python = switchback_tests::python();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/clients.py");
     let out = tokio::time::timeout(
         Duration::from_secs(900),

@@ -252,12 +252,7 @@ async fn errors_are_openai_shaped_with_a_request_id() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_openai_python_client_retrieves_every_model_and_sees_the_request_id() {
     let (_etcd, _controller, _worker, router) = cluster().await;
-    let python = std::env::var("SWITCHBACK_PYTHON").unwrap_or_else(|_| {
-        format!(
-            "{}/.cache/switchback/venv/bin/python",
-            std::env::var("HOME").expect("HOME")
-        )
-    });
+    let python = switchback_tests::python();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/openai_client.py");
     let out = tokio::time::timeout(
         Duration::from_secs(120),

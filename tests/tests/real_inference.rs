@@ -202,12 +202,7 @@ async fn completions_endpoint_and_models_listing() {
 #[tokio::test(flavor = "multi_thread")]
 async fn openai_python_client_works() {
     let c = cluster().await;
-    let python = std::env::var("SWITCHBACK_PYTHON").unwrap_or_else(|_| {
-        format!(
-            "{}/.cache/switchback/venv/bin/python",
-            std::env::var("HOME").expect("HOME")
-        )
-    });
+    let python = switchback_tests::python();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/python/openai_client.py");
     let out = tokio::time::timeout(
         Duration::from_secs(300),
