@@ -549,10 +549,11 @@ def tools_required(t):
 
 @check(MODEL)
 def tools_auto(t):
-    """tool_choice auto (the default) on a question only a tool can answer: a call."""
+    """tool_choice auto (the default) on a question only a tool can answer: a call (greedy,
+    so the model's choice between prose and a call is the same every run)."""
     _, body = chat_raw(
         t, model="medium", messages=user("What is the weather like in Paris right now? Use the tool."), tools=TOOLS,
-        parallel_tool_calls=False, max_tokens=64,
+        parallel_tool_calls=False, max_tokens=64, temperature=0,
     )
     return {"calls": expect_tool_calls(body, TOOLS, "tool_choice auto")}
 

@@ -21,8 +21,8 @@ use super::{
 #[derive(Debug, Clone, Default)]
 pub struct Shape {
     pub stop: Vec<String>,
-    /// The answer may be calls (tools offered, choice other than `none`).
-    pub calls: bool,
+    /// The tools the answer may call (offered, choice other than `none`).
+    pub calls: Option<Tools>,
     /// Prefix of the calls' ids.
     pub call_ids: String,
 }
@@ -31,13 +31,15 @@ impl Shape {
     pub fn new(stop: Vec<String>, tools: Option<&Tools>, request_id: &str) -> Self {
         Self {
             stop: stop.into_iter().filter(|s| !s.is_empty()).collect(),
-            calls: tools.is_some_and(|t| t.choice != ToolChoice::None && !t.list.is_empty()),
+            calls: tools
+                .filter(|t| t.choice != ToolChoice::None && !t.list.is_empty())
+                .cloned(),
             call_ids: format!("call_{}_", short_id(request_id)),
         }
     }
 
     fn is_plain(&self) -> bool {
-        self.stop.is_empty() && !self.calls
+        self.stop.is_empty() && self.calls.is_none()
     }
 }
 
@@ -76,7 +78,7 @@ struct State {
 
 impl State {
     fn new(shape: Shape) -> Self {
-        let kind = if shape.calls {
+        let kind = if shape.calls.is_some() {
             Kind::Undecided
         } else {
             Kind::Prose
@@ -119,11 +121,10 @@ impl State {
         }
         self.held.push_str(&text);
         if self.kind == Kind::Undecided {
-            let head = self.held.trim_start();
-            if head.starts_with(constrain::CALL_OPEN) {
-                self.kind = Kind::Calls;
-            } else if !head.is_empty() && !constrain::CALL_OPEN.starts_with(head) {
-                self.kind = Kind::Prose;
+            match constrain::opens_calls(self.held.trim_start()) {
+                Some(true) => self.kind = Kind::Calls,
+                Some(false) => self.kind = Kind::Prose,
+                None => {}
             }
         }
         if self.kind != Kind::Prose {
@@ -152,8 +153,11 @@ impl State {
         self.finished = true;
         let mut events = Vec::new();
         let mut finish = finish;
-        if self.kind == Kind::Calls && finish == FinishReason::Stop {
-            match constrain::parse_calls(&self.held, &self.shape.call_ids) {
+        if self.kind == Kind::Calls
+            && finish == FinishReason::Stop
+            && let Some(tools) = &self.shape.calls
+        {
+            match constrain::parse_calls(&self.held, &self.shape.call_ids, tools) {
                 Some(calls) => {
                     // The calls replace their text; their tokens still say how sure the
                     // model was.
@@ -168,7 +172,8 @@ impl State {
                     events.push(EngineEvent::ToolCalls(calls));
                     finish = FinishReason::ToolCalls;
                 }
-                None => tracing::warn!("the answer opened a tool call it did not finish"),
+                // JSON that is no call of an offered tool: the text goes out as it is.
+                None => tracing::debug!("an answer that looked like calls is text"),
             }
         }
         let rest = self.held.len();
@@ -426,6 +431,30 @@ mod tests {
         assert_eq!(calls[0].name, "now");
         assert!(calls[0].id.starts_with("call_"));
         assert_eq!(done(&events).0, FinishReason::ToolCalls);
+    }
+
+    #[tokio::test]
+    async fn unmarked_calls_come_back_as_calls_and_other_fences_as_text() {
+        let call: &[&[u8]] = &[b"{\"name\": \"now\",", b" \"arguments\": {}}"];
+        let fenced: &[&[u8]] = &[b"``", b"`json\n{\"name\": \"now\", \"arguments\": {}}\n```"];
+        for pieces in [call, fenced] {
+            let events = collect(shape(engine(pieces, FinishReason::Stop), tool_shape())).await;
+            assert!(
+                events
+                    .iter()
+                    .any(|e| matches!(e, EngineEvent::ToolCalls(c) if c[0].name == "now")),
+                "{events:?}"
+            );
+            assert_eq!(text_of(&events).0.concat(), "");
+            assert_eq!(done(&events).0, FinishReason::ToolCalls);
+        }
+        let code = collect(shape(
+            engine(&[b"``", b"`py", b"thon"], FinishReason::Stop),
+            tool_shape(),
+        ))
+        .await;
+        assert_eq!(text_of(&code).0.concat(), "```python");
+        assert_eq!(done(&code).0, FinishReason::Stop);
     }
 
     #[tokio::test]

@@ -6,6 +6,12 @@
 //! templates): `<tool_call>\n{"name": ..., "arguments": {...}}\n</tool_call>`, one block per
 //! call. The grammar fixes the name to one of the offered tools and the arguments to that
 //! tool's JSON Schema, so every call the worker returns parses and matches its schema.
+//!
+//! Under `tool_choice: auto` small models often write a call without the markers: the bare
+//! JSON object, or the object in a ```` ```json ```` fence. The grammar leaves such an answer
+//! free (it may as well be JSON prose, or a call of a tool that was not offered); once it is
+//! complete it is a call if it names an offered tool with arguments that match the tool's
+//! schema, checked by the same grammar machinery, and text otherwise.
 
 use mistralrs::core::llguidance::{self, Matcher, ParserFactory, api::TopLevelGrammar};
 use serde_json::{Value, json};
@@ -16,6 +22,26 @@ use super::{EngineError, Format, ToolCall, ToolChoice, Tools};
 pub const CALL_OPEN: &str = "<tool_call>";
 /// Closes it.
 pub const CALL_CLOSE: &str = "</tool_call>";
+/// Opens a call written as a fenced JSON block.
+pub const FENCE_OPEN: &str = "```json\n";
+/// Closes the fence.
+pub const FENCE_CLOSE: &str = "```";
+
+/// Whether an answer that begins with `head` (leading whitespace trimmed) may be calls
+/// (`Some(true)`: held whole until it ends, then [`parse_calls`] decides), is prose
+/// (`Some(false)`), or is not yet known (`None`).
+pub fn opens_calls(head: &str) -> Option<bool> {
+    if head.is_empty() {
+        return None;
+    }
+    if head.starts_with(CALL_OPEN) || head.starts_with(FENCE_OPEN) || head.starts_with('{') {
+        return Some(true);
+    }
+    if CALL_OPEN.starts_with(head) || FENCE_OPEN.starts_with(head) {
+        return None;
+    }
+    Some(false)
+}
 
 /// JSON written the way the models were trained to write it (`{"a": 1, "b": 2}`) and with no
 /// room for runs of whitespace, which a small model under a grammar can fall into.
@@ -37,8 +63,10 @@ fn format_schema(format: &Format) -> Option<Value> {
     }
 }
 
-/// The schema of one call's JSON: the name of an offered tool and that tool's arguments.
-fn call_schema(tools: &Tools) -> Value {
+/// The schema of one call's JSON: the name of an offered tool and that tool's arguments,
+/// written compactly (for generation) or with any whitespace (for checking).
+fn call_schema(tools: &Tools, compactly: bool) -> Value {
+    let style = |v: Value| if compactly { compact(v) } else { v };
     let choices: Vec<Value> = tools
         .list
         .iter()
@@ -60,8 +88,8 @@ fn call_schema(tools: &Tools) -> Value {
         })
         .collect();
     match <[Value; 1]>::try_from(choices) {
-        Ok([one]) => compact(one),
-        Err(many) => compact(json!({ "anyOf": many })),
+        Ok([one]) => style(one),
+        Err(many) => style(json!({ "anyOf": many })),
     }
 }
 
@@ -108,7 +136,7 @@ pub fn grammar(tools: Option<&Tools>, format: &Format, markers: &Markers) -> Opt
     let call = format!(
         "call: {} \"\\n\" %json {} \"\\n\" {}\n",
         markers.open,
-        call_schema(tools),
+        call_schema(tools, true),
         markers.close
     );
     let calls = if tools.single || matches!(tools.choice, ToolChoice::Named(_)) {
@@ -117,7 +145,7 @@ pub fn grammar(tools: Option<&Tools>, format: &Format, markers: &Markers) -> Opt
         "calls: call (\"\\n\" call)*\n"
     };
     let start = match tools.choice {
-        // Prose may be anything that does not open a call: it cannot begin with `<`.
+        // Prose may be anything that does not open a marked call: it cannot begin with `<`.
         ToolChoice::Auto => match text {
             Some(t) => format!("start: calls | {t}\n"),
             None => "start: calls | PROSE\nPROSE: /[^<][\\s\\S]*/\n".to_owned(),
@@ -205,33 +233,86 @@ pub fn factory_for(env: &llguidance::toktrie::TokEnv) -> Result<ParserFactory, S
     ParserFactory::new_simple(env).map_err(|e| e.to_string())
 }
 
-/// The calls in an answer written in the Hermes format, or `None` when the answer is not
-/// made of calls alone. `id_prefix` makes the calls' ids unique per answer.
-pub fn parse_calls(text: &str, id_prefix: &str) -> Option<Vec<ToolCall>> {
+/// The calls in an answer: Hermes blocks, or one call as a bare or fenced JSON object.
+/// `None` when the answer is not made of calls alone, or a call names a tool not in `tools`
+/// or has arguments that do not match its schema. `id_prefix` makes the calls' ids unique
+/// per answer.
+pub fn parse_calls(text: &str, id_prefix: &str, tools: &Tools) -> Option<Vec<ToolCall>> {
+    let text = text.trim();
+    let call = |json: &str, n: usize| -> Option<ToolCall> {
+        let (name, arguments) = name_and_arguments(serde_json::from_str(json.trim()).ok()?)?;
+        let normal = format!(
+            "{{\"name\": {}, \"arguments\": {arguments}}}",
+            Value::String(name.clone())
+        );
+        is_offered_call(tools, &normal).then(|| ToolCall {
+            id: format!("{id_prefix}{n}"),
+            name,
+            arguments,
+        })
+    };
+    if text.starts_with('{') {
+        return Some(vec![call(text, 0)?]);
+    }
+    if let Some(body) = text.strip_prefix(FENCE_OPEN) {
+        let body = body.strip_suffix(FENCE_CLOSE)?;
+        return Some(vec![call(body, 0)?]);
+    }
     let mut calls = Vec::new();
-    let mut rest = text.trim();
+    let mut rest = text;
     while !rest.is_empty() {
         let body = rest.strip_prefix(CALL_OPEN)?;
         let end = body.find(CALL_CLOSE)?;
-        let call: Value = serde_json::from_str(body[..end].trim()).ok()?;
-        let name = call.get("name")?.as_str()?.to_owned();
-        let arguments = match call.get("arguments")? {
-            Value::Object(_) => call["arguments"].to_string(),
-            // Some models write the arguments as a JSON string holding the object.
-            Value::String(s) => match serde_json::from_str::<Value>(s).ok()? {
-                v @ Value::Object(_) => v.to_string(),
-                _ => return None,
-            },
-            _ => return None,
-        };
-        calls.push(ToolCall {
-            id: format!("{id_prefix}{}", calls.len()),
-            name,
-            arguments,
-        });
+        calls.push(call(&body[..end], calls.len())?);
         rest = body[end + CALL_CLOSE.len()..].trim_start();
     }
     (!calls.is_empty()).then_some(calls)
+}
+
+/// Whether `json` is a call `tools` allow: an offered name, arguments matching its schema.
+/// Checked by running the JSON through the call's grammar byte by byte.
+fn is_offered_call(tools: &Tools, json: &str) -> bool {
+    use llguidance::toktrie::ApproximateTokEnv;
+    static ENV: std::sync::OnceLock<Option<(llguidance::toktrie::TokEnv, ParserFactory)>> =
+        std::sync::OnceLock::new();
+    let Some((env, factory)) = ENV.get_or_init(|| {
+        let env = ApproximateTokEnv::single_byte_env();
+        let factory = factory_for(&env).ok()?;
+        Some((env, factory))
+    }) else {
+        return false;
+    };
+    let lark = format!("start: %json {}\n", call_schema(tools, false));
+    let trie = env.tok_trie();
+    let eos = trie.eos_token();
+    let Ok(mut c) = Constraint::new(factory, &lark, vec![eos]) else {
+        return false;
+    };
+    let vocab = trie.vocab_size();
+    for b in json.bytes() {
+        let Some(id) = trie.token_id(&[b]) else {
+            return false;
+        };
+        if !c.allowed(vocab).is_ok_and(|a| a[id as usize]) || c.commit(id).is_err() {
+            return false;
+        }
+    }
+    c.allowed(vocab).is_ok_and(|a| a[eos as usize])
+}
+
+/// A call's name and its arguments as a JSON object's text.
+fn name_and_arguments(call: Value) -> Option<(String, String)> {
+    let name = call.get("name")?.as_str()?.to_owned();
+    let arguments = match call.get("arguments")? {
+        v @ Value::Object(_) => v.to_string(),
+        // Some models write the arguments as a JSON string holding the object.
+        Value::String(s) => match serde_json::from_str::<Value>(s).ok()? {
+            v @ Value::Object(_) => v.to_string(),
+            _ => return None,
+        },
+        _ => return None,
+    };
+    Some((name, arguments))
 }
 
 #[cfg(test)]
@@ -328,6 +409,13 @@ mod tests {
         .expect("grammar");
         assert_eq!(run(&auto, "It is sunny <b>today</b>."), Ok(true));
         assert_eq!(run(&auto, call), Ok(true));
+        // Prose is free, JSON included: whether it is a call is decided once it is whole.
+        for prose in [
+            "{\"name\": \"hello\", \"arguments\": {}}",
+            "```python\nprint(1)\n```",
+        ] {
+            assert_eq!(run(&auto, prose), Ok(true), "{prose:?} is allowed");
+        }
         assert_eq!(
             grammar(
                 Some(&tools(ToolChoice::None)),
@@ -380,22 +468,50 @@ mod tests {
 
     #[test]
     fn calls_parse_back_out_of_the_text() {
+        let offered = tools(ToolChoice::Auto);
         let text = "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\"}}\n</tool_call>\n<tool_call>\n{\"name\": \"now\", \"arguments\": {}}\n</tool_call>";
-        let calls = parse_calls(text, "call_x").expect("calls");
+        let calls = parse_calls(text, "call_x", &offered).expect("calls");
         assert_eq!(calls.len(), 2);
         assert_eq!(calls[0].name, "get_weather");
         assert_eq!(calls[0].arguments, r#"{"city":"Paris"}"#);
         assert_eq!(calls[0].id, "call_x0");
         assert_eq!(calls[1].id, "call_x1");
-        assert_eq!(parse_calls("Sunny.", "c"), None);
-        assert_eq!(parse_calls("<tool_call>\n{\"name\": \"now\"", "c"), None);
+        assert_eq!(parse_calls("Sunny.", "c", &offered), None);
+        assert_eq!(
+            parse_calls("<tool_call>\n{\"name\": \"now\"", "c", &offered),
+            None
+        );
         assert_eq!(
             parse_calls(
                 "<tool_call>\n{\"name\": \"now\", \"arguments\": \"{}\"}\n</tool_call>",
-                "c"
+                "c",
+                &offered
             )
             .map(|c| c[0].arguments.clone()),
             Some("{}".into())
         );
+    }
+
+    #[test]
+    fn unmarked_calls_count_only_when_they_fit_an_offered_tool() {
+        let offered = tools(ToolChoice::Auto);
+        let bare =
+            "{\"name\":\"get_weather\",\n \"arguments\": {\"city\": \"Paris\", \"days\": 2}}";
+        for text in [bare.to_owned(), format!("```json\n{bare}\n```\n")] {
+            let calls = parse_calls(&text, "c", &offered).expect("one unmarked call");
+            assert_eq!(calls.len(), 1);
+            assert_eq!(calls[0].name, "get_weather");
+            assert_eq!(calls[0].arguments, r#"{"city":"Paris","days":2}"#);
+        }
+        for not_a_call in [
+            // A tool nobody offered, arguments off the schema, JSON that is no call at all.
+            "{\"name\": \"hello\", \"arguments\": {}}",
+            "{\"name\": \"get_weather\", \"arguments\": {\"city\": 3}}",
+            "{\"name\": \"get_weather\", \"arguments\": {\"town\": \"Paris\"}}",
+            "{\"temperature_c\": 21}",
+            "```json\n{\"name\": \"now\"",
+        ] {
+            assert_eq!(parse_calls(not_a_call, "c", &offered), None, "{not_a_call}");
+        }
     }
 }
