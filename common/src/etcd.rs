@@ -8,6 +8,10 @@ use etcd_client::{Certificate, Client, ConnectOptions, Identity, PutOptions, Tls
 use switchback_proto::Keys;
 use tokio_util::sync::CancellationToken;
 
+/// HTTP/2 flow-control window of one gRPC stream, in bytes: far more than a token stream
+/// needs in flight on a LAN.
+pub const STREAM_WINDOW: u32 = 256 * 1024;
+
 /// An HTTP/2 endpoint for a Switchback gRPC peer, with keep-alives so that a hung or
 /// partitioned peer is noticed instead of blocking a stream forever.
 pub fn grpc_endpoint(address: &str) -> Result<tonic::transport::Endpoint, tonic::transport::Error> {
@@ -17,7 +21,12 @@ pub fn grpc_endpoint(address: &str) -> Result<tonic::transport::Endpoint, tonic:
             .tcp_nodelay(true)
             .http2_keep_alive_interval(Duration::from_secs(5))
             .keep_alive_timeout(Duration::from_secs(3))
-            .keep_alive_while_idle(true),
+            .keep_alive_while_idle(true)
+            // One stream whose reader stalls (a client that stops reading its answer) can
+            // hold at most its own window of the connection's: the connection's window is
+            // that of a thousand streams, so the others on it keep flowing.
+            .initial_stream_window_size(STREAM_WINDOW)
+            .initial_connection_window_size(STREAM_WINDOW * 1024),
     )
 }
 

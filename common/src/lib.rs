@@ -6,6 +6,7 @@
 pub mod backoff;
 pub mod config;
 pub mod etcd;
+pub mod http_serve;
 pub mod process;
 pub mod telemetry;
 pub mod text;

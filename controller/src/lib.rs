@@ -128,14 +128,13 @@ pub async fn run(
             .route("/healthz", get(|| async { "ok" }))
             .with_state(Arc::clone(&view));
         let stop = stop.clone();
-        async move {
-            if let Err(err) = axum::serve(metrics, app)
-                .with_graceful_shutdown(stop.cancelled_owned())
-                .await
-            {
-                tracing::error!(%err, "metrics server failed");
-            }
-        }
+        switchback_common::http_serve::serve(
+            metrics,
+            app,
+            switchback_common::http_serve::HttpLimits::for_metrics(),
+            Default::default(),
+            stop,
+        )
     });
 
     tracing::info!(id = %config.id, %advertise, "controller serving");

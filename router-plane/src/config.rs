@@ -90,6 +90,8 @@ pub struct RawConfig {
     pub max_stop_bytes: Option<usize>,
     /// The most alternatives per token a chat request may ask for (`top_logprobs`).
     pub max_top_logprobs: Option<u32>,
+    /// The HTTP listener's bounds: connection cap, header, body, idle and write timeouts.
+    pub http: Option<switchback_common::http_serve::RawHttp>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -188,6 +190,9 @@ pub struct RouterConfig {
     pub max_stop_sequences: usize,
     pub max_stop_bytes: usize,
     pub max_top_logprobs: u32,
+    pub http: switchback_common::http_serve::HttpLimits,
+    /// How long a request body may take to arrive.
+    pub body_timeout: Duration,
 }
 
 impl RouterConfig {
@@ -335,6 +340,7 @@ impl RawConfig {
                 "must be in 0..=20 (OpenAI's own bound)",
             ));
         }
+        let (http, body_timeout) = self.http.unwrap_or_default().validate()?;
         let auth = auth(self.auth)?;
         let policy = self.policy.unwrap_or_default();
         policy.check().map_err(|reason| invalid("policy", reason))?;
@@ -361,6 +367,8 @@ impl RawConfig {
             max_stop_sequences,
             max_stop_bytes,
             max_top_logprobs,
+            http,
+            body_timeout,
             request_timeout: Duration::from_secs(request_timeout_s),
             max_attempts,
             first_token_timeout: Duration::from_secs(first_token_timeout_s),

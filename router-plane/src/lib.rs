@@ -157,19 +157,13 @@ pub async fn run(
     }
     tasks.spawn(follow_policy(Arc::clone(&state), watch_stop.clone()));
     tracing::info!(%local, "router serving");
-    // Streamed tokens are small writes: without TCP_NODELAY, Nagle's algorithm and delayed
-    // ACKs hold each one back by up to 40 ms.
-    let app = api::router(state);
-    let result = match http_tls {
+    let app = api::router(Arc::clone(&state));
+    let mut limits = state.config.http;
+    limits.max_connections = switchback_common::http_serve::connection_cap(limits.max_connections);
+    let conns = state.metrics.connections.clone();
+    match http_tls {
         None => {
-            let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-                if let Err(err) = tcp.set_nodelay(true) {
-                    tracing::warn!(%err, "cannot set TCP_NODELAY");
-                }
-            });
-            axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown.cancelled_owned())
-                .await
+            switchback_common::http_serve::serve(listener, app, limits, conns, shutdown).await;
         }
         Some(http_tls) => {
             tasks.spawn(http_tls.clone().watch(watch_stop.clone()));
@@ -180,16 +174,14 @@ pub async fn run(
                 watch_stop.clone(),
                 &tasks,
             )?;
-            axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown.cancelled_owned())
-                .await
+            switchback_common::http_serve::serve(listener, app, limits, conns, shutdown).await;
         }
-    };
+    }
     watch_stop.cancel();
     tasks.close();
     tasks.wait().await;
     tracing::info!("router stopped");
-    result
+    Ok(())
 }
 
 /// Reloads the difficulty predictor when its artifact (or table) changes on disk, e.g. a

@@ -60,6 +60,8 @@ pub struct Metrics {
     pub rate_limited: Family<KeyLimit, Counter>,
     pub keys_reloads: Family<Reload, Counter>,
     pub keys_loaded: Gauge,
+    /// The HTTP listener's connections.
+    pub connections: switchback_common::http_serve::ConnMetrics,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -252,7 +254,10 @@ impl Default for Metrics {
             "API keys in force on this router",
             keys_loaded.clone(),
         );
+        let connections = switchback_common::http_serve::ConnMetrics::default();
+        connections.register(&mut registry);
         Self {
+            connections,
             auth_enabled,
             auth_failures,
             key_requests,

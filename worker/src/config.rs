@@ -86,6 +86,9 @@ pub struct RawConfig {
     pub engine: Option<RawEngine>,
     pub max_concurrency: Option<u32>,
     pub max_queue: Option<u32>,
+    /// Seconds a caller may leave the answer unread before its generation is cancelled and
+    /// its slot freed (default 10).
+    pub stalled_caller_s: Option<u64>,
     pub default_max_tokens: Option<u32>,
     pub max_tokens_limit: Option<u32>,
     pub cost: Option<RawCost>,
@@ -168,6 +171,7 @@ pub struct WorkerConfig {
     pub engine: EngineConfig,
     pub max_concurrency: u32,
     pub max_queue: u32,
+    pub stalled_caller: Duration,
     pub default_max_tokens: u32,
     pub max_tokens_limit: u32,
     pub cost_per_mtok_input: f64,
@@ -333,6 +337,11 @@ impl RawConfig {
         if max_concurrency == 0 {
             return Err(invalid("max_concurrency", "must be at least 1"));
         }
+        let stalled_caller_s = self.stalled_caller_s.unwrap_or(10);
+        if !(1..=3600).contains(&stalled_caller_s) {
+            return Err(invalid("stalled_caller_s", "must be in 1..=3600"));
+        }
+        let stalled_caller = Duration::from_secs(stalled_caller_s);
         let max_tokens_limit = self.max_tokens_limit.unwrap_or(4096);
         let default_max_tokens = self.default_max_tokens.unwrap_or(256);
         if default_max_tokens == 0 || default_max_tokens > max_tokens_limit {
@@ -377,6 +386,7 @@ impl RawConfig {
             engine,
             max_concurrency,
             max_queue: self.max_queue.unwrap_or(64),
+            stalled_caller,
             default_max_tokens,
             max_tokens_limit,
             cost_per_mtok_input,

@@ -129,6 +129,7 @@ pub async fn run(
         Arc::clone(&load),
         Limits {
             max_queue: config.max_queue,
+            stalled_caller: config.stalled_caller,
             default_max_tokens: config.default_max_tokens,
             max_tokens_limit: config.max_tokens_limit,
         },

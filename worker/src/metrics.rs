@@ -108,9 +108,15 @@ pub async fn serve(
         .route("/metrics", get(scrape))
         .route("/healthz", get(|| async { "ok" }))
         .with_state(s);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(stop.cancelled_owned())
-        .await
+    switchback_common::http_serve::serve(
+        listener,
+        app,
+        switchback_common::http_serve::HttpLimits::for_metrics(),
+        Default::default(),
+        stop,
+    )
+    .await;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -2,7 +2,10 @@
 //! and a concurrency limit, and relays the engine's stream to the caller. When the caller
 //! goes away the relay stops, dropping the engine stream, which stops generation.
 
-use std::{sync::Arc, time::Instant};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
 use futures::StreamExt;
 use switchback_common::trace_context;
@@ -48,6 +51,9 @@ pub const MAX_REQUEST_BYTES: usize = 2 << 20;
 #[derive(Debug, Clone)]
 pub struct Limits {
     pub max_queue: u32,
+    /// How long the caller may leave the answer unread before the generation is cancelled:
+    /// a stalled reader must not hold a slot.
+    pub stalled_caller: Duration,
     pub default_max_tokens: u32,
     pub max_tokens_limit: u32,
 }
@@ -379,6 +385,7 @@ impl InferenceService {
         let load = Arc::clone(&self.load);
         let slots = Arc::clone(&self.slots);
         let abort = self.abort.clone();
+        let stalled_caller = self.limits.stalled_caller;
         let relay_span = span.clone();
         self.requests.spawn(async move {
             let span = relay_span;
@@ -510,8 +517,13 @@ impl InferenceService {
                     None => Err(switchback_proto::refusal(Status::internal("engine stream ended without finishing"), "engine-error")),
                 };
                 let failed = chunk.is_err();
-                if tx.send(chunk).await.is_err() || failed {
-                    return;
+                match tokio::time::timeout(stalled_caller, tx.send(chunk)).await {
+                    Ok(Ok(())) if !failed => {}
+                    Ok(_) => return,
+                    Err(_) => {
+                        tracing::warn!(seconds = stalled_caller.as_secs(), "the caller stopped reading; generation cancelled");
+                        return outcome("stalled");
+                    }
                 }
             }
         }.instrument(span));
@@ -590,6 +602,7 @@ mod tests {
             Arc::clone(&load),
             Limits {
                 max_queue,
+                stalled_caller: Duration::from_secs(1),
                 default_max_tokens: 4,
                 max_tokens_limit: 100,
             },
@@ -647,6 +660,34 @@ mod tests {
             chunks[..3]
                 .iter()
                 .all(|c| c.tokens.len() == 1 && !c.text.is_empty())
+        );
+    }
+
+    #[tokio::test]
+    async fn a_caller_that_stops_reading_loses_its_slot() {
+        // One slot; the sim makes 100 tokens in 10 ms, far more than the relay buffers.
+        let (svc, load, _t) = service(1, 4, 0.1);
+        let unread = svc.generate(request(100)).await.expect("accepted");
+        settle("the unread answer fills its buffer", || load.running() == 1).await;
+        // The next caller waits for the slot, which the stall (1 s here) gives back.
+        let next = tokio::time::timeout(
+            Duration::from_secs(20),
+            drain(svc.generate(request(3)).await.expect("queued").into_inner()),
+        )
+        .await
+        .expect("the stalled caller's slot never came back");
+        assert_eq!(
+            next.last()
+                .and_then(|c| c.usage.as_ref())
+                .map(|u| u.completion_tokens),
+            Some(3)
+        );
+        // The unread stream ends without a finish: its generation was cancelled.
+        let cut: Vec<_> = unread.into_inner().collect().await;
+        assert!(cut.len() < 100, "{} chunks", cut.len());
+        assert!(
+            cut.iter()
+                .all(|c| c.as_ref().is_ok_and(|c| c.usage.is_none()))
         );
     }
 

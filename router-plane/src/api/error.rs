@@ -28,6 +28,11 @@ pub enum ApiError {
         "request body is larger than the limit of {limit} bytes (router config `max_body_bytes`)"
     )]
     BodyTooLarge { limit: usize },
+    /// The body did not arrive within the configured time.
+    #[error(
+        "the request body did not arrive within {seconds} s (router config `http.body_timeout_s`)"
+    )]
+    BodyTimeout { seconds: u64 },
     /// No API key, or one the router does not know.
     #[error("{0}")]
     Unauthorized(&'static str),
@@ -86,6 +91,7 @@ impl ApiError {
                 StatusCode::BAD_REQUEST
             }
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             Self::Forbidden { .. } => StatusCode::FORBIDDEN,
             Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -106,6 +112,7 @@ impl ApiError {
             Self::InvalidField { .. } => ("invalid_request_error", Some("invalid_value")),
             Self::LimitExceeded { .. } => ("invalid_request_error", Some("limit_exceeded")),
             Self::BodyTooLarge { .. } => ("invalid_request_error", Some("request_too_large")),
+            Self::BodyTimeout { .. } => ("invalid_request_error", Some("request_timeout")),
             Self::Unauthorized(_) => ("invalid_request_error", Some("invalid_api_key")),
             Self::Forbidden { .. } => ("invalid_request_error", Some("model_not_allowed")),
             Self::RateLimited { .. } => ("rate_limit_exceeded", Some("rate_limit_exceeded")),
@@ -151,7 +158,8 @@ impl ApiError {
             Self::MalformedJson(_)
             | Self::InvalidField { .. }
             | Self::LimitExceeded { .. }
-            | Self::BodyTooLarge { .. } => "invalid",
+            | Self::BodyTooLarge { .. }
+            | Self::BodyTimeout { .. } => "invalid",
             Self::Unauthorized(_) => "unauthorized",
             Self::Forbidden { .. } => "forbidden",
             Self::RateLimited { .. } => "rate_limited",

@@ -215,7 +215,13 @@ async fn read_body(app: &AppState, headers: &HeaderMap, body: Body) -> Result<By
         return Err(ApiError::BodyTooLarge { limit });
     }
     let limited = http_body_util::Limited::new(body, limit);
-    match http_body_util::BodyExt::collect(limited).await {
+    let within = app.config.body_timeout;
+    let collected = tokio::time::timeout(within, http_body_util::BodyExt::collect(limited))
+        .await
+        .map_err(|_| ApiError::BodyTimeout {
+            seconds: within.as_secs(),
+        })?;
+    match collected {
         Ok(collected) => Ok(collected.to_bytes()),
         Err(err)
             if err
