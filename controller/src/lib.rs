@@ -7,6 +7,7 @@ pub mod config;
 pub mod membership;
 pub mod metrics;
 pub mod mirror;
+pub mod report_limit;
 pub mod service;
 pub mod view;
 
@@ -139,6 +140,8 @@ pub async fn run(
 
     tracing::info!(id = %config.id, %advertise, "controller serving");
     const MAX_REQUEST_BYTES: usize = 64 * 1024;
+    // A router sends one report per failed attempt; this is far above that in an outage.
+    const REPORTS_PER_SECOND: u32 = 20;
     let builder = tonic::transport::Server::builder().add_service(
         ControllerServer::new(ControllerService {
             view,
@@ -146,6 +149,7 @@ pub async fn run(
             etcd: config.etcd.clone(),
             keys,
             stop: stop.clone(),
+            reports: crate::report_limit::ReportLimit::new(REPORTS_PER_SECOND),
         })
         // Every message the controller takes (a load report, a failure report, a
         // drain) is small; a caller cannot make it decode megabytes.

@@ -25,6 +25,8 @@ pub struct ControllerService {
     pub keys: Keys,
     /// Ends every open stream at shutdown, so the server's graceful stop can complete.
     pub stop: CancellationToken,
+    /// Failure reports per calling address and second.
+    pub reports: crate::report_limit::ReportLimit,
 }
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::ClusterEvent, Status>> + Send>>;
@@ -142,6 +144,13 @@ impl Controller for ControllerService {
         &self,
         req: Request<pb::WorkerFailure>,
     ) -> Result<Response<pb::WorkerFailureAck>, Status> {
+        let from = req.remote_addr().map(|a| a.ip());
+        if !self.reports.allow(from, std::time::Instant::now()) {
+            return Err(Status::resource_exhausted(format!(
+                "more than {} failure reports a second from this address",
+                self.reports.per_second()
+            )));
+        }
         let f = req.into_inner();
         if f.worker_id.is_empty() {
             return Err(Status::invalid_argument("worker_id is empty"));
