@@ -401,6 +401,9 @@ pub struct Controller {
     pub address: String,
     /// Where its `/metrics` listens (`host:port`).
     pub metrics: String,
+    /// Mutual TLS on its gRPC port: the harness asks with its own certificate.
+    pki: Option<tls::ClusterPki>,
+    _dir: Option<tempfile::TempDir>,
 }
 
 impl Controller {
@@ -416,6 +419,28 @@ impl Controller {
 
     /// [`Controller::start_with`], with extra environment variables (e.g. OpenTelemetry's).
     pub async fn start_with_env(etcd_endpoint: &str, env: &[(&str, String)]) -> Self {
+        Self::spawn(etcd_endpoint, env, None).await
+    }
+
+    /// A controller speaking mutual TLS with a certificate of `pki`.
+    pub async fn start_tls(etcd: &Etcd, pki: &tls::ClusterPki) -> Self {
+        Self::spawn(&etcd.endpoint, &[], Some(pki.clone())).await
+    }
+
+    async fn spawn(
+        etcd_endpoint: &str,
+        env: &[(&str, String)],
+        pki: Option<tls::ClusterPki>,
+    ) -> Self {
+        let mut env = env.to_vec();
+        let dir = pki.as_ref().map(|pki| {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let config = dir.path().join("controller.yaml");
+            std::fs::write(&config, pki.yaml("controller")).expect("write controller config");
+            env.push(("SWITCHBACK_CONFIG", config.display().to_string()));
+            dir
+        });
+        let env = env.as_slice();
         let port = free_port();
         let address = format!("127.0.0.1:{port}");
         let metrics = format!("127.0.0.1:{}", free_port());
@@ -436,6 +461,8 @@ impl Controller {
             proc,
             address,
             metrics,
+            pki,
+            _dir: dir,
         };
         wait_for(
             "the controller to answer Status",
@@ -455,9 +482,15 @@ impl Controller {
     }
 
     pub async fn status(&self) -> Result<pb::ClusterView, Box<dyn std::error::Error>> {
-        let mut client =
-            pb::controller_client::ControllerClient::connect(format!("http://{}", self.address))
-                .await?;
+        let channel = match &self.pki {
+            None => {
+                tonic::transport::Endpoint::from_shared(format!("http://{}", self.address))?
+                    .connect()
+                    .await?
+            }
+            Some(pki) => tls::grpc_channel(&self.address, pki.client()).await?,
+        };
+        let mut client = pb::controller_client::ControllerClient::new(channel);
         Ok(client.status(pb::StatusRequest {}).await?.into_inner())
     }
 
@@ -522,6 +555,8 @@ pub struct WorkerSpec {
     pub extra: String,
     /// Extra environment variables (e.g. OpenTelemetry's).
     pub env: Vec<(&'static str, String)>,
+    /// Mutual TLS with a certificate of this PKI (named after the worker id).
+    pub tls: Option<tls::ClusterPki>,
 }
 
 impl WorkerSpec {
@@ -537,6 +572,7 @@ impl WorkerSpec {
             lease_ttl_s: 3,
             extra: String::new(),
             env: Vec::new(),
+            tls: None,
         }
     }
 
@@ -576,6 +612,7 @@ impl WorkerSpec {
             lease_ttl_s: 3,
             extra: String::new(),
             env: Vec::new(),
+            tls: None,
         }
     }
 }
@@ -606,6 +643,10 @@ impl Worker {
             ttl = spec.lease_ttl_s,
             extra = spec.extra,
         );
+        let yaml = match &spec.tls {
+            Some(pki) => format!("{yaml}{}", pki.yaml(&spec.id)),
+            None => yaml,
+        };
         let config = dir.path().join("worker.yaml");
         std::fs::write(&config, yaml).expect("write worker config");
         let proc = Proc::spawn(
@@ -624,10 +665,17 @@ impl Worker {
             &format!("worker {} to answer Health", w.spec.id),
             Duration::from_secs(120),
             || async {
-                let mut c =
-                    pb::inference_client::InferenceClient::connect(format!("http://{}", w.address))
-                        .await
-                        .ok()?;
+                let channel = match &w.spec.tls {
+                    None => {
+                        tonic::transport::Endpoint::from_shared(format!("http://{}", w.address))
+                            .ok()?
+                            .connect()
+                            .await
+                            .ok()?
+                    }
+                    Some(pki) => tls::grpc_channel(&w.address, pki.client()).await.ok()?,
+                };
+                let mut c = pb::inference_client::InferenceClient::new(channel);
                 c.health(pb::HealthRequest {}).await.ok().map(|_| ())
             },
         )

@@ -171,3 +171,67 @@ pub async fn server_certificate(
         .cloned()
         .ok_or_else(|| std::io::Error::other("the server presented no certificate"))
 }
+
+/// Mutual TLS for a whole harness cluster: one CA in a temporary directory, a certificate
+/// per component (`tls:` sections for their configs) and the harness's own client identity,
+/// with which it asks the controller and workers over mTLS.
+#[derive(Clone)]
+pub struct ClusterPki {
+    dir: Arc<tempfile::TempDir>,
+    issued: Arc<std::sync::atomic::AtomicUsize>,
+    ca: Arc<Ca>,
+    client: Arc<ClientConfig>,
+}
+
+impl std::fmt::Debug for ClusterPki {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterPki")
+            .field("dir", &self.dir.path())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for ClusterPki {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ClusterPki {
+    pub fn new() -> Self {
+        let dir = tempfile::tempdir().expect("PKI dir");
+        let ca = Ca::new("cluster CA");
+        ca.write(dir.path(), "ca.crt");
+        let harness = ca.issue("harness");
+        let client = client_config(&ca, Some(&harness), b"h2");
+        Self {
+            dir: Arc::new(dir),
+            issued: Arc::default(),
+            ca: Arc::new(ca),
+            client,
+        }
+    }
+
+    /// A `tls:` config section with a fresh certificate for `name` (files of its own, even
+    /// when two components share a name).
+    pub fn yaml(&self, name: &str) -> String {
+        let n = self
+            .issued
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let (cert, key) = self
+            .ca
+            .issue(name)
+            .write(self.dir.path(), &format!("{name}-{n}"));
+        format!(
+            "tls: {{ca_file: {}, cert_file: {}, key_file: {}}}\n",
+            self.dir.path().join("ca.crt").display(),
+            cert.display(),
+            key.display()
+        )
+    }
+
+    /// The harness's client configuration (gRPC, with its own certificate).
+    pub fn client(&self) -> Arc<ClientConfig> {
+        Arc::clone(&self.client)
+    }
+}

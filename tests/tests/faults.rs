@@ -9,8 +9,29 @@ use futures::StreamExt;
 use serde_json::{Value, json};
 use switchback_proto::{Keys, pb};
 use switchback_tests::{
-    Controller, Etcd, Router, Worker, WorkerSpec, http, sbctl, traffic::Traffic, wait_for,
+    Controller, Etcd, Router, Worker, WorkerSpec, http, sbctl, tls::ClusterPki, traffic::Traffic,
+    wait_for,
 };
+
+/// A controller, with mutual TLS when `pki` is given.
+async fn controller(etcd: &Etcd, pki: &Option<ClusterPki>) -> Controller {
+    match pki {
+        Some(pki) => Controller::start_tls(etcd, pki).await,
+        None => Controller::start(etcd).await,
+    }
+}
+
+/// A sim worker, with mutual TLS when `pki` is given.
+async fn sim_worker(etcd: &Etcd, mut spec: WorkerSpec, pki: &Option<ClusterPki>) -> Worker {
+    spec.tls = pki.clone();
+    Worker::start(etcd, spec).await
+}
+
+/// A router, with mutual TLS towards the controller and workers when `pki` is given.
+async fn router(etcd: &Etcd, pki: &Option<ClusterPki>) -> Router {
+    let tls = pki.as_ref().map(|p| p.yaml("router")).unwrap_or_default();
+    Router::start(etcd, &tls).await
+}
 
 fn short() -> Value {
     json!({"model": "small", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4})
@@ -94,12 +115,21 @@ async fn stream_on(router: &Router, worker: &str, max_tokens: u32) -> (Stream, V
 
 #[tokio::test(flavor = "multi_thread")]
 async fn leader_failover_under_traffic_fails_no_request() {
+    leader_failover(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn leader_failover_under_mutual_tls_fails_no_request() {
+    leader_failover(Some(ClusterPki::new())).await;
+}
+
+async fn leader_failover(pki: Option<ClusterPki>) {
     let etcd = Etcd::start().await;
-    let mut first = Controller::start(&etcd).await;
+    let mut first = controller(&etcd, &pki).await;
     first.wait_leader(Duration::from_secs(20)).await;
-    let standby = Controller::start(&etcd).await;
-    let _a = Worker::start(&etcd, WorkerSpec::sim("w-a", "small", "sim", 2.0)).await;
-    let _b = Worker::start(&etcd, WorkerSpec::sim("w-b", "small", "sim", 2.0)).await;
+    let standby = controller(&etcd, &pki).await;
+    let _a = sim_worker(&etcd, WorkerSpec::sim("w-a", "small", "sim", 2.0), &pki).await;
+    let _b = sim_worker(&etcd, WorkerSpec::sim("w-b", "small", "sim", 2.0), &pki).await;
     first.wait_ready("w-a", Duration::from_secs(20)).await;
     first.wait_ready("w-b", Duration::from_secs(20)).await;
     assert_eq!(standby.status().await.expect("status").role, "standby");
@@ -118,7 +148,7 @@ async fn leader_failover_under_traffic_fails_no_request() {
         },
     )
     .await;
-    let router = Router::start(&etcd, "").await;
+    let router = router(&etcd, &pki).await;
     router.wait_model("sim").await;
     let sessions = || router.metric("switchback_router_controller_watch_sessions");
     assert_eq!(sessions().await, Some(1.0));
@@ -164,16 +194,27 @@ async fn leader_failover_under_traffic_fails_no_request() {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn worker_killed_mid_stream_ends_that_stream_cleanly_and_new_requests_move() {
+    worker_killed_mid_stream(None).await;
+}
+
+/// The router's failure report travels through the TLS dialer too (the controller takes
+/// the dead worker out long before its lease ends).
+#[tokio::test(flavor = "multi_thread")]
+async fn worker_killed_mid_stream_under_mutual_tls_is_reported_and_requests_move() {
+    worker_killed_mid_stream(Some(ClusterPki::new())).await;
+}
+
+async fn worker_killed_mid_stream(pki: Option<ClusterPki>) {
     let etcd = Etcd::start().await;
-    let controller = Controller::start(&etcd).await;
+    let controller = controller(&etcd, &pki).await;
     // A long lease: only the router's report can take w-a out quickly.
     let mut spec = WorkerSpec::sim("w-a", "small", "sim", 20.0);
     spec.lease_ttl_s = 60;
-    let mut a = Worker::start(&etcd, spec).await;
-    let _b = Worker::start(&etcd, WorkerSpec::sim("w-b", "small", "sim", 20.0)).await;
+    let mut a = sim_worker(&etcd, spec, &pki).await;
+    let _b = sim_worker(&etcd, WorkerSpec::sim("w-b", "small", "sim", 20.0), &pki).await;
     controller.wait_ready("w-a", Duration::from_secs(20)).await;
     controller.wait_ready("w-b", Duration::from_secs(20)).await;
-    let router = Router::start(&etcd, "").await;
+    let router = router(&etcd, &pki).await;
     router.wait_model("sim").await;
 
     let (victim, others) = stream_on(&router, "w-a", 300).await;

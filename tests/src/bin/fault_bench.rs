@@ -1,9 +1,10 @@
 //! How fast the cluster notices faults and what they cost clients: a worker killed, a
 //! worker hung (SIGSTOP), the leader controller killed, and etcd down for twice the lease
 //! TTL, each under steady traffic through the router. Writes a table into
-//! docs/BENCHMARKS.md.
+//! docs/BENCHMARKS.md; with `--mtls`, the same faults with mutual TLS on every gRPC hop (a
+//! certificate per component) into a table of its own.
 //!
-//!   cargo run -p switchback-tests --bin fault-bench -- [--reps N] [--out docs/BENCHMARKS.md]
+//!   cargo run -p switchback-tests --bin fault-bench -- [--reps N] [--mtls] [--out docs/BENCHMARKS.md]
 //!
 //! Times are measured by polling the controller's Status every 50 ms, so they carry up to
 //! 50 ms of polling error. The lease expiry column is the baseline: what detection would
@@ -15,7 +16,9 @@ use std::time::{Duration, Instant};
 
 use serde_json::json;
 use switchback_proto::pb;
-use switchback_tests::{Controller, Etcd, Router, Worker, WorkerSpec, traffic::Traffic, wait_for};
+use switchback_tests::{
+    Controller, Etcd, Router, Worker, WorkerSpec, tls::ClusterPki, traffic::Traffic, wait_for,
+};
 
 const CLIENTS: usize = 4;
 const WORKER_TTL_S: u32 = 5;
@@ -40,11 +43,19 @@ async fn health(c: &Controller, id: &str) -> Option<pb::WorkerHealth> {
         .and_then(|w| pb::WorkerHealth::try_from(w.health).ok())
 }
 
-async fn cluster(controllers: usize) -> (Etcd, Vec<Controller>, Vec<Worker>, Router) {
+/// `pki`: mutual TLS on every gRPC hop (router → controller and workers, workers →
+/// controller, standby → leader), each component with its own certificate.
+async fn cluster(
+    controllers: usize,
+    pki: Option<ClusterPki>,
+) -> (Etcd, Vec<Controller>, Vec<Worker>, Router) {
     let etcd = Etcd::start().await;
     let mut cs = Vec::new();
     for _ in 0..controllers {
-        let c = Controller::start(&etcd).await;
+        let c = match &pki {
+            Some(pki) => Controller::start_tls(&etcd, pki).await,
+            None => Controller::start(&etcd).await,
+        };
         if cs.is_empty() {
             c.wait_leader(Duration::from_secs(20)).await;
         }
@@ -54,10 +65,11 @@ async fn cluster(controllers: usize) -> (Etcd, Vec<Controller>, Vec<Worker>, Rou
     for id in ["w-a", "w-b"] {
         let mut spec = WorkerSpec::sim(id, "small", "sim", 2.0);
         spec.lease_ttl_s = WORKER_TTL_S;
+        spec.tls = pki.clone();
         ws.push(Worker::start(&etcd, spec).await);
         cs[0].wait_ready(id, Duration::from_secs(20)).await;
     }
-    let router = Router::start(&etcd, "").await;
+    let router = Router::start(&etcd, &pki.map(|p| p.yaml("router")).unwrap_or_default()).await;
     router.wait_model("sim").await;
     (etcd, cs, ws, router)
 }
@@ -81,8 +93,8 @@ where
     }
 }
 
-async fn kill_worker() -> Outcome {
-    let (_etcd, cs, mut ws, router) = cluster(1).await;
+async fn kill_worker(pki: Option<ClusterPki>) -> Outcome {
+    let (_etcd, cs, mut ws, router) = cluster(1, pki).await;
     let c = &cs[0];
     under_traffic(&router, || async {
         ws[0].proc.kill().await;
@@ -102,8 +114,8 @@ async fn kill_worker() -> Outcome {
     .await
 }
 
-async fn hang_worker() -> Outcome {
-    let (_etcd, cs, ws, router) = cluster(1).await;
+async fn hang_worker(pki: Option<ClusterPki>) -> Outcome {
+    let (_etcd, cs, ws, router) = cluster(1, pki).await;
     let c = &cs[0];
     let o = under_traffic(&router, || async {
         ws[0].proc.signal("STOP").await;
@@ -121,8 +133,8 @@ async fn hang_worker() -> Outcome {
     o
 }
 
-async fn kill_leader() -> Outcome {
-    let (_etcd, mut cs, _ws, router) = cluster(2).await;
+async fn kill_leader(pki: Option<ClusterPki>) -> Outcome {
+    let (_etcd, mut cs, _ws, router) = cluster(2, pki).await;
     let sessions = || router.metric("switchback_router_controller_watch_sessions");
     let (first, rest) = cs.split_at_mut(1);
     let standby = &rest[0];
@@ -142,8 +154,8 @@ async fn kill_leader() -> Outcome {
     .await
 }
 
-async fn etcd_outage() -> Outcome {
-    let (mut etcd, cs, _ws, router) = cluster(1).await;
+async fn etcd_outage(pki: Option<ClusterPki>) -> Outcome {
+    let (mut etcd, cs, _ws, router) = cluster(1, pki).await;
     let c = &cs[0];
     let etcd = &mut etcd;
     under_traffic(&router, || async move {
@@ -175,47 +187,62 @@ fn median(mut v: Vec<Duration>) -> Duration {
 #[tokio::main]
 async fn main() {
     let mut reps = 3usize;
+    let mut mtls = false;
     let mut out = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/BENCHMARKS.md").to_owned();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--reps" => reps = args.next().and_then(|v| v.parse().ok()).expect("--reps N"),
             "--out" => out = args.next().expect("--out FILE"),
+            "--mtls" => mtls = true,
+            "--help" | "-h" => {
+                println!(
+                    "fault-bench: injects faults (worker killed, worker hung, leader controller killed, \
+                     etcd down) under steady traffic on a local sim cluster and measures detection \
+                     times and failed requests.\n\n\
+                     Writes the table into docs/BENCHMARKS.md (section `faults`, or `faults-mtls` with --mtls).\n\n\
+                     Options:\n  --reps N     runs per fault (default 3; medians)\n  \
+                     --mtls       mutual TLS on every gRPC hop, a certificate per component\n  \
+                     --out FILE   the markdown file to write (default docs/BENCHMARKS.md)"
+                );
+                return;
+            }
             other => panic!("unknown argument {other}"),
         }
     }
     let mut rows = Vec::new();
-    type Scenario = fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = Outcome>>>;
+    type Scenario =
+        fn(Option<ClusterPki>) -> std::pin::Pin<Box<dyn std::future::Future<Output = Outcome>>>;
     let scenarios: [(&str, &str, &str, Scenario); 4] = [
         (
             "worker killed (SIGKILL)",
             "out of routing (router report)",
             "lease expired (baseline)",
-            || Box::pin(kill_worker()),
+            |pki| Box::pin(kill_worker(pki)),
         ),
         (
             "worker hung (SIGSTOP)",
             "out of routing (stale load)",
             "lease expired",
-            || Box::pin(hang_worker()),
+            |pki| Box::pin(hang_worker(pki)),
         ),
         (
             "leader controller killed",
             "standby elected",
             "router on new leader",
-            || Box::pin(kill_leader()),
+            |pki| Box::pin(kill_leader(pki)),
         ),
         (
             "etcd down 2×TTL, restarted",
             "stop → view whole again",
             "restart → view whole",
-            || Box::pin(etcd_outage()),
+            |pki| Box::pin(etcd_outage(pki)),
         ),
     ];
     for (name, first, second, run) in scenarios {
         let mut outcomes = Vec::new();
         for rep in 0..reps {
-            let o = run().await;
+            let o = run(mtls.then(ClusterPki::new)).await;
             eprintln!("{name} #{rep}: {o:?}");
             outcomes.push(o);
         }
@@ -230,7 +257,7 @@ async fn main() {
         ));
     }
     let table = format!(
-        "Measured {date} on this machine ({cores} cores): {reps} runs per fault, medians; \
+        "Measured {date} on this machine ({cores} cores): {reps} runs per fault, medians; {hops}; \
          {CLIENTS} clients sending 8-token requests through one router to two `sim` workers \
          (lease TTL {WORKER_TTL_S} s, controller `stale_after` 2 s, controller lease 5 s). \
          Failed / sent counts requests from the fault until the cluster healed, summed over the runs.\n\n\
@@ -238,7 +265,13 @@ async fn main() {
         date = switchback_tests::bench::today(),
         cores = std::thread::available_parallelism().map_or(0, |n| n.get()),
         rows = rows.join("\n"),
+        hops = if mtls {
+            "mutual TLS on every gRPC hop, a certificate per component"
+        } else {
+            "plaintext gRPC"
+        },
     );
-    switchback_tests::bench::write_section(std::path::Path::new(&out), "faults", &table);
+    let section = if mtls { "faults-mtls" } else { "faults" };
+    switchback_tests::bench::write_section(std::path::Path::new(&out), section, &table);
     println!("{table}");
 }
