@@ -207,7 +207,7 @@ async fn main() {
                 );
                 return;
             }
-            other => panic!("unknown argument {other}"),
+            other => panic!("unknown argument {other} (see --help)"),
         }
     }
     let mut rows = Vec::new();

@@ -98,7 +98,20 @@ async fn main() {
                     .expect("--requests N")
             }
             "--out" => out = args.next().expect("--out FILE"),
-            other => panic!("unknown argument {other}"),
+            "--help" | "-h" => {
+                println!(
+                    "router-bench: sends the same chat requests to a zero-time `sim` worker directly \
+                     over gRPC and through the router over HTTP, at concurrency 1, 8 and 32, and \
+                     reports the latency the router adds and its throughput against direct.\n\n\
+                     Starts its own etcd, controller, worker and router on loopback ports (binaries \
+                     from target/debug, or SWITCHBACK_BIN_DIR) and writes the table into \
+                     docs/BENCHMARKS.md (section `router-overhead`).\n\n\
+                     Options:\n  --requests N  requests per cell (default 2000)\n  \
+                     --out FILE    the markdown file to write (default docs/BENCHMARKS.md)"
+                );
+                return;
+            }
+            other => panic!("unknown argument {other} (see --help)"),
         }
     }
 
