@@ -23,9 +23,12 @@ use std::{
     io,
     net::SocketAddr,
     pin::Pin,
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+    },
     task::{Context, Poll},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use axum::body::Body;
@@ -42,7 +45,7 @@ use serde::Deserialize;
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::{TcpListener, TcpStream},
-    sync::{Semaphore, watch},
+    sync::Semaphore,
     time::Sleep,
 };
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
@@ -306,19 +309,21 @@ async fn connection<I>(
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let io = WriteDeadline::new(io, limits.write_timeout, metrics.write_timeouts.clone());
-    let (in_flight, mut idle) = watch::channel(0usize);
-    let in_flight = Arc::new(in_flight);
-    let service = tower::service_fn(move |req: http::Request<hyper::body::Incoming>| {
-        let guard = InFlight::start(Arc::clone(&in_flight));
-        let app = app.clone();
-        async move {
-            let response = app.oneshot(req.map(Body::new)).await?;
-            Ok::<_, std::convert::Infallible>(response.map(|body| {
-                Body::new(Tracked {
-                    body,
-                    _guard: guard,
-                })
-            }))
+    let activity = Arc::new(Activity::new());
+    let service = tower::service_fn({
+        let activity = Arc::clone(&activity);
+        move |req: http::Request<hyper::body::Incoming>| {
+            let guard = InFlight::start(Arc::clone(&activity));
+            let app = app.clone();
+            async move {
+                let response = app.oneshot(req.map(Body::new)).await?;
+                Ok::<_, std::convert::Infallible>(response.map(|body| {
+                    Body::new(Tracked {
+                        body,
+                        _guard: guard,
+                    })
+                }))
+            }
         }
     });
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -347,7 +352,7 @@ async fn connection<I>(
                 closing = true;
                 conn.as_mut().graceful_shutdown();
             }
-            () = idle_for(&mut idle, limits.idle_timeout), if !closing => {
+            () = activity.idle_for(limits.idle_timeout), if !closing => {
                 closing = true;
                 metrics.idle_closed.inc();
                 conn.as_mut().graceful_shutdown();
@@ -356,36 +361,60 @@ async fn connection<I>(
     }
 }
 
-/// Resolves once no request has been in flight for `timeout`.
-async fn idle_for(in_flight: &mut watch::Receiver<usize>, timeout: Duration) {
-    loop {
-        if in_flight.wait_for(|n| *n == 0).await.is_err() {
-            return std::future::pending().await;
+/// A connection's requests in flight and when the last one ended. Plain atomics that the
+/// idle check reads at most once per idle timeout: a request costs no wake-up.
+struct Activity {
+    opened: Instant,
+    in_flight: AtomicUsize,
+    /// Milliseconds after `opened` when the last request ended (0: none yet).
+    last_done_ms: AtomicU64,
+}
+
+impl Activity {
+    fn new() -> Self {
+        Self {
+            opened: Instant::now(),
+            in_flight: AtomicUsize::new(0),
+            last_done_ms: AtomicU64::new(0),
         }
-        tokio::select! {
-            () = tokio::time::sleep(timeout) => return,
-            changed = in_flight.changed() => {
-                if changed.is_err() {
-                    return std::future::pending().await;
-                }
+    }
+
+    /// Resolves once no request has been in flight for `timeout`.
+    async fn idle_for(&self, timeout: Duration) {
+        let mut wake = Instant::now() + timeout;
+        loop {
+            tokio::time::sleep_until(wake.into()).await;
+            let now = Instant::now();
+            if self.in_flight.load(Ordering::Acquire) > 0 {
+                wake = now + timeout;
+                continue;
             }
+            let last =
+                self.opened + Duration::from_millis(self.last_done_ms.load(Ordering::Acquire));
+            let idle_until = last + timeout;
+            if now >= idle_until {
+                return;
+            }
+            wake = idle_until;
         }
     }
 }
 
 /// Counts a request in flight from its head until its answer's body is sent or dropped.
-struct InFlight(Arc<watch::Sender<usize>>);
+struct InFlight(Arc<Activity>);
 
 impl InFlight {
-    fn start(count: Arc<watch::Sender<usize>>) -> Self {
-        count.send_modify(|n| *n += 1);
-        Self(count)
+    fn start(activity: Arc<Activity>) -> Self {
+        activity.in_flight.fetch_add(1, Ordering::AcqRel);
+        Self(activity)
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.send_modify(|n| *n = n.saturating_sub(1));
+        let ms = u64::try_from(self.0.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.0.last_done_ms.store(ms, Ordering::Release);
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
