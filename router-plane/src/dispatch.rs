@@ -1,5 +1,5 @@
-//! Calls workers: one lazily-connected gRPC channel per worker address, reused across
-//! requests (HTTP/2 multiplexes them).
+//! Calls workers: one lazily-connected gRPC channel per peer address, reused across
+//! requests (HTTP/2 multiplexes them); failure reports to the controller use it too.
 
 use std::{collections::HashMap, sync::Mutex};
 
@@ -30,15 +30,21 @@ impl Clients {
     }
 
     pub fn get(&self, address: &str) -> Result<InferenceClient<Channel>, tonic::transport::Error> {
+        Ok(InferenceClient::new(self.channel(address)?))
+    }
+
+    /// The cached channel to a peer (a worker, or the controller for failure reports),
+    /// connected on first use.
+    pub fn channel(&self, address: &str) -> Result<Channel, tonic::transport::Error> {
         let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(ch) = channels.get(address) {
-            return Ok(InferenceClient::new(ch.clone()));
+            return Ok(ch.clone());
         }
         // Keep-alives with a timeout: a hung or cut-off worker breaks its streams within
         // seconds instead of holding them until the request deadline.
         let channel = self.dialer.connect_lazy(address)?;
         channels.insert(address.to_owned(), channel.clone());
-        Ok(InferenceClient::new(channel))
+        Ok(channel)
     }
 }
 

@@ -428,11 +428,17 @@ fn report_unreachable(app: &AppState, worker: &str, reason: &str) {
         reporter: app.name.clone(),
         reason: reason.to_owned(),
     };
-    // Through the cluster dialer: with `tls:` on, the controller takes nothing in plaintext.
-    let dialer = app.clients.dialer().clone();
+    // Through the cluster dialer (with `tls:` on, the controller takes nothing in
+    // plaintext), on a channel kept open: a report costs no new connection or handshake.
+    let channel = match app.clients.channel(&controller) {
+        Ok(channel) => channel,
+        Err(err) => {
+            tracing::warn!(%err, "could not report the worker to the controller");
+            return;
+        }
+    };
     tokio::spawn(async move {
         let report = async {
-            let channel = dialer.connect(&controller).await?;
             pb::controller_client::ControllerClient::new(channel)
                 .report_worker_failure(failure)
                 .await?;
