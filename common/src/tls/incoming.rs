@@ -78,19 +78,8 @@ pub fn incoming_with(
             let (tcp, peer) = tokio::select! {
                 () = stop.cancelled() => break,
                 () = tx.closed() => break,
-                accepted = listener.accept() => match accepted {
-                    Ok(a) => a,
-                    Err(err) => {
-                        // E.g. out of file descriptors: back off instead of spinning.
-                        tracing::warn!(%err, "accept failed");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
+                accepted = crate::http_serve::accept_tcp(&listener) => accepted,
             };
-            if let Err(err) = tcp.set_nodelay(true) {
-                tracing::warn!(%err, "cannot set TCP_NODELAY");
-            }
             pending.retain(|h| !h.is_finished());
             if pending.len() >= limits.max_in_progress.max(1)
                 && let Some(oldest) = pending.pop_front()
