@@ -1,8 +1,8 @@
 //! The routing policy document, as a router reads it from etcd (`<prefix>/policy`, any
 //! bytes an etcd writer put there) or from its config file: UTF-8, then
 //! `Policy::from_yaml`. A policy that validates must pass `check()` and must survive a
-//! round trip through YAML and JSON (`sbctl policy` and operators write it back) to an
-//! equal policy.
+//! round trip through YAML and JSON (operators read it with `etcdctl get`, edit it and put
+//! it back) to an equal policy.
 
 #![no_main]
 

@@ -4,7 +4,9 @@
 //! One policy governs every router of a cluster. It lives in etcd under `<prefix>/policy`
 //! (YAML, the same shape as the `policy:` section of the router's config file, which is
 //! the fallback while the key is absent), so an operator changes it for the whole cluster
-//! at once, without restarts (`sbctl policy set FILE`). A policy that does not validate is
+//! at once, without restarts, by writing the key with an etcd client
+//! (`etcdctl put /switchback/v1/policy < policy.yaml`; docs/ARCHITECTURE.md). Each router
+//! follows the key (`follow_policy` in `lib.rs`); a policy that does not validate is
 //! refused with its error and the router keeps the one it has.
 
 use std::collections::BTreeMap;
