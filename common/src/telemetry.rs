@@ -143,6 +143,8 @@ pub async fn shutdown_signal() {
 pub const EXIT_BAD_CONFIG: i32 = 64;
 
 /// Unwraps a loaded config, or exits 64 saying which field is wrong and why.
+// Bootstrap, before anything runs that a shutdown would have to stop.
+#[allow(clippy::disallowed_methods)]
 pub fn config_or_exit<C, E: std::fmt::Display>(binary: &str, config: Result<C, E>) -> C {
     config.unwrap_or_else(|err| {
         eprintln!("{binary}: bad configuration: {err}");
@@ -151,6 +153,8 @@ pub fn config_or_exit<C, E: std::fmt::Display>(binary: &str, config: Result<C, E
 }
 
 /// Binds `addr`, or exits 1 saying why.
+// Bootstrap, before anything runs that a shutdown would have to stop.
+#[allow(clippy::disallowed_methods)]
 pub async fn bind_or_exit(binary: &str, addr: std::net::SocketAddr) -> tokio::net::TcpListener {
     match tokio::net::TcpListener::bind(addr).await {
         Ok(listener) => listener,
@@ -173,6 +177,8 @@ pub fn shutdown_on_signal() -> tokio_util::sync::CancellationToken {
 }
 
 /// Exits 1 after logging, when a binary's `run` failed.
+// `run` has returned: its shutdown is over, and only the exit status is left to give.
+#[allow(clippy::disallowed_methods)]
 pub fn exit_on_error<E: std::fmt::Display>(binary: &str, result: Result<(), E>) {
     if let Err(err) = result {
         tracing::error!(%err, "{binary} failed");

@@ -2,6 +2,8 @@
 //! `switchback-router import | train | eval`: the offline side of difficulty routing
 //! (see `cli.rs`); `switchback-router keygen --id NAME`: a new API key.
 
+use std::process::ExitCode;
+
 use clap::Parser;
 use switchback_router::{cli, config};
 
@@ -21,16 +23,17 @@ struct Cli {
     serve: config::Args,
 }
 
-fn main() {
+fn main() -> ExitCode {
     let args = Cli::parse();
     if let Some(command) = args.command {
         if let Err(err) = cli::run(command) {
             eprintln!("{BINARY}: {err}");
-            std::process::exit(1);
+            return ExitCode::FAILURE;
         }
-        return;
+        return ExitCode::SUCCESS;
     }
     serve(args.serve);
+    ExitCode::SUCCESS
 }
 
 #[tokio::main]

@@ -6,6 +6,8 @@ use switchback_worker::config;
 const BINARY: &str = "switchback-worker";
 
 #[tokio::main]
+// Exits 64 after `run` has returned (its shutdown is over) when the model was the cause.
+#[allow(clippy::disallowed_methods)]
 async fn main() {
     let _telemetry = switchback_common::init(BINARY);
     let config = switchback_common::config_or_exit(BINARY, config::load(config::Args::parse()));

@@ -15,6 +15,8 @@ use std::time::Duration;
 
 use switchback_tests::{bench, soak};
 
+// A usage error exits 64 before anything has started.
+#[allow(clippy::disallowed_methods)]
 fn arg<T: std::str::FromStr>(name: &str, default: T) -> T {
     let args: Vec<String> = std::env::args().collect();
     match args.iter().position(|a| a == name) {
@@ -30,6 +32,8 @@ fn arg<T: std::str::FromStr>(name: &str, default: T) -> T {
 }
 
 #[tokio::main(flavor = "multi_thread")]
+// Exits 1 on a failed verdict, once the run is over and its report written.
+#[allow(clippy::disallowed_methods)]
 async fn main() {
     let defaults = soak::Options::default();
     let options = soak::Options {
