@@ -2,7 +2,8 @@
 # tests/run.sh: the whole test suite, exactly what CI runs (.ci/run calls this).
 #
 # Installs what is missing (Debian packages, the venv of pinned Python client libraries
-# (tests/python/requirements.txt), the three models' weights, cargo-nextest), then: rustfmt check, clippy with warnings as errors, build the binaries,
+# (tests/python/requirements.txt), the three models' weights, cargo-nextest, cargo-deny), then: rustfmt check, clippy with warnings as errors,
+# cargo deny (licences, bans, sources), build the binaries,
 # build the container images from them (deploy/docker/build-images.sh), the Helm chart
 # checks (helm/tests/check.sh: lint, render, Kubernetes schemas, config keys), and every
 # test with cargo-nextest (unit tests and the end-to-end tests in tests/, which start real
@@ -28,6 +29,10 @@ if ! cargo nextest --version >/dev/null 2>&1; then
   step "installing cargo-nextest"
   cargo install --locked cargo-nextest
 fi
+if ! cargo deny --version >/dev/null 2>&1; then
+  step "installing cargo-deny"
+  cargo install --locked cargo-deny
+fi
 
 step "rustfmt"
 cargo fmt --all -- --check
@@ -36,6 +41,11 @@ cargo fmt --all -- --check
 
 step "clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
+
+# Licences, banned crates and sources of the dependency tree (deny.toml). Not advisories:
+# the RustSec database comes from GitHub, which this machine may not reach.
+step "cargo deny"
+cargo deny --locked check licenses bans sources
 
 step "build"
 cargo build --workspace --bins --locked
