@@ -36,7 +36,7 @@ pub struct View {
     /// Workers this router could not reach, out of its routing set until the instant.
     suspects: Mutex<HashMap<String, Instant>>,
     /// The controller the cluster watch is connected to, for failure reports.
-    controller: RwLock<Option<String>>,
+    controller: RwLock<Option<tonic::transport::Channel>>,
     /// Woken when capacity may have freed up: a request finished or the view changed.
     changed: Arc<Notify>,
     ready: AtomicBool,
@@ -141,8 +141,9 @@ impl View {
         fresh
     }
 
-    /// The controller the watch is connected to.
-    pub fn controller(&self) -> Option<String> {
+    /// The channel of the cluster watch, to the controller it is connected to: failure
+    /// reports ride on it, with no connection or handshake of their own.
+    pub fn controller(&self) -> Option<tonic::transport::Channel> {
         self.controller
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -286,8 +287,11 @@ async fn follow_once(
                 .ok_or("no controller leader elected yet")?
         }
     };
-    let channel = target.dialer.connect(&address).await?;
-    let mut client = pb::controller_client::ControllerClient::new(channel);
+    let channel = target
+        .dialer
+        .connect(&address, switchback_common::tls::Role::Controller)
+        .await?;
+    let mut client = pb::controller_client::ControllerClient::new(channel.clone());
     let mut stream = client
         .watch_cluster(pb::WatchClusterRequest {
             watcher: watcher.to_owned(),
@@ -297,7 +301,7 @@ async fn follow_once(
     tracing::info!(%address, "watching the cluster");
     view.connected.store(true, Ordering::Relaxed);
     view.sessions.fetch_add(1, Ordering::Relaxed);
-    *view.controller.write().unwrap_or_else(|e| e.into_inner()) = Some(address.clone());
+    *view.controller.write().unwrap_or_else(|e| e.into_inner()) = Some(channel);
     while let Some(event) = stream.message().await? {
         if let Some(event) = event.event {
             view.apply(event);

@@ -420,7 +420,7 @@ fn report_unreachable(app: &AppState, worker: &str, reason: &str) {
         reason,
         "worker unreachable; out of this router's routing set"
     );
-    let Some(controller) = app.view.controller() else {
+    let Some(channel) = app.view.controller() else {
         return;
     };
     let failure = pb::WorkerFailure {
@@ -428,15 +428,9 @@ fn report_unreachable(app: &AppState, worker: &str, reason: &str) {
         reporter: app.name.clone(),
         reason: reason.to_owned(),
     };
-    // Through the cluster dialer (with `tls:` on, the controller takes nothing in
-    // plaintext), on a channel kept open: a report costs no new connection or handshake.
-    let channel = match app.clients.channel(&controller) {
-        Ok(channel) => channel,
-        Err(err) => {
-            tracing::warn!(%err, "could not report the worker to the controller");
-            return;
-        }
-    };
+    // On the cluster watch's connection to the controller (made by the cluster dialer:
+    // with `tls:` on, mutual TLS with the router's certificate): a report costs no new
+    // connection or handshake.
     tokio::spawn(async move {
         let report = async {
             pb::controller_client::ControllerClient::new(channel)
