@@ -859,7 +859,7 @@ def main() -> int:
     # TLS everywhere: mTLS between components, HTTPS on the router, TLS and a user to an
     # external etcd.
     tls = {
-        "tls": {"enabled": True, "secretName": "switchback-cluster-tls"},
+        "tls": {"enabled": True, "issuer": {"name": "cluster-ca"}},
         "etcd": {"external": {"endpoints": ["https://etcd-a.infra:2379"]},
                  "tls": {"secretName": "etcd-client-tls"},
                  "auth": {"username": "switchback", "passwordSecretName": "etcd-password"}},
@@ -971,6 +971,21 @@ def main() -> int:
             where = f"TLS everywhere: {owner['metadata']['name']}"
             (container,) = template["spec"]["containers"]
             secrets = {v["name"]: v["secret"]["secretName"] for v in template["spec"]["volumes"] if "secret" in v}
+            # The cluster certificate: one per pod from cert-manager's csi-driver, naming the
+            # component's role and the pod (a worker's id is its pod name).
+            (csi,) = [v for v in template["spec"]["volumes"] if "csi" in v]
+            attrs = csi["csi"]["volumeAttributes"]
+            F.check(csi["csi"]["driver"] == "csi.cert-manager.io", f"{where}: csi driver {csi['csi']['driver']}")
+            F.check(attrs["csi.cert-manager.io/uri-sans"] == f"spiffe://switchback/{component}/${{POD_NAME}}",
+                    f"{where}: uri-sans {attrs.get('csi.cert-manager.io/uri-sans')}")
+            F.check(attrs["csi.cert-manager.io/issuer-name"] == "cluster-ca" and attrs["csi.cert-manager.io/issuer-kind"] == "ClusterIssuer",
+                    f"{where}: issuer {attrs}")
+            F.check(attrs["csi.cert-manager.io/dns-names"] == f"{RELEASE}-switchback.{NAMESPACE}.svc", f"{where}: dns-names {attrs}")
+            F.check("client auth" in attrs["csi.cert-manager.io/key-usages"] and "server auth" in attrs["csi.cert-manager.io/key-usages"],
+                    f"{where}: key usages {attrs}")
+            secrets[csi["name"]] = "csi"
+            password_items = [v["secret"]["items"] for v in template["spec"]["volumes"] if v["name"] == "etcd-auth"]
+            F.check(password_items == [[{"key": component, "path": "password"}]], f"{where}: etcd password items {password_items}")
             mounted = {m["mountPath"]: secrets.get(m["name"]) for m in container["volumeMounts"]}
             config = next(c for cm, c in found[component] if cm["metadata"]["name"] in
                           [v["configMap"]["name"] for v in template["spec"]["volumes"] if "configMap" in v])
@@ -983,11 +998,12 @@ def main() -> int:
             for f in files:
                 F.check(any(f.startswith(m + "/") and s for m, s in mounted.items()), f"{where}: {f} is on no mounted Secret")
             F.check(config["tls"]["server_name"] == f"{RELEASE}-switchback.{NAMESPACE}.svc", f"{where}: tls.server_name {config['tls'].get('server_name')}")
-            F.check(config["etcd"]["username"] == "switchback", f"{where}: etcd.username")
+            F.check(config["etcd"]["username"] == f"switchback-{component}", f"{where}: etcd.username {config['etcd'].get('username')}")
             if component == "worker":
                 script = container["lifecycle"]["preStop"]["exec"]["command"][-1]
                 for flag, value in [("--tls-cert-file", config["tls"]["cert_file"]), ("--etcd-ca-file", config["etcd"]["ca_file"]),
-                                    ("--etcd-password-file", config["etcd"]["password_file"]), ("--tls-server-name", config["tls"]["server_name"])]:
+                                    ("--etcd-password-file", config["etcd"]["password_file"]), ("--tls-server-name", config["tls"]["server_name"]),
+                                    ("--etcd-username", "'switchback-worker'")]:
                     F.check(f"{flag}={value}" in script, f"{where}: preStop sbctl lacks {flag}={value}")
         F.check(all("tls" not in c and "ca_file" not in c["etcd"] for items in rendered["default values"][1].values() for _, c in items),
                 "default: TLS must be off")
@@ -1058,7 +1074,8 @@ def main() -> int:
             ({"controller": {"staleAfterMs": 10}}, "staleAfterMs", "stale_after_ms 10"),
             ({"otel": {"endpoint": "collector:4317"}}, "endpoint", "an OTLP endpoint without a scheme"),
             ({"replicaCount": 3}, "replicaCount", "an unknown top-level key"),
-            ({"tls": {"enabled": True}}, "secretName", "TLS without a Secret"),
+            ({"tls": {"enabled": True}}, "issuer", "TLS without an issuer"),
+            ({"tls": {"enabled": True, "secretName": "shared"}}, "secretName", "one shared certificate (roles need one per pod)"),
             ({"etcd": {"tls": {"secretName": "x"}}}, "external", "etcd TLS on the bundled (plaintext) etcd"),
             ({"etcd": {"auth": {"username": "u"}}}, "passwordSecretName", "an etcd user without a password Secret"),
             ({"router": {"httpTls": {"secretName": "Not_A_Name"}}}, "secretName", "a Secret name that is not a DNS name"),

@@ -203,7 +203,7 @@ Call with (dict "root" $ "tier" $effectiveTier).
     "prefix" $root.Values.etcd.prefix
     "lease_ttl_s" $root.Values.etcd.leaseTtlSeconds) }}
 {{- if $cost }}{{ $_ := set $config "cost" $cost }}{{ end }}
-{{- include "switchback.securityConfig" (dict "root" $root "config" $config) }}
+{{- include "switchback.securityConfig" (dict "root" $root "config" $config "component" "worker") }}
 {{- range $k, $v := $t.extraConfig }}{{ $_ := set $config $k $v }}{{ end }}
 {{- toYaml $config }}
 {{- end }}
@@ -253,15 +253,15 @@ IP, which no certificate can name ahead of time): tls.serverName, or
 
 {{/*
 Adds the security keys to a component's config dict (in place): `tls` (mutual TLS between
-components) when tls.enabled, and etcd's TLS and user when etcd.tls / etcd.auth are set.
-Call with (dict "root" $ "config" $config).
+components) when tls.enabled, and etcd's TLS and the component's user when etcd.tls /
+etcd.auth are set. Call with (dict "root" $ "config" $config "component" "router"|"worker"|"controller").
 */}}
 {{- define "switchback.securityConfig" -}}
 {{- $root := .root }}
 {{- $dir := include "switchback.tlsDir" $root }}
 {{- if $root.Values.tls.enabled }}
-{{- if not $root.Values.tls.secretName }}
-{{- fail "tls.enabled needs tls.secretName (a Secret with ca.crt, tls.crt and tls.key)" }}
+{{- if not $root.Values.tls.issuer.name }}
+{{- fail "tls.enabled needs tls.issuer.name (a cert-manager Issuer or ClusterIssuer of the cluster CA; every pod gets its own certificate naming its role through cert-manager's csi-driver)" }}
 {{- end }}
 {{- $_ := set .config "tls" (dict
   "ca_file" (printf "%s/cluster/ca.crt" $dir)
@@ -280,24 +280,38 @@ Call with (dict "root" $ "config" $config).
 {{- end }}
 {{- if $root.Values.etcd.auth.username }}
 {{- if not $root.Values.etcd.auth.passwordSecretName }}
-{{- fail "etcd.auth.username needs etcd.auth.passwordSecretName (a Secret with the key `password`)" }}
+{{- fail "etcd.auth.username needs etcd.auth.passwordSecretName (a Secret with the passwords of the users <username>-controller, -worker and -router under the keys `controller`, `worker` and `router`)" }}
 {{- end }}
-{{- $_ := set $etcd "username" $root.Values.etcd.auth.username }}
+{{- $_ := set $etcd "username" (printf "%s-%s" $root.Values.etcd.auth.username .component) }}
 {{- $_ := set $etcd "password_file" (printf "%s/etcd-auth/password" $dir) }}
 {{- end }}
 {{- end }}
 
 {{/*
-Secret volumes for the security config (a YAML list, possibly empty). Secret volumes are
-updated in place by the kubelet, so a rotated certificate reaches the running process.
-Call with (dict "root" $ "http" true|false).
+Volumes for the security config (a YAML list, possibly empty). The cluster certificate is
+one per pod from cert-manager's csi-driver, naming the component's role and the pod
+(spiffe://switchback/<role>/<pod name>; a worker's id is its pod name) and renewed in
+place; Secret volumes are updated in place by the kubelet. Either way a rotated
+certificate reaches the running process. Call with
+(dict "root" $ "http" true|false "component" "router"|"worker"|"controller").
 */}}
 {{- define "switchback.securityVolumes" -}}
 {{- $v := .root.Values }}
 {{- if $v.tls.enabled }}
 - name: cluster-tls
-  secret:
-    secretName: {{ $v.tls.secretName }}
+  csi:
+    driver: csi.cert-manager.io
+    readOnly: true
+    volumeAttributes:
+      csi.cert-manager.io/issuer-name: {{ $v.tls.issuer.name | quote }}
+      csi.cert-manager.io/issuer-kind: {{ $v.tls.issuer.kind | quote }}
+      csi.cert-manager.io/issuer-group: {{ $v.tls.issuer.group | quote }}
+      csi.cert-manager.io/common-name: {{ printf "%s-${POD_NAME}" .component | quote }}
+      csi.cert-manager.io/dns-names: {{ include "switchback.tlsServerName" .root | quote }}
+      csi.cert-manager.io/uri-sans: {{ printf "spiffe://switchback/%s/${POD_NAME}" .component | quote }}
+      csi.cert-manager.io/key-usages: "digital signature,key encipherment,server auth,client auth"
+      csi.cert-manager.io/duration: {{ $v.tls.duration | quote }}
+      csi.cert-manager.io/fs-group: {{ $v.podSecurityContext.fsGroup | quote }}
 {{- end }}
 {{- with $v.etcd.tls.secretName }}
 - name: etcd-tls
@@ -309,7 +323,7 @@ Call with (dict "root" $ "http" true|false).
   secret:
     secretName: {{ . }}
     items:
-      - key: password
+      - key: {{ $.component }}
         path: password
 {{- end }}
 {{- if and .http $v.router.httpTls.secretName }}
@@ -348,12 +362,13 @@ Mounts of the volumes above. Call with (dict "root" $ "http" true|false).
 {{- end }}
 
 {{/*
-sbctl flags for the same security settings (the worker's preStop drain).
+sbctl flags for the same security settings (the worker's preStop drain: with the worker's
+own certificate, which may drain only that worker, and its etcd user).
 */}}
 {{- define "switchback.sbctlSecurityFlags" -}}
 {{- $v := .Values }}
 {{- $dir := include "switchback.tlsDir" . }}
 {{- if $v.tls.enabled }} --tls-ca-file={{ $dir }}/cluster/ca.crt --tls-cert-file={{ $dir }}/cluster/tls.crt --tls-key-file={{ $dir }}/cluster/tls.key --tls-server-name={{ include "switchback.tlsServerName" . }}{{ end }}
 {{- if $v.etcd.tls.secretName }} --etcd-ca-file={{ $dir }}/etcd/ca.crt --etcd-cert-file={{ $dir }}/etcd/tls.crt --etcd-key-file={{ $dir }}/etcd/tls.key{{ end }}
-{{- if $v.etcd.auth.username }} --etcd-username={{ $v.etcd.auth.username | squote }} --etcd-password-file={{ $dir }}/etcd-auth/password{{ end }}
+{{- if $v.etcd.auth.username }} --etcd-username={{ printf "%s-worker" $v.etcd.auth.username | squote }} --etcd-password-file={{ $dir }}/etcd-auth/password{{ end }}
 {{- end }}
