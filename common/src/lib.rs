@@ -6,6 +6,7 @@
 pub mod backoff;
 pub mod config;
 pub mod etcd;
+pub mod etcd_roles;
 pub mod http_serve;
 pub mod process;
 pub mod telemetry;

@@ -150,6 +150,7 @@ pub async fn run(
             keys,
             stop: stop.clone(),
             reports: crate::report_limit::ReportLimit::new(REPORTS_PER_SECOND),
+            tls: tls.is_some(),
         })
         // Every message the controller takes (a load report, a failure report, a
         // drain) is small; a caller cannot make it decode megabytes.

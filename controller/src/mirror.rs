@@ -58,7 +58,9 @@ async fn mirror_once(
     if address == own_address {
         return Err("the election names this replica; waiting for it to take office".into());
     }
-    let channel = dialer.connect(&address).await?;
+    let channel = dialer
+        .connect(&address, switchback_common::tls::Role::Controller)
+        .await?;
     let mut client = pb::controller_client::ControllerClient::new(channel);
     let mut stream = client
         .watch_cluster(pb::WatchClusterRequest {

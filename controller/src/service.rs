@@ -1,6 +1,10 @@
 //! The `Controller` gRPC service: load streams in, cluster views out, failure reports and
 //! drains from routers and operators. Only the leader takes load streams and serves
 //! watches; a standby answers UNAVAILABLE so callers look the leader up again.
+//!
+//! Under mutual TLS each call checks the caller's role ([`switchback_common::tls::role`]):
+//! load reports only from workers, each for its own id; failure reports only from routers;
+//! drains from operators, or from a worker for itself.
 
 use std::{pin::Pin, sync::Arc};
 
@@ -14,7 +18,10 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::view::ClusterView;
-use switchback_common::text::bounded;
+use switchback_common::{
+    text::bounded,
+    tls::{Role, role::authorize},
+};
 
 #[derive(Debug)]
 pub struct ControllerService {
@@ -27,6 +34,8 @@ pub struct ControllerService {
     pub stop: CancellationToken,
     /// Failure reports per calling address and second.
     pub reports: crate::report_limit::ReportLimit,
+    /// Mutual TLS on: every call is checked against its caller's role.
+    pub tls: bool,
 }
 
 type EventStream = Pin<Box<dyn Stream<Item = Result<pb::ClusterEvent, Status>> + Send>>;
@@ -62,6 +71,7 @@ impl Controller for ControllerService {
         &self,
         req: Request<Streaming<pb::LoadReport>>,
     ) -> Result<Response<pb::ReportLoadAck>, Status> {
+        let caller = authorize(&req, self.tls, &[Role::Worker])?;
         if !*self.leader.borrow() {
             return Err(not_leader());
         }
@@ -79,6 +89,15 @@ impl Controller for ControllerService {
             if report.worker_id.is_empty() {
                 return Err(Status::invalid_argument("load report without worker_id"));
             }
+            if let Some(caller) = &caller
+                && caller.id != report.worker_id
+            {
+                tracing::warn!(caller = %caller, worker = %bounded(&report.worker_id, MAX_ID_BYTES), "refused a load report for another worker");
+                return Err(Status::permission_denied(format!(
+                    "a worker reports its own load only: the certificate names {:?}",
+                    caller.id
+                )));
+            }
             if worker.as_deref() != Some(report.worker_id.as_str()) {
                 tracing::info!(worker = %report.worker_id, "load stream opened");
                 worker = Some(report.worker_id.clone());
@@ -94,6 +113,11 @@ impl Controller for ControllerService {
         &self,
         req: Request<pb::WatchClusterRequest>,
     ) -> Result<Response<Self::WatchClusterStream>, Status> {
+        authorize(
+            &req,
+            self.tls,
+            &[Role::Router, Role::Controller, Role::Operator],
+        )?;
         if !*self.leader.borrow() {
             return Err(not_leader());
         }
@@ -135,8 +159,13 @@ impl Controller for ControllerService {
 
     async fn status(
         &self,
-        _req: Request<pb::StatusRequest>,
+        req: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::ClusterView>, Status> {
+        authorize(
+            &req,
+            self.tls,
+            &[Role::Router, Role::Controller, Role::Operator],
+        )?;
         Ok(Response::new(self.view.status()))
     }
 
@@ -144,6 +173,7 @@ impl Controller for ControllerService {
         &self,
         req: Request<pb::WorkerFailure>,
     ) -> Result<Response<pb::WorkerFailureAck>, Status> {
+        authorize(&req, self.tls, &[Role::Router])?;
         let from = req.remote_addr().map(|a| a.ip());
         if !self.reports.allow(from, std::time::Instant::now()) {
             return Err(Status::resource_exhausted(format!(
@@ -167,7 +197,17 @@ impl Controller for ControllerService {
         &self,
         req: Request<pb::DrainRequest>,
     ) -> Result<Response<pb::DrainResponse>, Status> {
+        let caller = authorize(&req, self.tls, &[Role::Operator, Role::Worker])?;
         let d = req.into_inner();
+        if let Some(caller) = &caller
+            && caller.role == Role::Worker
+            && caller.id != d.worker_id
+        {
+            return Err(Status::permission_denied(format!(
+                "a worker may drain only itself ({:?}); draining others takes an operator",
+                caller.id
+            )));
+        }
         if d.worker_id.is_empty() || d.worker_id.contains('/') {
             return Err(Status::invalid_argument(
                 "worker_id must be a worker id (non-empty, without '/')",

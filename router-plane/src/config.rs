@@ -256,7 +256,12 @@ impl RawConfig {
             switchback_common::config::etcd_access(etcd.endpoints.take(), etcd.security())?;
         let tls = self
             .tls
-            .map(|t| t.validate(switchback_common::tls::CLUSTER_KEYS))
+            .map(|t| {
+                let keys = switchback_common::tls::CLUSTER_KEYS;
+                let files = t.validate(keys)?;
+                files.expect_role(keys, &[switchback_common::tls::Role::Router], None)?;
+                Ok::<_, ConfigError>(files)
+            })
             .transpose()?;
         let http_tls = self
             .http_tls

@@ -1,8 +1,9 @@
-//! Calls workers: one lazily-connected gRPC channel per peer address, reused across
-//! requests (HTTP/2 multiplexes them); failure reports to the controller use it too.
+//! Calls workers: one lazily-connected gRPC channel per worker address, reused across
+//! requests (HTTP/2 multiplexes them). With mTLS each must present a worker's certificate.
 
 use std::{collections::HashMap, sync::Mutex};
 
+use switchback_common::tls::Role;
 use switchback_proto::pb::{self, inference_client::InferenceClient};
 use tonic::transport::Channel;
 
@@ -33,16 +34,15 @@ impl Clients {
         Ok(InferenceClient::new(self.channel(address)?))
     }
 
-    /// The cached channel to a peer (a worker, or the controller for failure reports),
-    /// connected on first use.
-    pub fn channel(&self, address: &str) -> Result<Channel, tonic::transport::Error> {
+    /// The cached channel to a worker, connected on first use.
+    fn channel(&self, address: &str) -> Result<Channel, tonic::transport::Error> {
         let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(ch) = channels.get(address) {
             return Ok(ch.clone());
         }
         // Keep-alives with a timeout: a hung or cut-off worker breaks its streams within
         // seconds instead of holding them until the request deadline.
-        let channel = self.dialer.connect_lazy(address)?;
+        let channel = self.dialer.connect_lazy(address, Role::Worker)?;
         channels.insert(address.to_owned(), channel.clone());
         Ok(channel)
     }

@@ -436,7 +436,11 @@ impl Controller {
         let dir = pki.as_ref().map(|pki| {
             let dir = tempfile::tempdir().expect("tempdir");
             let config = dir.path().join("controller.yaml");
-            std::fs::write(&config, pki.yaml("controller")).expect("write controller config");
+            std::fs::write(
+                &config,
+                pki.yaml(switchback_common::tls::Role::Controller, "controller"),
+            )
+            .expect("write controller config");
             env.push(("SWITCHBACK_CONFIG", config.display().to_string()));
             dir
         });
@@ -644,7 +648,10 @@ impl Worker {
             extra = spec.extra,
         );
         let yaml = match &spec.tls {
-            Some(pki) => format!("{yaml}{}", pki.yaml(&spec.id)),
+            Some(pki) => format!(
+                "{yaml}{}",
+                pki.yaml(switchback_common::tls::Role::Worker, &spec.id)
+            ),
             None => yaml,
         };
         let config = dir.path().join("worker.yaml");

@@ -15,6 +15,7 @@ use rustls::{
     ClientConfig, RootCertStore,
     pki_types::{CertificateDer, PrivateKeyDer, ServerName, pem::PemObject},
 };
+use switchback_common::tls::{Role, role};
 use tokio::net::TcpStream;
 
 /// A certificate authority.
@@ -49,12 +50,28 @@ impl Ca {
         self.cert.pem()
     }
 
-    /// A certificate for `common_name`, valid as server (127.0.0.1, localhost) and client.
+    /// A certificate for `common_name`, valid as server (127.0.0.1, localhost) and client,
+    /// naming no Switchback role (what etcd and the router's HTTPS use).
     pub fn issue(&self, common_name: &str) -> Leaf {
+        self.issue_with(common_name, None)
+    }
+
+    /// A cluster certificate naming `role` and `id` (`spiffe://switchback/<role>/<id>`), as
+    /// a Switchback component under mutual TLS must present.
+    pub fn issue_as(&self, role: Role, id: &str) -> Leaf {
+        self.issue_with(&format!("{role}-{id}"), Some(role::uri(role, id)))
+    }
+
+    fn issue_with(&self, common_name: &str, uri: Option<String>) -> Leaf {
         let key = KeyPair::generate().expect("leaf key");
         let mut params =
             CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
                 .expect("leaf params");
+        if let Some(uri) = uri {
+            params
+                .subject_alt_names
+                .push(rcgen::SanType::URI(uri.try_into().expect("URI SAN")));
+        }
         params
             .distinguished_name
             .push(DnType::CommonName, common_name);
@@ -173,8 +190,8 @@ pub async fn server_certificate(
 }
 
 /// Mutual TLS for a whole harness cluster: one CA in a temporary directory, a certificate
-/// per component (`tls:` sections for their configs) and the harness's own client identity,
-/// with which it asks the controller and workers over mTLS.
+/// per component naming its role (`tls:` sections for their configs) and the harness's
+/// own client identity, an operator's, with which it asks the controller and workers.
 #[derive(Clone)]
 pub struct ClusterPki {
     dir: Arc<tempfile::TempDir>,
@@ -202,7 +219,7 @@ impl ClusterPki {
         let dir = tempfile::tempdir().expect("PKI dir");
         let ca = Ca::new("cluster CA");
         ca.write(dir.path(), "ca.crt");
-        let harness = ca.issue("harness");
+        let harness = ca.issue_as(Role::Operator, "harness");
         let client = client_config(&ca, Some(&harness), b"h2");
         Self {
             dir: Arc::new(dir),
@@ -212,16 +229,16 @@ impl ClusterPki {
         }
     }
 
-    /// A `tls:` config section with a fresh certificate for `name` (files of its own, even
-    /// when two components share a name).
-    pub fn yaml(&self, name: &str) -> String {
+    /// A `tls:` config section with a fresh certificate for `role` and `id` (files of its
+    /// own, even when two components share a name).
+    pub fn yaml(&self, role: Role, id: &str) -> String {
         let n = self
             .issued
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let (cert, key) = self
             .ca
-            .issue(name)
-            .write(self.dir.path(), &format!("{name}-{n}"));
+            .issue_as(role, id)
+            .write(self.dir.path(), &format!("{role}-{id}-{n}"));
         format!(
             "tls: {{ca_file: {}, cert_file: {}, key_file: {}}}\n",
             self.dir.path().join("ca.crt").display(),
@@ -230,8 +247,18 @@ impl ClusterPki {
         )
     }
 
-    /// The harness's client configuration (gRPC, with its own certificate).
+    /// The harness's client configuration (gRPC, with its operator certificate).
     pub fn client(&self) -> Arc<ClientConfig> {
         Arc::clone(&self.client)
+    }
+
+    /// A gRPC client configuration presenting a fresh certificate for `role` and `id`.
+    pub fn client_as(&self, role: Role, id: &str) -> Arc<ClientConfig> {
+        client_config(&self.ca, Some(&self.ca.issue_as(role, id)), b"h2")
+    }
+
+    /// The cluster CA (to issue certificates a test needs besides the roles).
+    pub fn ca(&self) -> &Ca {
+        &self.ca
     }
 }

@@ -29,7 +29,10 @@ async fn sim_worker(etcd: &Etcd, mut spec: WorkerSpec, pki: &Option<ClusterPki>)
 
 /// A router, with mutual TLS towards the controller and workers when `pki` is given.
 async fn router(etcd: &Etcd, pki: &Option<ClusterPki>) -> Router {
-    let tls = pki.as_ref().map(|p| p.yaml("router")).unwrap_or_default();
+    let tls = pki
+        .as_ref()
+        .map(|p| p.yaml(switchback_common::tls::Role::Router, "router"))
+        .unwrap_or_default();
     Router::start(etcd, &tls).await
 }
 

@@ -1,6 +1,7 @@
 //! TLS at every hop, with real processes: etcd serving only TLS with client-certificate
-//! auth and password auth on; a controller, a `sim` worker and a router speaking mutual TLS
-//! to each other; the router's API on HTTPS. Peers without a certificate, or with one from
+//! auth and password auth on, each component its own etcd user with the role
+//! `sbctl etcd-roles` creates; a controller, a `sim` worker and a router speaking mutual
+//! TLS to each other with certificates naming their roles; the router's API on HTTPS. Peers without a certificate, or with one from
 //! another CA, are refused; certificates replaced on disk are used by new handshakes
 //! without a restart while requests keep succeeding; a broken replacement is refused and
 //! the previous certificate stays in force.
@@ -15,6 +16,7 @@ use std::{
 };
 
 use serde_json::json;
+use switchback_common::tls::Role;
 use switchback_proto::pb;
 use switchback_tests::{
     Etcd, EtcdTls, Proc, bin, free_port,
@@ -23,12 +25,13 @@ use switchback_tests::{
     wait_for,
 };
 
-/// An etcd section for a component: TLS with its own client certificate, and a user.
+/// An etcd section for a component: TLS with its own client certificate, and its user
+/// `switchback-<name>` (which has the etcd role of that name).
 fn etcd_yaml(etcd: &Etcd, dir: &Path, etcd_ca: &Ca, name: &str, password_file: &Path) -> String {
     let ca = etcd_ca.write(dir, "etcd-ca.crt");
     let (cert, key) = etcd_ca.issue(name).write(dir, &format!("etcd-{name}"));
     format!(
-        "etcd: {{endpoints: [{}], ca_file: {}, cert_file: {}, key_file: {}, username: switchback, password_file: {}}}\n",
+        "etcd: {{endpoints: [{}], ca_file: {}, cert_file: {}, key_file: {}, username: switchback-{name}, password_file: {}}}\n",
         etcd.endpoint,
         ca.display(),
         cert.display(),
@@ -37,11 +40,12 @@ fn etcd_yaml(etcd: &Etcd, dir: &Path, etcd_ca: &Ca, name: &str, password_file: &
     )
 }
 
-/// A `tls:` section with a fresh cluster certificate for `name`; returns it and the files.
-fn cluster_yaml(dir: &Path, ca: &Ca, name: &str) -> (String, Leaf, PathBuf, PathBuf) {
+/// A `tls:` section with a fresh cluster certificate for `role` and `id`; returns it and
+/// the files.
+fn cluster_yaml(dir: &Path, ca: &Ca, role: Role, id: &str) -> (String, Leaf, PathBuf, PathBuf) {
     let ca_file = ca.write(dir, "cluster-ca.crt");
-    let leaf = ca.issue(name);
-    let (cert, key) = leaf.write(dir, name);
+    let leaf = ca.issue_as(role, id);
+    let (cert, key) = leaf.write(dir, role.as_str());
     let yaml = format!(
         "tls: {{ca_file: {}, cert_file: {}, key_file: {}}}\n",
         ca_file.display(),
@@ -149,6 +153,8 @@ async fn every_hop_is_mutually_authenticated_and_certificates_rotate_without_res
 
     // etcd: TLS only, client certificates required, then password auth enabled. The
     // harness's own certificate says CN=root: with auth on, etcd takes it as user root.
+    // `sbctl etcd-roles`, run as root, creates a role per component; each component gets
+    // a user with its role.
     let etcd_dir = tempfile::tempdir_in(d).expect("etcd dir");
     let (etcd_cert, etcd_key) = etcd_ca.issue("etcd").write(etcd_dir.path(), "server");
     let root = etcd_ca.issue("root");
@@ -161,24 +167,42 @@ async fn every_hop_is_mutually_authenticated_and_certificates_rotate_without_res
     .await;
     {
         let mut c = etcd.client().await.expect("etcd client with a certificate");
-        c.role_add("switchback").await.expect("role");
-        c.role_grant_permission(
-            "switchback",
-            etcd_client::Permission::read_write("").with_all_keys(),
-        )
-        .await
-        .expect("grant");
-        c.user_add("switchback", "correct horse", None)
-            .await
-            .expect("user");
-        c.user_grant_role("switchback", "switchback")
-            .await
-            .expect("user role");
         c.user_add("root", "root password", None)
             .await
             .expect("root");
         c.user_grant_role("root", "root").await.expect("root role");
         c.auth_enable().await.expect("auth enable");
+    }
+    let etcd_ca_file = etcd_ca.write(d, "etcd-ca.crt");
+    let (root_cert, root_key) = root.write(d, "etcd-root");
+    let out = tokio::process::Command::new(bin("sbctl"))
+        .args(["--etcd-endpoints", &etcd.endpoint, "--etcd-ca-file"])
+        .arg(&etcd_ca_file)
+        .arg("--etcd-cert-file")
+        .arg(&root_cert)
+        .arg("--etcd-key-file")
+        .arg(&root_key)
+        .arg("etcd-roles")
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("run sbctl etcd-roles");
+    assert!(
+        out.status.success(),
+        "sbctl etcd-roles: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    {
+        let mut c = etcd.client().await.expect("etcd client as root");
+        for component in ["worker", "controller", "router", "operator"] {
+            let user = format!("switchback-{component}");
+            c.user_add(user.as_str(), "correct horse", None)
+                .await
+                .expect("user");
+            c.user_grant_role(user.as_str(), user.as_str())
+                .await
+                .expect("user role");
+        }
     }
     let password_file = d.join("etcd-password");
     std::fs::write(&password_file, "correct horse\n").expect("password file");
@@ -225,7 +249,7 @@ async fn every_hop_is_mutually_authenticated_and_certificates_rotate_without_res
     // The controller.
     let cdir = tempfile::tempdir_in(d).expect("controller dir");
     let controller_addr = format!("127.0.0.1:{}", free_port());
-    let (tls, _, _, _) = cluster_yaml(cdir.path(), &cluster_ca, "controller");
+    let (tls, _, _, _) = cluster_yaml(cdir.path(), &cluster_ca, Role::Controller, "c1");
     let _controller = spawn(
         "controller",
         "switchback-controller",
@@ -236,7 +260,7 @@ async fn every_hop_is_mutually_authenticated_and_certificates_rotate_without_res
             etcd_yaml(&etcd, cdir.path(), &etcd_ca, "controller", &password_file),
         ),
     );
-    let admin = cluster_ca.issue("admin");
+    let admin = cluster_ca.issue_as(Role::Operator, "admin");
     let admin_h2 = client_config(&cluster_ca, Some(&admin), b"h2");
     wait_for(
         "the controller to be elected (asked over mTLS)",
@@ -252,7 +276,7 @@ async fn every_hop_is_mutually_authenticated_and_certificates_rotate_without_res
     let wdir = tempfile::tempdir_in(d).expect("worker dir");
     let worker_addr = format!("127.0.0.1:{}", free_port());
     let (tls, worker_leaf, worker_cert, worker_key) =
-        cluster_yaml(wdir.path(), &cluster_ca, "worker");
+        cluster_yaml(wdir.path(), &cluster_ca, Role::Worker, "w1");
     // A long lease: at the end, only the router's failure report can take it out quickly.
     let mut worker = spawn(
         "worker",
@@ -288,7 +312,7 @@ async fn every_hop_is_mutually_authenticated_and_certificates_rotate_without_res
     // from a public CA.
     let rdir = tempfile::tempdir_in(d).expect("router dir");
     let router_port = free_port();
-    let (tls, _, _, _) = cluster_yaml(rdir.path(), &cluster_ca, "router");
+    let (tls, _, _, _) = cluster_yaml(rdir.path(), &cluster_ca, Role::Router, "r1");
     let http_leaf = public_ca.issue("router-http");
     let (http_cert, http_key) = http_leaf.write(rdir.path(), "http");
     let _router = spawn(
@@ -340,9 +364,11 @@ async fn every_hop_is_mutually_authenticated_and_certificates_rotate_without_res
         .await;
     assert!(plain.is_err(), "plain HTTP was answered: {plain:?}");
 
-    // gRPC without a client certificate, or with one from another CA: refused by the
-    // worker and by the controller. With the cluster CA's: answered.
-    let stranger = other_ca.issue("stranger");
+    // gRPC without a client certificate, with one from another CA (even naming a role),
+    // or with a cluster certificate that names no role: refused by the worker and by the
+    // controller. With the cluster CA's operator certificate: answered.
+    let stranger = other_ca.issue_as(Role::Operator, "stranger");
+    let roleless = cluster_ca.issue("no-role");
     for (who, address) in [("worker", &worker_addr), ("controller", &controller_addr)] {
         for (what, config, accepted) in [
             (
@@ -353,6 +379,11 @@ async fn every_hop_is_mutually_authenticated_and_certificates_rotate_without_res
             (
                 "a certificate from another CA",
                 client_config(&cluster_ca, Some(&stranger), b"h2"),
+                false,
+            ),
+            (
+                "a cluster certificate without a role",
+                client_config(&cluster_ca, Some(&roleless), b"h2"),
                 false,
             ),
             ("the cluster CA's certificate", Arc::clone(&admin_h2), true),
@@ -387,9 +418,10 @@ async fn every_hop_is_mutually_authenticated_and_certificates_rotate_without_res
     // sbctl finds the leader through etcd (TLS, client certificate, password) and asks it
     // over mTLS; without the --tls-* flags (plaintext) the controller does not answer it.
     let sdir = tempfile::tempdir_in(d).expect("sbctl dir");
-    let etcd_ca_file = etcd_ca.write(sdir.path(), "etcd-ca.crt");
     let (etcd_cert, etcd_key) = etcd_ca.issue("sbctl").write(sdir.path(), "etcd-sbctl");
-    let (cert, key) = cluster_ca.issue("sbctl").write(sdir.path(), "sbctl");
+    let (cert, key) = cluster_ca
+        .issue_as(Role::Operator, "sbctl")
+        .write(sdir.path(), "sbctl");
     let cluster_ca_file = cluster_ca.write(sdir.path(), "cluster-ca.crt");
     let path = |p: &PathBuf| p.display().to_string();
     let etcd_args = [
@@ -402,7 +434,7 @@ async fn every_hop_is_mutually_authenticated_and_certificates_rotate_without_res
         "--etcd-key-file".into(),
         path(&etcd_key),
         "--etcd-username".into(),
-        "switchback".into(),
+        "switchback-operator".into(),
         "--etcd-password-file".into(),
         path(&password_file),
     ];
@@ -497,7 +529,7 @@ async fn every_hop_is_mutually_authenticated_and_certificates_rotate_without_res
             .expect("handshake"),
         worker_leaf.der()
     );
-    let worker_leaf2 = cluster_ca.issue("worker-2");
+    let worker_leaf2 = cluster_ca.issue_as(Role::Worker, "w1");
     rotate(&worker_leaf2, &worker_cert, &worker_key);
     wait_for(
         "the worker to present its new gRPC certificate",
@@ -578,4 +610,44 @@ async fn every_hop_is_mutually_authenticated_and_certificates_rotate_without_res
     )
     .await;
     assert!(reason.contains("router@"), "{reason}");
+
+    // etcd: with the roles of `sbctl etcd-roles`, only a worker's user writes worker
+    // records (w1 registered with it above); the others cannot forge one, and only an
+    // operator's writes the routing policy.
+    let keys = switchback_proto::Keys::new(switchback_proto::keys::DEFAULT_PREFIX);
+    let identity = etcd_ca.issue("probe");
+    for (user, key) in [
+        ("switchback-router", keys.worker("forged")),
+        ("switchback-controller", keys.worker("forged")),
+        ("switchback-operator", keys.worker("forged")),
+        ("switchback-router", keys.policy()),
+        ("switchback-worker", keys.policy()),
+        ("switchback-worker", keys.controller_election()),
+    ] {
+        let options = etcd_client::ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(3))
+            .with_timeout(Duration::from_secs(3))
+            .with_user(user, "correct horse")
+            .with_tls(
+                etcd_client::TlsOptions::new()
+                    .ca_certificate(etcd_client::Certificate::from_pem(&etcd_ca_pem))
+                    .identity(etcd_client::Identity::from_pem(
+                        &identity.cert_pem,
+                        &identity.key_pem,
+                    )),
+            );
+        let mut c = etcd_client::Client::connect([etcd.endpoint.as_str()], Some(options))
+            .await
+            .unwrap_or_else(|e| panic!("{user} connects: {e}"));
+        // Every component reads worker records.
+        c.get(keys.worker("w1"), None)
+            .await
+            .unwrap_or_else(|e| panic!("{user} reads a worker record: {e}"));
+        let put = c.put(key.as_str(), "{}", None).await;
+        let err = put.expect_err(&format!("{user} wrote {key}"));
+        assert!(
+            err.to_string().contains("permission denied"),
+            "{user} writing {key}: {err}"
+        );
+    }
 }

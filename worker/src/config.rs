@@ -361,7 +361,12 @@ impl RawConfig {
             switchback_common::config::etcd_access(etcd.endpoints.take(), etcd.security())?;
         let tls = self
             .tls
-            .map(|t| t.validate(switchback_common::tls::CLUSTER_KEYS))
+            .map(|t| {
+                let keys = switchback_common::tls::CLUSTER_KEYS;
+                let files = t.validate(keys)?;
+                files.expect_role(keys, &[switchback_common::tls::Role::Worker], Some(&id))?;
+                Ok::<_, ConfigError>(files)
+            })
             .transpose()?;
         let lease_ttl_s = etcd.lease_ttl_s.unwrap_or(5);
         if !(2..=300).contains(&lease_ttl_s) {

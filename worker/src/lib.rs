@@ -135,7 +135,8 @@ pub async fn run(
         },
         requests.clone(),
         abort_requests.clone(),
-    );
+    )
+    .with_mtls(config.tls.is_some());
 
     let background = TaskTracker::new();
     let server_stop = CancellationToken::new();

@@ -219,7 +219,10 @@ pub async fn report_forever(
         let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
         let session_started = Instant::now();
         let connect = async {
-            let channel = target.dialer.connect(&address).await?;
+            let channel = target
+                .dialer
+                .connect(&address, switchback_common::tls::Role::Controller)
+                .await?;
             load.controller_connected.store(true, Ordering::Relaxed);
             let mut client = pb::controller_client::ControllerClient::new(channel);
             Ok::<_, Box<dyn std::error::Error + Send + Sync>>(client.report_load(stream).await?)

@@ -70,9 +70,17 @@ pub struct InferenceService {
     requests: TaskTracker,
     /// Fired when the shutdown grace period is over: relays end their streams at once.
     abort: CancellationToken,
+    /// Mutual TLS on: `Generate` only from routers (a caller's role, from its certificate).
+    mtls: bool,
 }
 
 impl InferenceService {
+    /// With mutual TLS, callers are checked by role: only routers may generate.
+    pub fn with_mtls(mut self, on: bool) -> Self {
+        self.mtls = on;
+        self
+    }
+
     pub fn new(
         identity: Identity,
         engine: Arc<dyn Engine>,
@@ -92,6 +100,7 @@ impl InferenceService {
             limits,
             requests,
             abort,
+            mtls: false,
         }
     }
 
@@ -540,6 +549,8 @@ impl Inference for InferenceService {
         &self,
         req: Request<pb::GenerateRequest>,
     ) -> Result<Response<Self::GenerateStream>, Status> {
+        use switchback_common::tls::{Role, role::authorize};
+        authorize(&req, self.mtls, &[Role::Router])?;
         let span = tracing::info_span!(
             "generate",
             otel.name = "switchback.worker.generate",
@@ -561,8 +572,10 @@ impl Inference for InferenceService {
 
     async fn health(
         &self,
-        _req: Request<pb::HealthRequest>,
+        req: Request<pb::HealthRequest>,
     ) -> Result<Response<pb::HealthResponse>, Status> {
+        use switchback_common::tls::{Role, role::authorize};
+        authorize(&req, self.mtls, &Role::ALL)?;
         Ok(Response::new(pb::HealthResponse {
             serving: !self.load.is_draining(),
             worker_id: self.worker_id.clone(),

@@ -7,6 +7,10 @@
 //! certificate rotation presents the new certificate. The URI keeps the `http` scheme:
 //! tonic refuses `https` URIs unless its own (non-reloading) `ClientTlsConfig` is set, and
 //! the scheme only fills HTTP/2's `:scheme` header here; the connector always encrypts.
+//!
+//! Every dial names the role the server must hold ([`Role`]): after the handshake the
+//! server's certificate is checked for it, so a router sends prompts only to a worker and
+//! reports only to a controller, whatever address a record in etcd gives.
 
 use std::io;
 
@@ -19,7 +23,7 @@ use tonic::{
     transport::{Channel, Error},
 };
 
-use super::ClusterTls;
+use super::{ClusterTls, Role, role};
 
 /// Makes gRPC channels to peers: plaintext, or mTLS with the cluster identity.
 #[derive(Debug, Clone, Default)]
@@ -36,8 +40,8 @@ impl Dialer {
         self.tls.is_some()
     }
 
-    /// Connects to `address` (`host:port`) now.
-    pub async fn connect(&self, address: &str) -> Result<Channel, Error> {
+    /// Connects to `address` (`host:port`) now; with TLS its certificate must name `role`.
+    pub async fn connect(&self, address: &str, role: Role) -> Result<Channel, Error> {
         let endpoint = crate::etcd::grpc_endpoint(address)?;
         match &self.tls {
             None => endpoint.connect().await,
@@ -45,22 +49,23 @@ impl Dialer {
                 let tls = tls.clone();
                 endpoint
                     .connect_with_connector(tower::service_fn(move |uri| {
-                        handshake(tls.clone(), uri)
+                        handshake(tls.clone(), uri, role)
                     }))
                     .await
             }
         }
     }
 
-    /// A channel to `address` that connects on first use (and again after a break).
-    pub fn connect_lazy(&self, address: &str) -> Result<Channel, Error> {
+    /// A channel to `address` that connects on first use (and again after a break); with
+    /// TLS the server's certificate must name `role`.
+    pub fn connect_lazy(&self, address: &str, role: Role) -> Result<Channel, Error> {
         let endpoint = crate::etcd::grpc_endpoint(address)?;
         Ok(match &self.tls {
             None => endpoint.connect_lazy(),
             Some(tls) => {
                 let tls = tls.clone();
                 endpoint.connect_with_connector_lazy(tower::service_fn(move |uri| {
-                    handshake(tls.clone(), uri)
+                    handshake(tls.clone(), uri, role)
                 }))
             }
         })
@@ -68,8 +73,13 @@ impl Dialer {
 }
 
 /// TCP, then the TLS handshake; the peer's certificate must be issued by the cluster CA
-/// for `tls.server_name` if set, else for the host name or IP address in `uri`.
-async fn handshake(tls: ClusterTls, uri: Uri) -> io::Result<TokioIo<TlsStream<TcpStream>>> {
+/// for `tls.server_name` if set, else for the host name or IP address in `uri`, and name
+/// `role`.
+async fn handshake(
+    tls: ClusterTls,
+    uri: Uri,
+    role: Role,
+) -> io::Result<TokioIo<TlsStream<TcpStream>>> {
     let host = uri
         .host()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "address without a host"))?;
@@ -87,5 +97,10 @@ async fn handshake(tls: ClusterTls, uri: Uri) -> io::Result<TokioIo<TlsStream<Tc
     let stream = TlsConnector::from(tls.client_config())
         .connect(name, tcp)
         .await?;
+    // Before a byte of any request goes out on it.
+    role::check_server(stream.get_ref().1.peer_certificates(), role).map_err(|reason| {
+        tracing::warn!(peer = %uri, %reason, "refused a server of the wrong role");
+        io::Error::new(io::ErrorKind::PermissionDenied, reason)
+    })?;
     Ok(TokioIo::new(stream))
 }

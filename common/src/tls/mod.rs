@@ -19,6 +19,7 @@
 
 pub mod dial;
 pub mod incoming;
+pub mod role;
 
 use std::{
     path::{Path, PathBuf},
@@ -46,6 +47,7 @@ pub use dial::Dialer;
 pub use incoming::{
     HANDSHAKE_TIMEOUT, HandshakeLimits, MAX_HANDSHAKES, TlsIncoming, incoming, incoming_with,
 };
+pub use role::{Peer, Role};
 
 /// How often the certificate files are read to notice a change.
 pub const RELOAD_POLL: Duration = Duration::from_secs(2);
@@ -146,6 +148,44 @@ impl RawServerTls {
 }
 
 impl ClusterTlsFiles {
+    /// The role this process's certificate names, which must be one of `allowed` (and, with
+    /// `id`, for that id): a certificate of the wrong role would be refused by every peer,
+    /// so it is refused at start, naming the key of the file at fault.
+    pub fn expect_role(
+        &self,
+        keys: Keys,
+        allowed: &[Role],
+        id: Option<&str>,
+    ) -> Result<Peer, ConfigError> {
+        let bytes = crate::config::read_file(&self.cert_file)
+            .map_err(|e| invalid(keys.cert_file, format!("{}: {e}", self.cert_file.display())))?;
+        let chain = certs(&self.cert_file, &bytes, File::Cert).map_err(|e| e.at(keys))?;
+        let peer = role::peer_of(&chain[0]).map_err(|e| invalid(keys.cert_file, e.to_string()))?;
+        let wanted = allowed
+            .iter()
+            .map(|r| r.as_str())
+            .collect::<Vec<_>>()
+            .join(" or ");
+        if !allowed.contains(&peer.role) {
+            return Err(invalid(
+                keys.cert_file,
+                format!(
+                    "the certificate names the {peer}; this process needs a {wanted} certificate ({})",
+                    role::uri(allowed[0], id.unwrap_or("<id>"))
+                ),
+            ));
+        }
+        if let Some(id) = id
+            && peer.id != id
+        {
+            return Err(invalid(
+                keys.cert_file,
+                format!("the certificate names the {peer}, but this process is {id:?}"),
+            ));
+        }
+        Ok(peer)
+    }
+
     fn paths(&self) -> Vec<PathBuf> {
         vec![
             self.cert_file.clone(),

@@ -28,6 +28,99 @@ fn leaf(ca: &Ca, name: &str) -> (String, String) {
     (cert.pem(), key.serialize_pem())
 }
 
+/// A leaf naming a Switchback role: (cert PEM, key PEM).
+fn role_leaf(ca: &Ca, role: Role, id: &str) -> (String, String) {
+    let key = KeyPair::generate().expect("key");
+    let mut params = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
+        .expect("params");
+    params.subject_alt_names.push(rcgen::SanType::URI(
+        role::uri(role, id).try_into().expect("URI"),
+    ));
+    let cert = params.signed_by(&key, &ca.cert, &ca.key).expect("signed");
+    (cert.pem(), key.serialize_pem())
+}
+
+/// A cluster identity of `role` in `dir`.
+fn role_identity(dir: &Path, ca: &Ca, role: Role, id: &str) -> ClusterTls {
+    let (cert, key) = role_leaf(ca, role, id);
+    let files = RawClusterTls {
+        ca_file: Some(write(dir, "ca.pem", &ca.cert.pem())),
+        cert_file: Some(write(dir, &format!("{role}.pem"), &cert)),
+        key_file: Some(write(dir, &format!("{role}.key"), &key)),
+        server_name: None,
+    }
+    .validate(CLUSTER_KEYS)
+    .expect("valid");
+    ClusterTls::load(&files).expect("load")
+}
+
+/// A dial must reach a server of the role it names: to one of another role (a forged
+/// worker record pointing at a router's certificate) it fails after the handshake and
+/// sends nothing; to the right role it sends the HTTP/2 preface.
+#[test]
+fn a_dial_sends_nothing_to_a_server_of_another_role() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = ca("cluster CA");
+    let server = role_identity(dir.path(), &ca, Role::Router, "impostor");
+    let client = role_identity(dir.path(), &ca, Role::Router, "r1");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("address").to_string();
+        let acceptor = tokio_rustls::TlsAcceptor::from(server.server_config());
+        // Accepts two connections; returns the bytes each sent after its handshake.
+        let served = tokio::spawn(async move {
+            let mut seen = Vec::new();
+            for _ in 0..2 {
+                let (tcp, _) = listener.accept().await.expect("accept");
+                let mut tls = acceptor.accept(tcp).await.expect("handshake");
+                let mut bytes = Vec::new();
+                let mut buf = [0u8; 64];
+                // Until the client hangs up, or the HTTP/2 preface's first line is in.
+                loop {
+                    match tokio::io::AsyncReadExt::read(&mut tls, &mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => bytes.extend_from_slice(&buf[..n]),
+                    }
+                    if bytes.len() >= 16 {
+                        break;
+                    }
+                }
+                seen.push(bytes);
+            }
+            seen
+        });
+        let dialer = Dialer::new(Some(client));
+        let err = dialer
+            .connect(&address, Role::Worker)
+            .await
+            .expect_err("connected to a router as if it were a worker");
+        let chain = format!("{:?}", std::error::Error::source(&err));
+        assert!(chain.contains("not a worker"), "{chain}");
+        // The right role: the client goes on to speak HTTP/2 (the test server does not
+        // answer it, so the connect itself is left to time out in the background).
+        let right = tokio::spawn({
+            let dialer = dialer.clone();
+            let address = address.clone();
+            async move { dialer.connect(&address, Role::Router).await }
+        });
+        let seen = served.await.expect("server task");
+        right.abort();
+        assert!(seen[0].is_empty(), "sent {:?} to the wrong role", seen[0]);
+        assert!(
+            seen[1].starts_with(b"PRI * HTTP/2.0"),
+            "no HTTP/2 preface to the right role: {:?}",
+            seen[1]
+        );
+    });
+}
+
 fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, text).expect("write");

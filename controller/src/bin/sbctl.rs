@@ -3,6 +3,7 @@
 //!   sbctl status [--json]                 per-tier capacity and every worker's health
 //!   sbctl drain <worker> [--wait]         stop new work to a worker; it deregisters when idle
 //!   sbctl undrain <worker>                let it take work again
+//!   sbctl etcd-roles [--print]            create the etcd roles of each component
 //!
 //! It finds the controller leader through etcd (like workers and routers do), or talks to
 //! `--controller` directly. A Kubernetes preStop hook runs `sbctl drain $ID --wait`.
@@ -50,7 +51,8 @@ struct Cli {
     #[arg(long, env = "SWITCHBACK_ETCD_PASSWORD_FILE", global = true)]
     etcd_password_file: Option<PathBuf>,
     /// Cluster CA, to verify the controller (mutual TLS; with --tls-cert-file and
-    /// --tls-key-file, a certificate the cluster CA signed).
+    /// --tls-key-file, a certificate the cluster CA signed naming the role operator,
+    /// spiffe://switchback/operator/<name>, or a worker's own for draining itself).
     #[arg(long, env = "SWITCHBACK_TLS_CA_FILE", global = true)]
     tls_ca_file: Option<PathBuf>,
     #[arg(long, env = "SWITCHBACK_TLS_CERT_FILE", global = true)]
@@ -88,6 +90,16 @@ enum Command {
     },
     /// Undrain a worker: it registers again and takes requests.
     Undrain { worker: String },
+    /// Create (or complete) the etcd roles switchback-worker, -controller, -router and
+    /// -operator, each with only the keys under --etcd-prefix that its component needs:
+    /// only a worker may write worker records. Run it as etcd's root user, then give each
+    /// component a user with its role (etcdctl user add / user grant-role) and turn etcd
+    /// auth on. Writes nothing but those roles.
+    EtcdRoles {
+        /// Print the equivalent etcdctl commands instead of applying them.
+        #[arg(long)]
+        print: bool,
+    },
 }
 
 #[tokio::main(flavor = "current_thread")]
@@ -124,13 +136,23 @@ fn access(cli: &Cli) -> Result<(EtcdAccess, Dialer), Error> {
                 cert_file: cert.clone(),
                 key_file: key.clone(),
                 server_name: cli.tls_server_name.clone(),
-            }
-            .validate(switchback_common::tls::Keys {
+            };
+            let keys = switchback_common::tls::Keys {
                 ca_file: "--tls-ca-file",
                 cert_file: "--tls-cert-file",
                 key_file: "--tls-key-file",
                 server_name: "--tls-server-name",
-            })?;
+            };
+            let files = files.validate(keys)?;
+            // An operator's certificate; a worker's own serves its preStop self-drain.
+            files.expect_role(
+                keys,
+                &[
+                    switchback_common::tls::Role::Operator,
+                    switchback_common::tls::Role::Worker,
+                ],
+                None,
+            )?;
             Some(switchback_common::tls::ClusterTls::load(&files)?)
         }
     };
@@ -151,13 +173,16 @@ async fn connect(cli: &Cli) -> Result<ControllerClient<Channel>, Error> {
         }
     };
     let channel = dialer
-        .connect(&address)
+        .connect(&address, switchback_common::tls::Role::Controller)
         .await
         .map_err(|e| format!("cannot reach the controller at {address}: {e}"))?;
     Ok(ControllerClient::new(channel))
 }
 
 async fn run(cli: Cli) -> Result<ExitCode, Error> {
+    if let Command::EtcdRoles { print } = &cli.command {
+        return etcd_roles(&cli, *print).await;
+    }
     let mut client = connect(&cli).await?;
     match &cli.command {
         Command::Status { json } => {
@@ -228,6 +253,35 @@ async fn run(cli: Cli) -> Result<ExitCode, Error> {
                 })
                 .await?;
             println!("undrained {worker}");
+        }
+        // Talks to etcd only; handled before connecting to the controller.
+        Command::EtcdRoles { .. } => {}
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn etcd_roles(cli: &Cli, print: bool) -> Result<ExitCode, Error> {
+    use switchback_common::etcd_roles;
+    let keys = Keys::new(&cli.etcd_prefix);
+    let roles = if print {
+        etcd_roles::roles(&keys)
+    } else {
+        let (etcd_access, _) = access(cli)?;
+        let mut etcd = switchback_common::etcd::connect(&etcd_access)
+            .await
+            .map_err(|e| format!("cannot reach etcd at {:?}: {e}", cli.etcd_endpoints))?;
+        etcd_roles::apply(&mut etcd, &keys)
+            .await
+            .map_err(|e| format!("creating the roles (run as etcd's root user): {e}"))?
+    };
+    for role in &roles {
+        if print {
+            println!("etcdctl role add {}", role.name);
+            for grant in &role.grants {
+                println!("{}", grant.etcdctl(role.name));
+            }
+        } else {
+            println!("role {} ({} permissions)", role.name, role.grants.len());
         }
     }
     Ok(ExitCode::SUCCESS)

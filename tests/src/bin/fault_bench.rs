@@ -69,7 +69,12 @@ async fn cluster(
         ws.push(Worker::start(&etcd, spec).await);
         cs[0].wait_ready(id, Duration::from_secs(20)).await;
     }
-    let router = Router::start(&etcd, &pki.map(|p| p.yaml("router")).unwrap_or_default()).await;
+    let router = Router::start(
+        &etcd,
+        &pki.map(|p| p.yaml(switchback_common::tls::Role::Router, "router"))
+            .unwrap_or_default(),
+    )
+    .await;
     router.wait_model("sim").await;
     (etcd, cs, ws, router)
 }
