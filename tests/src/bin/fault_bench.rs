@@ -271,7 +271,7 @@ async fn main() {
         cores = std::thread::available_parallelism().map_or(0, |n| n.get()),
         rows = rows.join("\n"),
         hops = if mtls {
-            "mutual TLS on every gRPC hop, a certificate per component"
+            "mutual TLS on every gRPC hop, a certificate per component naming its role"
         } else {
             "plaintext gRPC"
         },
