@@ -8,28 +8,6 @@ use etcd_client::{Certificate, Client, ConnectOptions, Identity, PutOptions, Tls
 use switchback_proto::Keys;
 use tokio_util::sync::CancellationToken;
 
-/// HTTP/2 flow-control window of one gRPC stream, in bytes: far more than a token stream
-/// needs in flight on a LAN.
-pub const STREAM_WINDOW: u32 = 256 * 1024;
-
-/// An HTTP/2 endpoint for a Switchback gRPC peer, with keep-alives so that a hung or
-/// partitioned peer is noticed instead of blocking a stream forever.
-pub fn grpc_endpoint(address: &str) -> Result<tonic::transport::Endpoint, tonic::transport::Error> {
-    Ok(
-        tonic::transport::Endpoint::from_shared(format!("http://{address}"))?
-            .connect_timeout(Duration::from_secs(3))
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(5))
-            .keep_alive_timeout(Duration::from_secs(3))
-            .keep_alive_while_idle(true)
-            // One stream whose reader stalls (a client that stops reading its answer) can
-            // hold at most its own window of the connection's: the connection's window is
-            // that of a thousand streams, so the others on it keep flowing.
-            .initial_stream_window_size(STREAM_WINDOW)
-            .initial_connection_window_size(STREAM_WINDOW * 1024),
-    )
-}
-
 /// How to reach etcd: endpoints, and optionally TLS and a user. Files are read at each
 /// (re)connect, so rotated etcd certificates and passwords apply to the next connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,7 +50,7 @@ impl EtcdAccess {
     /// `options` with this access's TLS material and credentials, read from their files now.
     fn apply(&self, mut options: ConnectOptions) -> Result<ConnectOptions, etcd_client::Error> {
         let read = |path: &PathBuf| {
-            crate::config::read_file(path).map_err(|e| {
+            crate::fs::read_file(path).map_err(|e| {
                 etcd_client::Error::IoError(std::io::Error::new(
                     e.kind(),
                     format!("{}: {e}", path.display()),

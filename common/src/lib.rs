@@ -6,8 +6,11 @@
 pub mod backoff;
 pub mod config;
 pub mod etcd;
+pub mod etcd_config;
 pub mod etcd_roles;
+pub mod fs;
 pub mod http_serve;
+pub mod net;
 pub mod process;
 pub mod telemetry;
 pub mod text;

@@ -20,7 +20,7 @@ pub mod env {
     pub const LOG_FORMAT: &str = "SWITCHBACK_LOG_FORMAT";
 }
 
-/// Set once spans are exported; [`crate::trace_context`] does nothing until then.
+/// Set once spans are exported; the trace-context propagation does nothing until then.
 static EXPORTING: AtomicBool = AtomicBool::new(false);
 
 /// Whether this process exports spans over OTLP.

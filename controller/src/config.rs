@@ -80,8 +80,8 @@ pub struct RawEtcd {
 }
 
 impl RawEtcd {
-    fn security(&mut self) -> switchback_common::config::RawEtcdSecurity {
-        switchback_common::config::RawEtcdSecurity {
+    fn security(&mut self) -> switchback_common::etcd_config::RawEtcdSecurity {
+        switchback_common::etcd_config::RawEtcdSecurity {
             ca_file: self.ca_file.take(),
             cert_file: self.cert_file.take(),
             key_file: self.key_file.take(),
@@ -136,7 +136,7 @@ impl RawConfig {
     pub fn validate(self) -> Result<ControllerConfig, ConfigError> {
         let mut etcd = self.etcd.unwrap_or_default();
         let etcd_access =
-            switchback_common::config::etcd_access(etcd.endpoints.take(), etcd.security())?;
+            switchback_common::etcd_config::etcd_access(etcd.endpoints.take(), etcd.security())?;
         let tls = self
             .tls
             .map(|t| {

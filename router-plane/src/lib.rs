@@ -245,7 +245,7 @@ async fn reload_keys(state: Arc<AppState>, stop: CancellationToken) {
     };
     let digest = |bytes: &[u8]| auth::keys::digest(&String::from_utf8_lossy(bytes));
     let mut settle = auth::Settle::new(
-        switchback_common::config::read_file(&path)
+        switchback_common::fs::read_file(&path)
             .ok()
             .map(|b| digest(&b)),
     );
@@ -257,7 +257,7 @@ async fn reload_keys(state: Arc<AppState>, stop: CancellationToken) {
         }
         let read = {
             let path = path.clone();
-            tokio::task::spawn_blocking(move || switchback_common::config::read_file(&path)).await
+            tokio::task::spawn_blocking(move || switchback_common::fs::read_file(&path)).await
         };
         let bytes = match read {
             Ok(Ok(bytes)) => bytes,

@@ -118,9 +118,9 @@ type Error = Box<dyn std::error::Error + Send + Sync>;
 
 /// The etcd access and the gRPC dialer the flags describe, checked.
 fn access(cli: &Cli) -> Result<(EtcdAccess, Dialer), Error> {
-    let etcd = switchback_common::config::etcd_access(
+    let etcd = switchback_common::etcd_config::etcd_access(
         Some(cli.etcd_endpoints.clone()),
-        switchback_common::config::RawEtcdSecurity {
+        switchback_common::etcd_config::RawEtcdSecurity {
             ca_file: cli.etcd_ca_file.clone(),
             cert_file: cli.etcd_cert_file.clone(),
             key_file: cli.etcd_key_file.clone(),
