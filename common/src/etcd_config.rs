@@ -1,9 +1,70 @@
-//! The `etcd:` config section every binary shares: the endpoint check, and TLS and
-//! authentication to etcd checked at start (files named, readable and parseable).
+//! The `etcd:` config section every binary shares (worker, controller, router, and
+//! `sbctl`'s flags): how to reach etcd, checked at start (endpoints well-formed; TLS and
+//! authentication files named, readable and parseable), where the cluster's keys live,
+//! and the TTL of this process's lease.
 
 use std::path::PathBuf;
 
-use crate::config::{ConfigError, invalid};
+use serde::{Deserialize, Deserializer};
+
+use crate::{
+    config::{ConfigError, invalid},
+    etcd::{EtcdAccess, EtcdTls, EtcdUser},
+};
+
+/// `etcd:`, as read: every key optional, unknown keys rejected.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawEtcd {
+    pub endpoints: Option<Vec<String>>,
+    pub prefix: Option<String>,
+    /// TTL of this process's lease: the worker's registration, the controller's election
+    /// campaign. The router holds none ([`without_lease`]).
+    pub lease_ttl_s: Option<i64>,
+    /// CA of etcd's server certificate; turns TLS to etcd on (endpoints must be https://).
+    pub ca_file: Option<PathBuf>,
+    /// Client certificate and key for etcd's `--client-cert-auth`.
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    /// etcd user (etcd auth); the password is read from `password_file`.
+    pub username: Option<String>,
+    pub password_file: Option<PathBuf>,
+}
+
+/// The `etcd:` section, checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EtcdConfig {
+    pub access: EtcdAccess,
+    /// Key prefix of this cluster (default [`switchback_proto::keys::DEFAULT_PREFIX`]).
+    pub prefix: String,
+    /// In 2..=300, default 5.
+    pub lease_ttl_s: i64,
+}
+
+/// The keys of `etcd:` but `lease_ttl_s`, as an unknown-key error lists them.
+const LEASELESS_KEYS: &[&str] = &[
+    "endpoints",
+    "prefix",
+    "ca_file",
+    "cert_file",
+    "key_file",
+    "username",
+    "password_file",
+];
+
+/// `#[serde(default, deserialize_with = "without_lease")]` for a process that holds no
+/// etcd lease (the router): `etcd.lease_ttl_s` is an unknown key there, refused as any
+/// other typo is.
+pub fn without_lease<'de, D: Deserializer<'de>>(d: D) -> Result<Option<RawEtcd>, D::Error> {
+    let raw = Option::<RawEtcd>::deserialize(d)?;
+    if raw.as_ref().is_some_and(|r| r.lease_ttl_s.is_some()) {
+        return Err(serde::de::Error::unknown_field(
+            "lease_ttl_s",
+            LEASELESS_KEYS,
+        ));
+    }
+    Ok(raw)
+}
 
 /// The etcd endpoints, defaulting to a local etcd. Each must read `[http[s]://]host:port`:
 /// a typo is a clear error at startup, while an endpoint that is well-formed but down is
@@ -19,114 +80,130 @@ pub fn etcd_endpoints(endpoints: Option<Vec<String>>) -> Result<Vec<String>, Con
     Ok(endpoints)
 }
 
-/// The security keys of an `etcd:` section, as read (every binary's `RawEtcd` has them).
-#[derive(Debug, Default, Clone)]
-pub struct RawEtcdSecurity {
-    pub ca_file: Option<PathBuf>,
-    pub cert_file: Option<PathBuf>,
-    pub key_file: Option<PathBuf>,
-    pub username: Option<String>,
-    pub password_file: Option<PathBuf>,
-}
-
-/// How to reach etcd: [`etcd_endpoints`], plus TLS and authentication, checked now (files
-/// named, readable and parseable; `https://` endpoints exactly when TLS is on).
-pub fn etcd_access(
-    endpoints: Option<Vec<String>>,
-    security: RawEtcdSecurity,
-) -> Result<crate::etcd::EtcdAccess, ConfigError> {
-    use crate::etcd::{EtcdAccess, EtcdTls, EtcdUser};
-    let endpoints = etcd_endpoints(endpoints)?;
-    let RawEtcdSecurity {
-        ca_file,
-        cert_file,
-        key_file,
-        username,
-        password_file,
-    } = security;
-    let identity = match (cert_file, key_file) {
-        (Some(cert), Some(key)) => Some((cert, key)),
-        (None, None) => None,
-        (Some(_), None) => return Err(invalid("etcd.key_file", "required with etcd.cert_file")),
-        (None, Some(_)) => return Err(invalid("etcd.cert_file", "required with etcd.key_file")),
-    };
-    let tls = match (ca_file, identity) {
-        (Some(ca_file), identity) => Some(EtcdTls { ca_file, identity }),
-        (None, None) => None,
-        (None, Some(_)) => {
+impl RawEtcd {
+    /// The whole section: [`RawEtcd::access`], the prefix, and the lease TTL.
+    pub fn validate(self) -> Result<EtcdConfig, ConfigError> {
+        let prefix = self
+            .prefix
+            .clone()
+            .unwrap_or_else(|| switchback_proto::keys::DEFAULT_PREFIX.to_owned());
+        let lease_ttl_s = self.lease_ttl_s.unwrap_or(5);
+        let access = self.access()?;
+        if !(2..=300).contains(&lease_ttl_s) {
             return Err(invalid(
-                "etcd.ca_file",
-                "required with etcd.cert_file (the CA that signed etcd's certificate)",
+                "etcd.lease_ttl_s",
+                format!("{lease_ttl_s} is outside 2..=300"),
             ));
         }
-    };
-    if let Some(tls) = &tls {
-        let keys = crate::tls::Keys {
-            ca_file: "etcd.ca_file",
-            cert_file: "etcd.cert_file",
-            key_file: "etcd.key_file",
-            server_name: "etcd.server_name",
-        };
-        let identity = tls
-            .identity
-            .as_ref()
-            .map(|(cert, key)| (cert.as_path(), key.as_path()));
-        crate::tls::check_etcd_files(&tls.ca_file, identity, keys)?;
+        Ok(EtcdConfig {
+            access,
+            prefix,
+            lease_ttl_s,
+        })
     }
-    for e in &endpoints {
-        match (&tls, e.starts_with("https://")) {
-            (Some(_), false) => {
-                return Err(invalid(
-                    "etcd.endpoints",
-                    format!(
-                        "`{e}`: TLS to etcd is on (etcd.ca_file), so endpoints must be https://"
-                    ),
-                ));
+
+    /// How to reach etcd: [`etcd_endpoints`], plus TLS and authentication, checked now
+    /// (files named, readable and parseable; `https://` endpoints exactly when TLS is on).
+    pub fn access(self) -> Result<EtcdAccess, ConfigError> {
+        let RawEtcd {
+            endpoints,
+            ca_file,
+            cert_file,
+            key_file,
+            username,
+            password_file,
+            prefix: _,
+            lease_ttl_s: _,
+        } = self;
+        let endpoints = etcd_endpoints(endpoints)?;
+        let identity = match (cert_file, key_file) {
+            (Some(cert), Some(key)) => Some((cert, key)),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(invalid("etcd.key_file", "required with etcd.cert_file"));
             }
-            (None, true) => {
+            (None, Some(_)) => {
+                return Err(invalid("etcd.cert_file", "required with etcd.key_file"));
+            }
+        };
+        let tls = match (ca_file, identity) {
+            (Some(ca_file), identity) => Some(EtcdTls { ca_file, identity }),
+            (None, None) => None,
+            (None, Some(_)) => {
                 return Err(invalid(
                     "etcd.ca_file",
-                    format!("endpoint `{e}` is https://; name the CA of etcd's certificate"),
+                    "required with etcd.cert_file (the CA that signed etcd's certificate)",
                 ));
             }
-            _ => {}
+        };
+        if let Some(tls) = &tls {
+            let keys = crate::tls::Keys {
+                ca_file: "etcd.ca_file",
+                cert_file: "etcd.cert_file",
+                key_file: "etcd.key_file",
+                server_name: "etcd.server_name",
+            };
+            let identity = tls
+                .identity
+                .as_ref()
+                .map(|(cert, key)| (cert.as_path(), key.as_path()));
+            crate::tls::check_etcd_files(&tls.ca_file, identity, keys)?;
         }
+        for e in &endpoints {
+            match (&tls, e.starts_with("https://")) {
+                (Some(_), false) => {
+                    return Err(invalid(
+                        "etcd.endpoints",
+                        format!(
+                            "`{e}`: TLS to etcd is on (etcd.ca_file), so endpoints must be https://"
+                        ),
+                    ));
+                }
+                (None, true) => {
+                    return Err(invalid(
+                        "etcd.ca_file",
+                        format!("endpoint `{e}` is https://; name the CA of etcd's certificate"),
+                    ));
+                }
+                _ => {}
+            }
+        }
+        let user = match (username, password_file) {
+            (Some(name), Some(password_file)) => {
+                if name.is_empty() {
+                    return Err(invalid("etcd.username", "must not be empty"));
+                }
+                let password = crate::fs::read_file(&password_file).map_err(|e| {
+                    invalid(
+                        "etcd.password_file",
+                        format!("cannot read {}: {e}", password_file.display()),
+                    )
+                })?;
+                if password.iter().all(u8::is_ascii_whitespace) {
+                    return Err(invalid(
+                        "etcd.password_file",
+                        format!("{} is empty", password_file.display()),
+                    ));
+                }
+                Some(EtcdUser {
+                    name,
+                    password_file,
+                })
+            }
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(invalid("etcd.password_file", "required with etcd.username"));
+            }
+            (None, Some(_)) => {
+                return Err(invalid("etcd.username", "required with etcd.password_file"));
+            }
+        };
+        Ok(EtcdAccess {
+            endpoints,
+            tls,
+            user,
+        })
     }
-    let user = match (username, password_file) {
-        (Some(name), Some(password_file)) => {
-            if name.is_empty() {
-                return Err(invalid("etcd.username", "must not be empty"));
-            }
-            let password = crate::fs::read_file(&password_file).map_err(|e| {
-                invalid(
-                    "etcd.password_file",
-                    format!("cannot read {}: {e}", password_file.display()),
-                )
-            })?;
-            if password.iter().all(u8::is_ascii_whitespace) {
-                return Err(invalid(
-                    "etcd.password_file",
-                    format!("{} is empty", password_file.display()),
-                ));
-            }
-            Some(EtcdUser {
-                name,
-                password_file,
-            })
-        }
-        (None, None) => None,
-        (Some(_), None) => {
-            return Err(invalid("etcd.password_file", "required with etcd.username"));
-        }
-        (None, Some(_)) => {
-            return Err(invalid("etcd.username", "required with etcd.password_file"));
-        }
-    };
-    Ok(EtcdAccess {
-        endpoints,
-        tls,
-        user,
-    })
 }
 
 fn check_endpoint(e: &str) -> Result<(), &'static str> {
@@ -183,11 +260,82 @@ mod tests {
         }
     }
 
-    fn security() -> RawEtcdSecurity {
-        RawEtcdSecurity::default()
+    fn security() -> RawEtcd {
+        RawEtcd::default()
     }
 
-    fn etcd_err(endpoint: &str, security: RawEtcdSecurity) -> String {
+    /// The access of `security` with `endpoints` laid over it.
+    fn etcd_access(
+        endpoints: Option<Vec<String>>,
+        security: RawEtcd,
+    ) -> Result<EtcdAccess, ConfigError> {
+        RawEtcd {
+            endpoints,
+            ..security
+        }
+        .access()
+    }
+
+    #[test]
+    fn the_section_defaults_and_checks_the_lease() {
+        let c = RawEtcd::default().validate().expect("defaults");
+        assert_eq!(c.access.endpoints, vec!["http://127.0.0.1:2379"]);
+        assert_eq!(c.prefix, switchback_proto::keys::DEFAULT_PREFIX);
+        assert_eq!(c.lease_ttl_s, 5);
+        let err = RawEtcd {
+            lease_ttl_s: Some(1),
+            ..security()
+        }
+        .validate()
+        .expect_err("ttl 1");
+        assert_eq!(err.to_string(), "`etcd.lease_ttl_s`: 1 is outside 2..=300");
+    }
+
+    /// The router's section refuses `lease_ttl_s` with the error serde gives a section
+    /// that lacks the key.
+    #[test]
+    fn without_a_lease_the_ttl_is_an_unknown_key() {
+        #[derive(Debug, Default, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Leaseless {
+            #[serde(default, deserialize_with = "without_lease")]
+            etcd: Option<RawEtcd>,
+        }
+        #[derive(Debug, Default, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        #[allow(dead_code)]
+        struct Before {
+            endpoints: Option<Vec<String>>,
+            prefix: Option<String>,
+            ca_file: Option<PathBuf>,
+            cert_file: Option<PathBuf>,
+            key_file: Option<PathBuf>,
+            username: Option<String>,
+            password_file: Option<PathBuf>,
+        }
+        let yaml = "etcd: {prefix: /p/, lease_ttl_s: 5}";
+        let err = serde_yaml::from_str::<Leaseless>(yaml).expect_err("lease_ttl_s");
+        let before = serde_yaml::from_str::<Option<Before>>("{prefix: /p/, lease_ttl_s: 5}")
+            .expect_err("lease_ttl_s");
+        let message =
+            |e: &serde_yaml::Error| e.to_string().split(" at line").next().map(str::to_owned);
+        assert!(
+            message(&err)
+                .expect("message")
+                .ends_with(&message(&before).expect("message")),
+            "{err} / {before}"
+        );
+        let ok = serde_yaml::from_str::<Leaseless>("etcd: {prefix: /p/}").expect("valid");
+        assert_eq!(ok.etcd.and_then(|e| e.prefix).as_deref(), Some("/p/"));
+        assert!(
+            serde_yaml::from_str::<Leaseless>("{}")
+                .expect("absent")
+                .etcd
+                .is_none()
+        );
+    }
+
+    fn etcd_err(endpoint: &str, security: RawEtcd) -> String {
         etcd_access(Some(vec![endpoint.into()]), security)
             .expect_err("invalid")
             .to_string()
@@ -201,7 +349,7 @@ mod tests {
         assert!(err.contains("`etcd.ca_file`"), "{err}");
         let err = etcd_err(
             "https://etcd:2379",
-            RawEtcdSecurity {
+            RawEtcd {
                 cert_file: Some("c.pem".into()),
                 ..security()
             },
@@ -209,7 +357,7 @@ mod tests {
         assert!(err.contains("`etcd.key_file`"), "{err}");
         let err = etcd_err(
             "https://etcd:2379",
-            RawEtcdSecurity {
+            RawEtcd {
                 cert_file: Some("c.pem".into()),
                 key_file: Some("k.pem".into()),
                 ..security()
@@ -218,7 +366,7 @@ mod tests {
         assert!(err.contains("`etcd.ca_file`"), "{err}");
         let err = etcd_err(
             "http://etcd:2379",
-            RawEtcdSecurity {
+            RawEtcd {
                 username: Some("switchback".into()),
                 ..security()
             },
@@ -226,7 +374,7 @@ mod tests {
         assert!(err.contains("`etcd.password_file`"), "{err}");
         let err = etcd_err(
             "http://etcd:2379",
-            RawEtcdSecurity {
+            RawEtcd {
                 password_file: Some("p".into()),
                 ..security()
             },
@@ -238,7 +386,7 @@ mod tests {
     fn etcd_password_file_must_be_readable_and_not_empty() {
         let dir = tempfile::tempdir().expect("tempdir");
         let file = dir.path().join("password");
-        let with = |path: &Path| RawEtcdSecurity {
+        let with = |path: &Path| RawEtcd {
             username: Some("switchback".into()),
             password_file: Some(path.to_owned()),
             ..security()
@@ -263,11 +411,11 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let ca = ca("etcd CA");
         let (cert, key) = leaf(&ca, "worker");
-        let security = RawEtcdSecurity {
+        let security = RawEtcd {
             ca_file: Some(write(dir.path(), "ca.pem", &ca.cert.pem())),
             cert_file: Some(write(dir.path(), "cert.pem", &cert)),
             key_file: Some(write(dir.path(), "key.pem", &key)),
-            ..RawEtcdSecurity::default()
+            ..RawEtcd::default()
         };
         let access = etcd_access(
             Some(vec!["https://127.0.0.1:2379".into()]),
@@ -280,7 +428,7 @@ mod tests {
         assert!(err.to_string().contains("`etcd.endpoints`"), "{err}");
         let err = etcd_access(
             Some(vec!["https://127.0.0.1:2379".into()]),
-            RawEtcdSecurity {
+            RawEtcd {
                 ca_file: Some(dir.path().join("nope.pem")),
                 ..security.clone()
             },
@@ -290,7 +438,7 @@ mod tests {
         let (_, other_key) = leaf(&ca, "other");
         let err = etcd_access(
             Some(vec!["https://127.0.0.1:2379".into()]),
-            RawEtcdSecurity {
+            RawEtcd {
                 key_file: Some(write(dir.path(), "other.pem", &other_key)),
                 ..security
             },

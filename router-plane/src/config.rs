@@ -5,7 +5,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use clap::Parser;
 use serde::Deserialize;
 pub use switchback_common::config::ConfigError;
-use switchback_common::config::invalid;
+use switchback_common::{config::invalid, etcd_config::RawEtcd};
 
 /// Every environment variable the router reads, in one place.
 pub mod env {
@@ -50,6 +50,11 @@ pub struct Args {
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
     pub listen: Option<SocketAddr>,
+    /// The shared `etcd:` section, less `lease_ttl_s`: the router holds no lease.
+    #[serde(
+        default,
+        deserialize_with = "switchback_common::etcd_config::without_lease"
+    )]
     pub etcd: Option<RawEtcd>,
     pub controller: Option<String>,
     /// Tier names in rising cost. Requests naming one get 503 (not 404) while it has no
@@ -132,33 +137,6 @@ pub struct DifficultyConfig {
     pub minilm_dir: Option<PathBuf>,
     pub table: Option<PathBuf>,
     pub default_quality: Option<f64>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawEtcd {
-    pub endpoints: Option<Vec<String>>,
-    pub prefix: Option<String>,
-    /// CA of etcd's server certificate; turns TLS to etcd on (endpoints must be https://).
-    pub ca_file: Option<PathBuf>,
-    /// Client certificate and key for etcd's `--client-cert-auth`.
-    pub cert_file: Option<PathBuf>,
-    pub key_file: Option<PathBuf>,
-    /// etcd user (etcd auth); the password is read from `password_file`.
-    pub username: Option<String>,
-    pub password_file: Option<PathBuf>,
-}
-
-impl RawEtcd {
-    fn security(&mut self) -> switchback_common::etcd_config::RawEtcdSecurity {
-        switchback_common::etcd_config::RawEtcdSecurity {
-            ca_file: self.ca_file.take(),
-            cert_file: self.cert_file.take(),
-            key_file: self.key_file.take(),
-            username: self.username.take(),
-            password_file: self.password_file.take(),
-        }
-    }
 }
 
 #[derive(Debug, Clone)]
@@ -251,9 +229,7 @@ impl RawConfig {
     }
 
     pub fn validate(self) -> Result<RouterConfig, ConfigError> {
-        let mut etcd = self.etcd.unwrap_or_default();
-        let etcd_access =
-            switchback_common::etcd_config::etcd_access(etcd.endpoints.take(), etcd.security())?;
+        let etcd = self.etcd.unwrap_or_default().validate()?;
         let tls = self
             .tls
             .map(|t| {
@@ -354,12 +330,10 @@ impl RawConfig {
             listen: self
                 .listen
                 .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 8080))),
-            etcd: etcd_access,
+            etcd: etcd.access,
             tls,
             http_tls,
-            etcd_prefix: etcd
-                .prefix
-                .unwrap_or_else(|| switchback_proto::keys::DEFAULT_PREFIX.to_owned()),
+            etcd_prefix: etcd.prefix,
             controller: self.controller,
             tiers,
             default_tier,

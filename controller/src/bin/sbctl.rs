@@ -118,16 +118,16 @@ type Error = Box<dyn std::error::Error + Send + Sync>;
 
 /// The etcd access and the gRPC dialer the flags describe, checked.
 fn access(cli: &Cli) -> Result<(EtcdAccess, Dialer), Error> {
-    let etcd = switchback_common::etcd_config::etcd_access(
-        Some(cli.etcd_endpoints.clone()),
-        switchback_common::etcd_config::RawEtcdSecurity {
-            ca_file: cli.etcd_ca_file.clone(),
-            cert_file: cli.etcd_cert_file.clone(),
-            key_file: cli.etcd_key_file.clone(),
-            username: cli.etcd_username.clone(),
-            password_file: cli.etcd_password_file.clone(),
-        },
-    )?;
+    let etcd = switchback_common::etcd_config::RawEtcd {
+        endpoints: Some(cli.etcd_endpoints.clone()),
+        ca_file: cli.etcd_ca_file.clone(),
+        cert_file: cli.etcd_cert_file.clone(),
+        key_file: cli.etcd_key_file.clone(),
+        username: cli.etcd_username.clone(),
+        password_file: cli.etcd_password_file.clone(),
+        ..Default::default()
+    }
+    .access()?;
     let tls = match (&cli.tls_ca_file, &cli.tls_cert_file, &cli.tls_key_file) {
         (None, None, None) => None,
         (ca, cert, key) => {
