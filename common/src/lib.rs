@@ -5,6 +5,7 @@
 
 pub mod backoff;
 pub mod config;
+pub mod env;
 pub mod etcd;
 pub mod etcd_config;
 pub mod etcd_roles;

@@ -5,18 +5,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use clap::Parser;
 use serde::Deserialize;
 pub use switchback_common::config::ConfigError;
-use switchback_common::{config::invalid, etcd_config::RawEtcd};
-
-/// Every environment variable the controller reads, in one place.
-pub mod env {
-    pub const CONFIG: &str = "SWITCHBACK_CONFIG";
-    pub const ID: &str = "SWITCHBACK_CONTROLLER_ID";
-    pub const LISTEN: &str = "SWITCHBACK_LISTEN";
-    pub const ADVERTISE: &str = "SWITCHBACK_ADVERTISE";
-    pub const ETCD_ENDPOINTS: &str = "SWITCHBACK_ETCD_ENDPOINTS";
-    pub const ETCD_PREFIX: &str = "SWITCHBACK_ETCD_PREFIX";
-    pub const METRICS_LISTEN: &str = "SWITCHBACK_METRICS_LISTEN";
-}
+use switchback_common::{config::invalid, env, etcd_config::RawEtcd};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -29,7 +18,7 @@ pub struct Args {
     #[arg(long, env = env::CONFIG)]
     pub config: Option<PathBuf>,
     /// Unique controller id (default: hostname + random suffix).
-    #[arg(long, env = env::ID)]
+    #[arg(long, env = env::CONTROLLER_ID)]
     pub id: Option<String>,
     /// gRPC listen address.
     #[arg(long, env = env::LISTEN)]

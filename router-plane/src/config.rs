@@ -5,19 +5,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use clap::Parser;
 use serde::Deserialize;
 pub use switchback_common::config::ConfigError;
-use switchback_common::{config::invalid, etcd_config::RawEtcd};
-
-/// Every environment variable the router reads, in one place.
-pub mod env {
-    pub const CONFIG: &str = "SWITCHBACK_CONFIG";
-    pub const LISTEN: &str = "SWITCHBACK_LISTEN";
-    pub const ETCD_ENDPOINTS: &str = "SWITCHBACK_ETCD_ENDPOINTS";
-    pub const ETCD_PREFIX: &str = "SWITCHBACK_ETCD_PREFIX";
-    pub const CONTROLLER: &str = "SWITCHBACK_CONTROLLER";
-    pub const DEFAULT_TIER: &str = "SWITCHBACK_DEFAULT_TIER";
-    /// Overrides `difficulty.minilm_dir`.
-    pub const MINILM_DIR: &str = "SWITCHBACK_MINILM_DIR";
-}
+use switchback_common::{config::invalid, env, etcd_config::RawEtcd};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -44,6 +32,10 @@ pub struct Args {
     /// Tier that `model: "auto"` uses.
     #[arg(long, env = env::DEFAULT_TIER)]
     pub default_tier: Option<String>,
+    /// The all-MiniLM-L6-v2 directory; overrides `difficulty.minilm_dir` (used only with
+    /// a `difficulty:` section).
+    #[arg(long, env = env::MINILM_DIR)]
+    pub minilm_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -218,6 +210,9 @@ impl RawConfig {
         if args.default_tier.is_some() {
             self.default_tier = args.default_tier;
         }
+        if let (Some(dir), Some(difficulty)) = (args.minilm_dir, &mut self.difficulty) {
+            difficulty.minilm_dir = Some(dir);
+        }
         let etcd = self.etcd.get_or_insert_with(RawEtcd::default);
         if args.etcd_endpoints.is_some() {
             etcd.endpoints = args.etcd_endpoints;
@@ -362,9 +357,7 @@ impl RawConfig {
                     }
                     Some(DifficultyConfig {
                         predictor: d.predictor,
-                        minilm_dir: std::env::var_os(env::MINILM_DIR)
-                            .map(PathBuf::from)
-                            .or(d.minilm_dir),
+                        minilm_dir: d.minilm_dir,
                         table: d.table,
                         default_quality: d.default_quality,
                     })

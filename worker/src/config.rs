@@ -9,23 +9,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use clap::Parser;
 use serde::Deserialize;
 pub use switchback_common::config::ConfigError;
-use switchback_common::{config::invalid, etcd_config::RawEtcd};
-
-/// Every environment variable the worker reads, in one place.
-pub mod env {
-    pub const CONFIG: &str = "SWITCHBACK_CONFIG";
-    pub const ID: &str = "SWITCHBACK_WORKER_ID";
-    pub const TIER: &str = "SWITCHBACK_TIER";
-    pub const MODEL: &str = "SWITCHBACK_MODEL";
-    pub const LISTEN: &str = "SWITCHBACK_LISTEN";
-    pub const ADVERTISE: &str = "SWITCHBACK_ADVERTISE";
-    pub const NODE: &str = "SWITCHBACK_NODE";
-    pub const ETCD_ENDPOINTS: &str = "SWITCHBACK_ETCD_ENDPOINTS";
-    pub const ETCD_PREFIX: &str = "SWITCHBACK_ETCD_PREFIX";
-    pub const CONTROLLER: &str = "SWITCHBACK_CONTROLLER";
-    pub const MODEL_PATH: &str = "SWITCHBACK_MODEL_PATH";
-    pub const METRICS_LISTEN: &str = "SWITCHBACK_METRICS_LISTEN";
-}
+use switchback_common::{config::invalid, env, etcd_config::RawEtcd};
 
 /// Command-line flags; each also reads its `SWITCHBACK_*` variable.
 #[derive(Debug, Parser)]
@@ -39,7 +23,7 @@ pub struct Args {
     #[arg(long, env = env::CONFIG)]
     pub config: Option<PathBuf>,
     /// Unique worker id (default: <node>-<random>).
-    #[arg(long, env = env::ID)]
+    #[arg(long, env = env::WORKER_ID)]
     pub id: Option<String>,
     /// Tier this worker serves, e.g. `small`.
     #[arg(long, env = env::TIER)]

@@ -12,6 +12,7 @@ use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand};
 use serde_json::json;
+use switchback_common::env;
 use switchback_common::{etcd::EtcdAccess, tls::Dialer};
 use switchback_proto::{
     Keys,
@@ -23,44 +24,44 @@ use tonic::transport::Channel;
 #[command(name = "sbctl", version, about = "Operate a Switchback cluster")]
 struct Cli {
     /// Controller gRPC address (host:port); default: the leader elected in etcd.
-    #[arg(long, env = "SWITCHBACK_CONTROLLER", global = true)]
+    #[arg(long, env = env::CONTROLLER, global = true)]
     controller: Option<String>,
     /// Comma-separated etcd endpoints, to find the leader.
     #[arg(
         long,
-        env = "SWITCHBACK_ETCD_ENDPOINTS",
+        env = env::ETCD_ENDPOINTS,
         value_delimiter = ',',
         default_value = "http://127.0.0.1:2379",
         global = true
     )]
     etcd_endpoints: Vec<String>,
     /// Key prefix of the cluster in etcd.
-    #[arg(long, env = "SWITCHBACK_ETCD_PREFIX", default_value = switchback_proto::keys::DEFAULT_PREFIX, global = true)]
+    #[arg(long, env = env::ETCD_PREFIX, default_value = switchback_proto::keys::DEFAULT_PREFIX, global = true)]
     etcd_prefix: String,
     /// CA of etcd's server certificate (TLS to etcd; endpoints must be https://).
-    #[arg(long, env = "SWITCHBACK_ETCD_CA_FILE", global = true)]
+    #[arg(long, env = env::ETCD_CA_FILE, global = true)]
     etcd_ca_file: Option<PathBuf>,
     /// Client certificate for etcd's client-cert auth.
-    #[arg(long, env = "SWITCHBACK_ETCD_CERT_FILE", global = true)]
+    #[arg(long, env = env::ETCD_CERT_FILE, global = true)]
     etcd_cert_file: Option<PathBuf>,
-    #[arg(long, env = "SWITCHBACK_ETCD_KEY_FILE", global = true)]
+    #[arg(long, env = env::ETCD_KEY_FILE, global = true)]
     etcd_key_file: Option<PathBuf>,
     /// etcd user; the password is read from --etcd-password-file.
-    #[arg(long, env = "SWITCHBACK_ETCD_USERNAME", global = true)]
+    #[arg(long, env = env::ETCD_USERNAME, global = true)]
     etcd_username: Option<String>,
-    #[arg(long, env = "SWITCHBACK_ETCD_PASSWORD_FILE", global = true)]
+    #[arg(long, env = env::ETCD_PASSWORD_FILE, global = true)]
     etcd_password_file: Option<PathBuf>,
     /// Cluster CA, to verify the controller (mutual TLS; with --tls-cert-file and
     /// --tls-key-file, a certificate the cluster CA signed naming the role operator,
     /// spiffe://switchback/operator/<name>, or a worker's own for draining itself).
-    #[arg(long, env = "SWITCHBACK_TLS_CA_FILE", global = true)]
+    #[arg(long, env = env::TLS_CA_FILE, global = true)]
     tls_ca_file: Option<PathBuf>,
-    #[arg(long, env = "SWITCHBACK_TLS_CERT_FILE", global = true)]
+    #[arg(long, env = env::TLS_CERT_FILE, global = true)]
     tls_cert_file: Option<PathBuf>,
-    #[arg(long, env = "SWITCHBACK_TLS_KEY_FILE", global = true)]
+    #[arg(long, env = env::TLS_KEY_FILE, global = true)]
     tls_key_file: Option<PathBuf>,
     /// Check the controller's certificate against this DNS name instead of its address.
-    #[arg(long, env = "SWITCHBACK_TLS_SERVER_NAME", global = true)]
+    #[arg(long, env = env::TLS_SERVER_NAME, global = true)]
     tls_server_name: Option<String>,
     #[command(subcommand)]
     command: Command,
