@@ -25,7 +25,7 @@ pub const CONTROLLER: &str = "SWITCHBACK_CONTROLLER";
 /// HTTP listen address for `/metrics` and `/healthz` (worker, controller).
 pub const METRICS_LISTEN: &str = "SWITCHBACK_METRICS_LISTEN";
 /// `json` for one JSON object per log line; anything else is human-readable text (every
-/// binary, read by [`crate::telemetry`]).
+/// binary, read by the telemetry setup).
 pub const LOG_FORMAT: &str = "SWITCHBACK_LOG_FORMAT";
 /// Not ours but read beside ours: the standard OpenTelemetry variable saying where to
 /// send spans (OTLP/gRPC); unset, no spans leave the process.

@@ -12,8 +12,11 @@ use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand};
 use serde_json::json;
-use switchback_common::env;
-use switchback_common::{etcd::EtcdAccess, tls::Dialer};
+use switchback_common::{
+    env,
+    etcd::{ControllerError, ControllerTarget, EtcdAccess},
+    tls::Dialer,
+};
 use switchback_proto::{
     Keys,
     pb::{self, controller_client::ControllerClient},
@@ -161,22 +164,27 @@ fn access(cli: &Cli) -> Result<(EtcdAccess, Dialer), Error> {
 }
 
 async fn connect(cli: &Cli) -> Result<ControllerClient<Channel>, Error> {
-    let (etcd_access, dialer) = access(cli)?;
-    let address = match &cli.controller {
-        Some(a) => a.clone(),
-        None => {
-            let mut etcd = switchback_common::etcd::connect(&etcd_access)
-                .await
-                .map_err(|e| format!("cannot reach etcd at {:?}: {e}", cli.etcd_endpoints))?;
-            switchback_common::etcd::controller_leader(&mut etcd, &Keys::new(&cli.etcd_prefix))
-                .await?
-                .ok_or("no controller leader is elected (is a controller running?)")?
-        }
+    let (etcd, dialer) = access(cli)?;
+    let target = ControllerTarget {
+        address: cli.controller.clone(),
+        etcd,
+        keys: Keys::new(&cli.etcd_prefix),
+        dialer,
     };
-    let channel = dialer
-        .connect(&address, switchback_common::tls::Role::Controller)
-        .await
-        .map_err(|e| format!("cannot reach the controller at {address}: {e}"))?;
+    let (_, channel) = target.dial().await.map_err(|err| -> Error {
+        match err {
+            ControllerError::EtcdConnect(e) => {
+                format!("cannot reach etcd at {:?}: {e}", cli.etcd_endpoints).into()
+            }
+            ControllerError::EtcdLeader(e) => e.into(),
+            ControllerError::NoLeader => {
+                "no controller leader is elected (is a controller running?)".into()
+            }
+            ControllerError::Dial { address, source } => {
+                format!("cannot reach the controller at {address}: {source}").into()
+            }
+        }
+    })?;
     Ok(ControllerClient::new(channel))
 }
 
