@@ -527,24 +527,10 @@ impl<T> Reloadable<T> {
         let mut last = read_all(&self.paths)
             .ok()
             .map(|b| b.files.into_iter().map(|(_, b)| b).collect::<Vec<_>>());
-        let mut ticker = tokio::time::interval(RELOAD_POLL);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                () = stop.cancelled() => return,
-                _ = ticker.tick() => {}
-            }
-            let this = self.clone();
-            let previous = last.take();
-            last = match tokio::task::spawn_blocking(move || this.reload_if_changed(previous)).await
-            {
-                Ok(seen) => seen,
-                Err(err) => {
-                    tracing::error!(%err, "TLS reload task failed");
-                    None
-                }
-            };
-        }
+        crate::reload::poll(self.material, RELOAD_POLL, stop, move || {
+            last = self.reload_if_changed(last.take());
+        })
+        .await;
     }
 }
 
