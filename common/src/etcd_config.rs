@@ -5,7 +5,10 @@
 
 use std::path::PathBuf;
 
-use serde::{Deserialize, Deserializer};
+use serde::{
+    Deserialize, Deserializer,
+    de::{DeserializeSeed, IntoDeserializer, MapAccess, Visitor, value::MapAccessDeserializer},
+};
 
 use crate::{
     config::{ConfigError, invalid},
@@ -53,17 +56,85 @@ const LEASELESS_KEYS: &[&str] = &[
 ];
 
 /// `#[serde(default, deserialize_with = "without_lease")]` for a process that holds no
-/// etcd lease (the router): `etcd.lease_ttl_s` is an unknown key there, refused as any
-/// other typo is.
+/// etcd lease (the router): `etcd.lease_ttl_s` is an unknown key there. Each key is checked
+/// as serde's own struct check does, inside the key's deserialization, so an unknown key
+/// is refused with the same message, key path and position as a section without the
+/// field would give.
 pub fn without_lease<'de, D: Deserializer<'de>>(d: D) -> Result<Option<RawEtcd>, D::Error> {
-    let raw = Option::<RawEtcd>::deserialize(d)?;
-    if raw.as_ref().is_some_and(|r| r.lease_ttl_s.is_some()) {
-        return Err(serde::de::Error::unknown_field(
-            "lease_ttl_s",
-            LEASELESS_KEYS,
-        ));
+    Ok(Option::<Leaseless>::deserialize(d)?.map(|l| l.0))
+}
+
+/// [`RawEtcd`] read with [`LEASELESS_KEYS`] as its keys.
+struct Leaseless(RawEtcd);
+
+impl<'de> Deserialize<'de> for Leaseless {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_struct("RawEtcd", LEASELESS_KEYS, LeaselessVisitor)
     }
-    Ok(raw)
+}
+
+struct LeaselessVisitor;
+
+impl<'de> Visitor<'de> for LeaselessVisitor {
+    type Value = Leaseless;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("struct RawEtcd")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Leaseless, A::Error> {
+        RawEtcd::deserialize(MapAccessDeserializer::new(KnownKeys(map))).map(Leaseless)
+    }
+}
+
+/// A map whose keys must be among [`LEASELESS_KEYS`]; values pass through untouched.
+struct KnownKeys<A>(A);
+
+impl<'de, A: MapAccess<'de>> MapAccess<'de> for KnownKeys<A> {
+    type Error = A::Error;
+
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, A::Error> {
+        match self.0.next_key_seed(KnownKey)? {
+            None => Ok(None),
+            Some(key) => seed
+                .deserialize(IntoDeserializer::<A::Error>::into_deserializer(key))
+                .map(Some),
+        }
+    }
+
+    fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, A::Error> {
+        self.0.next_value_seed(seed)
+    }
+}
+
+/// Reads one key, refusing any outside [`LEASELESS_KEYS`].
+struct KnownKey;
+
+impl<'de> DeserializeSeed<'de> for KnownKey {
+    type Value = &'static str;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<&'static str, D::Error> {
+        d.deserialize_identifier(self)
+    }
+}
+
+impl Visitor<'_> for KnownKey {
+    type Value = &'static str;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("field identifier")
+    }
+
+    fn visit_str<E: serde::de::Error>(self, key: &str) -> Result<&'static str, E> {
+        LEASELESS_KEYS
+            .iter()
+            .find(|k| **k == key)
+            .copied()
+            .ok_or_else(|| E::unknown_field(key, LEASELESS_KEYS))
+    }
 }
 
 /// The etcd endpoints, defaulting to a local etcd. Each must read `[http[s]://]host:port`:
@@ -301,30 +372,41 @@ mod tests {
             #[serde(default, deserialize_with = "without_lease")]
             etcd: Option<RawEtcd>,
         }
-        #[derive(Debug, Default, Deserialize)]
-        #[serde(deny_unknown_fields)]
+        /// The router's section as it was, before it was shared.
         #[allow(dead_code)]
-        struct Before {
-            endpoints: Option<Vec<String>>,
-            prefix: Option<String>,
-            ca_file: Option<PathBuf>,
-            cert_file: Option<PathBuf>,
-            key_file: Option<PathBuf>,
-            username: Option<String>,
-            password_file: Option<PathBuf>,
+        mod old {
+            use std::path::PathBuf;
+
+            use serde::Deserialize;
+
+            #[derive(Debug, Default, Deserialize)]
+            #[serde(deny_unknown_fields)]
+            pub struct RawEtcd {
+                pub endpoints: Option<Vec<String>>,
+                pub prefix: Option<String>,
+                pub ca_file: Option<PathBuf>,
+                pub cert_file: Option<PathBuf>,
+                pub key_file: Option<PathBuf>,
+                pub username: Option<String>,
+                pub password_file: Option<PathBuf>,
+            }
+
+            #[derive(Debug, Default, Deserialize)]
+            #[serde(deny_unknown_fields)]
+            pub struct Config {
+                pub etcd: Option<RawEtcd>,
+            }
         }
-        let yaml = "etcd: {prefix: /p/, lease_ttl_s: 5}";
-        let err = serde_yaml::from_str::<Leaseless>(yaml).expect_err("lease_ttl_s");
-        let before = serde_yaml::from_str::<Option<Before>>("{prefix: /p/, lease_ttl_s: 5}")
-            .expect_err("lease_ttl_s");
-        let message =
-            |e: &serde_yaml::Error| e.to_string().split(" at line").next().map(str::to_owned);
-        assert!(
-            message(&err)
-                .expect("message")
-                .ends_with(&message(&before).expect("message")),
-            "{err} / {before}"
-        );
+        for yaml in [
+            "etcd: {prefix: /p/, lease_ttl_s: 5}",
+            "etcd:\n  endpoints: [\"http://e:2379\"]\n  prfix: /p/\n",
+            "etcd: 5",
+            "etcd: {prefix: [1]}",
+        ] {
+            let now = serde_yaml::from_str::<Leaseless>(yaml).expect_err(yaml);
+            let before = serde_yaml::from_str::<old::Config>(yaml).expect_err(yaml);
+            assert_eq!(now.to_string(), before.to_string(), "{yaml}");
+        }
         let ok = serde_yaml::from_str::<Leaseless>("etcd: {prefix: /p/}").expect("valid");
         assert_eq!(ok.etcd.and_then(|e| e.prefix).as_deref(), Some("/p/"));
         assert!(
