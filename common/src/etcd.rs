@@ -1,34 +1,15 @@
 //! etcd access shared by the binaries: connecting with bounded timeouts, keeping a key
 //! alive under a lease (re-registering after the lease is lost), and finding the
-//! controller leader.
+//! controller leader and dialling it.
 
 use std::{path::PathBuf, time::Duration};
 
 use etcd_client::{Certificate, Client, ConnectOptions, Identity, PutOptions, TlsOptions};
 use switchback_proto::Keys;
 use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
 
-/// HTTP/2 flow-control window of one gRPC stream, in bytes: far more than a token stream
-/// needs in flight on a LAN.
-pub const STREAM_WINDOW: u32 = 256 * 1024;
-
-/// An HTTP/2 endpoint for a Switchback gRPC peer, with keep-alives so that a hung or
-/// partitioned peer is noticed instead of blocking a stream forever.
-pub fn grpc_endpoint(address: &str) -> Result<tonic::transport::Endpoint, tonic::transport::Error> {
-    Ok(
-        tonic::transport::Endpoint::from_shared(format!("http://{address}"))?
-            .connect_timeout(Duration::from_secs(3))
-            .tcp_nodelay(true)
-            .http2_keep_alive_interval(Duration::from_secs(5))
-            .keep_alive_timeout(Duration::from_secs(3))
-            .keep_alive_while_idle(true)
-            // One stream whose reader stalls (a client that stops reading its answer) can
-            // hold at most its own window of the connection's: the connection's window is
-            // that of a thousand streams, so the others on it keep flowing.
-            .initial_stream_window_size(STREAM_WINDOW)
-            .initial_connection_window_size(STREAM_WINDOW * 1024),
-    )
-}
+use crate::tls::{Dialer, Role};
 
 /// How to reach etcd: endpoints, and optionally TLS and a user. Files are read at each
 /// (re)connect, so rotated etcd certificates and passwords apply to the next connection.
@@ -72,7 +53,7 @@ impl EtcdAccess {
     /// `options` with this access's TLS material and credentials, read from their files now.
     fn apply(&self, mut options: ConnectOptions) -> Result<ConnectOptions, etcd_client::Error> {
         let read = |path: &PathBuf| {
-            crate::config::read_file(path).map_err(|e| {
+            crate::fs::read_file(path).map_err(|e| {
                 etcd_client::Error::IoError(std::io::Error::new(
                     e.kind(),
                     format!("{}: {e}", path.display()),
@@ -135,6 +116,67 @@ pub async fn controller_leader(
             Ok(None)
         }
         Err(err) => Err(err),
+    }
+}
+
+/// Where a process finds the controller: a fixed address, or the leader elected in etcd.
+#[derive(Debug, Clone)]
+pub struct ControllerTarget {
+    /// A fixed controller address (`controller:`, `--controller`); `None`: the leader
+    /// elected in etcd, looked up at each dial.
+    pub address: Option<String>,
+    pub etcd: EtcdAccess,
+    pub keys: Keys,
+    /// Plaintext or mTLS.
+    pub dialer: Dialer,
+}
+
+/// Why the controller could not be found or dialled.
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    /// etcd did not answer the connection.
+    #[error("{0}")]
+    EtcdConnect(#[source] etcd_client::Error),
+    /// etcd did not answer the election query.
+    #[error("{0}")]
+    EtcdLeader(#[source] etcd_client::Error),
+    /// No controller holds the election.
+    #[error("no controller leader elected yet")]
+    NoLeader,
+    /// The controller at `address` did not answer, or (with TLS) its certificate does
+    /// not name the controller role.
+    #[error("{source}")]
+    Dial {
+        address: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+}
+
+impl ControllerTarget {
+    /// The controller's address: the fixed one, else the elected leader's.
+    pub async fn address(&self) -> Result<String, ControllerError> {
+        if let Some(address) = &self.address {
+            return Ok(address.clone());
+        }
+        let mut client = connect(&self.etcd)
+            .await
+            .map_err(ControllerError::EtcdConnect)?;
+        controller_leader(&mut client, &self.keys)
+            .await
+            .map_err(ControllerError::EtcdLeader)?
+            .ok_or(ControllerError::NoLeader)
+    }
+
+    /// Finds the controller ([`ControllerTarget::address`]) and dials it; with TLS its
+    /// certificate must name [`Role::Controller`]. Returns the address dialled and the
+    /// channel.
+    pub async fn dial(&self) -> Result<(String, Channel), ControllerError> {
+        let address = self.address().await?;
+        match self.dialer.connect(&address, Role::Controller).await {
+            Ok(channel) => Ok((address, channel)),
+            Err(source) => Err(ControllerError::Dial { address, source }),
+        }
     }
 }
 

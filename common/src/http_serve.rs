@@ -196,29 +196,7 @@ impl Connections for TcpListener {
     type Io = TcpStream;
 
     async fn next(&mut self) -> Option<(TcpStream, SocketAddr)> {
-        Some(accept_tcp(self).await)
-    }
-}
-
-/// The next TCP connection on `listener`, with `TCP_NODELAY` set; an accept error (e.g. out
-/// of file descriptors) is logged and retried after a short back-off instead of spinning.
-/// Cancel-safe.
-pub(crate) async fn accept_tcp(listener: &TcpListener) -> (TcpStream, SocketAddr) {
-    loop {
-        match listener.accept().await {
-            Ok((tcp, peer)) => {
-                // Streamed tokens are small writes: without TCP_NODELAY, Nagle's algorithm
-                // and delayed ACKs hold each one back by up to 40 ms.
-                if let Err(err) = tcp.set_nodelay(true) {
-                    tracing::warn!(%err, "cannot set TCP_NODELAY");
-                }
-                return (tcp, peer);
-            }
-            Err(err) => {
-                tracing::warn!(%err, "accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
+        Some(crate::net::accept_tcp(self).await)
     }
 }
 

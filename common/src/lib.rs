@@ -5,10 +5,15 @@
 
 pub mod backoff;
 pub mod config;
+pub mod env;
 pub mod etcd;
+pub mod etcd_config;
 pub mod etcd_roles;
+pub mod fs;
 pub mod http_serve;
+pub mod net;
 pub mod process;
+pub mod reload;
 pub mod telemetry;
 pub mod text;
 pub mod tls;

@@ -12,15 +12,9 @@ use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_subscriber::{EnvFilter, Layer, layer::SubscriberExt, util::SubscriberInitExt};
 
-/// Environment variables this crate reads.
-pub mod env {
-    /// Standard OpenTelemetry variable: where to send spans (OTLP/gRPC).
-    pub const OTLP_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
-    /// `json` for one JSON object per log line; anything else is human-readable text.
-    pub const LOG_FORMAT: &str = "SWITCHBACK_LOG_FORMAT";
-}
+use crate::env;
 
-/// Set once spans are exported; [`crate::trace_context`] does nothing until then.
+/// Set once spans are exported; the trace-context propagation does nothing until then.
 static EXPORTING: AtomicBool = AtomicBool::new(false);
 
 /// Whether this process exports spans over OTLP.

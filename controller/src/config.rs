@@ -5,18 +5,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use clap::Parser;
 use serde::Deserialize;
 pub use switchback_common::config::ConfigError;
-use switchback_common::config::invalid;
-
-/// Every environment variable the controller reads, in one place.
-pub mod env {
-    pub const CONFIG: &str = "SWITCHBACK_CONFIG";
-    pub const ID: &str = "SWITCHBACK_CONTROLLER_ID";
-    pub const LISTEN: &str = "SWITCHBACK_LISTEN";
-    pub const ADVERTISE: &str = "SWITCHBACK_ADVERTISE";
-    pub const ETCD_ENDPOINTS: &str = "SWITCHBACK_ETCD_ENDPOINTS";
-    pub const ETCD_PREFIX: &str = "SWITCHBACK_ETCD_PREFIX";
-    pub const METRICS_LISTEN: &str = "SWITCHBACK_METRICS_LISTEN";
-}
+use switchback_common::{config::invalid, env, etcd_config::RawEtcd};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -29,7 +18,7 @@ pub struct Args {
     #[arg(long, env = env::CONFIG)]
     pub config: Option<PathBuf>,
     /// Unique controller id (default: hostname + random suffix).
-    #[arg(long, env = env::ID)]
+    #[arg(long, env = env::CONTROLLER_ID)]
     pub id: Option<String>,
     /// gRPC listen address.
     #[arg(long, env = env::LISTEN)]
@@ -61,34 +50,6 @@ pub struct RawConfig {
     pub metrics_listen: Option<SocketAddr>,
     /// Cluster identity for gRPC (mutual TLS); absent: plaintext.
     pub tls: Option<switchback_common::tls::RawClusterTls>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawEtcd {
-    pub endpoints: Option<Vec<String>>,
-    pub prefix: Option<String>,
-    pub lease_ttl_s: Option<i64>,
-    /// CA of etcd's server certificate; turns TLS to etcd on (endpoints must be https://).
-    pub ca_file: Option<PathBuf>,
-    /// Client certificate and key for etcd's `--client-cert-auth`.
-    pub cert_file: Option<PathBuf>,
-    pub key_file: Option<PathBuf>,
-    /// etcd user (etcd auth); the password is read from `password_file`.
-    pub username: Option<String>,
-    pub password_file: Option<PathBuf>,
-}
-
-impl RawEtcd {
-    fn security(&mut self) -> switchback_common::config::RawEtcdSecurity {
-        switchback_common::config::RawEtcdSecurity {
-            ca_file: self.ca_file.take(),
-            cert_file: self.cert_file.take(),
-            key_file: self.key_file.take(),
-            username: self.username.take(),
-            password_file: self.password_file.take(),
-        }
-    }
 }
 
 #[derive(Debug, Clone)]
@@ -134,9 +95,7 @@ impl RawConfig {
     }
 
     pub fn validate(self) -> Result<ControllerConfig, ConfigError> {
-        let mut etcd = self.etcd.unwrap_or_default();
-        let etcd_access =
-            switchback_common::config::etcd_access(etcd.endpoints.take(), etcd.security())?;
+        let etcd = self.etcd.unwrap_or_default().validate()?;
         let tls = self
             .tls
             .map(|t| {
@@ -146,13 +105,6 @@ impl RawConfig {
                 Ok::<_, ConfigError>(files)
             })
             .transpose()?;
-        let lease_ttl_s = etcd.lease_ttl_s.unwrap_or(5);
-        if !(2..=300).contains(&lease_ttl_s) {
-            return Err(invalid(
-                "etcd.lease_ttl_s",
-                format!("{lease_ttl_s} is outside 2..=300"),
-            ));
-        }
         let stale_after_ms = self.stale_after_ms.unwrap_or(2000);
         if !(100..=600_000).contains(&stale_after_ms) {
             return Err(invalid("stale_after_ms", "must be in 100..=600000"));
@@ -168,12 +120,10 @@ impl RawConfig {
                 .listen
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 50050))),
             advertise: self.advertise,
-            etcd: etcd_access,
+            etcd: etcd.access,
             tls,
-            etcd_prefix: etcd
-                .prefix
-                .unwrap_or_else(|| switchback_proto::keys::DEFAULT_PREFIX.to_owned()),
-            lease_ttl_s,
+            etcd_prefix: etcd.prefix,
+            lease_ttl_s: etcd.lease_ttl_s,
             stale_after: Duration::from_millis(stale_after_ms),
             metrics_listen: self
                 .metrics_listen

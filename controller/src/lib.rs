@@ -115,9 +115,12 @@ pub async fn run(
         }
     });
     tasks.spawn(mirror::follow_leader(
-        config.etcd.clone(),
-        dialer,
-        keys.clone(),
+        switchback_common::etcd::ControllerTarget {
+            address: None,
+            etcd: config.etcd.clone(),
+            keys: keys.clone(),
+            dialer,
+        },
         advertise.clone(),
         Arc::clone(&view),
         leader_rx.clone(),

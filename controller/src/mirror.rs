@@ -5,18 +5,20 @@
 
 use std::{sync::Arc, time::Duration};
 
-use switchback_common::backoff::Backoff;
-use switchback_proto::{Keys, pb};
+use switchback_common::{
+    backoff::Backoff,
+    etcd::{ControllerError, ControllerTarget},
+};
+use switchback_proto::pb;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::view::ClusterView;
 
 /// Mirrors the leader into `view` whenever this replica is not the leader, until `cancel`.
+/// `leader_at` says where the leader is found: the election in etcd, no fixed address.
 pub async fn follow_leader(
-    etcd: switchback_common::etcd::EtcdAccess,
-    dialer: switchback_common::tls::Dialer,
-    keys: Keys,
+    leader_at: ControllerTarget,
     own_address: String,
     view: Arc<ClusterView>,
     mut leader: watch::Receiver<bool>,
@@ -33,7 +35,7 @@ pub async fn follow_leader(
         let result = tokio::select! {
             () = cancel.cancelled() => return,
             _ = leader.wait_for(|l| *l) => Ok(()),
-            r = mirror_once(&etcd, &dialer, &keys, &own_address, &view) => r,
+            r = mirror_once(&leader_at, &own_address, &view) => r,
         };
         if let Err(err) = result {
             tracing::debug!(%err, "not mirroring the leader right now");
@@ -45,20 +47,19 @@ pub async fn follow_leader(
 }
 
 async fn mirror_once(
-    etcd: &switchback_common::etcd::EtcdAccess,
-    dialer: &switchback_common::tls::Dialer,
-    keys: &Keys,
+    leader_at: &ControllerTarget,
     own_address: &str,
     view: &ClusterView,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let mut etcd = switchback_common::etcd::connect(etcd).await?;
-    let address = switchback_common::etcd::controller_leader(&mut etcd, keys)
-        .await?
-        .ok_or("no leader elected")?;
+    let address = leader_at.address().await.map_err(|err| match err {
+        ControllerError::NoLeader => "no leader elected".into(),
+        err => Box::new(err) as Box<dyn std::error::Error + Send + Sync>,
+    })?;
     if address == own_address {
         return Err("the election names this replica; waiting for it to take office".into());
     }
-    let channel = dialer
+    let channel = leader_at
+        .dialer
         .connect(&address, switchback_common::tls::Role::Controller)
         .await?;
     let mut client = pb::controller_client::ControllerClient::new(channel);

@@ -46,7 +46,7 @@ struct Case {
 
 fn setup() -> (Predictor, Vec<Case>) {
     let dir = PathBuf::from(
-        std::env::var_os("SWITCHBACK_MINILM_DIR")
+        std::env::var_os(switchback_common::env::MINILM_DIR)
             .expect("set SWITCHBACK_MINILM_DIR to the all-MiniLM-L6-v2 directory"),
     );
     let table = Arc::new(

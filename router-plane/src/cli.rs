@@ -22,7 +22,7 @@ pub struct EncoderArgs {
     #[arg(long, default_value = "static")]
     pub encoder: String,
     /// The all-MiniLM-L6-v2 directory (fetch-models.sh minilm).
-    #[arg(long, env = "SWITCHBACK_MINILM_DIR")]
+    #[arg(long, env = switchback_common::env::MINILM_DIR)]
     pub minilm_dir: Option<PathBuf>,
     /// The static table (`distill` writes it); default: static-table.bin in --minilm-dir.
     #[arg(long)]
@@ -57,7 +57,7 @@ pub enum Command {
     /// Distill MiniLM into a static token table (once; the router's fast features).
     Distill {
         /// The all-MiniLM-L6-v2 directory.
-        #[arg(long, env = "SWITCHBACK_MINILM_DIR")]
+        #[arg(long, env = switchback_common::env::MINILM_DIR)]
         minilm_dir: PathBuf,
         /// Default: static-table.bin in --minilm-dir.
         #[arg(long)]
@@ -121,7 +121,7 @@ pub enum Command {
         #[arg(long, default_value_t = 5)]
         tries: u32,
         /// The Python that runs code answers (with resource limits, in a fresh directory).
-        #[arg(long, env = "SWITCHBACK_PYTHON", default_value = "python3")]
+        #[arg(long, env = switchback_common::env::PYTHON, default_value = "python3")]
         python: PathBuf,
         /// The labelled JSONL to append to (created if missing).
         #[arg(long)]

@@ -5,19 +5,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use clap::Parser;
 use serde::Deserialize;
 pub use switchback_common::config::ConfigError;
-use switchback_common::config::invalid;
-
-/// Every environment variable the router reads, in one place.
-pub mod env {
-    pub const CONFIG: &str = "SWITCHBACK_CONFIG";
-    pub const LISTEN: &str = "SWITCHBACK_LISTEN";
-    pub const ETCD_ENDPOINTS: &str = "SWITCHBACK_ETCD_ENDPOINTS";
-    pub const ETCD_PREFIX: &str = "SWITCHBACK_ETCD_PREFIX";
-    pub const CONTROLLER: &str = "SWITCHBACK_CONTROLLER";
-    pub const DEFAULT_TIER: &str = "SWITCHBACK_DEFAULT_TIER";
-    /// Overrides `difficulty.minilm_dir`.
-    pub const MINILM_DIR: &str = "SWITCHBACK_MINILM_DIR";
-}
+use switchback_common::{config::invalid, env, etcd_config::RawEtcd};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -44,12 +32,21 @@ pub struct Args {
     /// Tier that `model: "auto"` uses.
     #[arg(long, env = env::DEFAULT_TIER)]
     pub default_tier: Option<String>,
+    /// The all-MiniLM-L6-v2 directory; overrides `difficulty.minilm_dir` (used only with
+    /// a `difficulty:` section).
+    #[arg(long, env = env::MINILM_DIR)]
+    pub minilm_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
     pub listen: Option<SocketAddr>,
+    /// The shared `etcd:` section, less `lease_ttl_s`: the router holds no lease.
+    #[serde(
+        default,
+        deserialize_with = "switchback_common::etcd_config::without_lease"
+    )]
     pub etcd: Option<RawEtcd>,
     pub controller: Option<String>,
     /// Tier names in rising cost. Requests naming one get 503 (not 404) while it has no
@@ -134,33 +131,6 @@ pub struct DifficultyConfig {
     pub default_quality: Option<f64>,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawEtcd {
-    pub endpoints: Option<Vec<String>>,
-    pub prefix: Option<String>,
-    /// CA of etcd's server certificate; turns TLS to etcd on (endpoints must be https://).
-    pub ca_file: Option<PathBuf>,
-    /// Client certificate and key for etcd's `--client-cert-auth`.
-    pub cert_file: Option<PathBuf>,
-    pub key_file: Option<PathBuf>,
-    /// etcd user (etcd auth); the password is read from `password_file`.
-    pub username: Option<String>,
-    pub password_file: Option<PathBuf>,
-}
-
-impl RawEtcd {
-    fn security(&mut self) -> switchback_common::config::RawEtcdSecurity {
-        switchback_common::config::RawEtcdSecurity {
-            ca_file: self.ca_file.take(),
-            cert_file: self.cert_file.take(),
-            key_file: self.key_file.take(),
-            username: self.username.take(),
-            password_file: self.password_file.take(),
-        }
-    }
-}
-
 #[derive(Debug, Clone)]
 pub struct RouterConfig {
     pub listen: SocketAddr,
@@ -240,6 +210,9 @@ impl RawConfig {
         if args.default_tier.is_some() {
             self.default_tier = args.default_tier;
         }
+        if let (Some(dir), Some(difficulty)) = (args.minilm_dir, &mut self.difficulty) {
+            difficulty.minilm_dir = Some(dir);
+        }
         let etcd = self.etcd.get_or_insert_with(RawEtcd::default);
         if args.etcd_endpoints.is_some() {
             etcd.endpoints = args.etcd_endpoints;
@@ -251,9 +224,7 @@ impl RawConfig {
     }
 
     pub fn validate(self) -> Result<RouterConfig, ConfigError> {
-        let mut etcd = self.etcd.unwrap_or_default();
-        let etcd_access =
-            switchback_common::config::etcd_access(etcd.endpoints.take(), etcd.security())?;
+        let etcd = self.etcd.unwrap_or_default().validate()?;
         let tls = self
             .tls
             .map(|t| {
@@ -354,12 +325,10 @@ impl RawConfig {
             listen: self
                 .listen
                 .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 8080))),
-            etcd: etcd_access,
+            etcd: etcd.access,
             tls,
             http_tls,
-            etcd_prefix: etcd
-                .prefix
-                .unwrap_or_else(|| switchback_proto::keys::DEFAULT_PREFIX.to_owned()),
+            etcd_prefix: etcd.prefix,
             controller: self.controller,
             tiers,
             default_tier,
@@ -388,9 +357,7 @@ impl RawConfig {
                     }
                     Some(DifficultyConfig {
                         predictor: d.predictor,
-                        minilm_dir: std::env::var_os(env::MINILM_DIR)
-                            .map(PathBuf::from)
-                            .or(d.minilm_dir),
+                        minilm_dir: d.minilm_dir,
                         table: d.table,
                         default_quality: d.default_quality,
                     })

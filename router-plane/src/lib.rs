@@ -184,6 +184,9 @@ pub async fn run(
     Ok(())
 }
 
+/// How often the predictor's files are looked at for a change (their modification times).
+const PREDICTOR_POLL: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Reloads the difficulty predictor when its artifact (or table) changes on disk, e.g. a
 /// new one rolled out through a ConfigMap. A bad new artifact is logged and the old one
 /// kept.
@@ -191,7 +194,7 @@ async fn reload_predictor(state: Arc<AppState>, stop: CancellationToken) {
     let Some(d) = state.config.difficulty.clone() else {
         return;
     };
-    let stamp = || {
+    let stamp = move || {
         [Some(d.predictor.clone()), d.table.clone()]
             .into_iter()
             .flatten()
@@ -199,30 +202,26 @@ async fn reload_predictor(state: Arc<AppState>, stop: CancellationToken) {
             .collect::<Vec<_>>()
     };
     let mut last = stamp();
-    let mut ticker = tokio::time::interval(std::time::Duration::from_secs(5));
-    loop {
-        tokio::select! {
-            () = stop.cancelled() => return,
-            _ = ticker.tick() => {}
-        }
+    let step = move || {
         let now = stamp();
         if now == last {
-            continue;
+            return;
         }
         last = now;
-        let config = state.config.clone();
-        match tokio::task::spawn_blocking(move || load_difficulty(&config)).await {
-            Ok(Ok(Some(p))) => {
+        match load_difficulty(&state.config) {
+            Ok(Some(p)) => {
                 *state.difficulty.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(p));
                 state
                     .metrics
                     .reloads
                     .get_or_create(&metrics::Reload { outcome: "ok" })
                     .inc();
-                tracing::info!(predictor = %d.predictor.display(), "difficulty predictor reloaded");
+                if let Some(d) = &state.config.difficulty {
+                    tracing::info!(predictor = %d.predictor.display(), "difficulty predictor reloaded");
+                }
             }
-            Ok(Ok(None)) => {}
-            Ok(Err(err)) => {
+            Ok(None) => {}
+            Err(err) => {
                 state
                     .metrics
                     .reloads
@@ -230,9 +229,9 @@ async fn reload_predictor(state: Arc<AppState>, stop: CancellationToken) {
                     .inc();
                 tracing::error!(%err, "the changed predictor does not load; keeping the previous one");
             }
-            Err(err) => tracing::error!(%err, "predictor reload task failed"),
         }
-    }
+    };
+    switchback_common::reload::poll("predictor", PREDICTOR_POLL, stop, step).await;
 }
 
 /// Reads the API keys file again every [`auth::RELOAD_EVERY`] and swaps the keys in when
@@ -245,23 +244,14 @@ async fn reload_keys(state: Arc<AppState>, stop: CancellationToken) {
     };
     let digest = |bytes: &[u8]| auth::keys::digest(&String::from_utf8_lossy(bytes));
     let mut settle = auth::Settle::new(
-        switchback_common::config::read_file(&path)
+        switchback_common::fs::read_file(&path)
             .ok()
             .map(|b| digest(&b)),
     );
-    let mut ticker = tokio::time::interval(auth::RELOAD_EVERY);
-    loop {
-        tokio::select! {
-            () = stop.cancelled() => return,
-            _ = ticker.tick() => {}
-        }
-        let read = {
-            let path = path.clone();
-            tokio::task::spawn_blocking(move || switchback_common::config::read_file(&path)).await
-        };
-        let bytes = match read {
-            Ok(Ok(bytes)) => bytes,
-            Ok(Err(err)) => {
+    let step = move || {
+        let bytes = match switchback_common::fs::read_file(&path) {
+            Ok(bytes) => bytes,
+            Err(err) => {
                 if settle.unreadable() {
                     state
                         .metrics
@@ -270,15 +260,11 @@ async fn reload_keys(state: Arc<AppState>, stop: CancellationToken) {
                         .inc();
                     tracing::error!(%err, keys_file = %path.display(), "cannot read the API keys file; keeping the keys in force");
                 }
-                continue;
-            }
-            Err(err) => {
-                tracing::error!(%err, "keys file read task failed");
-                continue;
+                return;
             }
         };
         if !settle.observe(digest(&bytes)) {
-            continue;
+            return;
         }
         let result = std::str::from_utf8(&bytes)
             .map_err(|e| auth::keys::KeysError::Parse(e.to_string()))
@@ -302,7 +288,8 @@ async fn reload_keys(state: Arc<AppState>, stop: CancellationToken) {
                 tracing::error!(%err, keys_file = %path.display(), "the changed API keys file is invalid; keeping the keys in force");
             }
         }
-    }
+    };
+    switchback_common::reload::poll("api keys", auth::RELOAD_EVERY, stop, step).await;
 }
 
 /// Follows the cluster's routing policy under `<prefix>/policy`: read, then watch from the

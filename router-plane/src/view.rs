@@ -14,7 +14,8 @@ use std::{
 use tokio::sync::Notify;
 
 use switchback_common::backoff::Backoff;
-use switchback_proto::{Keys, WorkerRecord, pb};
+pub use switchback_common::etcd::ControllerTarget;
+use switchback_proto::{WorkerRecord, pb};
 use tokio_util::sync::CancellationToken;
 
 use crate::placement::Candidate;
@@ -239,15 +240,6 @@ fn worker_of(state: pb::WorkerState) -> Option<Worker> {
     })
 }
 
-/// Where the controller is.
-#[derive(Debug, Clone)]
-pub struct ControllerTarget {
-    pub address: Option<String>,
-    pub etcd: switchback_common::etcd::EtcdAccess,
-    pub dialer: switchback_common::tls::Dialer,
-    pub keys: Keys,
-}
-
 /// Watches the controller until `cancel` fires, reconnecting with backoff.
 pub async fn follow(
     view: Arc<View>,
@@ -278,19 +270,7 @@ async fn follow_once(
     target: &ControllerTarget,
     watcher: &str,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let address = match &target.address {
-        Some(a) => a.clone(),
-        None => {
-            let mut client = switchback_common::etcd::connect(&target.etcd).await?;
-            switchback_common::etcd::controller_leader(&mut client, &target.keys)
-                .await?
-                .ok_or("no controller leader elected yet")?
-        }
-    };
-    let channel = target
-        .dialer
-        .connect(&address, switchback_common::tls::Role::Controller)
-        .await?;
+    let (address, channel) = target.dial().await?;
     let mut client = pb::controller_client::ControllerClient::new(channel.clone());
     let mut stream = client
         .watch_cluster(pb::WatchClusterRequest {

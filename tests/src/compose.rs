@@ -118,7 +118,7 @@ impl Compose {
             "deploy/docker/build-images.sh --check",
             Command::new(root.join("deploy/docker/build-images.sh"))
                 .arg("--check")
-                .env("SWITCHBACK_BIN_DIR", &bin_dir),
+                .env(switchback_common::env::BIN_DIR, &bin_dir),
         )
         .await;
         if let Err(e) = check {
@@ -139,9 +139,18 @@ impl Compose {
             .find(|p| *p != port_a)
             .expect("a second free port");
         let env = vec![
-            ("SWITCHBACK_ROUTER_A_PORT".to_owned(), port_a.to_string()),
-            ("SWITCHBACK_ROUTER_B_PORT".to_owned(), port_b.to_string()),
-            ("SWITCHBACK_IMAGE_TAG".to_owned(), "dev".to_owned()),
+            (
+                switchback_common::env::ROUTER_A_PORT.to_owned(),
+                port_a.to_string(),
+            ),
+            (
+                switchback_common::env::ROUTER_B_PORT.to_owned(),
+                port_b.to_string(),
+            ),
+            (
+                switchback_common::env::IMAGE_TAG.to_owned(),
+                "dev".to_owned(),
+            ),
         ];
         // Built before `up` runs, so that a failing `up` is torn down too.
         let cluster = Self {

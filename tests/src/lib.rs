@@ -56,7 +56,7 @@ pub fn free_port() -> u16 {
 
 /// Where the Switchback binaries are.
 pub fn bin(name: &str) -> PathBuf {
-    let dir = std::env::var_os("SWITCHBACK_BIN_DIR")
+    let dir = std::env::var_os(switchback_common::env::BIN_DIR)
         .map(PathBuf::from)
         .unwrap_or_else(|| {
             // target/<profile>/deps/<test-binary>  ->  target/<profile>/
@@ -79,10 +79,10 @@ pub fn bin(name: &str) -> PathBuf {
 
 /// Directory with the unpacked models (see deploy/local/fetch-models.sh).
 pub fn models_dir() -> PathBuf {
-    std::env::var_os("SWITCHBACK_MODELS_DIR")
+    std::env::var_os(switchback_common::env::MODELS_DIR)
         .map(PathBuf::from)
         .unwrap_or_else(|| {
-            let cache = std::env::var_os("SWITCHBACK_CACHE")
+            let cache = std::env::var_os(switchback_common::env::CACHE)
                 .map(PathBuf::from)
                 .unwrap_or_else(|| {
                     PathBuf::from(std::env::var_os("HOME").expect("HOME")).join(".cache/switchback")
@@ -130,7 +130,7 @@ pub type Rung = (&'static str, &'static str, fn() -> PathBuf);
 /// The Python the client tests run: `$SWITCHBACK_PYTHON`, else the venv
 /// `deploy/local/ensure-deps.sh` makes (with the pinned client libraries).
 pub fn python() -> String {
-    std::env::var("SWITCHBACK_PYTHON").unwrap_or_else(|_| {
+    std::env::var(switchback_common::env::PYTHON).unwrap_or_else(|_| {
         format!(
             "{}/.cache/switchback/venv/bin/python",
             std::env::var("HOME").expect("HOME")
@@ -159,7 +159,7 @@ impl Proc {
         cmd.args(args)
             .env(
                 "RUST_LOG",
-                std::env::var("SWITCHBACK_TEST_LOG").unwrap_or_else(|_| "info".into()),
+                std::env::var(switchback_common::env::TEST_LOG).unwrap_or_else(|_| "info".into()),
             )
             .stdin(Stdio::null())
             .stdout(Stdio::inherit())
@@ -167,7 +167,9 @@ impl Proc {
             .kill_on_drop(true);
         // Tests must not pick up a developer's SWITCHBACK_* settings.
         for (k, _) in std::env::vars() {
-            if k.starts_with("SWITCHBACK_") || k == "OTEL_EXPORTER_OTLP_ENDPOINT" {
+            if k.starts_with(switchback_common::env::PREFIX)
+                || k == switchback_common::env::OTLP_ENDPOINT
+            {
                 cmd.env_remove(k);
             }
         }
@@ -441,7 +443,7 @@ impl Controller {
                 pki.yaml(switchback_common::tls::Role::Controller, "controller"),
             )
             .expect("write controller config");
-            env.push(("SWITCHBACK_CONFIG", config.display().to_string()));
+            env.push((switchback_common::env::CONFIG, config.display().to_string()));
             dir
         });
         let env = env.as_slice();
@@ -814,8 +816,8 @@ pub async fn sbctl(etcd: &Etcd, args: &[&str]) -> (i32, String, String) {
         Duration::from_secs(120),
         Command::new(bin("sbctl"))
             .args(args)
-            .env("SWITCHBACK_ETCD_ENDPOINTS", &etcd.endpoint)
-            .env_remove("SWITCHBACK_CONTROLLER")
+            .env(switchback_common::env::ETCD_ENDPOINTS, &etcd.endpoint)
+            .env_remove(switchback_common::env::CONTROLLER)
             .kill_on_drop(true)
             .output(),
     )

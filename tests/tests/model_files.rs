@@ -49,7 +49,7 @@ async fn a_gguf_of_an_unknown_architecture_exits_64_naming_file_and_architecture
     let run = tokio::process::Command::new(bin("switchback-worker"))
         .arg("--config")
         .arg(&config)
-        .env_remove("SWITCHBACK_MODEL_PATH")
+        .env_remove(switchback_common::env::MODEL_PATH)
         .kill_on_drop(true)
         .output();
     let out = tokio::time::timeout(Duration::from_secs(60), run)

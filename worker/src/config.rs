@@ -9,23 +9,7 @@ use std::{net::SocketAddr, path::PathBuf, time::Duration};
 use clap::Parser;
 use serde::Deserialize;
 pub use switchback_common::config::ConfigError;
-use switchback_common::config::invalid;
-
-/// Every environment variable the worker reads, in one place.
-pub mod env {
-    pub const CONFIG: &str = "SWITCHBACK_CONFIG";
-    pub const ID: &str = "SWITCHBACK_WORKER_ID";
-    pub const TIER: &str = "SWITCHBACK_TIER";
-    pub const MODEL: &str = "SWITCHBACK_MODEL";
-    pub const LISTEN: &str = "SWITCHBACK_LISTEN";
-    pub const ADVERTISE: &str = "SWITCHBACK_ADVERTISE";
-    pub const NODE: &str = "SWITCHBACK_NODE";
-    pub const ETCD_ENDPOINTS: &str = "SWITCHBACK_ETCD_ENDPOINTS";
-    pub const ETCD_PREFIX: &str = "SWITCHBACK_ETCD_PREFIX";
-    pub const CONTROLLER: &str = "SWITCHBACK_CONTROLLER";
-    pub const MODEL_PATH: &str = "SWITCHBACK_MODEL_PATH";
-    pub const METRICS_LISTEN: &str = "SWITCHBACK_METRICS_LISTEN";
-}
+use switchback_common::{config::invalid, env, etcd_config::RawEtcd};
 
 /// Command-line flags; each also reads its `SWITCHBACK_*` variable.
 #[derive(Debug, Parser)]
@@ -39,7 +23,7 @@ pub struct Args {
     #[arg(long, env = env::CONFIG)]
     pub config: Option<PathBuf>,
     /// Unique worker id (default: <node>-<random>).
-    #[arg(long, env = env::ID)]
+    #[arg(long, env = env::WORKER_ID)]
     pub id: Option<String>,
     /// Tier this worker serves, e.g. `small`.
     #[arg(long, env = env::TIER)]
@@ -128,34 +112,6 @@ pub enum RawEngine {
 pub struct RawCost {
     pub input_per_mtok: Option<f64>,
     pub output_per_mtok: Option<f64>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawEtcd {
-    pub endpoints: Option<Vec<String>>,
-    pub prefix: Option<String>,
-    pub lease_ttl_s: Option<i64>,
-    /// CA of etcd's server certificate; turns TLS to etcd on (endpoints must be https://).
-    pub ca_file: Option<PathBuf>,
-    /// Client certificate and key for etcd's `--client-cert-auth`.
-    pub cert_file: Option<PathBuf>,
-    pub key_file: Option<PathBuf>,
-    /// etcd user (etcd auth); the password is read from `password_file`.
-    pub username: Option<String>,
-    pub password_file: Option<PathBuf>,
-}
-
-impl RawEtcd {
-    fn security(&mut self) -> switchback_common::config::RawEtcdSecurity {
-        switchback_common::config::RawEtcdSecurity {
-            ca_file: self.ca_file.take(),
-            cert_file: self.cert_file.take(),
-            key_file: self.key_file.take(),
-            username: self.username.take(),
-            password_file: self.password_file.take(),
-        }
-    }
 }
 
 /// The validated configuration.
@@ -356,9 +312,7 @@ impl RawConfig {
         if !(cost_per_mtok_input >= 0.0 && cost_per_mtok_output >= 0.0) {
             return Err(invalid("cost", "costs must be non-negative numbers"));
         }
-        let mut etcd = self.etcd.unwrap_or_default();
-        let etcd_access =
-            switchback_common::config::etcd_access(etcd.endpoints.take(), etcd.security())?;
+        let etcd = self.etcd.unwrap_or_default().validate()?;
         let tls = self
             .tls
             .map(|t| {
@@ -368,13 +322,6 @@ impl RawConfig {
                 Ok::<_, ConfigError>(files)
             })
             .transpose()?;
-        let lease_ttl_s = etcd.lease_ttl_s.unwrap_or(5);
-        if !(2..=300).contains(&lease_ttl_s) {
-            return Err(invalid(
-                "etcd.lease_ttl_s",
-                format!("{lease_ttl_s} is outside 2..=300"),
-            ));
-        }
         let load_report_interval_ms = self.load_report_interval_ms.unwrap_or(250);
         if !(10..=10_000).contains(&load_report_interval_ms) {
             return Err(invalid("load_report_interval_ms", "must be in 10..=10000"));
@@ -396,12 +343,10 @@ impl RawConfig {
             max_tokens_limit,
             cost_per_mtok_input,
             cost_per_mtok_output,
-            etcd: etcd_access,
+            etcd: etcd.access,
             tls,
-            etcd_prefix: etcd
-                .prefix
-                .unwrap_or_else(|| switchback_proto::keys::DEFAULT_PREFIX.to_owned()),
-            lease_ttl_s,
+            etcd_prefix: etcd.prefix,
+            lease_ttl_s: etcd.lease_ttl_s,
             controller: self.controller,
             load_report_interval: Duration::from_millis(load_report_interval_ms),
             shutdown_grace: Duration::from_secs(self.shutdown_grace_s.unwrap_or(30)),

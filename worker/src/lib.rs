@@ -21,7 +21,7 @@ use tonic::transport::server::TcpIncoming;
 use crate::{
     config::{EngineConfig, WorkerConfig},
     engine::{Engine, mistral::MistralEngine, sim::SimEngine},
-    load::{Load, ReportTarget},
+    load::Load,
     service::{Identity, InferenceService, Limits},
 };
 
@@ -217,8 +217,8 @@ pub async fn run(
     background.spawn(load::report_forever(
         Arc::clone(&load),
         config.id.clone(),
-        ReportTarget {
-            controller: config.controller.clone(),
+        switchback_common::etcd::ControllerTarget {
+            address: config.controller.clone(),
             etcd: config.etcd.clone(),
             keys,
             dialer: switchback_common::tls::Dialer::new(tls.clone()),

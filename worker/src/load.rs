@@ -9,7 +9,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use switchback_proto::{Keys, pb};
+use switchback_common::etcd::{ControllerError, ControllerTarget};
+use switchback_proto::pb;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -167,23 +168,12 @@ impl Sampler {
     }
 }
 
-/// Where to send load reports.
-#[derive(Debug, Clone)]
-pub struct ReportTarget {
-    /// A fixed controller address, or `None` to follow the elected leader in etcd.
-    pub controller: Option<String>,
-    pub etcd: switchback_common::etcd::EtcdAccess,
-    pub keys: Keys,
-    /// Plaintext or mTLS.
-    pub dialer: switchback_common::tls::Dialer,
-}
-
 /// Streams load reports until `cancel` fires, reconnecting (and re-discovering the
 /// leader) with backoff whenever the stream breaks.
 pub async fn report_forever(
     load: Arc<Load>,
     worker_id: String,
-    target: ReportTarget,
+    target: ControllerTarget,
     interval: Duration,
     cancel: CancellationToken,
 ) {
@@ -196,18 +186,20 @@ pub async fn report_forever(
     };
     let mut backoff = Duration::from_millis(100);
     while !cancel.is_cancelled() {
-        let address = match resolve(&target).await {
-            Ok(Some(address)) => address,
-            Ok(None) => {
-                tracing::debug!("no controller leader yet");
-                if sleep_or_cancel(backoff, &cancel).await {
-                    return;
-                }
-                backoff = (backoff * 2).min(Duration::from_secs(1));
-                continue;
-            }
+        let found = tokio::select! {
+            () = cancel.cancelled() => return,
+            found = target.dial() => found,
+        };
+        let (address, channel) = match found {
+            Ok(found) => found,
             Err(err) => {
-                tracing::warn!(%err, "cannot find the controller");
+                match &err {
+                    ControllerError::NoLeader => tracing::debug!("no controller leader yet"),
+                    ControllerError::Dial { address, .. } => {
+                        tracing::warn!(%address, %err, "load stream to the controller failed");
+                    }
+                    _ => tracing::warn!(%err, "cannot find the controller"),
+                }
                 if sleep_or_cancel(backoff, &cancel).await {
                     return;
                 }
@@ -219,10 +211,6 @@ pub async fn report_forever(
         let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
         let session_started = Instant::now();
         let connect = async {
-            let channel = target
-                .dialer
-                .connect(&address, switchback_common::tls::Role::Controller)
-                .await?;
             load.controller_connected.store(true, Ordering::Relaxed);
             let mut client = pb::controller_client::ControllerClient::new(channel);
             Ok::<_, Box<dyn std::error::Error + Send + Sync>>(client.report_load(stream).await?)
@@ -259,14 +247,6 @@ pub async fn report_forever(
         }
         backoff = (backoff * 2).min(Duration::from_secs(1));
     }
-}
-
-async fn resolve(target: &ReportTarget) -> Result<Option<String>, etcd_client::Error> {
-    if let Some(address) = &target.controller {
-        return Ok(Some(address.clone()));
-    }
-    let mut client = switchback_common::etcd::connect(&target.etcd).await?;
-    switchback_common::etcd::controller_leader(&mut client, &target.keys).await
 }
 
 /// Returns true when cancelled.

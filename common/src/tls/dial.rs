@@ -42,7 +42,7 @@ impl Dialer {
 
     /// Connects to `address` (`host:port`) now; with TLS its certificate must name `role`.
     pub async fn connect(&self, address: &str, role: Role) -> Result<Channel, Error> {
-        let endpoint = crate::etcd::grpc_endpoint(address)?;
+        let endpoint = crate::net::grpc_endpoint(address)?;
         match &self.tls {
             None => endpoint.connect().await,
             Some(tls) => {
@@ -59,7 +59,7 @@ impl Dialer {
     /// A channel to `address` that connects on first use (and again after a break); with
     /// TLS the server's certificate must name `role`.
     pub fn connect_lazy(&self, address: &str, role: Role) -> Result<Channel, Error> {
-        let endpoint = crate::etcd::grpc_endpoint(address)?;
+        let endpoint = crate::net::grpc_endpoint(address)?;
         Ok(match &self.tls {
             None => endpoint.connect_lazy(),
             Some(tls) => {

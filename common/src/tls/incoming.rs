@@ -78,7 +78,7 @@ pub fn incoming_with(
             let (tcp, peer) = tokio::select! {
                 () = stop.cancelled() => break,
                 () = tx.closed() => break,
-                accepted = crate::http_serve::accept_tcp(&listener) => accepted,
+                accepted = crate::net::accept_tcp(&listener) => accepted,
             };
             pending.retain(|h| !h.is_finished());
             if pending.len() >= limits.max_in_progress.max(1)

@@ -157,7 +157,7 @@ impl ClusterTlsFiles {
         allowed: &[Role],
         id: Option<&str>,
     ) -> Result<Peer, ConfigError> {
-        let bytes = crate::config::read_file(&self.cert_file)
+        let bytes = crate::fs::read_file(&self.cert_file)
             .map_err(|e| invalid(keys.cert_file, format!("{}: {e}", self.cert_file.display())))?;
         let chain = certs(&self.cert_file, &bytes, File::Cert).map_err(|e| e.at(keys))?;
         let peer = role::peer_of(&chain[0]).map_err(|e| invalid(keys.cert_file, e.to_string()))?;
@@ -255,7 +255,7 @@ fn read_all(paths: &[PathBuf]) -> Result<Bytes, TlsError> {
     let kinds = [File::Cert, File::Key, File::Ca];
     let mut files = Vec::with_capacity(paths.len());
     for (path, file) in paths.iter().zip(kinds) {
-        let bytes = crate::config::read_file(path).map_err(|source| TlsError::Read {
+        let bytes = crate::fs::read_file(path).map_err(|source| TlsError::Read {
             file,
             path: path.clone(),
             source,
@@ -317,20 +317,25 @@ fn identity(b: &Bytes) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'s
     Ok((chain, key))
 }
 
-/// Checks the etcd TLS files as the cluster identity's are checked (etcd-client reads them
-/// itself at each connect).
-pub(crate) fn check_etcd_files(tls: &crate::etcd::EtcdTls, keys: Keys) -> Result<(), ConfigError> {
-    let ca = crate::config::read_file(&tls.ca_file).map_err(|source| {
+/// Checks the TLS files of the connection to etcd as the cluster identity's are checked
+/// (etcd-client reads them itself at each connect): the CA that signed etcd's certificate
+/// and, for `--client-cert-auth`, a client certificate and its key.
+pub(crate) fn check_etcd_files(
+    ca_file: &Path,
+    client: Option<(&Path, &Path)>,
+    keys: Keys,
+) -> Result<(), ConfigError> {
+    let ca = crate::fs::read_file(ca_file).map_err(|source| {
         TlsError::Read {
             file: File::Ca,
-            path: tls.ca_file.clone(),
+            path: ca_file.to_owned(),
             source,
         }
         .at(keys)
     })?;
-    roots(&tls.ca_file, &ca).map_err(|e| e.at(keys))?;
-    if let Some((cert, key)) = &tls.identity {
-        let bytes = read_all(&[cert.clone(), key.clone()]).map_err(|e| e.at(keys))?;
+    roots(ca_file, &ca).map_err(|e| e.at(keys))?;
+    if let Some((cert, key)) = client {
+        let bytes = read_all(&[cert.to_owned(), key.to_owned()]).map_err(|e| e.at(keys))?;
         identity(&bytes).map_err(|e| e.at(keys))?;
     }
     Ok(())
@@ -522,24 +527,10 @@ impl<T> Reloadable<T> {
         let mut last = read_all(&self.paths)
             .ok()
             .map(|b| b.files.into_iter().map(|(_, b)| b).collect::<Vec<_>>());
-        let mut ticker = tokio::time::interval(RELOAD_POLL);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                () = stop.cancelled() => return,
-                _ = ticker.tick() => {}
-            }
-            let this = self.clone();
-            let previous = last.take();
-            last = match tokio::task::spawn_blocking(move || this.reload_if_changed(previous)).await
-            {
-                Ok(seen) => seen,
-                Err(err) => {
-                    tracing::error!(%err, "TLS reload task failed");
-                    None
-                }
-            };
-        }
+        crate::reload::poll(self.material, RELOAD_POLL, stop, move || {
+            last = self.reload_if_changed(last.take());
+        })
+        .await;
     }
 }
 
@@ -577,4 +568,4 @@ pub fn log_hop(hop: &'static str, encrypted: bool) {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

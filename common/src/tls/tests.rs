@@ -4,12 +4,13 @@ use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
 
 use super::*;
 
-struct Ca {
-    cert: rcgen::Certificate,
+/// A test CA (also used by the etcd section's TLS tests).
+pub(crate) struct Ca {
+    pub(crate) cert: rcgen::Certificate,
     key: KeyPair,
 }
 
-fn ca(name: &str) -> Ca {
+pub(crate) fn ca(name: &str) -> Ca {
     let key = KeyPair::generate().expect("key");
     let mut params = CertificateParams::new(Vec::<String>::new()).expect("params");
     params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -19,7 +20,7 @@ fn ca(name: &str) -> Ca {
 }
 
 /// A leaf for localhost / 127.0.0.1: (cert PEM, key PEM).
-fn leaf(ca: &Ca, name: &str) -> (String, String) {
+pub(crate) fn leaf(ca: &Ca, name: &str) -> (String, String) {
     let key = KeyPair::generate().expect("key");
     let mut params = CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
         .expect("params");
@@ -121,7 +122,7 @@ fn a_dial_sends_nothing_to_a_server_of_another_role() {
     });
 }
 
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+pub(crate) fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, text).expect("write");
     path
@@ -363,48 +364,6 @@ fn mutual_tls_refuses_a_peer_from_another_ca() {
     raw.ca_file = Some(write(c.path(), "ca.pem", &ours.cert.pem()));
     let stranger = ClusterTls::load(&raw.validate(CLUSTER_KEYS).expect("valid")).expect("stranger");
     server_cert_seen(&stranger, &server).expect_err("another CA's client certificate was accepted");
-}
-
-#[test]
-fn etcd_tls_files_are_checked_and_need_https_endpoints() {
-    use crate::config::{RawEtcdSecurity, etcd_access};
-    let dir = tempfile::tempdir().expect("tempdir");
-    let ca = ca("etcd CA");
-    let (cert, key) = leaf(&ca, "worker");
-    let security = RawEtcdSecurity {
-        ca_file: Some(write(dir.path(), "ca.pem", &ca.cert.pem())),
-        cert_file: Some(write(dir.path(), "cert.pem", &cert)),
-        key_file: Some(write(dir.path(), "key.pem", &key)),
-        ..RawEtcdSecurity::default()
-    };
-    let access = etcd_access(
-        Some(vec!["https://127.0.0.1:2379".into()]),
-        security.clone(),
-    )
-    .expect("valid");
-    assert!(access.is_tls());
-    let err = etcd_access(Some(vec!["http://127.0.0.1:2379".into()]), security.clone())
-        .expect_err("http with TLS");
-    assert!(err.to_string().contains("`etcd.endpoints`"), "{err}");
-    let err = etcd_access(
-        Some(vec!["https://127.0.0.1:2379".into()]),
-        RawEtcdSecurity {
-            ca_file: Some(dir.path().join("nope.pem")),
-            ..security.clone()
-        },
-    )
-    .expect_err("missing CA");
-    assert!(err.to_string().contains("`etcd.ca_file`"), "{err}");
-    let (_, other_key) = leaf(&ca, "other");
-    let err = etcd_access(
-        Some(vec!["https://127.0.0.1:2379".into()]),
-        RawEtcdSecurity {
-            key_file: Some(write(dir.path(), "other.pem", &other_key)),
-            ..security
-        },
-    )
-    .expect_err("mismatched key");
-    assert!(err.to_string().contains("`etcd.key_file`"), "{err}");
 }
 
 /// Silent sockets beyond the handshake cap cannot keep a real client out: the accept loop

@@ -12,7 +12,11 @@ use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 use clap::{Parser, Subcommand};
 use serde_json::json;
-use switchback_common::{etcd::EtcdAccess, tls::Dialer};
+use switchback_common::{
+    env,
+    etcd::{ControllerError, ControllerTarget, EtcdAccess},
+    tls::Dialer,
+};
 use switchback_proto::{
     Keys,
     pb::{self, controller_client::ControllerClient},
@@ -23,44 +27,44 @@ use tonic::transport::Channel;
 #[command(name = "sbctl", version, about = "Operate a Switchback cluster")]
 struct Cli {
     /// Controller gRPC address (host:port); default: the leader elected in etcd.
-    #[arg(long, env = "SWITCHBACK_CONTROLLER", global = true)]
+    #[arg(long, env = env::CONTROLLER, global = true)]
     controller: Option<String>,
     /// Comma-separated etcd endpoints, to find the leader.
     #[arg(
         long,
-        env = "SWITCHBACK_ETCD_ENDPOINTS",
+        env = env::ETCD_ENDPOINTS,
         value_delimiter = ',',
         default_value = "http://127.0.0.1:2379",
         global = true
     )]
     etcd_endpoints: Vec<String>,
     /// Key prefix of the cluster in etcd.
-    #[arg(long, env = "SWITCHBACK_ETCD_PREFIX", default_value = switchback_proto::keys::DEFAULT_PREFIX, global = true)]
+    #[arg(long, env = env::ETCD_PREFIX, default_value = switchback_proto::keys::DEFAULT_PREFIX, global = true)]
     etcd_prefix: String,
     /// CA of etcd's server certificate (TLS to etcd; endpoints must be https://).
-    #[arg(long, env = "SWITCHBACK_ETCD_CA_FILE", global = true)]
+    #[arg(long, env = env::ETCD_CA_FILE, global = true)]
     etcd_ca_file: Option<PathBuf>,
     /// Client certificate for etcd's client-cert auth.
-    #[arg(long, env = "SWITCHBACK_ETCD_CERT_FILE", global = true)]
+    #[arg(long, env = env::ETCD_CERT_FILE, global = true)]
     etcd_cert_file: Option<PathBuf>,
-    #[arg(long, env = "SWITCHBACK_ETCD_KEY_FILE", global = true)]
+    #[arg(long, env = env::ETCD_KEY_FILE, global = true)]
     etcd_key_file: Option<PathBuf>,
     /// etcd user; the password is read from --etcd-password-file.
-    #[arg(long, env = "SWITCHBACK_ETCD_USERNAME", global = true)]
+    #[arg(long, env = env::ETCD_USERNAME, global = true)]
     etcd_username: Option<String>,
-    #[arg(long, env = "SWITCHBACK_ETCD_PASSWORD_FILE", global = true)]
+    #[arg(long, env = env::ETCD_PASSWORD_FILE, global = true)]
     etcd_password_file: Option<PathBuf>,
     /// Cluster CA, to verify the controller (mutual TLS; with --tls-cert-file and
     /// --tls-key-file, a certificate the cluster CA signed naming the role operator,
     /// spiffe://switchback/operator/<name>, or a worker's own for draining itself).
-    #[arg(long, env = "SWITCHBACK_TLS_CA_FILE", global = true)]
+    #[arg(long, env = env::TLS_CA_FILE, global = true)]
     tls_ca_file: Option<PathBuf>,
-    #[arg(long, env = "SWITCHBACK_TLS_CERT_FILE", global = true)]
+    #[arg(long, env = env::TLS_CERT_FILE, global = true)]
     tls_cert_file: Option<PathBuf>,
-    #[arg(long, env = "SWITCHBACK_TLS_KEY_FILE", global = true)]
+    #[arg(long, env = env::TLS_KEY_FILE, global = true)]
     tls_key_file: Option<PathBuf>,
     /// Check the controller's certificate against this DNS name instead of its address.
-    #[arg(long, env = "SWITCHBACK_TLS_SERVER_NAME", global = true)]
+    #[arg(long, env = env::TLS_SERVER_NAME, global = true)]
     tls_server_name: Option<String>,
     #[command(subcommand)]
     command: Command,
@@ -118,16 +122,16 @@ type Error = Box<dyn std::error::Error + Send + Sync>;
 
 /// The etcd access and the gRPC dialer the flags describe, checked.
 fn access(cli: &Cli) -> Result<(EtcdAccess, Dialer), Error> {
-    let etcd = switchback_common::config::etcd_access(
-        Some(cli.etcd_endpoints.clone()),
-        switchback_common::config::RawEtcdSecurity {
-            ca_file: cli.etcd_ca_file.clone(),
-            cert_file: cli.etcd_cert_file.clone(),
-            key_file: cli.etcd_key_file.clone(),
-            username: cli.etcd_username.clone(),
-            password_file: cli.etcd_password_file.clone(),
-        },
-    )?;
+    let etcd = switchback_common::etcd_config::RawEtcd {
+        endpoints: Some(cli.etcd_endpoints.clone()),
+        ca_file: cli.etcd_ca_file.clone(),
+        cert_file: cli.etcd_cert_file.clone(),
+        key_file: cli.etcd_key_file.clone(),
+        username: cli.etcd_username.clone(),
+        password_file: cli.etcd_password_file.clone(),
+        ..Default::default()
+    }
+    .access()?;
     let tls = match (&cli.tls_ca_file, &cli.tls_cert_file, &cli.tls_key_file) {
         (None, None, None) => None,
         (ca, cert, key) => {
@@ -160,22 +164,27 @@ fn access(cli: &Cli) -> Result<(EtcdAccess, Dialer), Error> {
 }
 
 async fn connect(cli: &Cli) -> Result<ControllerClient<Channel>, Error> {
-    let (etcd_access, dialer) = access(cli)?;
-    let address = match &cli.controller {
-        Some(a) => a.clone(),
-        None => {
-            let mut etcd = switchback_common::etcd::connect(&etcd_access)
-                .await
-                .map_err(|e| format!("cannot reach etcd at {:?}: {e}", cli.etcd_endpoints))?;
-            switchback_common::etcd::controller_leader(&mut etcd, &Keys::new(&cli.etcd_prefix))
-                .await?
-                .ok_or("no controller leader is elected (is a controller running?)")?
-        }
+    let (etcd, dialer) = access(cli)?;
+    let target = ControllerTarget {
+        address: cli.controller.clone(),
+        etcd,
+        keys: Keys::new(&cli.etcd_prefix),
+        dialer,
     };
-    let channel = dialer
-        .connect(&address, switchback_common::tls::Role::Controller)
-        .await
-        .map_err(|e| format!("cannot reach the controller at {address}: {e}"))?;
+    let (_, channel) = target.dial().await.map_err(|err| -> Error {
+        match err {
+            ControllerError::EtcdConnect(e) => {
+                format!("cannot reach etcd at {:?}: {e}", cli.etcd_endpoints).into()
+            }
+            ControllerError::EtcdLeader(e) => e.into(),
+            ControllerError::NoLeader => {
+                "no controller leader is elected (is a controller running?)".into()
+            }
+            ControllerError::Dial { address, source } => {
+                format!("cannot reach the controller at {address}: {source}").into()
+            }
+        }
+    })?;
     Ok(ControllerClient::new(channel))
 }
 

@@ -230,7 +230,7 @@ pub fn parse(text: &str, tiers: &[String]) -> Result<Vec<Key>, KeysError> {
 
 /// Reads and checks the keys file at `path`.
 pub fn load(path: &Path, tiers: &[String]) -> Result<Vec<Key>, KeysError> {
-    let text = switchback_common::config::read_text(path).map_err(|source| KeysError::Read {
+    let text = switchback_common::fs::read_text(path).map_err(|source| KeysError::Read {
         path: path.display().to_string(),
         source,
     })?;

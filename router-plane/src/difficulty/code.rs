@@ -150,7 +150,7 @@ mod tests {
     }
 
     fn python() -> std::path::PathBuf {
-        std::env::var_os("SWITCHBACK_PYTHON")
+        std::env::var_os(switchback_common::env::PYTHON)
             .map(Into::into)
             .unwrap_or_else(|| "python3".into())
     }

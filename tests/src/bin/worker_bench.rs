@@ -51,7 +51,7 @@ struct Args {
     #[arg(long, default_value_t = 3)]
     repeats: usize,
     /// Python with llama-cpp-python installed (deploy/bench/ensure-llama-cpp.sh prints it).
-    #[arg(long, env = "SWITCHBACK_LLAMA_PYTHON")]
+    #[arg(long, env = switchback_common::env::LLAMA_PYTHON)]
     llama_python: Option<PathBuf>,
     /// Measure Switchback alone: no llama.cpp column and no ratios.
     #[arg(long)]
