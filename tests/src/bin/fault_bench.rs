@@ -262,13 +262,12 @@ async fn main() {
         ));
     }
     let table = format!(
-        "Measured {date} on this machine ({cores} cores): {reps} runs per fault, medians; {hops}; \
+        "Measured on {machine}: {reps} runs per fault, medians; {hops}; \
          {CLIENTS} clients sending 8-token requests through one router to two `sim` workers \
          (lease TTL {WORKER_TTL_S} s, controller `stale_after` 2 s, controller lease 5 s). \
          Failed / sent counts requests from the fault until the cluster healed, summed over the runs.\n\n\
          | fault | detection | second milestone | failed / sent |\n|---|---|---|---|\n{rows}",
-        date = switchback_tests::bench::today(),
-        cores = std::thread::available_parallelism().map_or(0, |n| n.get()),
+        machine = switchback_tests::bench::machine(),
         rows = rows.join("\n"),
         hops = if mtls {
             "mutual TLS on every gRPC hop, a certificate per component naming its role"

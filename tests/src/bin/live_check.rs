@@ -248,13 +248,13 @@ async fn main() {
         eprintln!("{}", rows.last().expect("row"));
     }
     let table = format!(
-        "Measured {} with `cargo build --workspace --bins && $CARGO_TARGET_DIR/debug/live-check --seconds {seconds} --load {load}`: \
+        "Measured on {} with `cargo build --workspace --bins && $CARGO_TARGET_DIR/debug/live-check --seconds {seconds} --load {load}`: \
          {} small + {} large `sim` workers ({SLOTS} slots each; small {} / {} ms per prompt word / output token, \
          large {} / {}), offered {rate:.1} req/s (load {load} of {capacity:.1} req/s) for {seconds} s per strategy, \
          SLO {slo_s:.2} s end to end, quality target {quality}; prompts from the RouteLLM MMLU + GSM8K test split, \
          quality = the real outcome of the answering tier's model (Mixtral for small, GPT-4 for large).\n\n\
          | strategy | requests | failed | quality (of always-large) | large share | escalated | e2e p50 / p99 (s) | goodput (req/s in SLO) | correct in SLO (/s) |\n|---|---|---|---|---|---|---|---|---|\n{}",
-        bench::today(),
+        bench::machine(),
         WORKERS.0,
         WORKERS.1,
         SMALL.0,

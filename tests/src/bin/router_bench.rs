@@ -202,12 +202,11 @@ async fn main() {
     }
 
     let table = format!(
-        "Measured {date} on this machine ({cores} cores), {requests} requests per cell, {MAX_TOKENS} tokens each, \
+        "Measured on {machine}, {requests} requests per cell, {MAX_TOKENS} tokens each, \
          `sim` worker with zero prefill/decode time; latency is to the last token.\n\n\
          | concurrency | direct p50 ms | direct p99 ms | router p50 ms | router p99 ms | added p50 ms | added p99 ms | direct req/s | router req/s | router/direct throughput |\n\
          |---|---|---|---|---|---|---|---|---|---|\n{rows}",
-        date = switchback_tests::bench::today(),
-        cores = std::thread::available_parallelism().map_or(0, |n| n.get()),
+        machine = switchback_tests::bench::machine(),
         rows = rows.join("\n"),
     );
     switchback_tests::bench::write_section(std::path::Path::new(&out), "router-overhead", &table);

@@ -56,8 +56,8 @@ async fn main() {
     );
     let result = soak::run(options).await;
     let report = format!(
-        "Soak of {} (`cargo build --workspace --bins`, debug profile).\n\n{}",
-        bench::today(),
+        "Soak on {} (`cargo build --workspace --bins`, debug profile).\n\n{}",
+        bench::machine(),
         result.markdown(command.trim())
     );
     println!("{report}");

@@ -380,14 +380,13 @@ fn ratio(ours: f64, theirs: Option<f64>) -> String {
 
 fn table(rows: &[Row], threads: usize, llama: Option<&str>, args: &Args) -> String {
     let mut out = format!(
-        "Measured {date} on this machine ({cores} cores, {threads} threads for both engines, \
+        "Measured on {machine} ({threads} threads for both engines, \
          models on the {device}), {engine}, greedy, one model at a time; prefill is the time to the first token \
          (best of {repeats}), decode is {dt} generated tokens timed after the first, \
          aggregate decode counts tokens while all streams are decoding ({ct} tokens each).\n\n\
          | model | measurement | Switchback | llama.cpp | Switchback / llama.cpp | target |\n\
          |---|---|---|---|---|---|\n",
-        date = switchback_tests::bench::today(),
-        cores = std::thread::available_parallelism().map_or(0, |n| n.get()),
+        machine = switchback_tests::bench::machine(),
         device = if args.device == "cpu" { "CPU" } else { "GPU" },
         engine = match llama {
             Some(v) if args.device == "cpu" => {
