@@ -81,6 +81,67 @@ impl EtcdAccess {
     }
 }
 
+/// A change seen by [`read_then_watch`]: a key and its new value, or `None` when it was
+/// deleted (a lease expiring deletes too).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Change<'a> {
+    pub key: &'a str,
+    pub value: Option<&'a [u8]>,
+}
+
+/// One consistent read of `key` (every key under it when `prefix`), handed to `read` as
+/// (key, value) pairs, then a watch from the next revision, each change handed to
+/// `changed`, so nothing falls between the read and the watch. Keys that are not UTF-8 are
+/// skipped. Returns only with an error: etcd unreachable, the watch cancelled by etcd (a
+/// compaction, lost authorisation) or its stream ended; the caller reads again after a
+/// backoff, which is how every etcd follower converges after an outage.
+pub async fn read_then_watch(
+    client: &mut Client,
+    key: &str,
+    prefix: bool,
+    mut read: impl FnMut(i64, Vec<(&str, &[u8])>),
+    mut changed: impl FnMut(Change<'_>),
+) -> Result<std::convert::Infallible, etcd_client::Error> {
+    use etcd_client::{EventType, GetOptions, WatchOptions};
+    let get = prefix.then(|| GetOptions::new().with_prefix());
+    let listing = client.get(key, get).await?;
+    let revision = listing.header().map_or(0, |h| h.revision());
+    read(
+        revision,
+        listing
+            .kvs()
+            .iter()
+            .filter_map(|kv| Some((std::str::from_utf8(kv.key()).ok()?, kv.value())))
+            .collect(),
+    );
+    let mut options = WatchOptions::new().with_start_revision(revision + 1);
+    if prefix {
+        options = options.with_prefix();
+    }
+    let mut stream = client.watch(key, Some(options)).await?;
+    while let Some(response) = stream.message().await? {
+        if response.canceled() {
+            return Err(etcd_client::Error::WatchError(format!(
+                "watch cancelled by etcd: {}",
+                response.cancel_reason()
+            )));
+        }
+        for event in response.events() {
+            let Some(kv) = event.kv() else { continue };
+            let Ok(key) = std::str::from_utf8(kv.key()) else {
+                continue;
+            };
+            changed(Change {
+                key,
+                value: (event.event_type() == EventType::Put).then(|| kv.value()),
+            });
+        }
+    }
+    Err(etcd_client::Error::WatchError(
+        "watch stream ended".to_owned(),
+    ))
+}
+
 /// Connects to etcd. Every call through the client is bounded, so a dead etcd is an
 /// error after a few seconds rather than a hang.
 pub async fn connect(etcd: &EtcdAccess) -> Result<Client, etcd_client::Error> {

@@ -5,8 +5,10 @@
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
-use etcd_client::{EventType, GetOptions, WatchOptions};
-use switchback_common::backoff::Backoff;
+use switchback_common::{
+    backoff::Backoff,
+    etcd::{Change, read_then_watch},
+};
 use switchback_proto::{Keys, WorkerRecord};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -65,71 +67,42 @@ async fn follow_once(
     let mut client = switchback_common::etcd::connect(etcd).await?;
     // One read and one watch over the whole cluster prefix: worker records and drains
     // stay consistent with each other (one revision).
-    let prefix = keys.prefix();
-    let listing = client
-        .get(prefix, Some(GetOptions::new().with_prefix()))
-        .await?;
-    let revision = listing.header().map_or(0, |h| h.revision());
-    let mut records = Vec::new();
-    let mut drains = HashMap::new();
-    for kv in listing.kvs() {
-        let Ok(key) = std::str::from_utf8(kv.key()) else {
-            continue;
-        };
-        if keys.worker_id_of(key).is_some() {
-            records.extend(decode(kv.key(), kv.value()));
-        } else if let Some(id) = keys.drained_id_of(key) {
-            drains.insert(id.to_owned(), drain_reason(kv.value()));
-        }
-    }
-    tracing::info!(
-        workers = records.len(),
-        drained = drains.len(),
-        revision,
-        "membership read from etcd"
-    );
-    view.replace_all(records, drains);
-    synced.send_replace(true);
-
-    let mut stream = client
-        .watch(
-            prefix,
-            Some(
-                WatchOptions::new()
-                    .with_prefix()
-                    .with_start_revision(revision + 1),
-            ),
-        )
-        .await?;
-    while let Some(response) = stream.message().await? {
-        if response.canceled() {
-            return Err(etcd_client::Error::WatchError(format!(
-                "watch cancelled by etcd: {}",
-                response.cancel_reason()
-            )));
-        }
-        for event in response.events() {
-            let Some(kv) = event.kv() else { continue };
-            let Ok(key) = std::str::from_utf8(kv.key()) else {
-                continue;
-            };
-            let put = event.event_type() == EventType::Put;
-            if let Some(id) = keys.worker_id_of(key) {
-                if !put {
-                    view.remove(id);
-                } else if let Some(record) = decode(kv.key(), kv.value()) {
-                    if record.id == id {
-                        view.upsert(record);
-                    } else {
-                        tracing::warn!(key_id = id, record_id = %record.id, "worker record id does not match its key; ignored");
-                    }
-                }
+    let read = |revision: i64, kvs: Vec<(&str, &[u8])>| {
+        let mut records = Vec::new();
+        let mut drains = HashMap::new();
+        for (key, value) in kvs {
+            if keys.worker_id_of(key).is_some() {
+                records.extend(decode(key.as_bytes(), value));
             } else if let Some(id) = keys.drained_id_of(key) {
-                view.set_drained(id, put.then(|| drain_reason(kv.value())));
+                drains.insert(id.to_owned(), drain_reason(value));
             }
         }
-    }
-    Err(etcd_client::Error::WatchError(
-        "watch stream ended".to_owned(),
-    ))
+        tracing::info!(
+            workers = records.len(),
+            drained = drains.len(),
+            revision,
+            "membership read from etcd"
+        );
+        view.replace_all(records, drains);
+        synced.send_replace(true);
+    };
+    let changed = |change: Change<'_>| {
+        if let Some(id) = keys.worker_id_of(change.key) {
+            match change.value {
+                None => view.remove(id),
+                Some(value) => {
+                    if let Some(record) = decode(change.key.as_bytes(), value) {
+                        if record.id == id {
+                            view.upsert(record);
+                        } else {
+                            tracing::warn!(key_id = id, record_id = %record.id, "worker record id does not match its key; ignored");
+                        }
+                    }
+                }
+            }
+        } else if let Some(id) = keys.drained_id_of(change.key) {
+            view.set_drained(id, change.value.map(drain_reason));
+        }
+    };
+    match read_then_watch(&mut client, keys.prefix(), true, read, changed).await? {}
 }

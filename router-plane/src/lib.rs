@@ -297,7 +297,6 @@ async fn reload_keys(state: Arc<AppState>, stop: CancellationToken) {
 /// applies; a document that does not validate is logged, counted and ignored, and the
 /// router keeps the policy it has.
 async fn follow_policy(state: Arc<AppState>, stop: CancellationToken) {
-    use etcd_client::{EventType, WatchOptions};
     let keys = Keys::new(&state.config.etcd_prefix);
     let key = keys.policy();
     let apply = |value: Option<&[u8]>| {
@@ -338,36 +337,25 @@ async fn follow_policy(state: Arc<AppState>, stop: CancellationToken) {
         backoff.start();
         let session = async {
             let mut client = switchback_common::etcd::connect(&state.config.etcd).await?;
-            let current = client.get(key.as_str(), None).await?;
-            state.metrics.etcd_connected.set(1);
-            let revision = current.header().map_or(0, |h| h.revision());
-            apply(current.kvs().first().map(|kv| kv.value()));
-            let mut stream = client
-                .watch(
-                    key.as_str(),
-                    Some(WatchOptions::new().with_start_revision(revision + 1)),
-                )
-                .await?;
-            while let Some(response) = stream.message().await? {
-                for event in response.events() {
-                    match (event.event_type(), event.kv()) {
-                        (EventType::Put, Some(kv)) => apply(Some(kv.value())),
-                        (EventType::Delete, _) => apply(None),
-                        (EventType::Put, None) => {}
-                    }
-                }
-            }
-            Ok::<(), etcd_client::Error>(())
+            switchback_common::etcd::read_then_watch(
+                &mut client,
+                key.as_str(),
+                false,
+                |_, kvs| {
+                    state.metrics.etcd_connected.set(1);
+                    apply(kvs.first().map(|(_, value)| *value));
+                },
+                |change| apply(change.value),
+            )
+            .await
         };
         let result = tokio::select! {
             () = stop.cancelled() => return,
             r = session => r,
         };
         state.metrics.etcd_connected.set(0);
-        match result {
-            Ok(()) => tracing::warn!("policy watch ended; watching again"),
-            Err(err) => tracing::warn!(%err, "policy watch broke; watching again"),
-        }
+        let Err(err) = result;
+        tracing::warn!(%err, "policy watch broke; watching again");
         if !backoff.wait(&stop).await {
             return;
         }

@@ -9,7 +9,6 @@
 
 use std::{sync::Arc, time::Duration};
 
-use etcd_client::{EventType, WatchOptions};
 use switchback_common::backoff::Backoff;
 use tokio::sync::watch;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
@@ -46,30 +45,17 @@ async fn watch_once(
     marked: &watch::Sender<bool>,
 ) -> Result<(), etcd_client::Error> {
     let mut client = switchback_common::etcd::connect(etcd).await?;
-    let current = client.get(key, None).await?;
-    let revision = current.header().map_or(0, |h| h.revision());
-    marked.send_if_modified(|m| std::mem::replace(m, !current.kvs().is_empty()) != *m);
-    let mut stream = client
-        .watch(
-            key,
-            Some(WatchOptions::new().with_start_revision(revision + 1)),
-        )
-        .await?;
-    while let Some(response) = stream.message().await? {
-        if response.canceled() {
-            return Err(etcd_client::Error::WatchError(format!(
-                "watch cancelled by etcd: {}",
-                response.cancel_reason()
-            )));
-        }
-        for event in response.events() {
-            let now = event.event_type() == EventType::Put;
-            marked.send_if_modified(|m| std::mem::replace(m, now) != now);
-        }
-    }
-    Err(etcd_client::Error::WatchError(
-        "watch stream ended".to_owned(),
-    ))
+    let set = |now: bool| {
+        marked.send_if_modified(|m| std::mem::replace(m, now) != now);
+    };
+    match switchback_common::etcd::read_then_watch(
+        &mut client,
+        key,
+        false,
+        |_, kvs| set(!kvs.is_empty()),
+        |change| set(change.value.is_some()),
+    )
+    .await? {}
 }
 
 /// The worker's etcd registration.
