@@ -25,11 +25,6 @@ impl Clients {
         }
     }
 
-    /// The dialer every channel to a cluster peer goes through (plaintext or mTLS).
-    pub fn dialer(&self) -> &switchback_common::tls::Dialer {
-        &self.dialer
-    }
-
     pub fn get(&self, address: &str) -> Result<InferenceClient<Channel>, tonic::transport::Error> {
         Ok(InferenceClient::new(self.channel(address)?))
     }
