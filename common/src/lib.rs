@@ -13,6 +13,7 @@ pub mod fs;
 pub mod http_serve;
 pub mod net;
 pub mod process;
+pub mod registry;
 pub mod reload;
 pub mod telemetry;
 pub mod text;

@@ -63,7 +63,7 @@ pub async fn run(
 
     let (synced_tx, _synced_rx) = tokio::sync::watch::channel(false);
     tasks.spawn(membership::follow(
-        config.etcd.clone(),
+        switchback_common::registry::EtcdRegistry::new(config.etcd.clone()),
         keys.clone(),
         Arc::clone(&view),
         synced_tx,

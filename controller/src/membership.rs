@@ -5,10 +5,7 @@
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
-use switchback_common::{
-    backoff::Backoff,
-    etcd::{Change, read_then_watch},
-};
+use switchback_common::registry::{self, Change, Registry, RegistryError};
 use switchback_proto::{Keys, WorkerRecord};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -36,35 +33,12 @@ pub fn drain_reason(value: &[u8]) -> String {
 /// Follows the cluster prefix until `cancel` fires. `synced` turns true after the first
 /// complete read.
 pub async fn follow(
-    etcd: switchback_common::etcd::EtcdAccess,
+    registry: impl Registry,
     keys: Keys,
     view: Arc<ClusterView>,
     synced: watch::Sender<bool>,
     cancel: CancellationToken,
 ) {
-    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(2));
-    loop {
-        backoff.start();
-        let result = tokio::select! {
-            () = cancel.cancelled() => return,
-            r = follow_once(&etcd, &keys, &view, &synced) => r,
-        };
-        if let Err(err) = result {
-            tracing::error!(%err, retry_in_ms = backoff.delay().as_millis() as u64, "etcd membership watch broke");
-        }
-        if !backoff.wait(&cancel).await {
-            return;
-        }
-    }
-}
-
-async fn follow_once(
-    etcd: &switchback_common::etcd::EtcdAccess,
-    keys: &Keys,
-    view: &ClusterView,
-    synced: &watch::Sender<bool>,
-) -> Result<(), etcd_client::Error> {
-    let mut client = switchback_common::etcd::connect(etcd).await?;
     // One read and one watch over the whole cluster prefix: worker records and drains
     // stay consistent with each other (one revision).
     let read = |revision: i64, kvs: Vec<(&str, &[u8])>| {
@@ -104,5 +78,95 @@ async fn follow_once(
             view.set_drained(id, change.value.map(drain_reason));
         }
     };
-    match read_then_watch(&mut client, keys.prefix(), true, read, changed).await? {}
+    let broke = |err: &RegistryError, retry_in: Duration| {
+        tracing::error!(%err, retry_in_ms = retry_in.as_millis() as u64, "etcd membership watch broke");
+    };
+    registry::follow(
+        &registry,
+        keys.prefix(),
+        true,
+        &cancel,
+        read,
+        changed,
+        broke,
+    )
+    .await;
+}
+
+#[cfg(test)]
+mod tests {
+    use switchback_common::registry::MemoryRegistry;
+
+    use super::*;
+
+    fn record(id: &str) -> WorkerRecord {
+        WorkerRecord {
+            id: id.into(),
+            address: format!("{id}:1"),
+            node: "n".into(),
+            tier: "small".into(),
+            model: "m".into(),
+            engine: "sim".into(),
+            accelerator: "none".into(),
+            max_concurrency: 2,
+            max_queue: 0,
+            tool_calls: false,
+            structured_output: false,
+            cost_per_mtok_input: 1.0,
+            cost_per_mtok_output: 0.0,
+            version: "v".into(),
+            started_at_unix_ms: 0,
+        }
+    }
+
+    /// (worker id, drained) of every worker in the view.
+    fn members(view: &ClusterView) -> Vec<(String, bool)> {
+        let mut m: Vec<_> = view
+            .snapshot()
+            .workers
+            .into_iter()
+            .map(|w| (w.info.map(|i| i.id).unwrap_or_default(), w.drained))
+            .collect();
+        m.sort();
+        m
+    }
+
+    #[tokio::test]
+    async fn membership_follows_records_and_drains_and_ignores_mismatched_ids() {
+        let keys = Keys::new("/c/");
+        let registry = Arc::new(MemoryRegistry::default());
+        registry.put(&keys.worker("a"), record("a").to_json());
+        registry.put(&keys.drain("a"), r#"{"reason": "maintenance"}"#);
+        let view = Arc::new(ClusterView::new("c1".into(), Duration::from_secs(5)));
+        let (synced, mut synced_rx) = watch::channel(false);
+        let cancel = CancellationToken::new();
+        let mut events = view.subscribe();
+        let task = tokio::spawn(follow(
+            Arc::clone(&registry),
+            keys.clone(),
+            Arc::clone(&view),
+            synced,
+            cancel.clone(),
+        ));
+        synced_rx
+            .wait_for(|s| *s)
+            .await
+            .expect("the first read completes");
+        assert_eq!(members(&view), [("a".to_owned(), true)]);
+
+        // A record whose id is not its key's is ignored; the next join is applied.
+        registry.put(&keys.worker("c"), record("not-c").to_json());
+        registry.put(&keys.worker("b"), record("b").to_json());
+        registry.delete(&keys.drain("a"));
+        while members(&view) != [("a".to_owned(), false), ("b".to_owned(), false)] {
+            events.recv().await.expect("the view announces changes");
+        }
+        // A lease expiring deletes the record: the worker leaves.
+        registry.delete(&keys.worker("a"));
+        while members(&view) != [("b".to_owned(), false)] {
+            events.recv().await.expect("the view announces the leave");
+        }
+        cancel.cancel();
+        task.await.expect("membership stops on cancel");
+    }
 }

@@ -329,35 +329,21 @@ async fn follow_policy(state: Arc<AppState>, stop: CancellationToken) {
         *state.policy.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(policy);
         tracing::info!(%key, "routing policy applied");
     };
-    let mut backoff = switchback_common::backoff::Backoff::new(
-        std::time::Duration::from_millis(200),
-        std::time::Duration::from_secs(2),
-    );
-    loop {
-        backoff.start();
-        let session = async {
-            let mut client = switchback_common::etcd::connect(&state.config.etcd).await?;
-            switchback_common::etcd::read_then_watch(
-                &mut client,
-                key.as_str(),
-                false,
-                |_, kvs| {
-                    state.metrics.etcd_connected.set(1);
-                    apply(kvs.first().map(|(_, value)| *value));
-                },
-                |change| apply(change.value),
-            )
-            .await
-        };
-        let result = tokio::select! {
-            () = stop.cancelled() => return,
-            r = session => r,
-        };
-        state.metrics.etcd_connected.set(0);
-        let Err(err) = result;
-        tracing::warn!(%err, "policy watch broke; watching again");
-        if !backoff.wait(&stop).await {
-            return;
-        }
-    }
+    let registry = switchback_common::registry::EtcdRegistry::new(state.config.etcd.clone());
+    switchback_common::registry::follow(
+        &registry,
+        key.as_str(),
+        false,
+        &stop,
+        |_, kvs| {
+            state.metrics.etcd_connected.set(1);
+            apply(kvs.first().map(|(_, value)| *value));
+        },
+        |change| apply(change.value),
+        |err, _| {
+            state.metrics.etcd_connected.set(0);
+            tracing::warn!(%err, "policy watch broke; watching again");
+        },
+    )
+    .await;
 }

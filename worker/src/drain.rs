@@ -9,7 +9,7 @@
 
 use std::{sync::Arc, time::Duration};
 
-use switchback_common::backoff::Backoff;
+use switchback_common::registry::{self, Registry};
 use tokio::sync::watch;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
@@ -18,44 +18,26 @@ use crate::load::Load;
 /// Follows whether `key` exists, into `marked`, until `cancel` fires. On etcd errors the
 /// last known value stands and the watch is retried with backoff.
 pub async fn watch_mark(
-    etcd: switchback_common::etcd::EtcdAccess,
+    registry: impl Registry,
     key: String,
     marked: watch::Sender<bool>,
     cancel: CancellationToken,
 ) {
-    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(2));
-    loop {
-        backoff.start();
-        let result = tokio::select! {
-            () = cancel.cancelled() => return,
-            r = watch_once(&etcd, &key, &marked) => r,
-        };
-        if let Err(err) = result {
-            tracing::warn!(%err, key, retry_in_ms = backoff.delay().as_millis() as u64, "cannot watch the drain mark; keeping the last known state");
-        }
-        if !backoff.wait(&cancel).await {
-            return;
-        }
-    }
-}
-
-async fn watch_once(
-    etcd: &switchback_common::etcd::EtcdAccess,
-    key: &str,
-    marked: &watch::Sender<bool>,
-) -> Result<(), etcd_client::Error> {
-    let mut client = switchback_common::etcd::connect(etcd).await?;
     let set = |now: bool| {
         marked.send_if_modified(|m| std::mem::replace(m, now) != now);
     };
-    match switchback_common::etcd::read_then_watch(
-        &mut client,
-        key,
+    registry::follow(
+        &registry,
+        &key,
         false,
+        &cancel,
         |_, kvs| set(!kvs.is_empty()),
         |change| set(change.value.is_some()),
+        |err, retry_in| {
+            tracing::warn!(%err, key, retry_in_ms = retry_in.as_millis() as u64, "cannot watch the drain mark; keeping the last known state");
+        },
     )
-    .await? {}
+    .await;
 }
 
 /// The worker's etcd registration.
@@ -142,5 +124,38 @@ pub async fn manage(
     lease_stop.cancel();
     if let Some(k) = keeper {
         let _ = k.await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use switchback_common::registry::MemoryRegistry;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn the_mark_follows_the_key_and_survives_a_broken_watch() {
+        let registry = Arc::new(MemoryRegistry::default());
+        registry.put("/c/drain/w1", r#"{"reason": "maintenance"}"#);
+        let (marked, mut rx) = watch::channel(false);
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(watch_mark(
+            Arc::clone(&registry),
+            "/c/drain/w1".to_owned(),
+            marked,
+            cancel.clone(),
+        ));
+        rx.wait_for(|m| *m).await.expect("a mark present at start drains");
+        // Another worker's mark is not this worker's.
+        registry.put("/c/drain/w10", "{}");
+        registry.delete("/c/drain/w1");
+        rx.wait_for(|m| !*m).await.expect("undrained when the mark goes");
+        // etcd goes away: the last known state stands; after the re-read, a mark written
+        // meanwhile applies.
+        registry.break_watches("etcd restarted");
+        registry.put("/c/drain/w1", "{}");
+        rx.wait_for(|m| *m).await.expect("drained again after the re-read");
+        cancel.cancel();
+        task.await.expect("stops on cancel");
     }
 }

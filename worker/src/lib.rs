@@ -195,7 +195,7 @@ pub async fn run(
     let (drain_tx, drain_rx) = tokio::sync::watch::channel(false);
     let drain_key = keys.drain(&config.id);
     background.spawn(drain::watch_mark(
-        config.etcd.clone(),
+        switchback_common::registry::EtcdRegistry::new(config.etcd.clone()),
         drain_key.clone(),
         drain_tx,
         registration_stop.clone(),
