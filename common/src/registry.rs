@@ -3,12 +3,7 @@
 //! a process following a key for its whole life. etcd ([`EtcdRegistry`]) everywhere real;
 //! [`MemoryRegistry`] in unit tests, where a test writes keys and breaks watches by hand.
 
-use std::{
-    collections::BTreeMap,
-    future::Future,
-    sync::Mutex,
-    time::Duration,
-};
+use std::{collections::BTreeMap, future::Future, sync::Mutex, time::Duration};
 
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;

@@ -7,7 +7,7 @@
 //! failover and worker restarts; the worker removes it itself on a clean shutdown, so a
 //! Kubernetes preStop drain does not keep the next pod of the same name drained.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use switchback_common::registry::{self, Registry};
 use tokio::sync::watch;
@@ -145,16 +145,22 @@ mod tests {
             marked,
             cancel.clone(),
         ));
-        rx.wait_for(|m| *m).await.expect("a mark present at start drains");
+        rx.wait_for(|m| *m)
+            .await
+            .expect("a mark present at start drains");
         // Another worker's mark is not this worker's.
         registry.put("/c/drain/w10", "{}");
         registry.delete("/c/drain/w1");
-        rx.wait_for(|m| !*m).await.expect("undrained when the mark goes");
+        rx.wait_for(|m| !*m)
+            .await
+            .expect("undrained when the mark goes");
         // etcd goes away: the last known state stands; after the re-read, a mark written
         // meanwhile applies.
         registry.break_watches("etcd restarted");
         registry.put("/c/drain/w1", "{}");
-        rx.wait_for(|m| *m).await.expect("drained again after the re-read");
+        rx.wait_for(|m| *m)
+            .await
+            .expect("drained again after the re-read");
         cancel.cancel();
         task.await.expect("stops on cancel");
     }
