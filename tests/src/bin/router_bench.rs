@@ -80,6 +80,17 @@ fn direct_request() -> pb::GenerateRequest {
     }
 }
 
+/// CPU time the process `pid` has used so far, all its threads together (the
+/// scheduler's own account in `/proc/<pid>/task/*/schedstat`, in nanoseconds).
+fn cpu_time(pid: u32) -> Duration {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the router's /proc entry");
+    let ns: u64 = tasks
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().next()?.parse::<u64>().ok())
+        .sum();
+    Duration::from_nanos(ns)
+}
+
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
@@ -102,7 +113,8 @@ async fn main() {
                 println!(
                     "router-bench: sends the same chat requests to a zero-time `sim` worker directly \
                      over gRPC and through the router over HTTP, at concurrency 1, 8 and 32, and \
-                     reports the latency the router adds and its throughput against direct.\n\n\
+                     reports the latency the router adds, its throughput against direct and the \
+                     router's CPU time per request.\n\n\
                      Starts its own etcd, controller, worker and router on loopback ports (binaries \
                      from target/debug, or SWITCHBACK_BIN_DIR) and writes the table into \
                      docs/BENCHMARKS.md (section `router-overhead`).\n\n\
@@ -177,18 +189,21 @@ async fn main() {
     let mut rows = Vec::new();
     for concurrency in [1usize, 8, 32] {
         let d = run(requests, concurrency, direct).await;
+        let cpu_before = cpu_time(router.proc.pid());
         let r = run(requests, concurrency, routed).await;
+        let cpu_per_request = (cpu_time(router.proc.pid()) - cpu_before) / requests as u32;
         eprintln!(
-            "c={concurrency}: direct p50 {:.3} ms p99 {:.3} ms {:.0} rps | router p50 {:.3} ms p99 {:.3} ms {:.0} rps",
+            "c={concurrency}: direct p50 {:.3} ms p99 {:.3} ms {:.0} rps | router p50 {:.3} ms p99 {:.3} ms {:.0} rps, {:.3} ms CPU/request",
             ms(d.percentile(0.5)),
             ms(d.percentile(0.99)),
             d.rps(),
             ms(r.percentile(0.5)),
             ms(r.percentile(0.99)),
-            r.rps()
+            r.rps(),
+            ms(cpu_per_request)
         );
         rows.push(format!(
-            "| {concurrency} | {:.3} | {:.3} | {:.3} | {:.3} | **{:+.3}** | **{:+.3}** | {:.0} | {:.0} | {:.2} |",
+            "| {concurrency} | {:.3} | {:.3} | {:.3} | {:.3} | **{:+.3}** | **{:+.3}** | {:.0} | {:.0} | {:.2} | {:.3} |",
             ms(d.percentile(0.5)),
             ms(d.percentile(0.99)),
             ms(r.percentile(0.5)),
@@ -198,14 +213,16 @@ async fn main() {
             d.rps(),
             r.rps(),
             r.rps() / d.rps(),
+            ms(cpu_per_request),
         ));
     }
 
     let table = format!(
         "Measured on {machine}, {requests} requests per cell, {MAX_TOKENS} tokens each, \
-         `sim` worker with zero prefill/decode time; latency is to the last token.\n\n\
-         | concurrency | direct p50 ms | direct p99 ms | router p50 ms | router p99 ms | added p50 ms | added p99 ms | direct req/s | router req/s | router/direct throughput |\n\
-         |---|---|---|---|---|---|---|---|---|---|\n{rows}",
+         `sim` worker with zero prefill/decode time; latency is to the last token; router CPU \
+         is the router process's CPU time (all threads) per request.\n\n\
+         | concurrency | direct p50 ms | direct p99 ms | router p50 ms | router p99 ms | added p50 ms | added p99 ms | direct req/s | router req/s | router/direct throughput | router CPU ms/request |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|\n{rows}",
         machine = switchback_tests::bench::machine(),
         rows = rows.join("\n"),
     );
