@@ -498,7 +498,7 @@ async fn attempt(
     let upstream = |s: tonic::Status| (Failure::of(&s), ApiError::from(s));
     let mut client = app.clients.get(address).map_err(|e| {
         (
-            Failure::of(&tonic::Status::unavailable("")),
+            Failure::Unreachable,
             ApiError::Upstream {
                 status: StatusCode::BAD_GATEWAY,
                 message: format!("bad worker address: {e}"),
@@ -511,7 +511,7 @@ async fn attempt(
     let no_first_token = |took: bool| {
         if took {
             (
-                Failure::SLOW_FIRST_TOKEN,
+                Failure::SlowFirstToken,
                 ApiError::Upstream {
                     status: StatusCode::TOO_MANY_REQUESTS,
                     message: "the worker took the request but is too busy to start it in time"
@@ -520,7 +520,7 @@ async fn attempt(
             )
         } else {
             (
-                Failure::NO_FIRST_TOKEN,
+                Failure::NoFirstToken,
                 ApiError::Upstream {
                     status: StatusCode::GATEWAY_TIMEOUT,
                     message: "the worker produced no first token in time".to_owned(),
@@ -539,7 +539,7 @@ async fn attempt(
         // producing anything is retried, or yields a proper HTTP error.
         let first = s.message().await.map_err(upstream)?.ok_or_else(|| {
             (
-                Failure::EMPTY_STREAM,
+                Failure::EmptyStream,
                 ApiError::Upstream {
                     status: StatusCode::BAD_GATEWAY,
                     message: "the worker closed the stream without answering".to_owned(),
@@ -568,10 +568,7 @@ async fn attempt(
             Ok(Err(status)) => return Err(upstream(status)),
             Err(_) => {
                 return Err((
-                    Failure {
-                        retryable: false,
-                        ..Failure::NO_FIRST_TOKEN
-                    },
+                    Failure::Deadline,
                     ApiError::Timeout(app.config.request_timeout.as_secs()),
                 ));
             }
@@ -661,23 +658,23 @@ async fn open_answer(
             }
             Err((failure, err)) => {
                 drop(in_flight);
-                attempt_span.record("switchback.outcome", failure.reason);
+                attempt_span.record("switchback.outcome", failure.label());
                 // A full queue, or a worker too busy to start in time, is the tier being
                 // saturated (429 with Retry-After), whatever the worker said.
-                let err = if matches!(failure.reason, "queue_full" | "slow_first_token") {
+                let err = if failure.saturates() {
                     ApiError::Saturated {
                         tier: decision.tier.clone(),
                     }
                 } else {
                     err
                 };
-                if failure.unreachable {
+                if failure.unreachable() {
                     report_unreachable(app, &decision.worker, &err.to_string());
                 }
                 tried.push(decision.worker.clone());
                 let out_of_time = deadline.saturating_duration_since(tokio::time::Instant::now())
                     < std::time::Duration::from_millis(50);
-                if !failure.retryable
+                if !failure.retryable()
                     || tried.len() >= app.config.max_attempts as usize
                     || out_of_time
                 {
@@ -687,11 +684,11 @@ async fn open_answer(
                     .retries
                     .get_or_create(&Retry {
                         tier: decision.tier.clone(),
-                        reason: failure.reason,
+                        reason: failure.label(),
                     })
                     .inc();
-                tracing::warn!(worker = %decision.worker, reason = failure.reason, %err, "attempt failed before the first token; retrying on another worker");
-                retries.push((decision.worker.clone(), failure.reason));
+                tracing::warn!(worker = %decision.worker, reason = failure.label(), %err, "attempt failed before the first token; retrying on another worker");
+                retries.push((decision.worker.clone(), failure.label()));
                 last = Some((decision.tier, err));
             }
         }
@@ -1077,7 +1074,7 @@ async fn serve(
                     last_chunk = Instant::now();
                 }) {
                     Ok(item) => item.map_err(|s| {
-                        if Failure::of(&s).unreachable {
+                        if Failure::of(&s).unreachable() {
                             report_unreachable(&app2, &d.worker, s.message());
                         }
                         ApiError::from(s)
