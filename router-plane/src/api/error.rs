@@ -8,6 +8,8 @@ use axum::{
 };
 use serde_json::json;
 
+use crate::auth::AuthError;
+
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     /// The body is not JSON.
@@ -33,20 +35,10 @@ pub enum ApiError {
         "the request body did not arrive within {seconds} s (router config `http.body_timeout_s`)"
     )]
     BodyTimeout { seconds: u64 },
-    /// No API key, or one the router does not know.
-    #[error("{0}")]
-    Unauthorized(&'static str),
-    /// The API key may not use what the request names.
-    #[error("this API key may not use the model `{model}`{why}")]
-    Forbidden { model: String, why: String },
-    /// The API key is over one of its per-minute limits (`limit`: the keys file field).
-    #[error("{message}")]
-    RateLimited {
-        limit: &'static str,
-        /// Seconds until the request would fit; `None` when it never will.
-        retry_after: Option<u64>,
-        message: String,
-    },
+    /// No usable API key (401), a key that may not use what the request names (403), or
+    /// one over a per-minute limit (429).
+    #[error(transparent)]
+    Auth(#[from] AuthError),
     /// No tier, model or `auto` by that name.
     #[error("the model `{0}` does not exist; GET /v1/models lists what this cluster serves")]
     UnknownModel(String),
@@ -92,9 +84,13 @@ impl ApiError {
             }
             Self::BodyTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
-            Self::Unauthorized(_) => StatusCode::UNAUTHORIZED,
-            Self::Forbidden { .. } => StatusCode::FORBIDDEN,
-            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Auth(e) => match e {
+                AuthError::Missing | AuthError::Malformed | AuthError::Unknown => {
+                    StatusCode::UNAUTHORIZED
+                }
+                AuthError::Forbidden { .. } => StatusCode::FORBIDDEN,
+                AuthError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            },
             Self::UnknownModel(_) => StatusCode::NOT_FOUND,
             Self::NoCapacity { .. } | Self::NotReady => StatusCode::SERVICE_UNAVAILABLE,
             Self::Saturated { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -113,9 +109,15 @@ impl ApiError {
             Self::LimitExceeded { .. } => ("invalid_request_error", Some("limit_exceeded")),
             Self::BodyTooLarge { .. } => ("invalid_request_error", Some("request_too_large")),
             Self::BodyTimeout { .. } => ("invalid_request_error", Some("request_timeout")),
-            Self::Unauthorized(_) => ("invalid_request_error", Some("invalid_api_key")),
-            Self::Forbidden { .. } => ("invalid_request_error", Some("model_not_allowed")),
-            Self::RateLimited { .. } => ("rate_limit_exceeded", Some("rate_limit_exceeded")),
+            Self::Auth(e) => match e {
+                AuthError::Missing | AuthError::Malformed | AuthError::Unknown => {
+                    ("invalid_request_error", Some("invalid_api_key"))
+                }
+                AuthError::Forbidden { .. } => ("invalid_request_error", Some("model_not_allowed")),
+                AuthError::RateLimited { .. } => {
+                    ("rate_limit_exceeded", Some("rate_limit_exceeded"))
+                }
+            },
             Self::UnknownModel(_) => ("invalid_request_error", Some("model_not_found")),
             Self::NoCapacity { .. } | Self::NotReady => {
                 ("service_unavailable", Some("no_capacity"))
@@ -134,7 +136,7 @@ impl ApiError {
     pub fn param(&self) -> Option<&str> {
         match self {
             Self::InvalidField { param, .. } | Self::LimitExceeded { param, .. } => Some(param),
-            Self::UnknownModel(_) | Self::Forbidden { .. } => Some("model"),
+            Self::UnknownModel(_) | Self::Auth(AuthError::Forbidden { .. }) => Some("model"),
             _ => None,
         }
     }
@@ -160,9 +162,11 @@ impl ApiError {
             | Self::LimitExceeded { .. }
             | Self::BodyTooLarge { .. }
             | Self::BodyTimeout { .. } => "invalid",
-            Self::Unauthorized(_) => "unauthorized",
-            Self::Forbidden { .. } => "forbidden",
-            Self::RateLimited { .. } => "rate_limited",
+            Self::Auth(e) => match e {
+                AuthError::Missing | AuthError::Malformed | AuthError::Unknown => "unauthorized",
+                AuthError::Forbidden { .. } => "forbidden",
+                AuthError::RateLimited { .. } => "rate_limited",
+            },
             Self::UnknownModel(_) => "unknown_model",
             Self::NoCapacity { .. } | Self::NotReady => "unavailable",
             Self::Saturated { .. } => "saturated",
@@ -216,16 +220,16 @@ impl IntoResponse for ApiError {
         let headers = response.headers_mut();
         match &self {
             // Computed from the key's bucket; none when waiting cannot help.
-            Self::RateLimited {
+            Self::Auth(AuthError::RateLimited {
                 retry_after: Some(secs),
                 ..
-            } => {
+            }) => {
                 headers.insert(header::RETRY_AFTER, HeaderValue::from(*secs));
             }
-            Self::RateLimited {
+            Self::Auth(AuthError::RateLimited {
                 retry_after: None, ..
-            } => {}
-            Self::Unauthorized(_) => {
+            }) => {}
+            Self::Auth(e) if e.unauthenticated() => {
                 headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
             _ if matches!(
@@ -244,6 +248,7 @@ impl IntoResponse for ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::auth::Limit;
 
     #[test]
     fn bodies_are_openai_shaped() {
@@ -264,32 +269,37 @@ mod tests {
 
     #[test]
     fn auth_errors_have_their_status_code_and_headers() {
-        let r = ApiError::Unauthorized("the API key is not valid").into_response();
-        assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
-        assert_eq!(r.headers()[header::WWW_AUTHENTICATE], "Bearer");
-        let body = ApiError::Unauthorized("x").body();
-        assert_eq!(body["error"]["code"], "invalid_api_key");
-        assert_eq!(body["error"]["type"], "invalid_request_error");
-        assert!(body["error"]["param"].is_null());
-        let e = ApiError::Forbidden {
+        for e in [AuthError::Missing, AuthError::Malformed, AuthError::Unknown] {
+            let r = ApiError::from(e.clone()).into_response();
+            assert_eq!(r.status(), StatusCode::UNAUTHORIZED);
+            assert_eq!(r.headers()[header::WWW_AUTHENTICATE], "Bearer");
+            let body = ApiError::from(e.clone()).body();
+            assert_eq!(body["error"]["code"], "invalid_api_key");
+            assert_eq!(body["error"]["type"], "invalid_request_error");
+            assert_eq!(body["error"]["message"], e.to_string());
+            assert!(body["error"]["param"].is_null());
+            assert_eq!(ApiError::from(e).outcome(), "unauthorized");
+        }
+        let e = ApiError::from(AuthError::Forbidden {
             model: "large".into(),
             why: String::new(),
-        };
+        });
         assert_eq!(e.status(), StatusCode::FORBIDDEN);
         assert!(e.to_string().contains("`large`"));
-        let r = ApiError::RateLimited {
-            limit: "requests_per_minute",
+        assert_eq!(e.body()["error"]["param"], "model");
+        let r = ApiError::from(AuthError::RateLimited {
+            limit: Limit::Requests,
             retry_after: Some(17),
             message: "slow down".into(),
-        }
+        })
         .into_response();
         assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
         assert_eq!(r.headers()[header::RETRY_AFTER], "17");
-        let r = ApiError::RateLimited {
-            limit: "tokens_per_minute",
+        let r = ApiError::from(AuthError::RateLimited {
+            limit: Limit::Tokens,
             retry_after: None,
             message: "too large".into(),
-        }
+        })
         .into_response();
         assert!(r.headers().get(header::RETRY_AFTER).is_none());
     }

@@ -38,7 +38,7 @@ use self::{
     response::{Collected, Decision},
 };
 use crate::{
-    auth::{Caller, Charge, Gate},
+    auth::{AuthError, Caller, Charge, Gate},
     cascade,
     config::RouterConfig,
     dispatch::{self, Clients},
@@ -156,53 +156,22 @@ async fn metrics(State(app): State<Arc<AppState>>) -> Response {
 
 /// The caller of a `/v1` request, or the 401 to answer (counted).
 pub(crate) fn authenticate(app: &AppState, headers: &HeaderMap) -> Result<Caller, ApiError> {
-    app.auth.authenticate(headers).map_err(|failure| {
+    // A value that is not visible ASCII is as malformed as an empty one.
+    let authorization = headers
+        .get(header::AUTHORIZATION)
+        .map(|v| v.to_str().unwrap_or_default());
+    app.auth.authenticate(authorization).map_err(|failure| {
         app.metrics
             .auth_failures
             .get_or_create(&crate::metrics::Reason {
                 reason: failure.reason(),
             })
             .inc();
+        tracing::debug!(reason = failure.reason(), "request without a valid API key");
         let err = ApiError::from(failure);
         app.metrics.request("none", err.outcome());
-        tracing::debug!(reason = failure.reason(), "request without a valid API key");
         err
     })
-}
-
-/// Whether the caller's key may use `model` (a tier name, a model id; `auto` is capped
-/// in placement instead). Unknown models pass: placement answers 404 for them.
-fn authorize(app: &AppState, caller: &Caller, model: &str) -> Result<(), ApiError> {
-    if caller.entry.is_none() || model == "auto" {
-        return Ok(());
-    }
-    let tiers = &app.config.tiers;
-    let tier = match tiers.iter().position(|t| t == model) {
-        Some(i) => Some(i),
-        None => {
-            if !caller.allows_model(model) {
-                return Err(ApiError::Forbidden {
-                    model: model.to_owned(),
-                    why: " (it is not in the key's `models`)".to_owned(),
-                });
-            }
-            app.view
-                .models()
-                .iter()
-                .find(|(_, m)| m == model)
-                .and_then(|(t, _)| tiers.iter().position(|x| x == t))
-        }
-    };
-    match tier {
-        Some(i) if !caller.allows_tier(i) => Err(ApiError::Forbidden {
-            model: model.to_owned(),
-            why: format!(
-                " (tier `{}` is outside the key's `tiers` and `max_tier`)",
-                tiers[i]
-            ),
-        }),
-        _ => Ok(()),
-    }
 }
 
 async fn read_body(app: &AppState, headers: &HeaderMap, body: Body) -> Result<Bytes, ApiError> {
@@ -307,12 +276,12 @@ async fn handle(
             response
         }
         Err(err) => {
-            if let ApiError::RateLimited { limit, .. } = &err {
+            if let ApiError::Auth(AuthError::RateLimited { limit, .. }) = &err {
                 app.metrics
                     .rate_limited
                     .get_or_create(&crate::metrics::KeyLimit {
                         key: caller.id().to_owned(),
-                        limit,
+                        limit: limit.as_str(),
                     })
                     .inc();
             }
@@ -323,7 +292,9 @@ async fn handle(
     };
     let headers = response.headers_mut();
     for (name, value) in caller.rate_headers(Instant::now()) {
-        headers.insert(name, value);
+        if let Ok(value) = HeaderValue::try_from(value) {
+            headers.insert(name, value);
+        }
     }
     app.metrics
         .key_request(caller.id(), response.status().as_u16());
@@ -348,7 +319,7 @@ async fn admit(
     if g.model == "auto" && g.quality.is_none() {
         g.quality = caller.key().and_then(|k| k.default_quality);
     }
-    authorize(app, caller, &g.model)?;
+    caller.authorize(&g.model, &app.config.tiers, || app.view.models())?;
     // Charged up front: the prompt estimate and the most the answer may use (the router's
     // limit when the request sets none); settled against the worker's usage at the end.
     let output = g.max_tokens.unwrap_or(app.limits.max_tokens_limit);

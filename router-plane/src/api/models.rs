@@ -57,6 +57,7 @@ fn metered(
     };
     // A listing is a request like any other: it counts against the key's request rate.
     if let Err(err) = caller.take_request(Instant::now()) {
+        let err = ApiError::from(err);
         app.metrics.key_request(caller.id(), err.status().as_u16());
         return err.into_response();
     }
