@@ -12,7 +12,7 @@ use std::{hint::black_box, path::PathBuf, sync::Arc, time::Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use switchback_router::difficulty::{
-    minilm::{MiniLm, StaticTable},
+    minilm::{self, MiniLm},
     predictor::{Encoder, Predictor},
 };
 
@@ -50,14 +50,16 @@ fn setup() -> (Predictor, Vec<Case>) {
             .expect("set SWITCHBACK_MINILM_DIR to the all-MiniLM-L6-v2 directory"),
     );
     let table = Arc::new(
-        StaticTable::load(&dir.join("static-table.bin"), &dir).expect("static table (run distill)"),
+        minilm::load_table(&dir.join("static-table.bin"), &dir)
+            .expect("static table (run distill)"),
     );
     let artifact = PathBuf::from(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../deploy/routing/predictor.json"
     ));
     let predictor =
-        Predictor::load_with(&artifact, Encoder::Static(Arc::clone(&table))).expect("predictor");
+        switchback_router::difficulty::predictor::load(&artifact, Encoder::Embedded(table.clone()))
+            .expect("predictor");
     let cases = vec![
         Case {
             encoder: "lexical only",
@@ -65,11 +67,11 @@ fn setup() -> (Predictor, Vec<Case>) {
         },
         Case {
             encoder: "MiniLM static table (router)",
-            enc: Encoder::Static(table),
+            enc: Encoder::Embedded(table),
         },
         Case {
             encoder: "MiniLM full encoder (baseline)",
-            enc: Encoder::Full(Arc::new(MiniLm::load(&dir).expect("MiniLM"))),
+            enc: Encoder::Embedded(Arc::new(MiniLm::load(&dir).expect("MiniLM"))),
         },
     ];
     (predictor, cases)

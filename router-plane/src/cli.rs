@@ -11,7 +11,7 @@ use clap::Subcommand;
 use crate::difficulty::{
     data::{self, Item, Split},
     import,
-    minilm::{MiniLm, StaticTable},
+    minilm::{self, MiniLm},
     predictor::{self, Encoder, TrainOptions},
 };
 
@@ -44,9 +44,9 @@ impl EncoderArgs {
                     .table
                     .clone()
                     .unwrap_or_else(|| dir.join("static-table.bin"));
-                Encoder::Static(std::sync::Arc::new(StaticTable::load(&table, &dir)?))
+                Encoder::Embedded(std::sync::Arc::new(minilm::load_table(&table, &dir)?))
             }
-            "minilm" => Encoder::Full(std::sync::Arc::new(MiniLm::load(&dir()?)?)),
+            "minilm" => Encoder::Embedded(std::sync::Arc::new(MiniLm::load(&dir()?)?)),
             other => return Err(format!("--encoder {other:?}: lexical, static or minilm").into()),
         })
     }
@@ -343,7 +343,7 @@ pub fn run(command: Command) -> Result<(), Error> {
             let started = std::time::Instant::now();
             let table = MiniLm::load(&minilm_dir)?.distill(256)?;
             let out = out.unwrap_or_else(|| minilm_dir.join("static-table.bin"));
-            table.save(&out)?;
+            minilm::save_table(&table, &out)?;
             eprintln!(
                 "wrote {} ({table:?}) in {:.1} s",
                 out.display(),
@@ -562,7 +562,7 @@ pub fn run(command: Command) -> Result<(), Error> {
                 },
                 encoder.encoder()?,
             )?;
-            p.save(&out)?;
+            predictor::save(&p, &out)?;
             eprintln!("wrote {} ({})", out.display(), p.trained_on);
         }
         Command::LearningCurve {

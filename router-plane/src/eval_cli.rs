@@ -255,7 +255,7 @@ pub fn run(a: EvalArgs) -> Result<(), Error> {
         "all" => None,
         other => Some(parse_split(other).map_err(|e| format!("--split: {e}, or all"))?),
     };
-    let p = Predictor::load_with(&a.predictor, a.encoder.encoder()?)?;
+    let p = crate::difficulty::predictor::load(&a.predictor, a.encoder.encoder()?)?;
     let judged_as: HashMap<String, String> = parse_tiers(&a.tiers)?.into_iter().collect();
     if let Some(unknown) = judged_as
         .keys()

@@ -1,5 +1,5 @@
 //! The cluster simulator: the router's own placement core ([`placement::joint`],
-//! [`placement::choose`]) and cascade judgement ([`cascade::judge`]) driven by a
+//! [`placement::choose`]) and escalation step ([`cascade::next`]) driven by a
 //! discrete-event model of tiers and workers, with arrivals drawn from real labelled data
 //! so that every answer's quality is the real model's outcome on that prompt.
 //!
@@ -25,7 +25,7 @@ use crate::{
     cascade::{self, Confidence},
     difficulty::predictor,
     placement::{self, Ask, Candidate, Target, TierView},
-    policy::Floors,
+    policy::{CascadePolicy, Floors},
 };
 
 /// One tier of the simulated cluster.
@@ -195,31 +195,7 @@ pub struct Report {
     pub wall_s: f64,
 }
 
-/// xorshift64*: reproducible and fast.
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Self(seed.max(1))
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    /// Uniform in (0, 1).
-    pub fn unit(&mut self) -> f64 {
-        ((self.next_u64() >> 11) as f64 + 0.5) / (1u64 << 53) as f64
-    }
-
-    pub fn normal(&mut self) -> f64 {
-        (-2.0 * self.unit().ln()).sqrt() * (std::f64::consts::TAU * self.unit()).cos()
-    }
-}
+pub use switchback_routing::rng::Rng;
 
 /// The modelled confidence: N(0, 1) for a wrong small-tier answer, N(d', 1) for a right
 /// one, with d' = √2 Φ⁻¹(auroc) so that right answers outrank wrong ones with
@@ -372,15 +348,24 @@ pub fn run(policy: Strategy, setup: &Setup, items: &[TraceItem], trace: &[u32]) 
     let mut rotation = 0u64;
     events.push(Reverse((0, 0, Event::Arrival)));
     let top = tiers.len() - 1;
-    let floors: Vec<Floors> = setup
-        .cascade_floors
-        .iter()
-        .map(|&f| Floors {
-            min_mean_logprob: Some(f),
-            min_token_logprob: None,
-            min_first_margin: None,
-        })
-        .collect();
+    // The live router's cascade policy, with each lower tier's fitted floor.
+    let cascade_policy = CascadePolicy {
+        enabled: true,
+        max_escalations: top as u32,
+        per_tier: tiers
+            .iter()
+            .zip(&setup.cascade_floors)
+            .map(|(t, &f)| {
+                let floors = Floors {
+                    min_mean_logprob: Some(f),
+                    min_token_logprob: None,
+                    min_first_margin: None,
+                };
+                (t.name.clone(), floors)
+            })
+            .collect(),
+        ..CascadePolicy::default()
+    };
 
     // Starts `r` on worker `w` now, or queues it.
     macro_rules! admit {
@@ -513,7 +498,9 @@ pub fn run(policy: Strategy, setup: &Setup, items: &[TraceItem], trace: &[u32]) 
                         min_logprob: item.confidence[tier],
                         first_margin: None,
                     };
-                    cascade::judge(Some(&confidence), &floors[tier], 0.0) != cascade::Verdict::Keep
+                    let answer = cascade::Answer::judged(Some(confidence));
+                    cascade::next(&cascade_policy, &tiers[tier].name, &answer, false)
+                        != cascade::Verdict::Keep
                 };
                 let up = escalate
                     .then(|| {

@@ -6,10 +6,7 @@ use std::{fmt::Write as _, path::PathBuf};
 
 use crate::{
     cli::EncoderArgs,
-    difficulty::{
-        data::{self, Split},
-        predictor::Predictor,
-    },
+    difficulty::data::{self, Split},
     simulate::{self, Report, Rng, Setup, Strategy, TierSpec, TraceItem},
 };
 
@@ -122,7 +119,7 @@ pub fn run(a: SimulateArgs) -> Result<(), Error> {
             "--quality must be in [0, 1], --workers at least 2, --requests at least 1".into(),
         );
     }
-    let predictor = Predictor::load_with(&a.predictor, a.encoder.encoder()?)?;
+    let predictor = crate::difficulty::predictor::load(&a.predictor, a.encoder.encoder()?)?;
     let models: Vec<String> = predictor.heads.iter().map(|h| h.model.clone()).collect();
     let names: Vec<String> = predictor.tiers().map(str::to_owned).collect();
     let k = models.len();

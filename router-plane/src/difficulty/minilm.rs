@@ -1,15 +1,17 @@
 //! all-MiniLM-L6-v2 (a 6-layer BERT, hidden size 384) run with candle on CPU: the text
 //! encoder behind the predictor's embedding features. It runs offline only: once to
 //! distill a static token table ([`StaticTable`], what the router uses per request), and
-//! in `eval --encoder minilm` to compare the full encoder with its distillation.
+//! in `eval --encoder minilm` to compare the full encoder with its distillation. Also
+//! reads and writes the table's files.
 
 use std::{collections::HashMap, path::Path};
 
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Embedding, LayerNorm, Linear, VarBuilder, embedding, layer_norm, linear};
+pub use switchback_routing::difficulty::embed::EMBEDDING_DIM as HIDDEN;
+pub use switchback_routing::difficulty::embed::StaticTable;
+use switchback_routing::difficulty::embed::{Embed, EmbedError, normalise, tokenizer_from_json};
 use tokenizers::Tokenizer;
-
-pub const HIDDEN: usize = 384;
 const HEADS: usize = 12;
 const LAYERS: usize = 6;
 const INTERMEDIATE: usize = 1536;
@@ -24,6 +26,8 @@ pub enum EncoderError {
     Tokenizer(String),
     #[error("{path}: {message}")]
     File { path: String, message: String },
+    #[error("{path}: {source}")]
+    Table { path: String, source: EmbedError },
 }
 
 struct Layer {
@@ -53,18 +57,31 @@ impl std::fmt::Debug for MiniLm {
     }
 }
 
-/// The tokenizer of the model in `dir`, without padding or truncation (the shipped
-/// tokenizer.json pads every input to a fixed length).
+/// The tokenizer of the model in `dir`, without padding or truncation.
 pub fn tokenizer(dir: &Path) -> Result<Tokenizer, EncoderError> {
     let path = dir.join("tokenizer.json");
-    let mut t = Tokenizer::from_file(&path).map_err(|e| EncoderError::File {
+    let json = std::fs::read(&path).map_err(|e| EncoderError::File {
         path: path.display().to_string(),
         message: e.to_string(),
     })?;
-    t.with_padding(None);
-    t.with_truncation(None)
-        .map_err(|e| EncoderError::Tokenizer(e.to_string()))?;
-    Ok(t)
+    tokenizer_from_json(&json).map_err(|e| EncoderError::Tokenizer(e.to_string()))
+}
+
+/// Loads a table written by [`save_table`], with the tokenizer from `model_dir`.
+pub fn load_table(path: &Path, model_dir: &Path) -> Result<StaticTable, EncoderError> {
+    let bytes = std::fs::read(path).map_err(|e| EncoderError::File {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })?;
+    StaticTable::from_bytes(&bytes, tokenizer(model_dir)?).map_err(|source| EncoderError::Table {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// Writes `table` to `path`.
+pub fn save_table(table: &StaticTable, path: &Path) -> std::io::Result<()> {
+    std::fs::write(path, table.to_bytes())
 }
 
 impl MiniLm {
@@ -180,95 +197,19 @@ impl MiniLm {
                 rows.extend(normalise(row));
             }
         }
-        Ok(StaticTable {
-            dim: HIDDEN,
-            rows,
-            tokenizer: self.tokenizer.clone(),
+        Ok(StaticTable::new(HIDDEN, rows, self.tokenizer.clone()))
+    }
+}
+
+impl Embed for MiniLm {
+    fn version(&self) -> &'static str {
+        "lexical-hash-2+minilm-1"
+    }
+
+    fn embed(&self, text: &str) -> Vec<f32> {
+        MiniLm::embed(self, text).unwrap_or_else(|err| {
+            tracing::warn!(%err, "MiniLM failed on a prompt; using a zero embedding");
+            vec![0.0; HIDDEN]
         })
-    }
-}
-
-fn normalise(mut v: Vec<f32>) -> Vec<f32> {
-    let n = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-12);
-    v.iter_mut().for_each(|x| *x /= n);
-    v
-}
-
-/// A per-token embedding table distilled from MiniLM, with its tokenizer: a prompt's
-/// embedding is the normalised mean of its tokens' rows. Microseconds instead of the
-/// encoder's milliseconds.
-pub struct StaticTable {
-    pub dim: usize,
-    rows: Vec<f32>,
-    tokenizer: Tokenizer,
-}
-
-impl std::fmt::Debug for StaticTable {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("StaticTable")
-            .field("dim", &self.dim)
-            .field("tokens", &(self.rows.len() / self.dim.max(1)))
-            .finish()
-    }
-}
-
-const MAGIC: &[u8; 8] = b"SBSTAT01";
-
-impl StaticTable {
-    /// Writes the table (header, then little-endian f32 rows).
-    pub fn save(&self, path: &Path) -> std::io::Result<()> {
-        let mut out = Vec::with_capacity(16 + self.rows.len() * 4);
-        out.extend_from_slice(MAGIC);
-        out.extend_from_slice(&(self.rows.len() as u32 / self.dim as u32).to_le_bytes());
-        out.extend_from_slice(&(self.dim as u32).to_le_bytes());
-        for v in &self.rows {
-            out.extend_from_slice(&v.to_le_bytes());
-        }
-        std::fs::write(path, out)
-    }
-
-    /// Loads a table written by [`StaticTable::save`], with the tokenizer from `model_dir`.
-    pub fn load(path: &Path, model_dir: &Path) -> Result<Self, EncoderError> {
-        let err = |message: String| EncoderError::File {
-            path: path.display().to_string(),
-            message,
-        };
-        let bytes = std::fs::read(path).map_err(|e| err(e.to_string()))?;
-        if bytes.len() < 16 || &bytes[..8] != MAGIC {
-            return Err(err(
-                "not a static embedding table (run `switchback-router distill`)".into(),
-            ));
-        }
-        let word = |at: usize| {
-            u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]) as usize
-        };
-        let (tokens, dim) = (word(8), word(12));
-        if bytes.len() != 16 + tokens * dim * 4 {
-            return Err(err(format!("truncated: {tokens} × {dim} floats expected")));
-        }
-        let rows = bytes[16..]
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect();
-        Ok(Self {
-            dim,
-            rows,
-            tokenizer: tokenizer(model_dir)?,
-        })
-    }
-
-    /// The normalised mean of the prompt's token rows (zeros for an empty prompt).
-    pub fn embed(&self, text: &str) -> Vec<f32> {
-        let mut sum = vec![0.0f32; self.dim];
-        let Ok(enc) = self.tokenizer.encode(text, false) else {
-            return sum;
-        };
-        for &id in enc.get_ids() {
-            let at = id as usize * self.dim;
-            if let Some(row) = self.rows.get(at..at + self.dim) {
-                sum.iter_mut().zip(row).for_each(|(s, r)| *s += r);
-            }
-        }
-        normalise(sum)
     }
 }

@@ -3,13 +3,14 @@
 //!
 //! - [`data`]: the labelled JSONL format and the shared split rule;
 //! - [`import`]: importers from the public routing datasets;
-//! - [`features`] and [`predictor`]: what runs on every request, and its training;
+//! - [`features`] and [`predictor`]: what runs on every request (the routing core's), the
+//!   artifact's files and its training;
 //! - [`metrics`]: APGR, CPT, AIQ and the baselines, to judge a predictor on held-out data;
 //! - [`ladder`]: cost and quality over K tiers for routing, cascades and cascade routing.
 
 pub mod code;
 pub mod data;
-pub mod features;
+pub use switchback_routing::difficulty::features;
 pub mod import;
 pub mod label;
 pub mod ladder;

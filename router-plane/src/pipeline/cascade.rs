@@ -17,10 +17,11 @@ use super::{
     plan::{self, Plan, Want},
 };
 use crate::{
-    cascade::{Confidence, Verdict, judge},
+    cascade::{self as judgement, Confidence, EscalationReason, Verdict},
     generation::Needs,
     policy::Policy,
     state::AppState,
+    view,
 };
 
 /// The answer the cascade kept, and what led to it.
@@ -62,9 +63,9 @@ pub async fn run(
             .position(|t| *t == opening.placement.tier);
         // Never past the tiers the caller's key may reach.
         let next = level.and_then(|l| plan::next_tier(app, plan, l));
-        let Some(next) = next.filter(|_| {
-            plan.cascade && escalations.len() < policy.cascade.max_escalations as usize
-        }) else {
+        let Some(next) = next
+            .filter(|_| judgement::may_escalate(&policy.cascade, plan.cascade, escalations.len()))
+        else {
             return Ok(Kept {
                 opening,
                 escalations,
@@ -89,8 +90,8 @@ pub async fn run(
     }
 }
 
-/// Reads as much of the answer as the policy judges and gives the verdict, with the
-/// confidence it was judged on.
+/// Reads as much of the answer as the policy judges and takes the routing core's
+/// escalation step on it; the verdict, with the confidence it was judged on.
 async fn judge_answer(
     app: &AppState,
     mut opening: Opening,
@@ -99,32 +100,18 @@ async fn judge_answer(
     needs: Needs,
     deadline: tokio::time::Instant,
 ) -> (Opening, Verdict, Option<Confidence>) {
-    let boost = if policy.cascade.idle_boost > 0.0 && app.view.has_idle_slot(next) {
-        policy.cascade.idle_boost
-    } else {
-        0.0
-    };
     let (answer, judged) =
         read_for_judgement(opening.answer, policy.cascade.judge_tokens, deadline).await;
     opening.answer = answer;
-    let (verdict, confidence) = match judged {
-        Ok(c) => (
-            judge(
-                c.as_ref(),
-                &policy.cascade.floors_for(&opening.placement.tier),
-                boost,
-            ),
-            c,
-        ),
-        Err(_) => (Verdict::Escalate("lower-tier-failed"), None),
+    let confidence = judged.as_ref().ok().copied().flatten();
+    let read = judgement::Answer {
+        confidence,
+        broke: judged.is_err(),
+        unfinished_structured: needs.any()
+            && opening.answer.finish() == Some(pb::FinishReason::Length),
     };
-    // A call or a JSON answer cut off by the length limit is not valid, however sure the
-    // model was of it.
-    let verdict = if needs.any() && opening.answer.finish() == Some(pb::FinishReason::Length) {
-        Verdict::Escalate("unfinished-structured-output")
-    } else {
-        verdict
-    };
+    let idle = policy.cascade.idle_boost > 0.0 && app.view.has_idle_slot(next);
+    let verdict = judgement::next(&policy.cascade, &opening.placement.tier, &read, idle);
     (opening, verdict, confidence)
 }
 
@@ -134,7 +121,7 @@ fn escalate(
     app: &AppState,
     opening: Opening,
     next: &str,
-    reason: &'static str,
+    reason: EscalationReason,
     confidence: Option<Confidence>,
 ) -> Escalation {
     let placed = &opening.placement;
@@ -144,7 +131,7 @@ fn escalate(
         .get_or_create(&crate::metrics::Escalation {
             from: placed.tier.clone(),
             to: next.to_owned(),
-            reason,
+            reason: reason.as_str(),
         })
         .inc();
     app.metrics
@@ -153,14 +140,14 @@ fn escalate(
             tier: placed.tier.clone(),
         })
         .inc_by(u64::from(wasted_tokens));
-    tracing::info!(from = %placed.tier, worker = %placed.worker, to = %next, reason, wasted_tokens, ?confidence, "escalating");
+    tracing::info!(from = %placed.tier, worker = %placed.worker, to = %next, reason = reason.as_str(), wasted_tokens, ?confidence, "escalating");
     opening.span.record("switchback.outcome", "escalated");
     if trace_context::exporting() {
         let mut attributes = vec![
             ("switchback.escalation.from", placed.tier.clone()),
             ("switchback.escalation.from_worker", placed.worker.clone()),
             ("switchback.escalation.to", next.to_owned()),
-            ("switchback.escalation.reason", reason.to_owned()),
+            ("switchback.escalation.reason", reason.as_str().to_owned()),
             (
                 "switchback.escalation.wasted_tokens",
                 wasted_tokens.to_string(),
@@ -249,5 +236,6 @@ async fn read_for_judgement(
             )
         }
     };
-    (opened, Ok(Confidence::of(&tokens)))
+    let judged: Vec<judgement::Token<'_>> = tokens.iter().map(view::token).collect();
+    (opened, Ok(Confidence::of(&judged)))
 }

@@ -4,7 +4,10 @@
 
 use serde::{Serialize, Serializer, ser::SerializeMap};
 
-use crate::{cascade::Confidence, difficulty::predictor::Prediction};
+use crate::{
+    cascade::{Confidence, EscalationReason},
+    difficulty::predictor::Prediction,
+};
 
 /// What was decided for a request. Serializes to the `switchback` body object; fields in
 /// the order the object lists them.
@@ -72,7 +75,7 @@ pub struct Escalation {
     pub from_tier: String,
     pub from_worker: String,
     pub to_tier: String,
-    pub reason: &'static str,
+    pub reason: EscalationReason,
     /// Tokens the lower tier generated for nothing.
     pub wasted_tokens: u32,
     #[serde(serialize_with = "confidence")]
@@ -168,7 +171,7 @@ mod tests {
                 "from_tier": e.from_tier,
                 "from_worker": e.from_worker,
                 "to_tier": e.to_tier,
-                "reason": e.reason,
+                "reason": e.reason.as_str(),
                 "wasted_tokens": e.wasted_tokens,
                 "confidence": e.confidence.map(|c| json!({
                     "tokens": c.tokens,
@@ -235,7 +238,7 @@ mod tests {
                     from_tier: "small".into(),
                     from_worker: "small-0".into(),
                     to_tier: "large".into(),
-                    reason: "low-mean-logprob",
+                    reason: EscalationReason::LowMeanLogprob,
                     wasted_tokens: 12,
                     confidence: Some(Confidence {
                         tokens: 12,
@@ -248,7 +251,7 @@ mod tests {
                     from_tier: "medium".into(),
                     from_worker: "medium-0".into(),
                     to_tier: "large".into(),
-                    reason: "empty-answer",
+                    reason: EscalationReason::EmptyAnswer,
                     wasted_tokens: 0,
                     confidence: None,
                 },
