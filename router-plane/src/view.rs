@@ -1,8 +1,9 @@
 //! The router's copy of the cluster view, fed by the controller's `WatchCluster` stream,
 //! plus this router's own in-flight count per worker. When the controller is unreachable
 //! the router keeps routing on its last view and reconnects in the background. This is
-//! the edge where the wire's cluster events become the routing types ([`Worker`],
-//! [`Load`], placement's `Candidate`): nothing past it handles a `pb` worker message.
+//! the edge where the wire's types become the routing core's: cluster events become
+//! [`Worker`], [`Load`] and placement's `Candidate`, a worker's tokens the cascade's
+//! `Token` ([`token`]); nothing past it handles a `pb` worker message.
 
 use std::{
     collections::{BTreeMap, HashMap},
