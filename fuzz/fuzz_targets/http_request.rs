@@ -11,11 +11,12 @@
 
 use http::{HeaderMap, HeaderValue};
 use libfuzzer_sys::fuzz_target;
-use switchback_router::api::{
-    openai::{
-        ChatRequest, CompletionRequest, Generation, PromptKind, RequestLimits, estimate_tokens,
+use switchback_router::{
+    generation::{Generation, PromptKind, RequestLimits, estimate_tokens},
+    http::{
+        openai::{ChatRequest, CompletionRequest},
+        quality_header,
     },
-    quality_header,
 };
 
 const HEADER: &[u8] = b"x-switchback-quality:";

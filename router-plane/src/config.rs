@@ -167,8 +167,8 @@ pub struct RouterConfig {
 
 impl RouterConfig {
     /// The request limits the API validates against.
-    pub fn limits(&self) -> crate::api::openai::RequestLimits {
-        crate::api::openai::RequestLimits {
+    pub fn limits(&self) -> crate::generation::RequestLimits {
+        crate::generation::RequestLimits {
             max_tokens_limit: self.max_tokens_limit,
             max_messages: self.max_messages,
             max_prompt_tokens: self.max_prompt_tokens,

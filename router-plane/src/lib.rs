@@ -2,19 +2,31 @@
 //! of the cluster view (streamed from the controller), places each request on a (tier,
 //! worker) pair with the pure placement core, and relays the worker's stream.
 
-pub mod api;
 pub mod auth;
 pub mod cli;
+pub mod clients;
 pub mod config;
 pub mod difficulty;
-pub mod dispatch;
 pub mod eval_cli;
+pub mod generation;
+pub mod http;
 pub mod metrics;
+pub mod pipeline;
 pub mod simulate;
 pub mod simulate_cli;
+pub mod state;
 pub mod view;
 
 pub use switchback_routing::{cascade, placement, policy};
+
+/// The request limits under the path the offline labeller (`difficulty::label`) names
+/// them by; it goes when the labeller moves out of this crate.
+#[doc(hidden)]
+pub mod api {
+    pub mod openai {
+        pub use crate::generation::RequestLimits;
+    }
+}
 
 use std::sync::{Arc, atomic::AtomicU64};
 
@@ -23,9 +35,9 @@ use tokio::net::TcpListener;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use crate::{
-    api::AppState,
     auth::Gate,
     config::RouterConfig,
+    state::AppState,
     view::{ControllerTarget, View},
 };
 
@@ -128,7 +140,7 @@ pub async fn run(
         name,
         config,
         view,
-        clients: dispatch::Clients::new(dialer),
+        clients: clients::Clients::new(dialer),
         metrics: Default::default(),
         rotation: AtomicU64::new(0),
         limits,
@@ -153,7 +165,7 @@ pub async fn run(
     }
     tasks.spawn(follow_policy(Arc::clone(&state), watch_stop.clone()));
     tracing::info!(%local, "router serving");
-    let app = api::router(Arc::clone(&state));
+    let app = http::router(Arc::clone(&state));
     let mut limits = state.config.http;
     limits.max_connections = switchback_common::http_serve::connection_cap(limits.max_connections);
     let conns = state.metrics.connections.clone();

@@ -1,6 +1,9 @@
 //! The router's copy of the cluster view, fed by the controller's `WatchCluster` stream,
 //! plus this router's own in-flight count per worker. When the controller is unreachable
-//! the router keeps routing on its last view and reconnects in the background.
+//! the router keeps routing on its last view and reconnects in the background. This is
+//! the edge where the wire's types become the routing core's: cluster events become
+//! [`Worker`], [`Load`] and placement's `Candidate`, a worker's tokens the cascade's
+//! `Token` ([`token`]); nothing past it handles a `pb` worker message.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -36,10 +39,30 @@ pub fn token(t: &pb::TokenLogprob) -> crate::cascade::Token<'_> {
 #[derive(Debug, Clone)]
 pub struct Worker {
     pub record: WorkerRecord,
-    pub health: pb::WorkerHealth,
-    pub load: pb::LoadReport,
+    /// The controller counts it ready: registered, reporting, not draining.
+    pub ready: bool,
+    pub load: Load,
     /// This router could not reach it recently (filled in snapshots only).
     pub suspect: bool,
+}
+
+/// A worker's live load, from its last report.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Load {
+    pub running: u32,
+    pub waiting: u32,
+    /// Requests it runs at once.
+    pub capacity: u32,
+}
+
+impl From<&pb::LoadReport> for Load {
+    fn from(r: &pb::LoadReport) -> Self {
+        Self {
+            running: r.running,
+            waiting: r.waiting,
+            capacity: r.capacity,
+        }
+    }
 }
 
 /// Shared, thread-safe view.
@@ -76,9 +99,7 @@ impl Snapshot {
                 tier: &w.record.tier,
                 node: &w.record.node,
                 model: &w.record.model,
-                ready: w.health == pb::WorkerHealth::Ready
-                    && !w.suspect
-                    && !exclude.contains(&w.record.id),
+                ready: w.ready && !w.suspect && !exclude.contains(&w.record.id),
                 running: w.load.running,
                 waiting: w.load.waiting,
                 capacity: w.load.capacity.max(w.record.max_concurrency),
@@ -230,7 +251,7 @@ impl View {
             }
             Event::Load(load) => {
                 if let Some(w) = workers.get_mut(&load.worker_id) {
-                    w.load = load;
+                    w.load = Load::from(&load);
                 }
             }
         }
@@ -241,13 +262,16 @@ impl View {
 
 fn worker_of(state: pb::WorkerState) -> Option<Worker> {
     let record = WorkerRecord::from(state.info?);
+    let health = pb::WorkerHealth::try_from(state.health).unwrap_or(pb::WorkerHealth::Stale);
     Some(Worker {
-        health: pb::WorkerHealth::try_from(state.health).unwrap_or(pb::WorkerHealth::Stale),
-        load: state.load.unwrap_or_else(|| pb::LoadReport {
-            worker_id: record.id.clone(),
-            capacity: record.max_concurrency,
-            ..Default::default()
-        }),
+        ready: health == pb::WorkerHealth::Ready,
+        load: state.load.as_ref().map_or(
+            Load {
+                capacity: record.max_concurrency,
+                ..Load::default()
+            },
+            Load::from,
+        ),
         record,
         suspect: false,
     })
@@ -380,5 +404,32 @@ mod tests {
         // The hold ends on its own.
         assert!(view.suspect("b", Duration::ZERO));
         assert!(view.snapshot().candidates(&[])[1].ready);
+    }
+
+    #[test]
+    fn wire_workers_become_routing_workers() {
+        let mut s = state("a", 1);
+        s.health = pb::WorkerHealth::Draining as i32;
+        s.load = None;
+        let view = View::default();
+        view.apply(Event::Upsert(s));
+        view.apply(Event::Upsert(state("b", 1)));
+        let snap = view.snapshot();
+        let (a, _) = &snap.workers[0];
+        assert!(!a.ready, "draining");
+        // No report yet: its slots are the record's.
+        assert_eq!(
+            a.load,
+            Load {
+                running: 0,
+                waiting: 0,
+                capacity: 2
+            }
+        );
+        let (b, _) = &snap.workers[1];
+        assert!(b.ready);
+        assert_eq!(b.load.running, 1);
+        let ready: Vec<bool> = snap.candidates(&[]).iter().map(|c| c.ready).collect();
+        assert_eq!(ready, vec![false, true]);
     }
 }

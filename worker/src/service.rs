@@ -9,7 +9,10 @@ use std::{
 
 use futures::StreamExt;
 use switchback_common::trace_context;
-use switchback_proto::pb::{self, inference_server::Inference};
+use switchback_proto::{
+    Refusal,
+    pb::{self, inference_server::Inference},
+};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
@@ -320,7 +323,7 @@ fn engine_status(err: EngineError) -> Status {
     match err {
         EngineError::InvalidRequest(msg) => Status::invalid_argument(msg),
         EngineError::Internal(msg) => {
-            switchback_proto::refusal(Status::internal(msg), "engine-error")
+            switchback_proto::refusal(Status::internal(msg), Refusal::EngineError)
         }
     }
 }
@@ -363,10 +366,10 @@ impl InferenceService {
             span.record("switchback.outcome", reason);
         };
         if self.load.is_draining() {
-            refused("draining");
+            refused(Refusal::Draining.as_str());
             return Err(switchback_proto::refusal(
                 Status::unavailable("worker is draining"),
-                "draining",
+                Refusal::Draining,
             ));
         }
         let params = self
@@ -377,13 +380,13 @@ impl InferenceService {
         let queued = if slot_now.is_some() {
             None
         } else if self.load.waiting() >= self.limits.max_queue {
-            refused("queue-full");
+            refused(Refusal::QueueFull.as_str());
             return Err(switchback_proto::refusal(
                 Status::resource_exhausted(format!(
                     "worker queue is full ({} waiting)",
                     self.limits.max_queue
                 )),
-                "queue-full",
+                Refusal::QueueFull,
             ));
         } else {
             Some(self.load.enter_queue())
@@ -438,7 +441,7 @@ impl InferenceService {
                     }
                     () = abort.cancelled() => {
                         outcome("shutdown");
-                        let _ = tx.send(Err(switchback_proto::refusal(Status::unavailable("the worker shut down before the request finished"), "shutdown"))).await;
+                        let _ = tx.send(Err(switchback_proto::refusal(Status::unavailable("the worker shut down before the request finished"), Refusal::Shutdown))).await;
                         return;
                     }
                 };
@@ -523,7 +526,7 @@ impl InferenceService {
                         outcome("engine-error");
                         Err(engine_status(err))
                     }
-                    None => Err(switchback_proto::refusal(Status::internal("engine stream ended without finishing"), "engine-error")),
+                    None => Err(switchback_proto::refusal(Status::internal("engine stream ended without finishing"), Refusal::EngineError)),
                 };
                 let failed = chunk.is_err();
                 match tokio::time::timeout(stalled_caller, tx.send(chunk)).await {

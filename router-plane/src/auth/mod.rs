@@ -1,9 +1,12 @@
 //! API keys at the front door: who is calling ([`Gate::authenticate`]), what its key may
 //! use, its per-key rate limits (token buckets, per router replica), and reloading the
 //! keys file when it changes. Only a key's configured `id` ever leaves this module: in
-//! logs, span attributes and metric labels.
+//! logs, span attributes and metric labels. It takes and returns plain strings: reading
+//! headers and writing them is the HTTP shell's.
 
 pub mod bucket;
+pub mod caller;
+pub mod error;
 pub mod keys;
 
 use std::{
@@ -13,16 +16,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use axum::http::{HeaderMap, HeaderName, HeaderValue, header};
-
-use self::{
-    bucket::{Bucket, Refusal},
-    keys::Key,
+use self::{bucket::Bucket, keys::Key};
+pub use self::{
+    caller::{Caller, Charge},
+    error::{AuthError, Limit},
 };
-use crate::{
-    api::error::ApiError,
-    config::{AuthConfig, ConfigError, RouterConfig},
-};
+use crate::config::{AuthConfig, ConfigError, RouterConfig};
 
 /// How often the keys file is read again to look for changes.
 pub const RELOAD_EVERY: Duration = Duration::from_secs(2);
@@ -72,14 +71,14 @@ impl Settle {
 /// The `key` label of requests served with auth disabled.
 pub const NO_KEY: &str = "none";
 
-type Shared = Arc<Mutex<Bucket>>;
+pub(crate) type Shared = Arc<Mutex<Bucket>>;
 
 /// One key in force, with its buckets (carried over reloads while its limits stay).
 #[derive(Debug)]
 pub struct Entry {
     pub key: Key,
-    requests: Option<Shared>,
-    tokens: Option<Shared>,
+    pub(crate) requests: Option<Shared>,
+    pub(crate) tokens: Option<Shared>,
 }
 
 /// How many removed keys' buckets are remembered (see [`KeySet::retired`]).
@@ -181,30 +180,6 @@ enum Mode {
     },
 }
 
-/// Why a request was not authenticated; the `reason` label of the failures counter.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Failure {
-    Missing,
-    Malformed,
-    Unknown,
-}
-
-impl Failure {
-    pub fn reason(self) -> &'static str {
-        match self {
-            Self::Missing => "missing",
-            Self::Malformed => "malformed",
-            Self::Unknown => "unknown_key",
-        }
-    }
-}
-
-/// Who is calling: a key, or nobody when auth is disabled.
-#[derive(Debug, Clone)]
-pub struct Caller {
-    pub entry: Option<Arc<Entry>>,
-}
-
 impl Gate {
     /// The gate the config asks for, with the keys file read and checked.
     pub fn load(config: &RouterConfig) -> Result<Self, ConfigError> {
@@ -286,17 +261,17 @@ impl Gate {
         Ok(n)
     }
 
-    /// The caller of a request with these headers: `Authorization: Bearer <token>`.
-    pub fn authenticate(&self, headers: &HeaderMap) -> Result<Caller, Failure> {
+    /// The caller whose request carries `authorization`, the value of its
+    /// `Authorization` header (`Bearer <token>`), if it has one.
+    pub fn authenticate(&self, authorization: Option<&str>) -> Result<Caller, AuthError> {
         let Mode::Keys { set, .. } = &self.mode else {
             return Ok(Caller { entry: None });
         };
-        let value = headers.get(header::AUTHORIZATION).ok_or(Failure::Missing)?;
-        let value = value.to_str().map_err(|_| Failure::Malformed)?;
-        let (scheme, token) = value.trim().split_once(' ').ok_or(Failure::Malformed)?;
+        let value = authorization.ok_or(AuthError::Missing)?;
+        let (scheme, token) = value.trim().split_once(' ').ok_or(AuthError::Malformed)?;
         let token = token.trim();
         if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
-            return Err(Failure::Malformed);
+            return Err(AuthError::Malformed);
         }
         // The lookup compares digests, not tokens: its timing can leak at most a prefix
         // of a SHA-256 digest, which does not help anyone find a token.
@@ -307,149 +282,7 @@ impl Gate {
             .map(|e| Caller {
                 entry: Some(Arc::clone(e)),
             })
-            .ok_or(Failure::Unknown)
-    }
-}
-
-impl From<Failure> for ApiError {
-    fn from(f: Failure) -> Self {
-        ApiError::Unauthorized(match f {
-            Failure::Missing => "no API key: send `Authorization: Bearer <key>`",
-            Failure::Malformed => "the Authorization header must be `Bearer <key>`",
-            Failure::Unknown => "the API key is not valid",
-        })
-    }
-}
-
-/// Tokens charged up front to a key's tokens-per-minute bucket; settled against the
-/// answer's real usage. Not settled (a stream the client dropped), the full charge stays.
-#[derive(Debug)]
-pub struct Charge {
-    bucket: Shared,
-    taken: u64,
-}
-
-impl Charge {
-    /// Corrects the charge to `used` tokens (prompt + completion).
-    pub fn settle(self, used: u64) {
-        self.bucket
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .settle(self.taken, used, Instant::now());
-    }
-}
-
-impl Caller {
-    /// The key's id, or `none` with auth disabled: the only thing logged about a key.
-    pub fn id(&self) -> &str {
-        self.entry.as_ref().map_or(NO_KEY, |e| e.key.id.as_str())
-    }
-
-    pub fn key(&self) -> Option<&Key> {
-        self.entry.as_ref().map(|e| &e.key)
-    }
-
-    /// The highest tier index this caller may reach.
-    pub fn ceiling(&self) -> Option<usize> {
-        self.key().and_then(|k| k.ceiling)
-    }
-
-    /// The lowest tier index this caller may use.
-    pub fn floor(&self) -> Option<usize> {
-        self.key().and_then(|k| k.tiers.map(|(lo, _)| lo))
-    }
-
-    /// Whether the caller may use tier `index`.
-    pub fn allows_tier(&self, index: usize) -> bool {
-        self.floor().is_none_or(|lo| index >= lo) && self.ceiling().is_none_or(|hi| index <= hi)
-    }
-
-    /// Whether the caller may name this model id (tiers are checked separately).
-    pub fn allows_model(&self, model: &str) -> bool {
-        self.key()
-            .and_then(|k| k.models.as_ref())
-            .is_none_or(|models| models.iter().any(|m| m == model))
-    }
-
-    /// Takes one request from the requests-per-minute bucket.
-    pub fn take_request(&self, now: Instant) -> Result<(), ApiError> {
-        let Some(e) = &self.entry else { return Ok(()) };
-        let Some(b) = &e.requests else { return Ok(()) };
-        let result = b.lock().unwrap_or_else(|e| e.into_inner()).take(1, now);
-        result.map_err(|r| self.refused("requests_per_minute", r, 1))
-    }
-
-    /// Charges `n` tokens to the tokens-per-minute bucket.
-    pub fn charge_tokens(&self, n: u64, now: Instant) -> Result<Option<Charge>, ApiError> {
-        let Some(e) = &self.entry else {
-            return Ok(None);
-        };
-        let Some(b) = &e.tokens else { return Ok(None) };
-        let result = b.lock().unwrap_or_else(|e| e.into_inner()).take(n, now);
-        match result {
-            Ok(()) => Ok(Some(Charge {
-                bucket: Arc::clone(b),
-                taken: n,
-            })),
-            Err(r) => Err(self.refused("tokens_per_minute", r, n)),
-        }
-    }
-
-    fn refused(&self, limit: &'static str, refusal: Refusal, n: u64) -> ApiError {
-        let id = self.id().to_owned();
-        match refusal {
-            Refusal::RetryAfter(wait) => {
-                let secs = bucket::retry_after_secs(wait);
-                ApiError::RateLimited {
-                    limit,
-                    retry_after: Some(secs),
-                    message: format!(
-                        "API key `{id}` is over its `{limit}` limit on this router; retry after {secs} s"
-                    ),
-                }
-            }
-            Refusal::TooLarge => ApiError::RateLimited {
-                limit,
-                retry_after: None,
-                message: format!(
-                    "this request needs {n} tokens (prompt estimate + max_tokens), more than API key `{id}` may use in a minute (`{limit}`); lower max_tokens or shorten the prompt"
-                ),
-            },
-        }
-    }
-
-    /// OpenAI's `x-ratelimit-*` headers for the caller's limits, as they stand now.
-    pub fn rate_headers(&self, now: Instant) -> Vec<(HeaderName, HeaderValue)> {
-        // Header names per bucket: limit, remaining, reset.
-        const NAMES: [[&str; 3]; 2] = [
-            [
-                "x-ratelimit-limit-requests",
-                "x-ratelimit-remaining-requests",
-                "x-ratelimit-reset-requests",
-            ],
-            [
-                "x-ratelimit-limit-tokens",
-                "x-ratelimit-remaining-tokens",
-                "x-ratelimit-reset-tokens",
-            ],
-        ];
-        let mut out = Vec::new();
-        let Some(e) = &self.entry else { return out };
-        for (names, b) in NAMES.iter().zip([&e.requests, &e.tokens]) {
-            let Some(b) = b else { continue };
-            let mut b = b.lock().unwrap_or_else(|e| e.into_inner());
-            let values = [
-                b.capacity().to_string(),
-                b.remaining(now).to_string(),
-                bucket::reset_text(b.until_full(now)),
-            ];
-            for (name, value) in names.iter().zip(values) {
-                if let Ok(value) = HeaderValue::try_from(value) {
-                    out.push((HeaderName::from_static(name), value));
-                }
-            }
-        }
-        out
+            .ok_or(AuthError::Unknown)
     }
 }
 
@@ -470,13 +303,8 @@ mod tests {
         }
     }
 
-    fn bearer(token: &str) -> HeaderMap {
-        let mut h = HeaderMap::new();
-        h.insert(
-            header::AUTHORIZATION,
-            HeaderValue::from_str(&format!("Bearer {token}")).expect("header"),
-        );
-        h
+    fn bearer(token: &str) -> Option<String> {
+        Some(format!("Bearer {token}"))
     }
 
     fn tiers() -> Vec<String> {
@@ -486,32 +314,30 @@ mod tests {
     #[test]
     fn bearer_tokens_are_checked_by_digest() {
         let gate = Gate::with_keys(vec![key("a", "sb-secret")], tiers(), Instant::now());
-        let caller = gate.authenticate(&bearer("sb-secret")).expect("known key");
+        let caller = gate
+            .authenticate(bearer("sb-secret").as_deref())
+            .expect("known key");
         assert_eq!(caller.id(), "a");
         assert_eq!(
-            gate.authenticate(&bearer("sb-other")).err(),
-            Some(Failure::Unknown)
+            gate.authenticate(bearer("sb-other").as_deref()).err(),
+            Some(AuthError::Unknown)
         );
+        assert_eq!(gate.authenticate(None).err(), Some(AuthError::Missing));
+        for malformed in ["Basic abc", "Bearer", "Bearer  ", ""] {
+            assert_eq!(
+                gate.authenticate(Some(malformed)).err(),
+                Some(AuthError::Malformed),
+                "{malformed:?}"
+            );
+        }
         assert_eq!(
-            gate.authenticate(&HeaderMap::new()).err(),
-            Some(Failure::Missing)
-        );
-        let mut basic = HeaderMap::new();
-        basic.insert(header::AUTHORIZATION, HeaderValue::from_static("Basic abc"));
-        assert_eq!(gate.authenticate(&basic).err(), Some(Failure::Malformed));
-        let mut lower = HeaderMap::new();
-        lower.insert(
-            header::AUTHORIZATION,
-            HeaderValue::from_static("bearer sb-secret"),
-        );
-        assert_eq!(
-            gate.authenticate(&lower).map(|c| c.id().to_owned()),
+            gate.authenticate(Some("bearer sb-secret"))
+                .map(|c| c.id().to_owned()),
             Ok("a".into())
         );
         let open = Gate::disabled();
         assert_eq!(
-            open.authenticate(&HeaderMap::new())
-                .map(|c| c.id().to_owned()),
+            open.authenticate(None).map(|c| c.id().to_owned()),
             Ok(NO_KEY.into())
         );
     }
@@ -522,14 +348,14 @@ mod tests {
         let mut k = key("a", "t");
         k.requests_per_minute = Some(2);
         let gate = Gate::with_keys(vec![k], tiers(), t0);
-        let caller = gate.authenticate(&bearer("t")).expect("key");
+        let caller = gate.authenticate(bearer("t").as_deref()).expect("key");
         assert!(caller.take_request(t0).is_ok());
         assert!(caller.take_request(t0).is_ok());
         match caller.take_request(t0) {
-            Err(ApiError::RateLimited {
+            Err(AuthError::RateLimited {
                 limit, retry_after, ..
             }) => {
-                assert_eq!(limit, "requests_per_minute");
+                assert_eq!(limit, Limit::Requests);
                 // 2 a minute: the next one in 30 s.
                 assert_eq!(retry_after, Some(30));
             }
@@ -544,7 +370,7 @@ mod tests {
             t0,
         )
         .expect("reload");
-        let caller = gate.authenticate(&bearer("t")).expect("key");
+        let caller = gate.authenticate(bearer("t").as_deref()).expect("key");
         assert!(caller.take_request(t0).is_err());
         gate.reload(
             &format!(
@@ -554,11 +380,11 @@ mod tests {
             t0,
         )
         .expect("reload");
-        let caller = gate.authenticate(&bearer("t")).expect("key");
+        let caller = gate.authenticate(bearer("t").as_deref()).expect("key");
         assert!(caller.take_request(t0).is_ok());
         // A broken file leaves the keys as they were.
         assert!(gate.reload("keys: [{id: a}]", t0).is_err());
-        assert!(gate.authenticate(&bearer("t")).is_ok());
+        assert!(gate.authenticate(bearer("t").as_deref()).is_ok());
     }
 
     #[test]
@@ -593,82 +419,26 @@ mod tests {
         };
         let gate = Gate::with_keys(Vec::new(), tiers(), t0);
         gate.reload(&file(&["a", "b"]), t0).expect("load");
-        let a = gate.authenticate(&bearer("token-a")).expect("key a");
+        let a = gate
+            .authenticate(bearer("token-a").as_deref())
+            .expect("key a");
         assert!(a.take_request(t0).is_ok());
         assert!(a.take_request(t0).is_err(), "one a minute");
         // The first half of a rewrite: `a` is gone for a moment...
         assert_eq!(gate.reload(&file(&["b"]), t0).expect("half"), 1);
         assert_eq!(
-            gate.authenticate(&bearer("token-a")).err(),
-            Some(Failure::Unknown)
+            gate.authenticate(bearer("token-a").as_deref()).err(),
+            Some(AuthError::Unknown)
         );
         // ...and back with the rest: still over its limit, not a fresh minute.
         assert_eq!(gate.reload(&file(&["a", "b"]), t0).expect("whole"), 2);
-        let a = gate.authenticate(&bearer("token-a")).expect("key a");
+        let a = gate
+            .authenticate(bearer("token-a").as_deref())
+            .expect("key a");
         assert!(a.take_request(t0).is_err(), "the bucket it left with");
-        let b = gate.authenticate(&bearer("token-b")).expect("key b");
+        let b = gate
+            .authenticate(bearer("token-b").as_deref())
+            .expect("key b");
         assert!(b.take_request(t0).is_ok());
-    }
-
-    #[test]
-    fn token_charges_settle_and_headers_report_the_buckets() {
-        let t0 = Instant::now();
-        let mut k = key("a", "t");
-        k.tokens_per_minute = Some(100);
-        let gate = Gate::with_keys(vec![k], tiers(), t0);
-        let caller = gate.authenticate(&bearer("t")).expect("key");
-        let charge = caller
-            .charge_tokens(90, t0)
-            .expect("fits")
-            .expect("limited");
-        assert!(matches!(
-            caller.charge_tokens(20, t0),
-            Err(ApiError::RateLimited {
-                retry_after: Some(_),
-                ..
-            })
-        ));
-        charge.settle(30);
-        assert!(caller.charge_tokens(20, Instant::now()).is_ok());
-        assert!(matches!(
-            caller.charge_tokens(101, t0),
-            Err(ApiError::RateLimited {
-                retry_after: None,
-                ..
-            })
-        ));
-        let headers = caller.rate_headers(Instant::now());
-        let get = |n: &str| {
-            headers
-                .iter()
-                .find(|(k, _)| k == n)
-                .map(|(_, v)| v.to_str().unwrap_or_default().to_owned())
-        };
-        assert_eq!(get("x-ratelimit-limit-tokens").as_deref(), Some("100"));
-        assert!(get("x-ratelimit-remaining-tokens").is_some());
-        assert!(get("x-ratelimit-reset-tokens").is_some());
-        assert_eq!(get("x-ratelimit-limit-requests"), None);
-    }
-
-    #[test]
-    fn tier_and_model_permissions() {
-        let mut k = key("a", "t");
-        k.tiers = Some((1, 2));
-        k.ceiling = Some(1);
-        k.models = Some(vec!["m1".into()]);
-        let caller = Caller {
-            entry: Some(Arc::new(Entry {
-                key: k,
-                requests: None,
-                tokens: None,
-            })),
-        };
-        assert!(!caller.allows_tier(0));
-        assert!(caller.allows_tier(1));
-        assert!(!caller.allows_tier(2));
-        assert!(caller.allows_model("m1"));
-        assert!(!caller.allows_model("m2"));
-        let open = Caller { entry: None };
-        assert!(open.allows_tier(5) && open.allows_model("anything"));
     }
 }

@@ -16,14 +16,15 @@ use serde_json::{Value, json};
 use switchback_proto::pb;
 use tower::ServiceExt;
 
-use super::{AppState, router};
+use super::router;
 use crate::{
     auth::{
         Gate,
         keys::{Key, digest},
     },
+    clients::Clients,
     config::RawConfig,
-    dispatch::Clients,
+    state::AppState,
     view::View,
 };
 

@@ -1,174 +1,11 @@
-//! Builds OpenAI response bodies (whole and streamed) from worker chunks.
+//! OpenAI response bodies, whole and streamed, from the pipeline's answer: the chunks'
+//! JSON, the `switchback` decision object, usage and log-probabilities.
 
 use serde_json::{Value, json};
 use switchback_proto::pb;
 
 use super::Endpoint;
-
-/// What was decided for a request; sent in headers and the `switchback` body object.
-#[derive(Debug, Clone)]
-pub struct Decision {
-    pub tier: String,
-    pub worker: String,
-    /// The chosen worker's machine.
-    pub node: String,
-    pub model: String,
-    /// How the tier was chosen: `difficulty`, `auto-default-tier`, `tier`, `model`.
-    pub reason: &'static str,
-    pub candidates: usize,
-    /// The chosen worker's outstanding requests when it was chosen.
-    pub queue_depth: u32,
-    /// Workers tried before this one, each with why it failed (before the first token).
-    pub retries: Vec<(String, &'static str)>,
-    /// For `auto` with difficulty routing: the predictor's view of the prompt.
-    pub difficulty: Option<crate::difficulty::predictor::Prediction>,
-    /// For `auto`: the joint decision over (tier, worker) of the final attempt's tier.
-    pub joint: Option<JointView>,
-    /// Lower tiers whose answers were judged not confident, in order.
-    pub escalations: Vec<Escalation>,
-}
-
-/// The joint decision, as the client and the trace see it.
-#[derive(Debug, Clone)]
-pub struct JointView {
-    pub preferred: String,
-    /// The headroom tier (taken only onto a free slot).
-    pub stretch: String,
-    pub routed_quality: Option<f32>,
-    pub deadline_ms: Option<u64>,
-    pub moved: &'static str,
-    pub considered: Vec<ConsideredView>,
-}
-
-#[derive(Debug, Clone)]
-pub struct ConsideredView {
-    pub tier: String,
-    pub worker: String,
-    pub queue_depth: u32,
-    pub expected_wait_ms: u64,
-    pub expected_e2e_ms: u64,
-    pub meets_deadline: bool,
-    pub cost: f64,
-}
-
-/// One escalation: which answer was dropped, why, and what it cost.
-#[derive(Debug, Clone)]
-pub struct Escalation {
-    pub from_tier: String,
-    pub from_worker: String,
-    pub to_tier: String,
-    pub reason: crate::cascade::EscalationReason,
-    pub confidence: Option<crate::cascade::Confidence>,
-    /// Tokens the lower tier generated for nothing.
-    pub wasted_tokens: u32,
-}
-
-/// An f32 as the short decimal it stands for (0.95, not 0.949999988079071).
-fn round6(x: f32) -> f64 {
-    (f64::from(x) * 1e6).round() / 1e6
-}
-
-impl Decision {
-    pub fn new(reason: &'static str, candidates: usize) -> Self {
-        Self {
-            tier: String::new(),
-            worker: String::new(),
-            node: String::new(),
-            model: String::new(),
-            reason,
-            candidates,
-            queue_depth: 0,
-            retries: Vec::new(),
-            difficulty: None,
-            joint: None,
-            escalations: Vec::new(),
-        }
-    }
-
-    pub fn json(&self) -> Value {
-        json!({
-            "tier": self.tier,
-            "worker": self.worker,
-            "node": self.node,
-            "model": self.model,
-            "reason": self.reason,
-            "candidates": self.candidates,
-            "queue_depth": self.queue_depth,
-            "retries": self.retries.iter().map(|(w, why)| json!({"worker": w, "reason": why})).collect::<Vec<_>>(),
-            "escalations": self.escalations.iter().map(|e| json!({
-                "from_tier": e.from_tier,
-                "from_worker": e.from_worker,
-                "to_tier": e.to_tier,
-                "reason": e.reason.as_str(),
-                "wasted_tokens": e.wasted_tokens,
-                "confidence": e.confidence.map(|c| json!({
-                    "tokens": c.tokens,
-                    "mean_logprob": round6(c.mean_logprob),
-                    "min_logprob": round6(c.min_logprob),
-                    "first_margin": c.first_margin.map(round6),
-                })),
-            })).collect::<Vec<_>>(),
-            "joint": self.joint.as_ref().map(|j| json!({
-                "preferred_tier": j.preferred,
-                "stretch_tier": j.stretch,
-                "routed_quality": j.routed_quality.map(round6),
-                "deadline_ms": j.deadline_ms,
-                "moved": j.moved,
-                "considered": j.considered.iter().map(|c| json!({
-                    "tier": c.tier,
-                    "worker": c.worker,
-                    "queue_depth": c.queue_depth,
-                    "expected_wait_ms": c.expected_wait_ms,
-                    "expected_e2e_ms": c.expected_e2e_ms,
-                    "meets_deadline": c.meets_deadline,
-                    "cost": c.cost,
-                })).collect::<Vec<_>>(),
-            })),
-            "difficulty": self.difficulty.as_ref().map(|p| json!({
-                "quality_target": round6(p.quality),
-                "threshold": round6(p.threshold),
-                "gain": round6(p.gain),
-                "tier": p.tier,
-                "reason": p.reason,
-                "probabilities": p.probabilities.iter().map(|(t, v)| (t.clone(), json!(round6(*v)))).collect::<serde_json::Map<_, _>>(),
-                "gaps": p.gaps.iter().map(|(t, v)| (t.clone(), json!(round6(*v)))).collect::<serde_json::Map<_, _>>(),
-            })),
-        })
-    }
-}
-
-/// Everything a finished generation produced.
-#[derive(Debug, Default)]
-pub struct Collected {
-    pub text: String,
-    pub tokens: Vec<pb::TokenLogprob>,
-    pub finish: Option<pb::FinishReason>,
-    pub usage: Option<pb::Usage>,
-    /// The answer's function calls (finish `tool_calls`).
-    pub tool_calls: Vec<pb::ToolCall>,
-}
-
-impl Collected {
-    pub fn push(&mut self, chunk: pb::GenerateChunk) {
-        self.text.push_str(&chunk.text);
-        self.tokens.extend(chunk.tokens);
-        self.tool_calls.extend(chunk.tool_calls);
-        if let Some(f) = finish_of(chunk.finish_reason) {
-            self.finish = Some(f);
-        }
-        if chunk.usage.is_some() {
-            self.usage = chunk.usage;
-        }
-    }
-}
-
-/// The finish reason of a chunk, if it is the final one.
-pub fn finish_of(raw: i32) -> Option<pb::FinishReason> {
-    match pb::FinishReason::try_from(raw) {
-        Ok(pb::FinishReason::Unspecified) | Err(_) => None,
-        Ok(f) => Some(f),
-    }
-}
+use crate::pipeline::{Collected, Decision};
 
 pub fn finish_str(f: pb::FinishReason) -> &'static str {
     match f {
@@ -207,7 +44,7 @@ fn chat_message(c: &Collected) -> Value {
             "role": "assistant",
             "content": if c.text.is_empty() { Value::Null } else { json!(c.text) },
             "refusal": null,
-            "tool_calls": c.tool_calls.iter().map(super::tools::call_json).collect::<Vec<_>>(),
+            "tool_calls": c.tool_calls.iter().map(super::openai::tools::call_json).collect::<Vec<_>>(),
         })
     }
 }
@@ -354,7 +191,7 @@ impl StreamHead {
                     None => json!({"role": "assistant", "content": ""}),
                     Some(_) if !calls.is_empty() => json!({
                         "tool_calls": calls.iter().enumerate().map(|(i, c)| {
-                            let mut call = super::tools::call_json(c);
+                            let mut call = super::openai::tools::call_json(c);
                             call["index"] = json!(i);
                             call
                         }).collect::<Vec<_>>(),
@@ -451,8 +288,17 @@ mod tests {
 
     fn decision() -> Decision {
         Decision {
+            tier: "small".into(),
+            worker: "w".into(),
+            node: "n".into(),
             model: "m".into(),
-            ..Decision::new("tier", 1)
+            reason: "tier",
+            candidates: 1,
+            queue_depth: 0,
+            retries: Vec::new(),
+            escalations: Vec::new(),
+            joint: None,
+            difficulty: None,
         }
     }
 

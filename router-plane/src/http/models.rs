@@ -13,8 +13,8 @@ use axum::{
 };
 use serde_json::{Value, json};
 
-use super::{AppState, authenticate, error::ApiError};
-use crate::auth::Caller;
+use super::{answer::unix_now, authenticate, error::ApiError};
+use crate::{auth::Caller, pipeline, state::AppState};
 
 /// The list: `{"object": "list", "data": [model, ...]}`.
 pub async fn list(State(app): State<Arc<AppState>>, headers: HeaderMap) -> Response {
@@ -39,7 +39,7 @@ pub async fn retrieve(
         };
         match entries(&app, caller).into_iter().find(|m| m["id"] == id) {
             Some(model) => Json(model).into_response(),
-            None => ApiError::UnknownModel(id).into_response(),
+            None => ApiError::from(pipeline::Error::UnknownModel(id)).into_response(),
         }
     })
 }
@@ -57,6 +57,7 @@ fn metered(
     };
     // A listing is a request like any other: it counts against the key's request rate.
     if let Err(err) = caller.take_request(Instant::now()) {
+        let err = ApiError::from(err);
         app.metrics.key_request(caller.id(), err.status().as_u16());
         return err.into_response();
     }
@@ -68,7 +69,7 @@ fn metered(
 
 /// The model objects the caller may use, in listing order: `auto`, the tiers, the models.
 fn entries(app: &AppState, caller: &Caller) -> Vec<Value> {
-    let created = super::unix_now();
+    let created = unix_now();
     let mut data = vec![
         json!({"id": "auto", "object": "model", "created": created, "owned_by": "switchback"}),
     ];

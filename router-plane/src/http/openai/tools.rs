@@ -6,77 +6,10 @@
 use serde_json::Value;
 use switchback_proto::pb;
 
-use super::error::ApiError;
+use crate::{generation::Asks, http::error::ApiError};
 
 /// Most tools one request may offer.
 pub const MAX_TOOLS: usize = 128;
-
-/// What a request asks of the answer besides text.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Asks {
-    pub tools: Vec<pb::Tool>,
-    pub tool_choice: Option<pb::ToolChoice>,
-    /// `parallel_tool_calls: false`.
-    pub single_tool_call: bool,
-    pub response_format: Option<pb::ResponseFormat>,
-}
-
-/// What a worker must be able to do to serve a request.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Needs {
-    pub tools: bool,
-    pub schema: bool,
-}
-
-impl Needs {
-    pub fn any(self) -> bool {
-        self.tools || self.schema
-    }
-
-    /// Whether a worker with this record can serve the request.
-    pub fn met_by(self, record: &switchback_proto::record::WorkerRecord) -> bool {
-        (!self.tools || (record.tool_calls && record.structured_output))
-            && (!self.schema || record.structured_output)
-    }
-
-    /// The request field that needs what is missing, for the error.
-    pub fn param(self) -> &'static str {
-        if self.tools {
-            "tools"
-        } else {
-            "response_format"
-        }
-    }
-
-    pub fn what(self) -> &'static str {
-        if self.tools {
-            "call tools"
-        } else {
-            "constrain output to a JSON schema"
-        }
-    }
-}
-
-impl Asks {
-    pub fn needs(&self) -> Needs {
-        Needs {
-            tools: !self.tools.is_empty(),
-            schema: self
-                .response_format
-                .as_ref()
-                .is_some_and(|f| f.kind() != pb::response_format::Kind::Text),
-        }
-    }
-
-    /// Bytes the tools and the schema add to the prompt.
-    pub fn prompt_bytes(&self) -> usize {
-        self.tools
-            .iter()
-            .map(|t| t.name.len() + t.description.len() + t.parameters.len())
-            .sum::<usize>()
-            + self.response_format.as_ref().map_or(0, |f| f.schema.len())
-    }
-}
 
 fn invalid(param: impl Into<String>, message: impl Into<String>) -> ApiError {
     ApiError::invalid(param, message)
@@ -353,6 +286,7 @@ pub fn call_json(call: &pb::ToolCall) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::generation::Needs;
     use serde_json::json;
 
     fn error_param(r: Result<Asks, ApiError>) -> String {
