@@ -9,12 +9,9 @@ pub mod cli;
 pub mod config;
 pub mod difficulty;
 pub mod dispatch;
-pub mod eval_cli;
 pub mod metrics;
 pub mod placement;
 pub mod policy;
-pub mod simulate;
-pub mod simulate_cli;
 pub mod view;
 
 use std::sync::{Arc, atomic::AtomicU64};

@@ -8,20 +8,26 @@
 //! tier answers when the gap is above the threshold".
 //!
 //! The artifact is a JSON file (weights, tiers, feature version, calibration table) the
-//! router loads at start; `switchback-router train` writes it.
+//! router loads at start; `switchback-lab train` writes it.
 
 use std::{path::Path, sync::Arc};
 
 use serde::{Deserialize, Serialize};
 
 use super::{
-    data::{Item, Split, salted_key, split_of},
     features::{self, Idf, Sparse},
-    minilm::{self, MiniLm, StaticTable},
+    minilm::{self, StaticTable},
 };
 
 /// Width of the feature space: lexical features, then a text embedding.
 pub const DIM: usize = features::DIM + minilm::HIDDEN;
+
+/// A full text encoder: a prompt's embedding, [`minilm::HIDDEN`] wide. The MiniLM model
+/// itself runs offline only (`switchback-lab`), so the router does not link a tensor
+/// library; it plugs in here.
+pub trait Embed: Send + Sync + std::fmt::Debug {
+    fn embed(&self, text: &str) -> Result<Vec<f32>, Box<dyn std::error::Error + Send + Sync>>;
+}
 
 /// What turns a prompt into features.
 #[derive(Debug, Clone, Default)]
@@ -32,7 +38,7 @@ pub enum Encoder {
     /// Plus the MiniLM embedding from the distilled static table (microseconds).
     Static(Arc<StaticTable>),
     /// Plus the full MiniLM encoder's embedding (milliseconds; offline comparison).
-    Full(Arc<MiniLm>),
+    Full(Arc<dyn Embed>),
 }
 
 impl Encoder {
@@ -68,7 +74,7 @@ impl Encoder {
 pub const FORMAT: &str = "switchback-difficulty/1";
 
 /// A threshold below every possible gap (gaps are in [-1, 1]): the top tier answers all.
-const ALL_TOP: f32 = -1.0 - f32::EPSILON;
+pub const ALL_TOP: f32 = -1.0 - f32::EPSILON;
 
 /// One tier's head.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -85,7 +91,7 @@ pub struct Head {
 
 impl Head {
     /// A head from trained dense weights (stored sparse).
-    fn fitted(tier: &str, model: &str, bias: f32, w: &[f32]) -> Self {
+    pub fn fitted(tier: &str, model: &str, bias: f32, w: &[f32]) -> Self {
         let mut head = Self {
             tier: tier.to_owned(),
             model: model.to_owned(),
@@ -158,8 +164,6 @@ pub struct Predictor {
 pub enum PredictorError {
     #[error("{path}: {message}")]
     Load { path: String, message: String },
-    #[error("training: {0}")]
-    Train(String),
 }
 
 /// What the predictor says about one prompt.
@@ -180,6 +184,32 @@ pub struct Prediction {
 }
 
 impl Predictor {
+    /// A predictor from fitted parts (what training produces): `heads` in rising cost,
+    /// the gain head if any, the calibration table rising in quality, the n-gram weights
+    /// and the encoder the heads were fitted on.
+    pub fn new(
+        heads: Vec<Head>,
+        gap: Option<Head>,
+        calibration: Vec<Calibration>,
+        idf: Idf,
+        default_quality: f32,
+        trained_on: String,
+        encoder: Encoder,
+    ) -> Self {
+        Self {
+            format: FORMAT.to_owned(),
+            feature_version: encoder.version().to_owned(),
+            heads,
+            gap,
+            calibration,
+            idf: idf.to_sparse(),
+            idf_dense: idf,
+            default_quality,
+            trained_on,
+            encoder,
+        }
+    }
+
     /// Loads an artifact of the lexical-only kind.
     pub fn load(path: &Path) -> Result<Self, PredictorError> {
         Self::load_with(path, Encoder::Lexical)
@@ -342,7 +372,7 @@ pub fn choose(gaps: &[f32], threshold: f32) -> usize {
 
 /// Each tier's predicted gap to the top tier: from the gain head when there is one (two
 /// tiers), else the differences of the tier heads' probabilities.
-fn gaps(gap: Option<&Head>, x: &Sparse, probabilities: &[f32]) -> Vec<f32> {
+pub fn gaps(gap: Option<&Head>, x: &Sparse, probabilities: &[f32]) -> Vec<f32> {
     let top = probabilities[probabilities.len() - 1];
     match gap {
         Some(g) => vec![2.0 * g.probability(x) - 1.0, 0.0],
@@ -350,700 +380,9 @@ fn gaps(gap: Option<&Head>, x: &Sparse, probabilities: &[f32]) -> Vec<f32> {
     }
 }
 
-/// Logistic regression with soft targets (a score in [0, 1]), L2, Adam; deterministic.
-fn fit(xs: &[Sparse], ys: &[f32], epochs: usize, l2: f32) -> (f32, Vec<f32>) {
-    let d = DIM;
-    let (mut w, mut b) = (vec![0.0f32; d], 0.0f32);
-    let (mut m, mut v) = (vec![0.0f32; d], vec![0.0f32; d]);
-    let (mut mb, mut vb) = (0.0f32, 0.0f32);
-    let (lr, b1, b2, eps) = (0.05f32, 0.9f32, 0.999f32, 1e-8f32);
-    let n = xs.len() as f32;
-    let mut t = 0i32;
-    for _ in 0..epochs {
-        // Full-batch gradient: small data, and no shuffling keeps it deterministic.
-        let mut g = vec![0.0f32; d];
-        let mut gb = 0.0f32;
-        for (x, &y) in xs.iter().zip(ys) {
-            let z = b + x.iter().map(|&(i, xv)| w[i as usize] * xv).sum::<f32>();
-            let err = 1.0 / (1.0 + (-z).exp()) - y;
-            for &(i, xv) in x {
-                g[i as usize] += err * xv / n;
-            }
-            gb += err / n;
-        }
-        t += 1;
-        let (c1, c2) = (1.0 - b1.powi(t), 1.0 - b2.powi(t));
-        for k in 0..d {
-            let gk = g[k] + l2 * w[k];
-            m[k] = b1 * m[k] + (1.0 - b1) * gk;
-            v[k] = b2 * v[k] + (1.0 - b2) * gk * gk;
-            w[k] -= lr * (m[k] / c1) / ((v[k] / c2).sqrt() + eps);
-        }
-        mb = b1 * mb + (1.0 - b1) * gb;
-        vb = b2 * vb + (1.0 - b2) * gb * gb;
-        b -= lr * (mb / c1) / ((vb / c2).sqrt() + eps);
-    }
-    (b, w)
-}
-
-/// Mean cross-entropy of the model (`bias`, `w`) on soft targets `ys`.
-fn log_loss(xs: &[Sparse], ys: &[f32], bias: f32, w: &[f32]) -> f32 {
-    xs.iter()
-        .zip(ys)
-        .map(|(x, &y)| {
-            let z = bias + x.iter().map(|&(i, v)| w[i as usize] * v).sum::<f32>();
-            let p = (1.0 / (1.0 + (-z).exp())).clamp(1e-6, 1.0 - 1e-6);
-            -(y * p.ln() + (1.0 - y) * (1.0 - p).ln())
-        })
-        .sum::<f32>()
-        / xs.len() as f32
-}
-
-/// Heads fitted on some items, with their training losses (for the artifact's record).
-struct Fitted {
-    heads: Vec<Head>,
-    gap: Option<Head>,
-    losses: Vec<String>,
-}
-
-/// One head per tier on `on` (features `xs`), and the gain head when `opts` asks for it.
-fn fit_heads(on: &[&Item], xs: &[Sparse], opts: &TrainOptions) -> Fitted {
-    let mut heads = Vec::new();
-    let mut losses = Vec::new();
-    for (tier, model) in &opts.tiers {
-        let ys: Vec<f32> = on.iter().map(|i| i.scores[model] as f32).collect();
-        let (bias, w) = fit(xs, &ys, opts.epochs, opts.l2);
-        losses.push(format!("{tier} {:.3}", log_loss(xs, &ys, bias, &w)));
-        heads.push(Head::fitted(tier, model, bias, &w));
-    }
-    let (weak_m, strong_m) = (&opts.tiers[0].1, &opts.tiers[opts.tiers.len() - 1].1);
-    let gap = opts.gap_head.then(|| {
-        let ys: Vec<f32> = on
-            .iter()
-            .map(|i| ((i.scores[strong_m] - i.scores[weak_m] + 1.0) / 2.0) as f32)
-            .collect();
-        let (bias, w) = fit(xs, &ys, opts.epochs, opts.l2);
-        losses.push(format!("gap {:.3}", log_loss(xs, &ys, bias, &w)));
-        Head::fitted("gap", &format!("{strong_m} - {weak_m}"), bias, &w)
-    });
-    Fitted { heads, gap, losses }
-}
-
-/// Folds of the calibration items when the heads are fitted on them too (cross-fitting).
-const CALIBRATION_FOLDS: usize = 5;
-
-/// Training options.
-#[derive(Debug, Clone)]
-pub struct TrainOptions {
-    /// (tier, model) in rising cost.
-    pub tiers: Vec<(String, String)>,
-    pub epochs: usize,
-    pub l2: f32,
-    pub default_quality: f32,
-    /// Fit the heads on train + calibration; the calibration table is then fitted on
-    /// cross-fitted (out-of-fold) gains of the calibration items, so it stays honest.
-    pub heads_on_calibration: bool,
-    /// Also fit a head on the gain itself and decide on it.
-    pub gap_head: bool,
-    /// How conservative the knob is: a threshold serves target q only if the quality it
-    /// keeps on the calibration items, less this many standard errors, reaches q of the
-    /// top tier's. 0 takes the calibration items at face value; 1.645 is a one-sided 95 %
-    /// bound, which matters when they are few.
-    pub knob_z: f64,
-}
-
-/// Fits one head per tier on the train split and the calibration table on the calibration
-/// split of `items` (items without a score for every tier's model are skipped).
-pub fn train(
-    items: &[Item],
-    opts: &TrainOptions,
-    encoder: Encoder,
-) -> Result<Predictor, PredictorError> {
-    if opts.tiers.len() < 2 {
-        return Err(PredictorError::Train(
-            "at least two tiers (in rising cost)".into(),
-        ));
-    }
-    if opts.gap_head && opts.tiers.len() != 2 {
-        return Err(PredictorError::Train(
-            "a gap head is for two tiers only".into(),
-        ));
-    }
-    let usable: Vec<&Item> = items
-        .iter()
-        .filter(|i| opts.tiers.iter().all(|(_, m)| i.scores.contains_key(m)))
-        .collect();
-    let part = |s: Split| {
-        usable
-            .iter()
-            .copied()
-            .filter(move |i| split_of(&i.prompt) == s)
-    };
-    let train: Vec<&Item> = part(Split::Train).collect();
-    let calib: Vec<&Item> = part(Split::Calibration).collect();
-    if train.len() < 200 {
-        tracing::warn!(
-            train = train.len(),
-            calibration = calib.len(),
-            "few training items: expect a weak predictor"
-        );
-    }
-    if train.len() < 10 || calib.len() < 5 {
-        return Err(PredictorError::Train(format!(
-            "too little data: {} train and {} calibration items carry scores for every tier's model",
-            train.len(),
-            calib.len()
-        )));
-    }
-    // The n-gram weights come from the prompts alone (no labels), so every train and
-    // calibration prompt counts, also under cross-fitting.
-    let idf = Idf::fit(train.iter().chain(&calib).map(|i| i.prompt.as_str()));
-    // Features once per item: the cross-fitting below refits on subsets of them.
-    let train_xs: Vec<Sparse> = train
-        .iter()
-        .map(|i| encoder.extract(&i.prompt, &idf))
-        .collect();
-    let calib_xs: Vec<Sparse> = calib
-        .iter()
-        .map(|i| encoder.extract(&i.prompt, &idf))
-        .collect();
-    let (fit_on, xs): (Vec<&Item>, Vec<Sparse>) = if opts.heads_on_calibration {
-        (
-            train.iter().chain(&calib).copied().collect(),
-            train_xs.iter().chain(&calib_xs).cloned().collect(),
-        )
-    } else {
-        (train.clone(), train_xs.clone())
-    };
-    let fitted = fit_heads(&fit_on, &xs, opts);
-    let (heads, gap, losses) = (fitted.heads, fitted.gap, fitted.losses);
-    // Calibration: for each quality target, the highest threshold on the predicted gaps
-    // (the most cheap answers) whose routing keeps that share of the top tier's quality
-    // on the calibration items.
-    let models: Vec<&String> = opts.tiers.iter().map(|(_, m)| m).collect();
-    let strong_m = models[models.len() - 1];
-    let gaps: Vec<Vec<f32>> = if opts.heads_on_calibration {
-        // The heads saw the calibration items, so their gaps there are optimistic and a
-        // table fitted on them over-promises on new prompts (at target 0.95 the test split
-        // got 88 %). Cross-fit instead: each fold of the calibration items is scored by
-        // heads fitted on train plus the other folds, and the table is fitted on those
-        // out-of-fold gaps; the shipped heads still use everything.
-        let mut out = vec![Vec::new(); calib.len()];
-        for fold in 0..CALIBRATION_FOLDS {
-            let in_fold = |k: usize| k % CALIBRATION_FOLDS == fold;
-            let outside = (0..calib.len()).filter(|&k| !in_fold(k));
-            let on: Vec<&Item> = train
-                .iter()
-                .copied()
-                .chain(outside.clone().map(|k| calib[k]))
-                .collect();
-            let on_xs: Vec<Sparse> = train_xs
-                .iter()
-                .cloned()
-                .chain(outside.map(|k| calib_xs[k].clone()))
-                .collect();
-            let fold = fit_heads(&on, &on_xs, opts);
-            for (k, x) in calib_xs.iter().enumerate().filter(|(k, _)| in_fold(*k)) {
-                let p: Vec<f32> = fold.heads.iter().map(|h| h.probability(x)).collect();
-                out[k] = self::gaps(fold.gap.as_ref(), x, &p);
-            }
-        }
-        out
-    } else {
-        calib_xs
-            .iter()
-            .map(|x| {
-                let p: Vec<f32> = heads.iter().map(|h| h.probability(x)).collect();
-                self::gaps(gap.as_ref(), x, &p)
-            })
-            .collect()
-    };
-    let mut candidates: Vec<f32> = gaps.iter().flatten().copied().collect();
-    candidates.push(ALL_TOP);
-    candidates.push(1.0);
-    candidates.sort_by(f32::total_cmp);
-    candidates.dedup();
-    // Per threshold, sums over the calibration items of the routed score r and the top
-    // tier's score s (and their squares and product), so that the quality kept at target
-    // q, mean(r - q s), has a standard error too.
-    let n = calib.len() as f64;
-    let sums_at = |t: f32| -> [f64; 5] {
-        let mut m = [0.0; 5];
-        for (i, g) in calib.iter().zip(&gaps) {
-            let (r, s) = (i.scores[models[choose(g, t)]], i.scores[strong_m]);
-            m[0] += r;
-            m[1] += s;
-            m[2] += r * r;
-            m[3] += s * s;
-            m[4] += r * s;
-        }
-        m
-    };
-    let sums: Vec<(f32, [f64; 5])> = candidates.iter().map(|&t| (t, sums_at(t))).collect();
-    // Whether routing at these sums keeps q of the top tier's quality: the mean of
-    // d = r - q s, less `knob_z` standard errors, is at least 0.
-    let keeps = |m: &[f64; 5], q: f64| -> bool {
-        let mean = (m[0] - q * m[1]) / n;
-        let second = (m[2] - 2.0 * q * m[4] + q * q * m[3]) / n;
-        let se = ((second - mean * mean).max(0.0) / n).sqrt();
-        mean - opts.knob_z * se >= -1e-12
-    };
-    let mut calibration = Vec::new();
-    for step in 0..=100 {
-        let q = step as f32 / 100.0;
-        let threshold = sums
-            .iter()
-            .rev()
-            .find(|(_, m)| keeps(m, f64::from(q)))
-            .map_or(ALL_TOP, |(t, _)| *t);
-        calibration.push(Calibration {
-            quality: q,
-            threshold,
-        });
-    }
-    // A target of 1 means "no quality risk": everything goes to the top tier, even where
-    // the calibration data says a cheaper answer would have done as well.
-    if let Some(last) = calibration.last_mut() {
-        last.threshold = ALL_TOP;
-    }
-    // Keep the table monotone: a higher target never raises the bar for the top tier.
-    for k in 1..calibration.len() {
-        calibration[k].threshold = calibration[k].threshold.min(calibration[k - 1].threshold);
-    }
-    Ok(Predictor {
-        format: FORMAT.to_owned(),
-        feature_version: encoder.version().to_owned(),
-        heads,
-        gap,
-        calibration,
-        idf: idf.to_sparse(),
-        idf_dense: idf,
-        default_quality: opts.default_quality,
-        trained_on: format!(
-            "{} train + {} calibration items (heads fitted on {}; training loss {}); tiers {}",
-            train.len(),
-            calib.len(),
-            fit_on.len(),
-            losses.join(", "),
-            opts.tiers
-                .iter()
-                .map(|(t, m)| format!("{t}={m}"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-        encoder,
-    })
-}
-
-/// One point of a learning curve: heads fitted on `train_items` labelled items, scored on
-/// held-out ones.
-#[derive(Debug, Clone, Serialize)]
-pub struct CurvePoint {
-    pub train_items: usize,
-    /// APGR on the held-out fold of each repetition.
-    pub apgr: Vec<f64>,
-}
-
-/// How APGR grows with labelled data, using the predictor's own features and heads: the
-/// items (ignoring the split rule: an analysis, not a shipped number) are cut into `folds`
-/// folds by a salted prompt hash; for each of the first `repeats` folds, heads are fitted on
-/// the first `n` items of the other folds (in a second salted hash order) for every `n` in
-/// `sizes`, and APGR is measured on the held-out fold.
-pub fn learning_curve(
-    items: &[Item],
-    sizes: &[usize],
-    folds: usize,
-    repeats: usize,
-    opts: &TrainOptions,
-    encoder: &Encoder,
-) -> Result<Vec<CurvePoint>, PredictorError> {
-    if opts.tiers.len() != 2 || folds < 2 {
-        return Err(PredictorError::Train(
-            "two tiers and at least two folds".into(),
-        ));
-    }
-    let (weak_m, strong_m) = (&opts.tiers[0].1, &opts.tiers[1].1);
-    let usable: Vec<&Item> = items
-        .iter()
-        .filter(|i| i.scores.contains_key(weak_m) && i.scores.contains_key(strong_m))
-        .collect();
-    if usable.len() < folds {
-        return Err(PredictorError::Train(format!(
-            "{} items carry scores for both {weak_m} and {strong_m}: fewer than the {folds} folds",
-            usable.len()
-        )));
-    }
-    let fold_of =
-        |i: &Item| (salted_key("switchback-curve-fold", &i.prompt) % folds as u64) as usize;
-    let mut out: Vec<CurvePoint> = sizes
-        .iter()
-        .map(|&n| CurvePoint {
-            train_items: n,
-            apgr: Vec::new(),
-        })
-        .collect();
-    // Each item's fold once (a SHA-256 each), and every size checked before any fitting.
-    let assigned: Vec<(usize, &Item)> = usable.iter().map(|i| (fold_of(i), *i)).collect();
-    let splits: Vec<(Vec<&Item>, Vec<&Item>)> = (0..repeats.min(folds))
-        .map(|fold| {
-            let (held, mut pool): (Vec<_>, Vec<_>) = assigned.iter().partition(|(f, _)| *f == fold);
-            pool.sort_by_cached_key(|(_, i)| salted_key("switchback-curve-order", &i.prompt));
-            (
-                held.into_iter().map(|(_, i)| i).collect(),
-                pool.into_iter().map(|(_, i)| i).collect(),
-            )
-        })
-        .collect();
-    let smallest = splits.iter().map(|(_, pool)| pool.len()).min().unwrap_or(0);
-    if let Some(&n) = sizes.iter().find(|&&n| n > smallest) {
-        return Err(PredictorError::Train(format!(
-            "{n} training items asked for, but only {smallest} are outside a fold"
-        )));
-    }
-    for (held, pool) in &splits {
-        for point in &mut out {
-            let on = &pool[..point.train_items];
-            let idf = Idf::fit(on.iter().map(|i| i.prompt.as_str()));
-            let xs: Vec<Sparse> = on
-                .iter()
-                .map(|i| encoder.extract(&i.prompt, &idf))
-                .collect();
-            let fitted = fit_heads(on, &xs, opts);
-            let scores: Vec<f64> = held
-                .iter()
-                .map(|i| {
-                    let x = encoder.extract(&i.prompt, &idf);
-                    let p: Vec<f32> = fitted.heads.iter().map(|h| h.probability(&x)).collect();
-                    f64::from(gaps(fitted.gap.as_ref(), &x, &p)[0])
-                })
-                .collect();
-            let weak: Vec<f64> = held.iter().map(|i| i.scores[weak_m]).collect();
-            let strong: Vec<f64> = held.iter().map(|i| i.scores[strong_m]).collect();
-            point
-                .apgr
-                .push(super::metrics::Curve::of(&scores, &weak, &strong).apgr());
-        }
-    }
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeMap;
-
-    /// Two tiers, `small` trained on `weak` and `large` on `strong`, default target 0.9.
-    fn opts(epochs: usize, l2: f32) -> TrainOptions {
-        TrainOptions {
-            tiers: vec![
-                ("small".into(), "weak".into()),
-                ("large".into(), "strong".into()),
-            ],
-            epochs,
-            l2,
-            default_quality: 0.9,
-            heads_on_calibration: false,
-            gap_head: false,
-            knob_z: 0.0,
-        }
-    }
-
-    /// Synthetic data where "hard" prompts defeat the weak model.
-    fn items(n: usize) -> Vec<Item> {
-        (0..n)
-            .map(|k| {
-                let hard = k % 3 == 0;
-                let prompt = if hard {
-                    format!("prove the theorem about integrals number {k}")
-                } else {
-                    format!("say hello to friend {k}")
-                };
-                Item {
-                    id: k.to_string(),
-                    prompt,
-                    source: "synthetic".into(),
-                    scores: BTreeMap::from([
-                        ("weak".to_owned(), if hard { 0.0 } else { 1.0 }),
-                        ("strong".to_owned(), 1.0),
-                    ]),
-                    costs: BTreeMap::new(),
-                    confidence: BTreeMap::new(),
-                    answers: BTreeMap::new(),
-                }
-            })
-            .collect()
-    }
-
-    #[test]
-    fn learns_which_prompts_are_hard_and_the_knob_moves_them() {
-        let opts = opts(200, 1e-4);
-        let p = train(&items(600), &opts, Encoder::Lexical).expect("trains");
-        let easy = p.decide("say hello to friend 100001", 0.99);
-        let hard = p.decide("prove the theorem about integrals number 100002", 1.0);
-        assert!(
-            easy.probabilities[0].1 > hard.probabilities[0].1 + 0.3,
-            "{easy:?} {hard:?}"
-        );
-        assert_eq!(easy.tier, "small");
-        assert_eq!(hard.tier, "large");
-        // Quality target 0: everything may go to the small tier.
-        assert_eq!(
-            p.decide("prove the theorem about integrals number 7", 0.0)
-                .tier,
-            "small"
-        );
-        // A higher target lowers the gap the top tier needs.
-        assert!(
-            p.calibration
-                .windows(2)
-                .all(|w| w[0].threshold >= w[1].threshold)
-        );
-
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("p.json");
-        p.save(&path).expect("save");
-        let loaded = Predictor::load(&path).expect("load");
-        assert_eq!(
-            loaded.decide("say hello to friend 5", 0.9),
-            p.decide("say hello to friend 5", 0.9)
-        );
-    }
-
-    #[test]
-    fn training_lowers_the_loss_and_learns_a_separable_set() {
-        let items = items(300);
-        let u = Idf::uniform();
-        let xs: Vec<Sparse> = items
-            .iter()
-            .map(|i| features::extract(&i.prompt, &u))
-            .collect();
-        let ys: Vec<f32> = items.iter().map(|i| i.scores["weak"] as f32).collect();
-        let before = log_loss(&xs, &ys, 0.0, &vec![0.0; DIM]);
-        let (b, w) = fit(&xs, &ys, 100, 1e-4);
-        let after = log_loss(&xs, &ys, b, &w);
-        assert!((before - std::f32::consts::LN_2).abs() < 1e-4, "{before}");
-        assert!(after < before / 4.0, "loss {before} -> {after}");
-        let correct = xs
-            .iter()
-            .zip(&ys)
-            .filter(|(x, y)| {
-                let z = b + x.iter().map(|&(i, v)| w[i as usize] * v).sum::<f32>();
-                (z > 0.0) == (**y > 0.5)
-            })
-            .count();
-        assert_eq!(correct, xs.len(), "a separable toy set is learned exactly");
-    }
-
-    #[test]
-    fn calibration_ends_route_all_bottom_or_all_top_and_is_monotone() {
-        let opts = opts(100, 1e-3);
-        let p = train(&items(600), &opts, Encoder::Lexical).expect("trains");
-        let prompts: Vec<String> = (0..50)
-            .map(|k| {
-                if k % 2 == 0 {
-                    format!("say hello to friend {k}")
-                } else {
-                    format!("prove the theorem about integrals number {k}")
-                }
-            })
-            .collect();
-        let large_share = |q: f32| {
-            prompts
-                .iter()
-                .filter(|pr| p.decide(pr, q).tier == "large")
-                .count()
-        };
-        assert_eq!(
-            large_share(0.0),
-            0,
-            "target 0: everything to the bottom tier"
-        );
-        assert_eq!(
-            large_share(1.0),
-            prompts.len(),
-            "target 1: everything to the top tier"
-        );
-        let shares: Vec<usize> = (0..=10).map(|k| large_share(k as f32 / 10.0)).collect();
-        assert!(shares.windows(2).all(|w| w[0] <= w[1]), "{shares:?}");
-        assert!(
-            p.calibration
-                .windows(2)
-                .all(|w| w[0].threshold >= w[1].threshold)
-        );
-    }
-
-    /// Three tiers: easy prompts every tier answers, middling ones the medium tier too,
-    /// hard ones only the large tier.
-    fn three_tier_items(n: usize) -> Vec<Item> {
-        (0..n)
-            .map(|k| {
-                let (prompt, scores) = match k % 3 {
-                    0 => (format!("say hello to friend {k}"), [1.0, 1.0, 1.0]),
-                    1 => (format!("sort the list of numbers {k}"), [0.0, 1.0, 1.0]),
-                    _ => (
-                        format!("prove the theorem about integrals number {k}"),
-                        [0.0, 0.0, 1.0],
-                    ),
-                };
-                Item {
-                    id: k.to_string(),
-                    prompt,
-                    source: "synthetic".into(),
-                    scores: ["s", "m", "l"]
-                        .iter()
-                        .zip(scores)
-                        .map(|(m, v)| ((*m).to_owned(), v))
-                        .collect(),
-                    costs: BTreeMap::new(),
-                    confidence: BTreeMap::new(),
-                    answers: BTreeMap::new(),
-                }
-            })
-            .collect()
-    }
-
-    fn three_tier_opts() -> TrainOptions {
-        TrainOptions {
-            tiers: vec![
-                ("small".into(), "s".into()),
-                ("medium".into(), "m".into()),
-                ("large".into(), "l".into()),
-            ],
-            heads_on_calibration: true,
-            ..opts(200, 1e-4)
-        }
-    }
-
-    #[test]
-    fn three_tiers_each_get_the_prompts_only_they_answer() {
-        let p =
-            train(&three_tier_items(900), &three_tier_opts(), Encoder::Lexical).expect("trains");
-        let easy = p.decide("say hello to friend 100001", 0.99);
-        let middling = p.decide("sort the list of numbers 100002", 0.99);
-        let hard = p.decide("prove the theorem about integrals number 100003", 0.99);
-        assert_eq!(
-            (
-                easy.tier.as_str(),
-                middling.tier.as_str(),
-                hard.tier.as_str()
-            ),
-            ("small", "medium", "large"),
-            "{easy:?} {middling:?} {hard:?}"
-        );
-        // The decision shows every tier's probability and gap, and why.
-        assert_eq!(middling.probabilities.len(), 3);
-        assert_eq!(
-            middling
-                .gaps
-                .iter()
-                .map(|(t, _)| t.as_str())
-                .collect::<Vec<_>>(),
-            ["small", "medium", "large"]
-        );
-        assert_eq!(middling.gaps[2].1, 0.0);
-        assert!(middling.gaps[0].1 > middling.threshold, "{middling:?}");
-        assert!(middling.gaps[1].1 <= middling.threshold, "{middling:?}");
-        assert!(
-            middling.reason.starts_with("medium is the cheapest tier"),
-            "{}",
-            middling.reason
-        );
-        for prompt in [
-            "say hello to friend 7",
-            "sort the list of numbers 8",
-            "prove the theorem about integrals number 9",
-        ] {
-            assert_eq!(p.decide(prompt, 1.0).tier, "large", "q = 1: the top tier");
-            assert_eq!(p.decide(prompt, 0.0).tier, "small", "q = 0: the cheapest");
-        }
-    }
-
-    #[test]
-    fn the_three_tier_knob_is_monotone_in_the_quality_target() {
-        let p =
-            train(&three_tier_items(600), &three_tier_opts(), Encoder::Lexical).expect("trains");
-        let index = |tier: &str| p.tiers().position(|t| t == tier).expect("a tier");
-        let mut rng = crate::simulate::Rng::new(7);
-        let words = [
-            "say", "hello", "sort", "list", "prove", "theorem", "numbers", "friend",
-        ];
-        for _ in 0..200 {
-            let prompt: Vec<&str> = (0..1 + rng.next_u64() % 6)
-                .map(|_| words[(rng.next_u64() % words.len() as u64) as usize])
-                .collect();
-            let prompt = prompt.join(" ");
-            let tiers: Vec<usize> = (0..=50)
-                .map(|k| index(&p.decide(&prompt, k as f32 / 50.0).tier))
-                .collect();
-            assert!(
-                tiers.windows(2).all(|w| w[0] <= w[1]),
-                "{prompt:?}: {tiers:?}"
-            );
-            assert_eq!((tiers[0], tiers[50]), (0, 2), "{prompt:?}");
-        }
-        // The rule itself: a higher threshold never picks a dearer tier, whatever the gaps.
-        for _ in 0..1000 {
-            let mut gaps: Vec<f32> = (0..3).map(|_| 2.0 * rng.unit() as f32 - 1.0).collect();
-            gaps[2] = 0.0;
-            let (a, b) = (2.0 * rng.unit() as f32 - 1.0, 2.0 * rng.unit() as f32 - 1.0);
-            let (lo, hi) = (a.min(b), a.max(b));
-            assert!(choose(&gaps, hi) <= choose(&gaps, lo), "{gaps:?} {lo} {hi}");
-        }
-    }
-
-    #[test]
-    fn a_conservative_knob_never_asks_less_of_the_top_tier() {
-        // Noisy outcomes: the weak model is right on a random 60 % of easy prompts and
-        // 20 % of hard ones, so the calibration items' quality has a real standard error.
-        let mut rng = crate::simulate::Rng::new(11);
-        let noisy: Vec<Item> = items(600)
-            .into_iter()
-            .map(|mut i| {
-                let hard = i.prompt.starts_with("prove");
-                let p = if hard { 0.2 } else { 0.6 };
-                i.scores
-                    .insert("weak".into(), f64::from(u8::from(rng.unit() < p)));
-                i
-            })
-            .collect();
-        let plain = train(&noisy, &opts(100, 1e-3), Encoder::Lexical).expect("trains");
-        let careful = train(
-            &noisy,
-            &TrainOptions {
-                knob_z: 1.645,
-                ..opts(100, 1e-3)
-            },
-            Encoder::Lexical,
-        )
-        .expect("trains");
-        let pairs: Vec<(f32, f32)> = plain
-            .calibration
-            .iter()
-            .zip(&careful.calibration)
-            .map(|(a, b)| (a.threshold, b.threshold))
-            .collect();
-        assert!(pairs.iter().all(|(a, b)| b <= a), "{pairs:?}");
-        assert!(pairs.iter().any(|(a, b)| b < a), "{pairs:?}");
-    }
-
-    #[test]
-    fn the_learning_curve_rises_with_labelled_items() {
-        let opts = opts(100, 1e-4);
-        // With two items the heads cannot know which prompts are hard; with 300 they
-        // route the hard third first, as the oracle does. (The oracle's APGR here is
-        // 1 - 1/6 = 0.83: PGR climbs to 1 over the first third of strong calls.)
-        let curve =
-            learning_curve(&items(600), &[2, 300], 4, 2, &opts, &Encoder::Lexical).expect("curve");
-        assert_eq!(curve.len(), 2);
-        assert!(curve.iter().all(|p| p.apgr.len() == 2));
-        let mean = |p: &CurvePoint| p.apgr.iter().sum::<f64>() / p.apgr.len() as f64;
-        assert!(mean(&curve[1]) > 0.8, "{curve:?}");
-        assert!(mean(&curve[1]) > mean(&curve[0]) + 0.2, "{curve:?}");
-        assert!(
-            learning_curve(&items(40), &[100], 4, 1, &opts, &Encoder::Lexical).is_err(),
-            "more training items than exist outside a fold"
-        );
-    }
 
     #[test]
     fn artifacts_of_another_feature_version_are_refused() {

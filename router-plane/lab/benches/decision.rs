@@ -11,8 +11,9 @@
 use std::{hint::black_box, path::PathBuf, sync::Arc, time::Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
+use switchback_lab::minilm::MiniLm;
 use switchback_router::difficulty::{
-    minilm::{MiniLm, StaticTable},
+    minilm::StaticTable,
     predictor::{Encoder, Predictor},
 };
 
@@ -54,7 +55,7 @@ fn setup() -> (Predictor, Vec<Case>) {
     );
     let artifact = PathBuf::from(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../deploy/routing/predictor.json"
+        "/../../deploy/routing/predictor.json"
     ));
     let predictor =
         Predictor::load_with(&artifact, Encoder::Static(Arc::clone(&table))).expect("predictor");
@@ -134,7 +135,7 @@ fn bench(c: &mut Criterion) {
     );
     let doc = PathBuf::from(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../docs/BENCHMARKS.md"
+        "/../../docs/BENCHMARKS.md"
     ));
     let text = std::fs::read_to_string(&doc).unwrap_or_default();
     let (start, end) = ("<!-- decision:start -->", "<!-- decision:end -->");
