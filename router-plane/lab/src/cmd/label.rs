@@ -264,3 +264,96 @@ impl<'a> Progress<'a> {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// A router stand-in on its own runtime that answers every question "B", with the
+    /// letter's log-probability; its base URL, and the runtime that serves it.
+    fn stand_in() -> (String, tokio::runtime::Runtime) {
+        let runtime = tokio::runtime::Runtime::new().expect("runtime");
+        let listener = runtime
+            .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+            .expect("bind");
+        let url = format!("http://{}", listener.local_addr().expect("address"));
+        let app = axum::Router::new().route(
+            "/v1/chat/completions",
+            axum::routing::post(|| async {
+                axum::Json(json!({"choices": [{"message": {"content": "B"}, "logprobs": {"content": [
+                    {"token": "B", "logprob": -0.1, "top_logprobs": [{"token": "B", "logprob": -0.1}]}]}}],
+                    "usage": {"prompt_tokens": 30, "completion_tokens": 1}}))
+            }),
+        );
+        runtime.spawn(async move { axum::serve(listener, app).await });
+        (url, runtime)
+    }
+
+    fn args(root: &std::path::Path, router: &str, limit: usize, out: &std::path::Path) -> Args {
+        Args {
+            dataset: QuestionSet::Mmlu,
+            root: root.to_owned(),
+            router: router.to_owned(),
+            tiers: vec!["small".into(), "large".into()],
+            limit,
+            scoring: None,
+            max_tokens: None,
+            max_prompt_chars: None,
+            splits: Vec::new(),
+            concurrency: 2,
+            tries: 1,
+            python: "python3".into(),
+            out: out.to_owned(),
+        }
+    }
+
+    #[test]
+    fn a_second_run_appends_only_the_questions_not_yet_labelled() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mmlu = dir.path().join("mmlu/test");
+        std::fs::create_dir_all(&mmlu).expect("dirs");
+        let mut csv = String::from("question,choice0,choice1,choice2,choice3,answer\n");
+        for k in 0..6 {
+            csv.push_str(&format!(
+                "\"What is {k} + {k}?\",{},{},{k},0,1\n",
+                2 * k,
+                2 * k + 1
+            ));
+        }
+        std::fs::write(mmlu.join("arithmetic_test.csv"), csv).expect("write");
+        let out = dir.path().join("labels.jsonl");
+        let (router, _serving) = stand_in();
+
+        run(args(dir.path(), &router, 4, &out)).expect("first run");
+        let first = std::fs::read_to_string(&out).expect("labels");
+        assert_eq!(first.lines().count(), 4);
+        run(args(dir.path(), &router, 6, &out)).expect("second run");
+        let second = std::fs::read_to_string(&out).expect("labels");
+        assert!(
+            second.starts_with(&first),
+            "the first run's lines stay as they were"
+        );
+        let items = data::read_jsonl(&out).expect("labelled JSONL");
+        let ids: HashSet<&str> = items.iter().map(|i| i.id.as_str()).collect();
+        assert_eq!((items.len(), ids.len()), (6, 6), "no question asked twice");
+        for i in &items {
+            // Letter scoring reads the letter off the first step: B is right (answer 1).
+            assert_eq!(i.scores["small"], 1.0, "{i:?}");
+            assert_eq!(i.answers["large"].text, "B");
+            assert_eq!(i.confidence["small"], -0.1);
+        }
+    }
+
+    #[test]
+    fn letter_scoring_is_refused_where_answers_are_not_letters() {
+        let root = std::path::Path::new("/nonexistent");
+        for set in [QuestionSet::Gsm8k, QuestionSet::Mbpp] {
+            let err = set
+                .questions(root, Some(Scoring::Letter))
+                .expect_err("letter scoring")
+                .to_string();
+            assert!(err.contains("--scoring letter"), "{err}");
+        }
+    }
+}
