@@ -319,7 +319,9 @@ impl RawConfig {
         let (http, body_timeout) = self.http.unwrap_or_default().validate()?;
         let auth = auth(self.auth)?;
         let policy = self.policy.unwrap_or_default();
-        policy.check().map_err(|reason| invalid("policy", reason))?;
+        policy
+            .check()
+            .map_err(|reason| invalid("policy", reason.to_string()))?;
         Ok(RouterConfig {
             policy,
             listen: self

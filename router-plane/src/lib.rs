@@ -4,15 +4,14 @@
 
 pub mod api;
 pub mod auth;
-pub mod cascade;
 pub mod cli;
 pub mod config;
 pub mod difficulty;
 pub mod dispatch;
 pub mod metrics;
-pub mod placement;
-pub mod policy;
 pub mod view;
+
+pub use switchback_routing::{cascade, placement, policy};
 
 use std::sync::{Arc, atomic::AtomicU64};
 
@@ -32,15 +31,12 @@ use crate::{
 pub fn load_difficulty(
     config: &RouterConfig,
 ) -> Result<Option<difficulty::predictor::Predictor>, config::ConfigError> {
-    use difficulty::{
-        minilm::StaticTable,
-        predictor::{Encoder, Predictor},
-    };
+    use difficulty::predictor::{self, Encoder};
     let Some(d) = &config.difficulty else {
         return Ok(None);
     };
     let bad = |reason: String| switchback_common::config::invalid("difficulty.predictor", reason);
-    let version = Predictor::feature_version_of(&d.predictor).map_err(|e| bad(e.to_string()))?;
+    let version = predictor::feature_version_of(&d.predictor).map_err(|e| bad(e.to_string()))?;
     let encoder = if version == difficulty::features::VERSION {
         Encoder::Lexical
     } else {
@@ -54,11 +50,11 @@ pub fn load_difficulty(
             .table
             .clone()
             .unwrap_or_else(|| dir.join("static-table.bin"));
-        let table = StaticTable::load(&table, &dir)
+        let table = difficulty::minilm::load_table(&table, &dir)
             .map_err(|e| switchback_common::config::invalid("difficulty.table", e.to_string()))?;
-        Encoder::Static(Arc::new(table))
+        Encoder::Embedded(Arc::new(table))
     };
-    let mut p = Predictor::load_with(&d.predictor, encoder).map_err(|e| bad(e.to_string()))?;
+    let mut p = predictor::load(&d.predictor, encoder).map_err(|e| bad(e.to_string()))?;
     for tier in p.tiers() {
         if !config.tiers.iter().any(|t| t == tier) {
             return Err(bad(format!(
@@ -304,7 +300,7 @@ async fn follow_policy(state: Arc<AppState>, stop: CancellationToken) {
             }
             Some(bytes) => match std::str::from_utf8(bytes)
                 .map_err(|e| e.to_string())
-                .and_then(policy::Policy::from_yaml)
+                .and_then(|text| policy::Policy::from_yaml(text).map_err(|e| e.to_string()))
             {
                 Ok(p) => p,
                 Err(err) => {

@@ -20,6 +20,19 @@ use tokio_util::sync::CancellationToken;
 
 use crate::placement::Candidate;
 
+/// A worker's token as the routing core's cascade judges it.
+pub fn token(t: &pb::TokenLogprob) -> crate::cascade::Token<'_> {
+    crate::cascade::Token {
+        text: &t.token,
+        logprob: t.logprob,
+        alternatives: t
+            .top
+            .iter()
+            .map(|a| (a.token.as_str(), a.logprob))
+            .collect(),
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Worker {
     pub record: WorkerRecord,

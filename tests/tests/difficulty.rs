@@ -5,8 +5,8 @@
 use std::{path::PathBuf, time::Duration};
 
 use serde_json::{Value, json};
-use switchback_lab::minilm::MiniLm;
-use switchback_router::difficulty::minilm::StaticTable;
+use switchback_lab::{artifact, minilm::MiniLm};
+use switchback_routing::difficulty::embed::Embed;
 use switchback_tests::{Controller, Etcd, Router, Worker, WorkerSpec, http, models_dir};
 
 fn minilm_dir() -> PathBuf {
@@ -207,7 +207,7 @@ fn minilm_and_its_static_table_embed_like_sentence_encoders() {
         cosine(&a, &c)
     );
 
-    let table = StaticTable::load(&dir.join("static-table.bin"), &dir).expect("table loads");
+    let table = artifact::load_table(&dir.join("static-table.bin"), &dir).expect("table loads");
     let (sa, sb, sc) = (
         table.embed("What is the capital of France?"),
         table.embed("Which city is France's capital?"),
@@ -393,7 +393,7 @@ async fn auto_chooses_among_three_tiers_and_shows_every_tiers_prediction() {
         data::Item,
         train::{TrainOptions, train},
     };
-    use switchback_router::difficulty::predictor::Encoder;
+    use switchback_routing::difficulty::predictor::Encoder;
     let items: Vec<Item> = (0..900)
         .map(|k| {
             let (prompt, scores) = match k % 3 {
@@ -431,10 +431,8 @@ async fn auto_chooses_among_three_tiers_and_shows_every_tiers_prediction() {
     };
     let dir = tempfile::tempdir().expect("tempdir");
     let artifact = dir.path().join("three-tiers.json");
-    train(&items, &opts, Encoder::Lexical)
-        .expect("trains")
-        .save(&artifact)
-        .expect("save");
+    let trained = train(&items, &opts, Encoder::Lexical).expect("trains");
+    switchback_lab::artifact::save_predictor(&trained, &artifact).expect("save");
 
     let etcd = Etcd::start().await;
     let controller = Controller::start(&etcd).await;

@@ -11,11 +11,8 @@
 use std::{hint::black_box, path::PathBuf, sync::Arc, time::Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use switchback_lab::minilm::MiniLm;
-use switchback_router::difficulty::{
-    minilm::StaticTable,
-    predictor::{Encoder, Predictor},
-};
+use switchback_lab::{artifact, minilm::MiniLm};
+use switchback_routing::difficulty::predictor::{Encoder, Predictor};
 
 const SHORT: &str = "What is the capital of France? Answer in one sentence.";
 
@@ -51,14 +48,15 @@ fn setup() -> (Predictor, Vec<Case>) {
             .expect("set SWITCHBACK_MINILM_DIR to the all-MiniLM-L6-v2 directory"),
     );
     let table = Arc::new(
-        StaticTable::load(&dir.join("static-table.bin"), &dir).expect("static table (run distill)"),
+        artifact::load_table(&dir.join("static-table.bin"), &dir)
+            .expect("static table (run distill)"),
     );
-    let artifact = PathBuf::from(concat!(
+    let shipped = PathBuf::from(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../../deploy/routing/predictor.json"
     ));
     let predictor =
-        Predictor::load_with(&artifact, Encoder::Static(Arc::clone(&table))).expect("predictor");
+        artifact::load_predictor(&shipped, Encoder::Embedded(table.clone())).expect("predictor");
     let cases = vec![
         Case {
             encoder: "lexical only",
@@ -66,11 +64,11 @@ fn setup() -> (Predictor, Vec<Case>) {
         },
         Case {
             encoder: "MiniLM static table (router)",
-            enc: Encoder::Static(table),
+            enc: Encoder::Embedded(table),
         },
         Case {
             encoder: "MiniLM full encoder (baseline)",
-            enc: Encoder::Full(Arc::new(MiniLm::load(&dir).expect("MiniLM"))),
+            enc: Encoder::Embedded(Arc::new(MiniLm::load(&dir).expect("MiniLM"))),
         },
     ];
     (predictor, cases)

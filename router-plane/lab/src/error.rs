@@ -3,9 +3,10 @@
 
 use std::path::{Path, PathBuf};
 
-use switchback_router::difficulty::{minilm::EncoderError, predictor::PredictorError};
-
-use crate::{data::DataError, label::LabelError, minilm::MiniLmError, train::TrainError};
+use crate::{
+    artifact::ArtifactError, data::DataError, label::LabelError, minilm::MiniLmError,
+    train::TrainError,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -15,9 +16,7 @@ pub enum Error {
     #[error(transparent)]
     Data(#[from] DataError),
     #[error(transparent)]
-    Predictor(#[from] PredictorError),
-    #[error(transparent)]
-    Encoder(#[from] EncoderError),
+    Artifact(#[from] ArtifactError),
     #[error(transparent)]
     MiniLm(#[from] MiniLmError),
     #[error(transparent)]

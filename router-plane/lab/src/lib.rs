@@ -10,19 +10,22 @@
 //! - [`label`]: the labelling client and its grading;
 //! - [`train`]: fitting the predictor and its quality knob;
 //! - [`eval`]: judging a predictor, over a pair of tiers and over all of them;
+//! - [`metrics`]: APGR, CPT and AIQ, for `eval` and the learning curve;
 //! - [`simulate`]: the cluster simulator;
 //! - [`minilm`]: the MiniLM encoder (candle), for `distill` and offline comparison;
-//! - [`plot`]: the SVG plots of the reports.
+//! - [`plot`]: the SVG plots of the reports;
+//! - [`artifact`]: the predictor's and the static table's files.
 
+pub mod artifact;
 pub mod cmd;
 pub mod data;
 pub mod datasets;
 pub mod error;
 pub mod eval;
 pub mod label;
+pub mod metrics;
 pub mod minilm;
 pub mod plot;
-pub mod rng;
 pub mod simulate;
 pub mod train;
 

@@ -8,11 +8,12 @@ use std::{collections::HashMap, path::Path};
 
 use candle_core::{DType, Device, Module, Tensor};
 use candle_nn::{Embedding, LayerNorm, Linear, VarBuilder, embedding, layer_norm, linear};
-use switchback_router::difficulty::{
-    minilm::{EncoderError, HIDDEN, StaticTable, normalise, tokenizer},
-    predictor::Embed,
+use switchback_routing::difficulty::embed::{
+    EMBEDDING_DIM as HIDDEN, Embed, StaticTable, normalise,
 };
 use tokenizers::Tokenizer;
+
+use crate::artifact::{ArtifactError, tokenizer};
 
 const HEADS: usize = 12;
 const LAYERS: usize = 6;
@@ -25,7 +26,14 @@ pub enum MiniLmError {
     #[error("model: {0}")]
     Candle(#[from] candle_core::Error),
     #[error(transparent)]
-    Files(#[from] EncoderError),
+    Files(#[from] ArtifactError),
+    #[error("{}: {message}", path.display())]
+    Weights {
+        path: std::path::PathBuf,
+        message: String,
+    },
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
 }
 
 struct Layer {
@@ -62,8 +70,8 @@ impl MiniLm {
         let weights_path = dir.join("model.safetensors");
         let tensors: HashMap<String, Tensor> =
             candle_core::safetensors::load(&weights_path, &device).map_err(|e| {
-                EncoderError::File {
-                    path: weights_path.display().to_string(),
+                MiniLmError::Weights {
+                    path: weights_path.clone(),
                     message: e.to_string(),
                 }
             })?;
@@ -141,7 +149,7 @@ impl MiniLm {
         let enc = self
             .tokenizer
             .encode(text, true)
-            .map_err(|e| EncoderError::Tokenizer(e.to_string()))?;
+            .map_err(|e| MiniLmError::Tokenizer(e.to_string()))?;
         let mut ids: Vec<u32> = enc.get_ids().to_vec();
         if ids.len() > MAX_TOKENS {
             let sep = ids[ids.len() - 1];
@@ -173,7 +181,14 @@ impl MiniLm {
 }
 
 impl Embed for MiniLm {
-    fn embed(&self, text: &str) -> Result<Vec<f32>, Box<dyn std::error::Error + Send + Sync>> {
-        Ok(MiniLm::embed(self, text)?)
+    fn version(&self) -> &'static str {
+        "lexical-hash-2+minilm-1"
+    }
+
+    fn embed(&self, text: &str) -> Vec<f32> {
+        MiniLm::embed(self, text).unwrap_or_else(|err| {
+            tracing::warn!(%err, "MiniLM failed on a prompt; using a zero embedding");
+            vec![0.0; HIDDEN]
+        })
     }
 }

@@ -759,7 +759,9 @@ async fn read_for_judgement(
             )
         }
     };
-    (opened, Ok(cascade::Confidence::of(&tokens)))
+    let judged: Vec<cascade::Token<'_>> = tokens.iter().map(view::token).collect();
+    let confidence = cascade::Confidence::of(&judged);
+    (opened, Ok(confidence))
 }
 
 /// Keeps at most `n` alternatives per token: a cascade asks workers for more than the
@@ -902,36 +904,21 @@ async fn serve(
         let level = app.config.tiers.iter().position(|t| *t == decision.tier);
         // Never past the tiers the caller's key may reach.
         let next = level.and_then(|l| route::next_tier(&app, &plan, l));
-        let Some(next) = next
-            .filter(|_| cascade_on && escalations.len() < policy.cascade.max_escalations as usize)
+        let Some(next) =
+            next.filter(|_| cascade::may_escalate(&policy.cascade, cascade_on, escalations.len()))
         else {
             break (decision, in_flight, opened, attempt_span);
         };
-        let boost = if policy.cascade.idle_boost > 0.0 && app.view.has_idle_slot(&next) {
-            policy.cascade.idle_boost
-        } else {
-            0.0
-        };
         let (opened, judged) =
             read_for_judgement(opened, policy.cascade.judge_tokens, deadline).await;
-        let (verdict, confidence) = match &judged {
-            Ok(c) => (
-                cascade::judge(
-                    c.as_ref(),
-                    &policy.cascade.floors_for(&decision.tier),
-                    boost,
-                ),
-                *c,
-            ),
-            Err(_) => (cascade::Verdict::Escalate("lower-tier-failed"), None),
+        let confidence = judged.as_ref().ok().copied().flatten();
+        let answer = cascade::Answer {
+            confidence,
+            broke: judged.is_err(),
+            unfinished_structured: needs.any() && opened.finish() == Some(pb::FinishReason::Length),
         };
-        // A call or a JSON answer cut off by the length limit is not valid, however sure
-        // the model was of it.
-        let verdict = if needs.any() && opened.finish() == Some(pb::FinishReason::Length) {
-            cascade::Verdict::Escalate("unfinished-structured-output")
-        } else {
-            verdict
-        };
+        let idle = policy.cascade.idle_boost > 0.0 && app.view.has_idle_slot(&next);
+        let verdict = cascade::next(&policy.cascade, &decision.tier, &answer, idle);
         let reason = match verdict {
             cascade::Verdict::Keep => break (decision, in_flight, opened, attempt_span),
             cascade::Verdict::Escalate(reason) => reason,
@@ -942,7 +929,7 @@ async fn serve(
             .get_or_create(&crate::metrics::Escalation {
                 from: decision.tier.clone(),
                 to: next.clone(),
-                reason,
+                reason: reason.as_str(),
             })
             .inc();
         app.metrics
@@ -951,14 +938,14 @@ async fn serve(
                 tier: decision.tier.clone(),
             })
             .inc_by(u64::from(wasted_tokens));
-        tracing::info!(from = %decision.tier, worker = %decision.worker, to = %next, reason, wasted_tokens, ?confidence, "escalating");
+        tracing::info!(from = %decision.tier, worker = %decision.worker, to = %next, reason = reason.as_str(), wasted_tokens, ?confidence, "escalating");
         attempt_span.record("switchback.outcome", "escalated");
         if trace_context::exporting() {
             let mut attributes = vec![
                 ("switchback.escalation.from", decision.tier.clone()),
                 ("switchback.escalation.from_worker", decision.worker.clone()),
                 ("switchback.escalation.to", next.clone()),
-                ("switchback.escalation.reason", reason.to_owned()),
+                ("switchback.escalation.reason", reason.as_str().to_owned()),
                 (
                     "switchback.escalation.wasted_tokens",
                     wasted_tokens.to_string(),

@@ -57,7 +57,7 @@ pub struct Escalation {
     pub from_tier: String,
     pub from_worker: String,
     pub to_tier: String,
-    pub reason: &'static str,
+    pub reason: crate::cascade::EscalationReason,
     pub confidence: Option<crate::cascade::Confidence>,
     /// Tokens the lower tier generated for nothing.
     pub wasted_tokens: u32,
@@ -99,7 +99,7 @@ impl Decision {
                 "from_tier": e.from_tier,
                 "from_worker": e.from_worker,
                 "to_tier": e.to_tier,
-                "reason": e.reason,
+                "reason": e.reason.as_str(),
                 "wasted_tokens": e.wasted_tokens,
                 "confidence": e.confidence.map(|c| json!({
                     "tokens": c.tokens,

@@ -1,401 +1,46 @@
-//! The difficulty predictor: for a prompt, each tier's probability of answering it
-//! acceptably (one logistic regression per tier over [`features`] and, optionally, a
-//! MiniLM embedding), and the quality knob. As in Hybrid LLM, the decision thresholds the
-//! predicted quality gap, generalised to K tiers in rising cost: a prompt goes to the
-//! cheapest tier whose predicted gap to the top tier (top's probability minus its own) is
-//! at most the threshold, and to the top tier when none is. A calibration table turns a
-//! request's quality target into that threshold. With two tiers this is exactly "the top
-//! tier answers when the gap is above the threshold".
-//!
-//! The artifact is a JSON file (weights, tiers, feature version, calibration table) the
-//! router loads at start; `switchback-lab train` writes it.
+//! The difficulty predictor's artifact on disk. Inference (the artifact's format, the
+//! heads, the quality knob) is the routing core's
+//! ([`switchback_routing::difficulty::predictor`], re-exported here); this module reads
+//! the file the router serves with. `switchback-lab train` writes it.
 
-use std::{path::Path, sync::Arc};
+use std::path::Path;
 
-use serde::{Deserialize, Serialize};
+pub use switchback_routing::difficulty::predictor::*;
 
-use super::{
-    features::{self, Idf, Sparse},
-    minilm::{self, StaticTable},
-};
-
-/// Width of the feature space: lexical features, then a text embedding.
-pub const DIM: usize = features::DIM + minilm::HIDDEN;
-
-/// A full text encoder: a prompt's embedding, [`minilm::HIDDEN`] wide. The MiniLM model
-/// itself runs offline only (`switchback-lab`), so the router does not link a tensor
-/// library; it plugs in here.
-pub trait Embed: Send + Sync + std::fmt::Debug {
-    fn embed(&self, text: &str) -> Result<Vec<f32>, Box<dyn std::error::Error + Send + Sync>>;
-}
-
-/// What turns a prompt into features.
-#[derive(Debug, Clone, Default)]
-pub enum Encoder {
-    /// Hashed n-grams and lexical signals only.
-    #[default]
-    Lexical,
-    /// Plus the MiniLM embedding from the distilled static table (microseconds).
-    Static(Arc<StaticTable>),
-    /// Plus the full MiniLM encoder's embedding (milliseconds; offline comparison).
-    Full(Arc<dyn Embed>),
-}
-
-impl Encoder {
-    pub fn version(&self) -> &'static str {
-        match self {
-            Self::Lexical => features::VERSION,
-            Self::Static(_) => "lexical-hash-2+minilm-static-1",
-            Self::Full(_) => "lexical-hash-2+minilm-1",
-        }
-    }
-
-    /// The features of `prompt`, with the n-grams weighted by `idf` (the artifact's).
-    pub fn extract(&self, prompt: &str, idf: &Idf) -> Sparse {
-        let mut x = features::extract(prompt, idf);
-        let embedding = match self {
-            Self::Lexical => return x,
-            Self::Static(t) => t.embed(prompt),
-            Self::Full(m) => m.embed(prompt).unwrap_or_else(|err| {
-                tracing::warn!(%err, "MiniLM failed on a prompt; using a zero embedding");
-                vec![0.0; minilm::HIDDEN]
-            }),
-        };
-        x.extend(
-            embedding
-                .into_iter()
-                .enumerate()
-                .map(|(k, v)| ((features::DIM + k) as u32, v)),
-        );
-        x
-    }
-}
-
-pub const FORMAT: &str = "switchback-difficulty/1";
-
-/// A threshold below every possible gap (gaps are in [-1, 1]): the top tier answers all.
-pub const ALL_TOP: f32 = -1.0 - f32::EPSILON;
-
-/// One tier's head.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Head {
-    pub tier: String,
-    /// The model whose outcomes trained it.
-    pub model: String,
-    pub bias: f32,
-    /// Non-zero weights as (index, weight).
-    pub weights: Vec<(u32, f32)>,
-    #[serde(skip)]
-    dense: Vec<f32>,
-}
-
-impl Head {
-    /// A head from trained dense weights (stored sparse).
-    pub fn fitted(tier: &str, model: &str, bias: f32, w: &[f32]) -> Self {
-        let mut head = Self {
-            tier: tier.to_owned(),
-            model: model.to_owned(),
-            bias,
-            weights: w
-                .iter()
-                .enumerate()
-                .filter(|(_, x)| x.abs() > 1e-6)
-                .map(|(i, &x)| (i as u32, x))
-                .collect(),
-            dense: Vec::new(),
-        };
-        head.prepare();
-        head
-    }
-
-    fn prepare(&mut self) {
-        self.dense = vec![0.0; DIM];
-        for &(i, w) in &self.weights {
-            if let Some(slot) = self.dense.get_mut(i as usize) {
-                *slot = w;
-            }
-        }
-    }
-
-    pub fn probability(&self, x: &Sparse) -> f32 {
-        let z: f32 = self.bias
-            + x.iter()
-                .map(|&(i, v)| self.dense.get(i as usize).copied().unwrap_or(0.0) * v)
-                .sum::<f32>();
-        1.0 / (1.0 + (-z).exp())
-    }
-}
-
-/// One row of the quality knob: at target `quality` (a share of the top tier's quality on
-/// the calibration data), the cheapest tier whose predicted gap to the top tier is at most
-/// `threshold` answers (the top tier when none is).
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
-pub struct Calibration {
-    pub quality: f32,
-    pub threshold: f32,
-}
-
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct Predictor {
-    pub format: String,
-    pub feature_version: String,
-    /// Tiers in rising cost; the last is the top tier.
-    pub heads: Vec<Head>,
-    /// Two tiers only: a head trained on the gain itself ((top − cheaper + 1) / 2), when
-    /// present; else each tier's gap is the difference of the tier heads.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub gap: Option<Head>,
-    /// Rising in quality.
-    pub calibration: Vec<Calibration>,
-    /// The n-gram weights as (bucket, weight), fitted on the training prompts.
-    pub idf: Vec<(u32, f32)>,
-    /// The quality target when a request sets none.
-    pub default_quality: f32,
-    /// Free text: what it was trained on.
-    pub trained_on: String,
-    #[serde(skip)]
-    encoder: Encoder,
-    /// `idf`, one weight per bucket.
-    #[serde(skip, default = "Idf::uniform")]
-    idf_dense: Idf,
-}
-
+/// Why an artifact could not be read.
 #[derive(Debug, thiserror::Error)]
-pub enum PredictorError {
-    #[error("{path}: {message}")]
-    Load { path: String, message: String },
+pub enum LoadError {
+    #[error("{path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("{path}: {source}")]
+    Invalid {
+        path: String,
+        source: PredictorError,
+    },
 }
 
-/// What the predictor says about one prompt.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct Prediction {
-    /// Each tier's probability of an acceptable answer, in the predictor's tier order.
-    pub probabilities: Vec<(String, f32)>,
-    pub tier: String,
-    pub quality: f32,
-    pub threshold: f32,
-    /// The predicted gain of the top tier over the cheapest one.
-    pub gain: f32,
-    /// Each tier's predicted gap to the top tier (the top tier's own is 0), in tier order:
-    /// the chosen tier is the first whose gap is at most `threshold`.
-    pub gaps: Vec<(String, f32)>,
-    /// Why this tier, in words.
-    pub reason: String,
+fn read(path: &Path) -> Result<String, LoadError> {
+    std::fs::read_to_string(path).map_err(|source| LoadError::Read {
+        path: path.display().to_string(),
+        source,
+    })
 }
 
-impl Predictor {
-    /// A predictor from fitted parts (what training produces): `heads` in rising cost,
-    /// the gain head if any, the calibration table rising in quality, the n-gram weights
-    /// and the encoder the heads were fitted on.
-    pub fn new(
-        heads: Vec<Head>,
-        gap: Option<Head>,
-        calibration: Vec<Calibration>,
-        idf: Idf,
-        default_quality: f32,
-        trained_on: String,
-        encoder: Encoder,
-    ) -> Self {
-        Self {
-            format: FORMAT.to_owned(),
-            feature_version: encoder.version().to_owned(),
-            heads,
-            gap,
-            calibration,
-            idf: idf.to_sparse(),
-            idf_dense: idf,
-            default_quality,
-            trained_on,
-            encoder,
-        }
-    }
-
-    /// Loads an artifact of the lexical-only kind.
-    pub fn load(path: &Path) -> Result<Self, PredictorError> {
-        Self::load_with(path, Encoder::Lexical)
-    }
-
-    /// The feature layout this artifact needs (to pick the encoder before loading).
-    pub fn feature_version_of(path: &Path) -> Result<String, PredictorError> {
-        let text = std::fs::read_to_string(path).map_err(|e| PredictorError::Load {
-            path: path.display().to_string(),
-            message: e.to_string(),
-        })?;
-        #[derive(Deserialize)]
-        struct Peek {
-            feature_version: String,
-        }
-        serde_json::from_str::<Peek>(&text)
-            .map(|p| p.feature_version)
-            .map_err(|e| PredictorError::Load {
-                path: path.display().to_string(),
-                message: e.to_string(),
-            })
-    }
-
-    /// Loads an artifact and attaches `encoder`, which must compute its feature layout.
-    pub fn load_with(path: &Path, encoder: Encoder) -> Result<Self, PredictorError> {
-        let err = |message: String| PredictorError::Load {
-            path: path.display().to_string(),
-            message,
-        };
-        let text = std::fs::read_to_string(path).map_err(|e| err(e.to_string()))?;
-        let mut p: Self = serde_json::from_str(&text).map_err(|e| err(e.to_string()))?;
-        if p.format != FORMAT {
-            return Err(err(format!("format {:?}, expected {FORMAT:?}", p.format)));
-        }
-        if p.feature_version != encoder.version() {
-            return Err(err(format!(
-                "features {:?}, but the encoder given computes {:?}",
-                p.feature_version,
-                encoder.version()
-            )));
-        }
-        p.encoder = encoder;
-        p.idf_dense = Idf::from_sparse(&p.idf).map_err(err)?;
-        if p.heads.len() < 2 || p.calibration.is_empty() {
-            return Err(err(
-                "needs at least two tiers and a calibration table".into()
-            ));
-        }
-        for h in p.heads.iter_mut().chain(p.gap.as_mut()) {
-            h.prepare();
-        }
-        Ok(p)
-    }
-
-    pub fn save(&self, path: &Path) -> std::io::Result<()> {
-        let text = serde_json::to_string(self).map_err(std::io::Error::other)?;
-        std::fs::write(path, text)
-    }
-
-    pub fn tiers(&self) -> impl Iterator<Item = &str> {
-        self.heads.iter().map(|h| h.tier.as_str())
-    }
-
-    /// The features of `prompt`, as this predictor's encoder computes them.
-    pub fn features(&self, prompt: &str) -> Sparse {
-        self.encoder.extract(prompt, &self.idf_dense)
-    }
-
-    /// The n-gram weights (for benchmarks that swap the encoder).
-    pub fn idf(&self) -> &Idf {
-        &self.idf_dense
-    }
-
-    /// Each tier's probability for already extracted features.
-    pub fn probabilities(&self, x: &Sparse) -> Vec<f32> {
-        self.heads.iter().map(|h| h.probability(x)).collect()
-    }
-
-    /// The predicted gain of the top tier over the cheapest one, in [-1, 1].
-    pub fn gain(&self, x: &Sparse, probabilities: &[f32]) -> f32 {
-        gaps(self.gap.as_ref(), x, probabilities)[0]
-    }
-
-    /// Each tier's predicted gap to the top tier, in [-1, 1] (the top tier's is 0).
-    pub fn gaps(&self, x: &Sparse, probabilities: &[f32]) -> Vec<f32> {
-        gaps(self.gap.as_ref(), x, probabilities)
-    }
-
-    /// The threshold for quality target `q` (linear between table rows).
-    pub fn threshold(&self, q: f32) -> f32 {
-        let t = &self.calibration;
-        if q <= t[0].quality {
-            return t[0].threshold;
-        }
-        for w in t.windows(2) {
-            if q <= w[1].quality {
-                let f = (q - w[0].quality) / (w[1].quality - w[0].quality).max(1e-9);
-                return w[0].threshold + f * (w[1].threshold - w[0].threshold);
-            }
-        }
-        t[t.len() - 1].threshold
-    }
-
-    /// The whole decision: features, probabilities, gaps, threshold, tier.
-    pub fn decide(&self, prompt: &str, quality: f32) -> Prediction {
-        let x = self.features(prompt);
-        let p = self.probabilities(&x);
-        let threshold = self.threshold(quality.clamp(0.0, 1.0));
-        let gaps = self.gaps(&x, &p);
-        let chosen = choose(&gaps, threshold);
-        let top = &self.heads[self.heads.len() - 1].tier;
-        let tier = &self.heads[chosen].tier;
-        let reason = if chosen + 1 == self.heads.len() {
-            format!(
-                "no cheaper tier is predicted within {threshold:.3} of {top}'s success \
-                 (the threshold for quality target {quality:.2})"
-            )
-        } else {
-            format!(
-                "{tier} is the cheapest tier predicted within {threshold:.3} of {top}'s \
-                 success (gap {:.3}; the threshold for quality target {quality:.2})",
-                gaps[chosen]
-            )
-        };
-        Prediction {
-            probabilities: self
-                .heads
-                .iter()
-                .zip(&p)
-                .map(|(h, &pi)| (h.tier.clone(), pi))
-                .collect(),
-            tier: tier.clone(),
-            quality,
-            threshold,
-            gain: gaps[0],
-            gaps: self
-                .heads
-                .iter()
-                .zip(&gaps)
-                .map(|(h, &g)| (h.tier.clone(), g))
-                .collect(),
-            reason,
-        }
-    }
-
-    /// The tier a prompt with predicted `gaps` gets at quality target `quality`: what
-    /// [`Predictor::decide`] would choose, without extracting the features again.
-    pub fn tier_at(&self, gaps: &[f32], quality: f32) -> &str {
-        &self.heads[choose(gaps, self.threshold(quality.clamp(0.0, 1.0)))].tier
-    }
+/// The feature layout the artifact at `path` needs (to pick the encoder before loading).
+pub fn feature_version_of(path: &Path) -> Result<String, LoadError> {
+    Predictor::feature_version_of(&read(path)?).map_err(|source| LoadError::Invalid {
+        path: path.display().to_string(),
+        source,
+    })
 }
 
-/// The tier index the knob picks at `threshold`: the cheapest whose gap to the top tier is
-/// at most the threshold, else the top tier. Rising thresholds never pick a dearer tier.
-pub fn choose(gaps: &[f32], threshold: f32) -> usize {
-    gaps.iter()
-        .position(|&g| g <= threshold)
-        .unwrap_or(gaps.len().saturating_sub(1))
-}
-
-/// Each tier's predicted gap to the top tier: from the gain head when there is one (two
-/// tiers), else the differences of the tier heads' probabilities.
-pub fn gaps(gap: Option<&Head>, x: &Sparse, probabilities: &[f32]) -> Vec<f32> {
-    let top = probabilities[probabilities.len() - 1];
-    match gap {
-        Some(g) => vec![2.0 * g.probability(x) - 1.0, 0.0],
-        None => probabilities.iter().map(|p| top - p).collect(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn artifacts_of_another_feature_version_are_refused() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let path = dir.path().join("p.json");
-        std::fs::write(
-            &path,
-            format!(r#"{{"format":"{FORMAT}","feature_version":"minilm-9","heads":[],"calibration":[],"idf":[],"default_quality":0.9,"trained_on":""}}"#),
-        )
-        .expect("write");
-        let err = Predictor::load(&path)
-            .expect_err("wrong version")
-            .to_string();
-        assert!(err.contains("minilm-9"), "{err}");
-    }
+/// Loads the artifact at `path` with `encoder`, which must compute its feature layout.
+pub fn load(path: &Path, encoder: Encoder) -> Result<Predictor, LoadError> {
+    Predictor::from_json(&read(path)?, encoder).map_err(|source| LoadError::Invalid {
+        path: path.display().to_string(),
+        source,
+    })
 }

@@ -19,10 +19,8 @@ use std::{
 };
 
 use serde_json::json;
-use switchback_lab::{
-    data::{self, Split},
-    rng::Rng,
-};
+use switchback_lab::data::{self, Split};
+use switchback_routing::rng::Rng;
 use switchback_tests::{Controller, Etcd, Router, Worker, WorkerSpec, bench, models_dir, wait_for};
 
 const WEAK: &str = "mistralai/Mixtral-8x7B-Instruct-v0.1";

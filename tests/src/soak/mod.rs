@@ -20,7 +20,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use switchback_lab::rng::Rng;
+use switchback_routing::rng::Rng;
 use tokio::task::JoinSet;
 
 use crate::{Controller, Etcd, Router, Worker, WorkerSpec, free_port, models_dir};

@@ -2,9 +2,9 @@
 
 use std::{path::PathBuf, sync::Arc};
 
-use switchback_router::difficulty::{minilm::StaticTable, predictor::Encoder};
+use switchback_routing::difficulty::predictor::Encoder;
 
-use crate::{Error, minilm::MiniLm};
+use crate::{Error, artifact, minilm::MiniLm};
 
 /// Which features a predictor is trained or run on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -48,9 +48,9 @@ impl EncoderArgs {
                     .table
                     .clone()
                     .unwrap_or_else(|| dir.join("static-table.bin"));
-                Encoder::Static(Arc::new(StaticTable::load(&table, &dir)?))
+                Encoder::Embedded(Arc::new(artifact::load_table(&table, &dir)?))
             }
-            EncoderKind::Minilm => Encoder::Full(Arc::new(MiniLm::load(&dir()?)?)),
+            EncoderKind::Minilm => Encoder::Embedded(Arc::new(MiniLm::load(&dir()?)?)),
         })
     }
 }

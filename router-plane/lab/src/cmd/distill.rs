@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::{Error, minilm::MiniLm};
+use crate::{Error, artifact, minilm::MiniLm};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -20,10 +20,7 @@ pub fn run(a: Args) -> Result<(), Error> {
     let out = a
         .out
         .unwrap_or_else(|| a.minilm_dir.join("static-table.bin"));
-    table.save(&out).map_err(|source| Error::Write {
-        path: out.clone(),
-        source,
-    })?;
+    artifact::save_table(&table, &out)?;
     eprintln!(
         "wrote {} ({table:?}) in {:.1} s",
         out.display(),

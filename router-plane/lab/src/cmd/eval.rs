@@ -6,12 +6,9 @@
 
 use std::{collections::HashMap, fmt::Write as _, path::PathBuf};
 
-use serde_json::json;
-use switchback_router::difficulty::predictor::Predictor;
-
 use super::args::{EncoderArgs, tier_model};
 use crate::{
-    Error,
+    Error, artifact,
     data::{self, Split},
     error::write as write_file,
     eval::{
@@ -20,6 +17,7 @@ use crate::{
         pair::pair,
     },
 };
+use serde_json::json;
 
 /// Which items `eval` judges on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -103,7 +101,7 @@ pub struct Args {
 
 pub fn run(a: Args) -> Result<(), Error> {
     let (want, split) = (a.split.split(), a.split.name());
-    let p = Predictor::load_with(&a.predictor, a.encoder.encoder()?)?;
+    let p = artifact::load_predictor(&a.predictor, a.encoder.encoder()?)?;
     let judged_as: HashMap<String, String> = a.tiers.iter().cloned().collect();
     if let Some(unknown) = judged_as
         .keys()

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use switchback_router::cascade::{self, Labelled};
+use switchback_routing::cascade::{self, Labelled};
 
 use crate::{
     Error,

@@ -4,15 +4,14 @@
 
 use std::{fmt::Write as _, path::PathBuf};
 
-use switchback_router::difficulty::predictor::{self, Predictor};
+use switchback_routing::{difficulty::predictor, rng::Rng};
 
 use super::args::EncoderArgs;
 use crate::{
-    Error,
+    Error, artifact,
     data::{self, Split},
     error::{create_dir, write},
     plot::{Plot, Series, Style},
-    rng::Rng,
     simulate::{self, Report, Setup, Strategy, TierSpec, TraceItem},
 };
 
@@ -124,7 +123,7 @@ pub fn run(a: Args) -> Result<(), Error> {
             "--quality must be in [0, 1], --workers at least 2, --requests at least 1",
         ));
     }
-    let predictor = Predictor::load_with(&a.predictor, a.encoder.encoder()?)?;
+    let predictor = artifact::load_predictor(&a.predictor, a.encoder.encoder()?)?;
     let models: Vec<String> = predictor.heads.iter().map(|h| h.model.clone()).collect();
     let names: Vec<String> = predictor.tiers().map(str::to_owned).collect();
     let k = models.len();

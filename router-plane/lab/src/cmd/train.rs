@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use super::args::{EncoderArgs, tier_model};
 use crate::{
-    Error, data,
+    Error, artifact, data,
     train::{self, TrainOptions},
 };
 
@@ -63,10 +63,7 @@ pub fn run(a: Args) -> Result<(), Error> {
         },
         a.encoder.encoder()?,
     )?;
-    p.save(&a.out).map_err(|source| Error::Write {
-        path: a.out.clone(),
-        source,
-    })?;
+    artifact::save_predictor(&p, &a.out)?;
     eprintln!("wrote {} ({})", a.out.display(), p.trained_on);
     Ok(())
 }

@@ -5,7 +5,7 @@
 use std::{collections::HashMap, fmt::Write as _};
 
 use serde_json::{Value, json};
-use switchback_router::difficulty::predictor::Predictor;
+use switchback_routing::difficulty::predictor::Predictor;
 
 use super::{
     Signal,
@@ -366,7 +366,7 @@ mod tests {
         train::{TrainOptions, train},
     };
     use std::collections::BTreeMap;
-    use switchback_router::difficulty::predictor::Encoder;
+    use switchback_routing::difficulty::predictor::Encoder;
 
     /// Three tiers on three kinds of prompt: easy ones every tier answers (and the small
     /// tier is sure of), middling ones from the medium tier up, hard ones only the large

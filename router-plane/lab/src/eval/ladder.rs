@@ -6,9 +6,9 @@
 //!
 //! Pure: `eval` feeds it items, predicted gaps and prices.
 
-use switchback_router::difficulty::predictor::choose;
+use switchback_routing::difficulty::predictor::choose;
 
-use super::metrics::push_upper_hull;
+use crate::metrics::push_upper_hull;
 
 /// One tier's labelled answer to one item.
 #[derive(Debug, Clone, Copy, PartialEq)]

@@ -1,14 +1,13 @@
 //! Judging a predictor on labelled items it never saw.
 //!
-//! - [`metrics`]: APGR, CPT and AIQ on a pair of tiers, against the baselines;
-//! - [`pair`]: a predictor's two tiers as a two-model router, beside random, the oracle,
-//!   prompt length, the per-source prior and kNN;
+//! - [`pair`]: a predictor's two tiers as a two-model router, judged with
+//!   [`crate::metrics`] beside random, the oracle, prompt length, the per-source prior and
+//!   kNN;
 //! - [`ladder`] and [`costs`]: cost and quality over all tiers for routing alone, cascade
 //!   alone and cascade routing.
 
 pub mod costs;
 pub mod ladder;
-pub mod metrics;
 pub mod pair;
 
 use crate::data::Item;

@@ -4,12 +4,12 @@
 use std::collections::HashMap;
 
 use serde_json::{Value, json};
-use switchback_router::difficulty::{features, minilm::HIDDEN, predictor::Predictor};
+use switchback_routing::difficulty::{embed::EMBEDDING_DIM, features, predictor::Predictor};
 
-use super::metrics::{Curve, Report};
 use crate::{
     Error,
     data::{self, Item, Split},
+    metrics::{Curve, Report},
     plot::{Mark, Plot, Series, Style},
 };
 
@@ -214,7 +214,7 @@ pub fn knn_gain(
     k: usize,
 ) -> Option<Vec<f64>> {
     let embed = |prompt: &str| -> Vec<f32> {
-        let mut e = vec![0.0f32; HIDDEN];
+        let mut e = vec![0.0f32; EMBEDDING_DIM];
         for (i, v) in p.features(prompt) {
             if let Some(slot) = (i as usize)
                 .checked_sub(features::DIM)

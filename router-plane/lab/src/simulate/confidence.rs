@@ -2,10 +2,9 @@
 //! with a chosen AUROC between right and wrong answers; and the cascade floors fitted on
 //! the trace's calibration items.
 
-use switchback_router::cascade;
+use switchback_routing::{cascade, rng::Rng};
 
 use super::TraceItem;
-use crate::rng::Rng;
 
 /// The modelled confidence: N(0, 1) for a wrong small-tier answer, N(d', 1) for a right
 /// one, with d' = √2 Φ⁻¹(auroc) so that right answers outrank wrong ones with

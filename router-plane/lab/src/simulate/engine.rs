@@ -7,15 +7,15 @@ use std::{
     collections::{BinaryHeap, VecDeque},
 };
 
-use switchback_router::{
+use switchback_routing::{
     cascade::{self, Confidence},
     difficulty::predictor,
     placement::{self, Ask, Candidate, Target, TierView},
-    policy::Floors,
+    policy::{CascadePolicy, Floors},
+    rng::Rng,
 };
 
 use super::{Report, Setup, Strategy, TraceItem, capacity};
-use crate::rng::Rng;
 
 #[derive(Debug, Clone, Copy)]
 struct Request {
@@ -92,15 +92,24 @@ pub fn run(policy: Strategy, setup: &Setup, items: &[TraceItem], trace: &[u32]) 
     let mut rotation = 0u64;
     events.push(Reverse((0, 0, Event::Arrival)));
     let top = tiers.len() - 1;
-    let floors: Vec<Floors> = setup
-        .cascade_floors
-        .iter()
-        .map(|&f| Floors {
-            min_mean_logprob: Some(f),
-            min_token_logprob: None,
-            min_first_margin: None,
-        })
-        .collect();
+    // The live router's cascade policy, with each lower tier's fitted floor.
+    let cascade_policy = CascadePolicy {
+        enabled: true,
+        max_escalations: top as u32,
+        per_tier: tiers
+            .iter()
+            .zip(&setup.cascade_floors)
+            .map(|(t, &f)| {
+                let floors = Floors {
+                    min_mean_logprob: Some(f),
+                    min_token_logprob: None,
+                    min_first_margin: None,
+                };
+                (t.name.clone(), floors)
+            })
+            .collect(),
+        ..CascadePolicy::default()
+    };
 
     // Starts `r` on worker `w` now, or queues it.
     macro_rules! admit {
@@ -233,7 +242,9 @@ pub fn run(policy: Strategy, setup: &Setup, items: &[TraceItem], trace: &[u32]) 
                         min_logprob: item.confidence[tier],
                         first_margin: None,
                     };
-                    cascade::judge(Some(&confidence), &floors[tier], 0.0) != cascade::Verdict::Keep
+                    let answer = cascade::Answer::judged(Some(confidence));
+                    cascade::next(&cascade_policy, &tiers[tier].name, &answer, false)
+                        != cascade::Verdict::Keep
                 };
                 let up = escalate
                     .then(|| {

@@ -1,6 +1,7 @@
-//! The cluster simulator: the router's own placement core
-//! ([`switchback_router::placement::joint`], [`switchback_router::placement::choose`]) and
-//! cascade judgement ([`switchback_router::cascade::judge`]) driven by a
+//! The cluster simulator: the routing core's placement
+//! ([`switchback_routing::placement::joint`], [`switchback_routing::placement::choose`]) and
+//! escalation step ([`switchback_routing::cascade::next`]), which the live router takes
+//! too, driven by a
 //! discrete-event model of tiers and workers, with arrivals drawn from real labelled data
 //! so that every answer's quality is the real model's outcome on that prompt.
 //!
@@ -14,7 +15,7 @@
 //! confidences, and the trace uses those.
 //!
 //! Any number of tiers, in rising cost: the policies place by the predictor's K-tier
-//! decision ([`switchback_router::difficulty::predictor::choose`]) and cascades climb one
+//! decision ([`switchback_routing::difficulty::predictor::choose`]) and cascades climb one
 //! tier at a time.
 
 mod confidence;
@@ -224,7 +225,7 @@ pub fn table(reports: &[Report]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::rng::Rng;
+    use switchback_routing::rng::Rng;
 
     fn tier(name: &str, workers: u32, decode: f64, price: f64) -> TierSpec {
         TierSpec {

@@ -1,7 +1,7 @@
 //! The learning curve: how a predictor's APGR grows with labelled data.
 
 use serde::Serialize;
-use switchback_router::difficulty::{
+use switchback_routing::difficulty::{
     features::{Idf, Sparse},
     predictor::{self, Encoder},
 };
@@ -9,7 +9,7 @@ use switchback_router::difficulty::{
 use super::{TrainError, TrainOptions, fit_heads};
 use crate::{
     data::{Item, salted_key},
-    eval::metrics::Curve,
+    metrics::Curve,
 };
 
 /// One point of a learning curve: heads fitted on `train_items` labelled items, scored on

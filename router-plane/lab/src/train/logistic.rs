@@ -1,7 +1,7 @@
 //! Logistic regression with soft targets, the predictor heads' model: full-batch Adam with
 //! an L2 penalty, deterministic (no shuffling), over sparse features of width [`DIM`].
 
-use switchback_router::difficulty::{features::Sparse, predictor::DIM};
+use switchback_routing::difficulty::{features::Sparse, predictor::DIM};
 
 /// Logistic regression with soft targets (a score in [0, 1]), L2, Adam; deterministic.
 pub fn fit(xs: &[Sparse], ys: &[f32], epochs: usize, l2: f32) -> (f32, Vec<f32>) {
@@ -55,7 +55,7 @@ pub fn log_loss(xs: &[Sparse], ys: &[f32], bias: f32, w: &[f32]) -> f32 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use switchback_router::difficulty::features::{self, Idf};
+    use switchback_routing::difficulty::features::{self, Idf};
 
     #[test]
     fn training_lowers_the_loss_and_learns_a_separable_set() {

@@ -8,7 +8,7 @@ mod logistic;
 
 pub use curve::{CurvePoint, learning_curve};
 
-use switchback_router::difficulty::{
+use switchback_routing::difficulty::{
     features::{Idf, Sparse},
     predictor::{self, ALL_TOP, Calibration, Encoder, Head, Predictor, choose},
 };
@@ -240,7 +240,7 @@ pub fn train(
             .collect::<Vec<_>>()
             .join(", ")
     );
-    Ok(Predictor::new(
+    Ok(Predictor::assemble(
         heads,
         gap,
         calibration,
@@ -325,8 +325,8 @@ mod tests {
 
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("p.json");
-        p.save(&path).expect("save");
-        let loaded = Predictor::load(&path).expect("load");
+        crate::artifact::save_predictor(&p, &path).expect("save");
+        let loaded = crate::artifact::load_predictor(&path, Encoder::Lexical).expect("load");
         assert_eq!(
             loaded.decide("say hello to friend 5", 0.9),
             p.decide("say hello to friend 5", 0.9)
@@ -462,7 +462,7 @@ mod tests {
         let p =
             train(&three_tier_items(600), &three_tier_opts(), Encoder::Lexical).expect("trains");
         let index = |tier: &str| p.tiers().position(|t| t == tier).expect("a tier");
-        let mut rng = crate::rng::Rng::new(7);
+        let mut rng = switchback_routing::rng::Rng::new(7);
         let words = [
             "say", "hello", "sort", "list", "prove", "theorem", "numbers", "friend",
         ];
@@ -494,7 +494,7 @@ mod tests {
     fn a_conservative_knob_never_asks_less_of_the_top_tier() {
         // Noisy outcomes: the weak model is right on a random 60 % of easy prompts and
         // 20 % of hard ones, so the calibration items' quality has a real standard error.
-        let mut rng = crate::rng::Rng::new(11);
+        let mut rng = switchback_routing::rng::Rng::new(11);
         let noisy: Vec<Item> = items(600)
             .into_iter()
             .map(|mut i| {

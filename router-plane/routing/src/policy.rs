@@ -13,6 +13,33 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+/// Why a policy document was refused; the message names the field.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PolicyError {
+    /// Not YAML or JSON of the policy's shape (an unknown field, a wrong type).
+    #[error("{0}")]
+    Parse(String),
+    /// A field outside what it may be.
+    #[error("`{field}`: {rule}")]
+    Invalid { field: String, rule: String },
+}
+
+fn invalid(field: impl Into<String>, rule: impl Into<String>) -> PolicyError {
+    PolicyError::Invalid {
+        field: field.into(),
+        rule: rule.into(),
+    }
+}
+
+/// Whether `value` may name a tier: 1-128 characters of [A-Za-z0-9._-], the workers' own
+/// rule for tier names (anything else can never match a tier).
+pub fn is_valid_tier_name(value: &str) -> bool {
+    (1..=128).contains(&value.len())
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
 /// The whole policy. Every field has a default, so `{}` is a valid policy.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -82,7 +109,7 @@ pub struct CascadePolicy {
     /// Floors that apply to every tier without its own entry in `per_tier`.
     pub floors: Floors,
     /// Floors per tier name, fitted on calibration data
-    /// (`switchback-router fit-cascade`).
+    /// (`switchback-lab fit-cascade`).
     pub per_tier: BTreeMap<String, Floors>,
     /// While the next tier up has an idle slot, every floor rises by this much (in
     /// log-probability units): spare capacity on the expensive tier buys quality cheaply.
@@ -132,24 +159,29 @@ impl CascadePolicy {
 
 impl Policy {
     /// Parses and checks a policy document (YAML or JSON); the error names the field.
-    pub fn from_yaml(text: &str) -> Result<Self, String> {
-        let policy: Self = switchback_common::config::from_yaml(text).map_err(|e| e.to_string())?;
+    /// An empty document is the default policy.
+    pub fn from_yaml(text: &str) -> Result<Self, PolicyError> {
+        let policy: Self = if text.trim().is_empty() {
+            Self::default()
+        } else {
+            serde_yaml::from_str(text).map_err(|e| PolicyError::Parse(e.to_string()))?
+        };
         policy.check()?;
         Ok(policy)
     }
 
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), PolicyError> {
         if self
             .default_quality
             .is_some_and(|q| !(0.0..=1.0).contains(&q))
         {
-            return Err("`default_quality` must be in [0, 1]".to_owned());
+            return Err(invalid("default_quality", "must be in [0, 1]"));
         }
         if !(0.0..=1.0).contains(&self.quality_margin) {
-            return Err("`quality_margin` must be in [0, 1]".to_owned());
+            return Err(invalid("quality_margin", "must be in [0, 1]"));
         }
         if self.deadline_ms == Some(0) {
-            return Err("`deadline_ms` must be at least 1".to_owned());
+            return Err(invalid("deadline_ms", "must be at least 1"));
         }
         // Tier names are the workers' (1-128 of [A-Za-z0-9._-]): anything else can never
         // match a tier, so it is a mistake, and it would not survive a round trip through
@@ -161,10 +193,11 @@ impl Policy {
                 .map(|n| ("cascade.per_tier", n)),
         );
         for (at, name) in names {
-            if !switchback_common::config::is_valid_name(name) {
+            if !is_valid_tier_name(name) {
                 let shown: String = name.chars().take(64).collect();
-                return Err(format!(
-                    "`{at}`: tier name {shown:?} is not 1-128 characters of [A-Za-z0-9._-]"
+                return Err(invalid(
+                    at,
+                    format!("tier name {shown:?} is not 1-128 characters of [A-Za-z0-9._-]"),
                 ));
             }
         }
@@ -174,15 +207,18 @@ impl Policy {
                 ("decode_ms_per_token", t.decode_ms_per_token),
             ] {
                 if !(0.0..=60_000.0).contains(&v) {
-                    return Err(format!("`tiers.{name}.{field}` must be in 0..=60000"));
+                    return Err(invalid(
+                        format!("tiers.{name}.{field}"),
+                        "must be in 0..=60000",
+                    ));
                 }
             }
         }
         if self.cascade.max_escalations > 4 {
-            return Err("`cascade.max_escalations` must be at most 4".to_owned());
+            return Err(invalid("cascade.max_escalations", "must be at most 4"));
         }
         if !(0.0..=10.0).contains(&self.cascade.idle_boost) {
-            return Err("`cascade.idle_boost` must be in [0, 10]".to_owned());
+            return Err(invalid("cascade.idle_boost", "must be in [0, 10]"));
         }
         let all = std::iter::once(("floors".to_owned(), &self.cascade.floors)).chain(
             self.cascade
@@ -196,14 +232,18 @@ impl Policy {
                 ("min_token_logprob", f.min_token_logprob),
             ] {
                 if v.is_some_and(|v| !(-100.0..=0.0).contains(&v)) {
-                    return Err(format!("`cascade.{at}.{field}` must be in [-100, 0]"));
+                    return Err(invalid(
+                        format!("cascade.{at}.{field}"),
+                        "must be in [-100, 0]",
+                    ));
                 }
             }
             if f.min_first_margin
                 .is_some_and(|v| !(0.0..=100.0).contains(&v))
             {
-                return Err(format!(
-                    "`cascade.{at}.min_first_margin` must be in [0, 100]"
+                return Err(invalid(
+                    format!("cascade.{at}.min_first_margin"),
+                    "must be in [0, 100]",
                 ));
             }
         }
@@ -227,15 +267,16 @@ mod tests {
     #[test]
     fn typos_and_bad_values_are_named() {
         let err = Policy::from_yaml("cascade: {enabeld: true}").expect_err("typo");
-        assert!(err.contains("enabeld"), "{err}");
+        assert!(err.to_string().contains("enabeld"), "{err}");
         let err = Policy::from_yaml("cascade: {per_tier: {small: {min_mean_logprob: 2}}}")
             .expect_err("positive logprob");
         assert!(
-            err.contains("cascade.per_tier.small.min_mean_logprob"),
+            err.to_string()
+                .contains("cascade.per_tier.small.min_mean_logprob"),
             "{err}"
         );
         let err = Policy::from_yaml("quality_margin: 1.5").expect_err("margin");
-        assert!(err.contains("quality_margin"), "{err}");
+        assert!(err.to_string().contains("quality_margin"), "{err}");
     }
 
     #[test]
@@ -249,9 +290,9 @@ mod tests {
             "t".repeat(1100)
         );
         let err = Policy::from_yaml(&long).expect_err("long tier name");
-        assert!(err.contains("cascade.per_tier"), "{err}");
+        assert!(err.to_string().contains("cascade.per_tier"), "{err}");
         let err = Policy::from_yaml("tiers: {\"sm all\": {}}").expect_err("space");
-        assert!(err.contains("`tiers`"), "{err}");
+        assert!(err.to_string().contains("`tiers`"), "{err}");
         let p = Policy::from_yaml("tiers: {small-v2.q4_k: {}}").expect("valid");
         let json = serde_json::to_string(&p).expect("serialises");
         assert_eq!(Policy::from_yaml(&json).expect("round trip"), p);
