@@ -53,7 +53,7 @@ cargo build --workspace --bins --locked
 export SWITCHBACK_MINILM_DIR="$SWITCHBACK_CACHE/models/all-minilm-l6-v2"
 if [[ ! -f $SWITCHBACK_MINILM_DIR/static-table.bin ]]; then
   step "distilling the MiniLM static table"
-  "$CARGO_TARGET_DIR/debug/switchback-router" distill --minilm-dir "$SWITCHBACK_MINILM_DIR"
+  "$CARGO_TARGET_DIR/debug/switchback-lab" distill --minilm-dir "$SWITCHBACK_MINILM_DIR"
 fi
 
 # Container images of these binaries, for the compose test (tests/tests/compose.rs). Without

@@ -100,7 +100,7 @@ cargo build --workspace --bins --locked
 export SWITCHBACK_MINILM_DIR="$models/all-minilm-l6-v2"
 if [[ ! -f $SWITCHBACK_MINILM_DIR/static-table.bin ]]; then
   step "distilling the MiniLM static table for difficulty routing"
-  "$bin/switchback-router" distill --minilm-dir "$SWITCHBACK_MINILM_DIR"
+  "$bin/switchback-lab" distill --minilm-dir "$SWITCHBACK_MINILM_DIR"
 fi
 
 mkdir -p "$run/logs" "$run/etcd"

@@ -112,7 +112,7 @@ pub enum AuthConfig {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawDifficulty {
-    /// The predictor artifact (`switchback-router train` writes it).
+    /// The predictor artifact (`switchback-lab train` writes it).
     pub predictor: PathBuf,
     /// The all-MiniLM-L6-v2 directory, for artifacts with MiniLM features.
     pub minilm_dir: Option<PathBuf>,

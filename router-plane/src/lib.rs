@@ -7,26 +7,14 @@ pub mod cli;
 pub mod clients;
 pub mod config;
 pub mod difficulty;
-pub mod eval_cli;
 pub mod generation;
 pub mod http;
 pub mod metrics;
 pub mod pipeline;
-pub mod simulate;
-pub mod simulate_cli;
 pub mod state;
 pub mod view;
 
 pub use switchback_routing::{cascade, placement, policy};
-
-/// The request limits under the path the offline labeller (`difficulty::label`) names
-/// them by; it goes when the labeller moves out of this crate.
-#[doc(hidden)]
-pub mod api {
-    pub mod openai {
-        pub use crate::generation::RequestLimits;
-    }
-}
 
 use std::sync::{Arc, atomic::AtomicU64};
 

@@ -1,6 +1,6 @@
 //! `switchback-router --config router.yaml`: reads config, starts telemetry, serves.
-//! `switchback-router import | train | eval`: the offline side of difficulty routing
-//! (see `cli.rs`); `switchback-router keygen --id NAME`: a new API key.
+//! `switchback-router keygen --id NAME`: a new API key (see `cli.rs`). The offline side
+//! of difficulty routing is `switchback-lab`.
 
 use std::process::ExitCode;
 

@@ -5,7 +5,7 @@
 use std::{path::PathBuf, time::Duration};
 
 use serde_json::{Value, json};
-use switchback_router::difficulty::minilm::{self, MiniLm};
+use switchback_lab::{artifact, minilm::MiniLm};
 use switchback_routing::difficulty::embed::Embed;
 use switchback_tests::{Controller, Etcd, Router, Worker, WorkerSpec, http, models_dir};
 
@@ -14,7 +14,7 @@ fn minilm_dir() -> PathBuf {
     assert!(
         dir.join("static-table.bin").is_file(),
         "{} lacks static-table.bin: run deploy/local/fetch-models.sh minilm and \
-         switchback-router distill (tests/run.sh does both)",
+         switchback-lab distill (tests/run.sh does both)",
         dir.display()
     );
     dir
@@ -207,7 +207,7 @@ fn minilm_and_its_static_table_embed_like_sentence_encoders() {
         cosine(&a, &c)
     );
 
-    let table = minilm::load_table(&dir.join("static-table.bin"), &dir).expect("table loads");
+    let table = artifact::load_table(&dir.join("static-table.bin"), &dir).expect("table loads");
     let (sa, sb, sc) = (
         table.embed("What is the capital of France?"),
         table.embed("Which city is France's capital?"),
@@ -242,7 +242,7 @@ async fn label_asks_every_tier_and_writes_what_train_reads() {
     std::fs::write(data_root.join("mmlu/test/arithmetic_test.csv"), csv).expect("write");
     let out = dir.path().join("labels.jsonl");
     let label = |limit: &'static str| {
-        let mut cmd = tokio::process::Command::new(switchback_tests::bin("switchback-router"));
+        let mut cmd = tokio::process::Command::new(switchback_tests::bin("switchback-lab"));
         cmd.args([
             "label", "mmlu", "--tier", "small", "--tier", "large", "--limit", limit,
         ])
@@ -269,7 +269,7 @@ async fn label_asks_every_tier_and_writes_what_train_reads() {
     );
     let after_second = std::fs::read_to_string(&out).expect("labels");
     assert!(after_second.starts_with(&after_first));
-    let items = switchback_router::difficulty::data::read_jsonl(&out).expect("labelled JSONL");
+    let items = switchback_lab::data::read_jsonl(&out).expect("labelled JSONL");
     assert_eq!(items.len(), 12);
     let ids: std::collections::HashSet<&str> = items.iter().map(|i| i.id.as_str()).collect();
     assert_eq!(ids.len(), 12, "no question labelled twice");
@@ -344,7 +344,7 @@ fn fit_cascade_prints_a_policy_whose_floor_separates_wrong_from_right_answers() 
         })
         .collect();
     std::fs::write(&data, lines.join("\n")).expect("write labels");
-    let out = std::process::Command::new(switchback_tests::bin("switchback-router"))
+    let out = std::process::Command::new(switchback_tests::bin("switchback-lab"))
         .args(["fit-cascade", "--data"])
         .arg(&data)
         .args(["--tier", "small", "--tier", "large", "--quality", "1.0"])
@@ -364,7 +364,7 @@ fn fit_cascade_prints_a_policy_whose_floor_separates_wrong_from_right_answers() 
         .expect("a mean floor");
     // Fitted on train + calibration only, with quality target 1: it must escalate every
     // wrong answer there and keep every right one.
-    use switchback_router::difficulty::data::{Split, split_of};
+    use switchback_lab::data::{Split, split_of};
     let fitted: Vec<(f64, bool)> = (0..200)
         .filter(|k| split_of(&format!("question {k}")) != Split::Test)
         .map(|k| (-f64::from(200 - k) / 100.0, k > 100))
@@ -389,10 +389,11 @@ fn fit_cascade_prints_a_policy_whose_floor_separates_wrong_from_right_answers() 
 #[tokio::test(flavor = "multi_thread")]
 async fn auto_chooses_among_three_tiers_and_shows_every_tiers_prediction() {
     use std::collections::BTreeMap;
-    use switchback_router::difficulty::{
+    use switchback_lab::{
         data::Item,
-        predictor::{Encoder, TrainOptions, train},
+        train::{TrainOptions, train},
     };
+    use switchback_routing::difficulty::predictor::Encoder;
     let items: Vec<Item> = (0..900)
         .map(|k| {
             let (prompt, scores) = match k % 3 {
@@ -431,7 +432,7 @@ async fn auto_chooses_among_three_tiers_and_shows_every_tiers_prediction() {
     let dir = tempfile::tempdir().expect("tempdir");
     let artifact = dir.path().join("three-tiers.json");
     let trained = train(&items, &opts, Encoder::Lexical).expect("trains");
-    switchback_router::difficulty::predictor::save(&trained, &artifact).expect("save");
+    switchback_lab::artifact::save_predictor(&trained, &artifact).expect("save");
 
     let etcd = Etcd::start().await;
     let controller = Controller::start(&etcd).await;

@@ -261,7 +261,7 @@ async fn label_scores_multiple_choice_by_the_letters_probabilities() {
     )
     .expect("write");
     let out = dir.path().join("labels.jsonl");
-    let run = tokio::process::Command::new(switchback_tests::bin("switchback-router"))
+    let run = tokio::process::Command::new(switchback_tests::bin("switchback-lab"))
         .args(["label", "mmlu", "--tier", "small", "--limit", "3"])
         .arg("--root")
         .arg(&data_root)
@@ -272,7 +272,7 @@ async fn label_scores_multiple_choice_by_the_letters_probabilities() {
         .await
         .expect("run label");
     assert!(run.status.success(), "{run:?}");
-    let items = switchback_router::difficulty::data::read_jsonl(&out).expect("labelled JSONL");
+    let items = switchback_lab::data::read_jsonl(&out).expect("labelled JSONL");
     assert_eq!(items.len(), 3, "{items:?}");
     for i in &items {
         // A real model's top 20 alternatives after "Answer with the letter…" hold a letter,

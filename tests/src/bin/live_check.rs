@@ -9,7 +9,7 @@
 //! (Build with `--workspace`: building the tests package alone resolves the candle
 //! features differently and recompiles half of the dependency tree.)
 //!
-//! The labelled files come from `switchback-router import` (deploy/routing/reproduce.sh
+//! The labelled files come from `switchback-lab import` (router-plane/lab/reproduce.sh
 //! writes them to $SWITCHBACK_CACHE/routing).
 
 use std::{
@@ -19,10 +19,8 @@ use std::{
 };
 
 use serde_json::json;
-use switchback_router::{
-    difficulty::data::{self, Split},
-    simulate::Rng,
-};
+use switchback_lab::data::{self, Split};
+use switchback_routing::rng::Rng;
 use switchback_tests::{Controller, Etcd, Router, Worker, WorkerSpec, bench, models_dir, wait_for};
 
 const WEAK: &str = "mistralai/Mixtral-8x7B-Instruct-v0.1";
@@ -79,7 +77,7 @@ async fn main() {
     for name in ["routellm-mmlu.jsonl", "routellm-gsm8k.jsonl"] {
         let path = routing.join(name);
         let all = data::read_jsonl(&path).unwrap_or_else(|e| {
-            panic!("{e}: run deploy/routing/reproduce.sh (or switchback-router import) first")
+            panic!("{e}: run router-plane/lab/reproduce.sh (or switchback-lab import) first")
         });
         for i in all {
             if data::split_of(&i.prompt) != Split::Test {

@@ -9,7 +9,7 @@
 //!       [--small 2] [--large 2] [--out soak.md]
 //!
 //! Binaries come from `SWITCHBACK_BIN_DIR` or next to this one; the difficulty predictor
-//! needs MiniLM's static table (`switchback-router distill`, as tests/run.sh does).
+//! needs MiniLM's static table (`switchback-lab distill`, as tests/run.sh does).
 
 use std::time::Duration;
 

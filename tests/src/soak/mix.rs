@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use serde_json::{Value, json};
-use switchback_router::simulate::Rng;
+use switchback_routing::rng::Rng;
 
 /// What a request is, and so what its client expects back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]

@@ -20,7 +20,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use switchback_router::simulate::Rng;
+use switchback_routing::rng::Rng;
 use tokio::task::JoinSet;
 
 use crate::{Controller, Etcd, Router, Worker, WorkerSpec, free_port, models_dir};
@@ -115,7 +115,7 @@ impl Cluster {
         assert!(
             minilm.join("static-table.bin").is_file(),
             "{} lacks static-table.bin: run deploy/local/fetch-models.sh minilm and \
-             switchback-router distill (tests/run.sh does both)",
+             switchback-lab distill (tests/run.sh does both)",
             minilm.display()
         );
         let predictor = PathBuf::from(concat!(

@@ -4,9 +4,11 @@
 //! et al., "A Unified Approach to Routing and Cascading for LLMs", ICML 2025). Cost is each
 //! answer's tokens × its tier's price, the answers a cascade throws away included.
 //!
-//! Pure: the CLI's `eval` feeds it items, predicted gaps and prices.
+//! Pure: `eval` feeds it items, predicted gaps and prices.
 
-use super::{metrics::push_upper_hull, predictor::choose};
+use switchback_routing::difficulty::predictor::choose;
+
+use crate::metrics::push_upper_hull;
 
 /// One tier's labelled answer to one item.
 #[derive(Debug, Clone, Copy, PartialEq)]

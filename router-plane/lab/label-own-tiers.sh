@@ -3,7 +3,7 @@
 # Qwen2.5-Coder-0.5B, large Qwen2.5-Coder-1.5B) on public questions, for `train`, `eval`
 # and `fit-cascade` (docs/ROUTING.md, "Routing learned from your own tiers").
 #
-#   deploy/routing/label-own-tiers.sh [DATA_ROOT]   (default: ../shared/data/routing)
+#   router-plane/lab/label-own-tiers.sh [DATA_ROOT]   (default: ../shared/data/routing)
 #
 # Needs the quickstart cluster with all three workers (deploy/local/quickstart.sh). Starts
 # the batch router of deploy/local/config/router-label.yaml on :8081 when it is not up (a
@@ -25,7 +25,9 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$SWITCHBACK_CACHE/target}"
 bin="$CARGO_TARGET_DIR/debug"
 labels="$root/deploy/routing/labels"
 router=http://127.0.0.1:8081
-[[ -x $bin/switchback-router ]] || { echo "build first: deploy/local/quickstart.sh" >&2; exit 1; }
+for b in switchback-router switchback-lab; do
+  [[ -x $bin/$b ]] || { echo "build first: deploy/local/quickstart.sh" >&2; exit 1; }
+done
 
 if ! curl -fsS "$router/readyz" >/dev/null 2>&1; then
   mkdir -p "$root/.run/logs"
@@ -40,7 +42,7 @@ if ! curl -fsS "$router/readyz" >/dev/null 2>&1; then
 fi
 
 label() {
-  "$bin/switchback-router" label "$@" --root "$data" --router "$router" \
+  "$bin/switchback-lab" label "$@" --root "$data" --router "$router" \
     --tier small --tier medium --tier large --concurrency 3 --tries 8
 }
 label mmlu --limit "${LABEL_LIMIT_MMLU:-1600}" --max-prompt-chars 700 --out "$labels/own-mmlu.jsonl"

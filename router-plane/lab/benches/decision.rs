@@ -11,10 +11,8 @@
 use std::{hint::black_box, path::PathBuf, sync::Arc, time::Instant};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use switchback_router::difficulty::{
-    minilm::{self, MiniLm},
-    predictor::{Encoder, Predictor},
-};
+use switchback_lab::{artifact, minilm::MiniLm};
+use switchback_routing::difficulty::predictor::{Encoder, Predictor};
 
 const SHORT: &str = "What is the capital of France? Answer in one sentence.";
 
@@ -50,16 +48,15 @@ fn setup() -> (Predictor, Vec<Case>) {
             .expect("set SWITCHBACK_MINILM_DIR to the all-MiniLM-L6-v2 directory"),
     );
     let table = Arc::new(
-        minilm::load_table(&dir.join("static-table.bin"), &dir)
+        artifact::load_table(&dir.join("static-table.bin"), &dir)
             .expect("static table (run distill)"),
     );
-    let artifact = PathBuf::from(concat!(
+    let shipped = PathBuf::from(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../deploy/routing/predictor.json"
+        "/../../deploy/routing/predictor.json"
     ));
     let predictor =
-        switchback_router::difficulty::predictor::load(&artifact, Encoder::Embedded(table.clone()))
-            .expect("predictor");
+        artifact::load_predictor(&shipped, Encoder::Embedded(table.clone())).expect("predictor");
     let cases = vec![
         Case {
             encoder: "lexical only",
@@ -136,7 +133,7 @@ fn bench(c: &mut Criterion) {
     );
     let doc = PathBuf::from(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../docs/BENCHMARKS.md"
+        "/../../docs/BENCHMARKS.md"
     ));
     let text = std::fs::read_to_string(&doc).unwrap_or_default();
     let (start, end) = ("<!-- decision:start -->", "<!-- decision:end -->");

@@ -1,19 +1,22 @@
-//! `switchback-router simulate`: builds the trace from labelled data and the predictor,
+//! `simulate`: builds the trace from labelled data and the predictor,
 //! sizes the cluster, runs every strategy at the headline load and over a load sweep, and
 //! writes the tables, a JSON report and two SVG plots.
 
 use std::{fmt::Write as _, path::PathBuf};
 
+use switchback_routing::{difficulty::predictor, rng::Rng};
+
+use super::args::EncoderArgs;
 use crate::{
-    cli::EncoderArgs,
-    difficulty::data::{self, Split},
-    simulate::{self, Report, Rng, Setup, Strategy, TierSpec, TraceItem},
+    Error, artifact,
+    data::{self, Split},
+    error::{create_dir, write},
+    plot::{Plot, Series, Style},
+    simulate::{self, Report, Setup, Strategy, TierSpec, TraceItem},
 };
 
-type Error = Box<dyn std::error::Error + Send + Sync>;
-
 #[derive(Debug, clap::Args)]
-pub struct SimulateArgs {
+pub struct Args {
     /// Labelled JSONL (from `import` or `label`); items need scores of every one of the
     /// predictor's tier models.
     #[arg(long, required = true)]
@@ -93,11 +96,10 @@ fn pairs(
         return Ok(defaults.to_vec());
     }
     if given.len() != tiers {
-        return Err(format!(
+        return Err(Error::usage(format!(
             "{flag}: give one per tier, cheapest first ({tiers} tiers, {} given)",
             given.len()
-        )
-        .into());
+        )));
     }
     given
         .iter()
@@ -107,19 +109,21 @@ fn pairs(
             });
             match parsed {
                 Some((a, b)) if a >= 0.0 && b >= 0.0 => Ok((a, b)),
-                _ => Err(format!("{flag} {g:?}: two non-negative numbers, e.g. 0.2,10").into()),
+                _ => Err(Error::usage(format!(
+                    "{flag} {g:?}: two non-negative numbers, e.g. 0.2,10"
+                ))),
             }
         })
         .collect()
 }
 
-pub fn run(a: SimulateArgs) -> Result<(), Error> {
+pub fn run(a: Args) -> Result<(), Error> {
     if !(0.0..=1.0).contains(&a.quality) || a.workers < 2 || a.requests == 0 {
-        return Err(
-            "--quality must be in [0, 1], --workers at least 2, --requests at least 1".into(),
-        );
+        return Err(Error::usage(
+            "--quality must be in [0, 1], --workers at least 2, --requests at least 1",
+        ));
     }
-    let predictor = crate::difficulty::predictor::load(&a.predictor, a.encoder.encoder()?)?;
+    let predictor = artifact::load_predictor(&a.predictor, a.encoder.encoder()?)?;
     let models: Vec<String> = predictor.heads.iter().map(|h| h.model.clone()).collect();
     let names: Vec<String> = predictor.tiers().map(str::to_owned).collect();
     let k = models.len();
@@ -187,7 +191,9 @@ pub fn run(a: SimulateArgs) -> Result<(), Error> {
         .filter(|&i| !items[i as usize].calibration)
         .collect();
     if test.is_empty() {
-        return Err("no test-split items with every tier's score in --data".into());
+        return Err(Error::usage(
+            "no test-split items with every tier's score in --data",
+        ));
     }
     eprintln!(
         "trace: {} test + {} calibration items, predicted in {:.1} s",
@@ -217,7 +223,7 @@ pub fn run(a: SimulateArgs) -> Result<(), Error> {
     let probes: Vec<TierSpec> = (0..k).map(|t| spec(t, 1)).collect();
     let mut work = vec![0.0f64; k];
     for i in test.iter().map(|&i| &items[i as usize]) {
-        let t = crate::difficulty::predictor::choose(&i.gaps, sizing_threshold);
+        let t = predictor::choose(&i.gaps, sizing_threshold);
         work[t] += probes[t].service_s(i);
     }
     let total: f64 = work.iter().sum::<f64>().max(1e-300);
@@ -232,7 +238,10 @@ pub fn run(a: SimulateArgs) -> Result<(), Error> {
     let others: u32 = counts.iter().sum::<u32>() - counts[busiest];
     counts[busiest] = a.workers.saturating_sub(others).max(1);
     if counts.iter().sum::<u32>() != a.workers {
-        return Err(format!("--workers {}: too few for {k} tiers", a.workers).into());
+        return Err(Error::usage(format!(
+            "--workers {}: too few for {k} tiers",
+            a.workers
+        )));
     }
     let mut tiers: Vec<TierSpec> = (0..k).map(|t| spec(t, counts[t])).collect();
     tiers.iter_mut().for_each(|t| t.fit(&items));
@@ -280,7 +289,7 @@ pub fn run(a: SimulateArgs) -> Result<(), Error> {
         }
     }
 
-    std::fs::create_dir_all(&a.out_dir)?;
+    create_dir(&a.out_dir)?;
     let mut md = String::new();
     let per_tier = tiers
         .iter()
@@ -343,23 +352,22 @@ pub fn run(a: SimulateArgs) -> Result<(), Error> {
         );
         md.push_str(&simulate::table(&sweep));
     }
-    std::fs::write(a.out_dir.join("results.md"), &md)?;
+    write(&a.out_dir.join("results.md"), &md)?;
     let json = serde_json::json!({
         "headline": reports.iter().map(report_json).collect::<Vec<_>>(),
         "sweep": sweep.iter().map(report_json).collect::<Vec<_>>(),
         "slo_s": slo_s,
         "workers": tiers.iter().map(|t| (t.name.clone(), serde_json::json!(t.workers))).collect::<serde_json::Map<_, _>>(),
     });
-    std::fs::write(
-        a.out_dir.join("results.json"),
-        serde_json::to_vec_pretty(&json)?,
-    )?;
-    std::fs::write(
-        a.out_dir.join("quality-cost.svg"),
-        quality_cost_svg(&reports),
+    // A tree of strings and numbers: it serialises.
+    let pretty = serde_json::to_string_pretty(&json).unwrap_or_default();
+    write(&a.out_dir.join("results.json"), pretty)?;
+    write(
+        &a.out_dir.join("quality-cost.svg"),
+        quality_cost(&reports).svg(),
     )?;
     if !sweep.is_empty() {
-        std::fs::write(a.out_dir.join("goodput-load.svg"), goodput_svg(&sweep))?;
+        write(&a.out_dir.join("goodput-load.svg"), goodput(&sweep).svg())?;
     }
     print!("{md}");
     Ok(())
@@ -376,132 +384,44 @@ fn report_json(r: &Report) -> serde_json::Value {
     })
 }
 
-const COLOURS: [&str; 6] = [
-    "#888888", "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd",
-];
-
-/// A scatter of points per strategy, or lines when `lines` (points in x order).
-pub(crate) fn plot(
-    title: &str,
-    x_label: &str,
-    y_label: &str,
-    series: &[(&str, Vec<(f64, f64)>)],
-    lines: bool,
-) -> String {
-    let (w, h, m) = (640.0, 420.0, 70.0);
-    let xs = series.iter().flat_map(|(_, p)| p.iter().map(|q| q.0));
-    let ys = series.iter().flat_map(|(_, p)| p.iter().map(|q| q.1));
-    let (x0, x1) = xs.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), x| {
-        (a.min(x), b.max(x))
-    });
-    let (y0, y1) = ys.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), y| {
-        (a.min(y), b.max(y))
-    });
-    let (x0, x1) = (x0 - (x1 - x0) * 0.05 - 1e-9, x1 + (x1 - x0) * 0.05 + 1e-9);
-    let (y0, y1) = (y0 - (y1 - y0) * 0.05 - 1e-9, y1 + (y1 - y0) * 0.05 + 1e-9);
-    let px = |x: f64| m + (x - x0) / (x1 - x0) * (w - 2.0 * m);
-    let py = |y: f64| h - m - (y - y0) / (y1 - y0) * (h - 2.0 * m);
-    let mut s = format!(
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12"><rect width="100%" height="100%" fill="white"/><text x="{}" y="20" text-anchor="middle" font-size="14">{title}</text><line x1="{m}" y1="{}" x2="{}" y2="{}" stroke="black"/><line x1="{m}" y1="{m}" x2="{m}" y2="{}" stroke="black"/><text x="{}" y="{}" text-anchor="middle">{x_label}</text><text x="15" y="{}" transform="rotate(-90 15 {})" text-anchor="middle">{y_label}</text>"#,
-        w / 2.0,
-        h - m,
-        w - m,
-        h - m,
-        h - m,
-        w / 2.0,
-        h - 15.0,
-        h / 2.0,
-        h / 2.0
-    );
-    // Fewer decimals for larger numbers, so tick labels stay inside the margin.
-    let digits = |span: f64| {
-        if span >= 100.0 {
-            0
-        } else if span >= 1.0 {
-            2
-        } else {
-            3
-        }
-    };
-    let (dx, dy) = (digits(x1 - x0), digits(y1 - y0));
-    for k in 0..=4 {
-        let fx = x0 + (x1 - x0) * f64::from(k) / 4.0;
-        let fy = y0 + (y1 - y0) * f64::from(k) / 4.0;
-        let _ = write!(
-            s,
-            r#"<text x="{}" y="{}" text-anchor="middle">{fx:.dx$}</text><text x="{}" y="{}" text-anchor="end">{fy:.dy$}</text>"#,
-            px(fx),
-            h - m + 15.0,
-            m - 5.0,
-            py(fy) + 4.0
-        );
+/// Each policy's quality against its cost at the headline load, one dot each.
+fn quality_cost(reports: &[Report]) -> Plot {
+    Plot {
+        title: "Quality vs cost at the headline load".into(),
+        x_label: "$ per 1,000 requests".into(),
+        y_label: "quality (of always-top)".into(),
+        series: reports
+            .iter()
+            .map(|r| {
+                Series::new(
+                    r.policy,
+                    vec![(r.cost_per_1k, r.relative_quality)],
+                    Style::Points,
+                )
+            })
+            .collect(),
+        marks: Vec::new(),
     }
-    for (k, (name, points)) in series.iter().enumerate() {
-        let c = COLOURS[k % COLOURS.len()];
-        if lines && points.len() > 1 {
-            let path: Vec<String> = points
-                .iter()
-                .map(|&(x, y)| format!("{:.1},{:.1}", px(x), py(y)))
-                .collect();
-            let _ = write!(
-                s,
-                r#"<polyline fill="none" stroke="{c}" stroke-width="2" points="{}"/>"#,
-                path.join(" ")
-            );
-        }
-        for &(x, y) in points {
-            let _ = write!(
-                s,
-                r#"<circle cx="{:.1}" cy="{:.1}" r="4" fill="{c}"/>"#,
-                px(x),
-                py(y)
-            );
-        }
-        let _ = write!(
-            s,
-            r#"<rect x="{}" y="{}" width="10" height="10" fill="{c}"/><text x="{}" y="{}">{name}</text>"#,
-            w - m - 170.0,
-            m + 16.0 * k as f64,
-            w - m - 155.0,
-            m + 9.0 + 16.0 * k as f64
-        );
-    }
-    s.push_str("</svg>");
-    s
 }
 
-fn quality_cost_svg(reports: &[Report]) -> String {
-    let series: Vec<(&str, Vec<(f64, f64)>)> = reports
-        .iter()
-        .map(|r| (r.policy, vec![(r.cost_per_1k, r.relative_quality)]))
-        .collect();
-    plot(
-        "Quality vs cost at the headline load",
-        "$ per 1,000 requests",
-        "quality (of always-top)",
-        &series,
-        false,
-    )
-}
-
-fn goodput_svg(sweep: &[Report]) -> String {
-    let series: Vec<(&str, Vec<(f64, f64)>)> = Strategy::ALL
-        .iter()
-        .map(|s| {
-            let mut points: Vec<(f64, f64)> = sweep
-                .iter()
-                .filter(|r| r.policy == s.name())
-                .map(|r| (r.load, r.goodput))
-                .collect();
-            points.sort_by(|a, b| a.0.total_cmp(&b.0));
-            (s.name(), points)
-        })
-        .collect();
-    plot(
-        "Goodput under the SLO vs offered load",
-        "offered load (of capacity)",
-        "requests/s within the SLO",
-        &series,
-        true,
-    )
+/// Each policy's goodput under the SLO over the load sweep, one line each.
+fn goodput(sweep: &[Report]) -> Plot {
+    Plot {
+        title: "Goodput under the SLO vs offered load".into(),
+        x_label: "offered load (of capacity)".into(),
+        y_label: "requests/s within the SLO".into(),
+        series: Strategy::ALL
+            .iter()
+            .map(|s| {
+                let mut points: Vec<(f64, f64)> = sweep
+                    .iter()
+                    .filter(|r| r.policy == s.name())
+                    .map(|r| (r.load, r.goodput))
+                    .collect();
+                points.sort_by(|a, b| a.0.total_cmp(&b.0));
+                Series::new(s.name(), points, Style::LinePoints)
+            })
+            .collect(),
+        marks: Vec::new(),
+    }
 }

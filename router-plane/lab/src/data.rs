@@ -62,7 +62,19 @@ pub struct Answer {
 }
 
 /// Which part of the data an item belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Split {
     Train,
@@ -128,18 +140,6 @@ impl DataError {
     }
 }
 
-/// The files in `dir` ending in `.<ext>`, sorted (so imports do not depend on directory
-/// order).
-pub fn files_with_extension(dir: &Path, ext: &str) -> Result<Vec<std::path::PathBuf>, DataError> {
-    let mut files: Vec<_> = std::fs::read_dir(dir)
-        .map_err(|e| DataError::io(dir, e))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == ext))
-        .collect();
-    files.sort();
-    Ok(files)
-}
-
 /// Reads a labelled JSONL file; a bad line is an error naming the line.
 pub fn read_jsonl(path: &Path) -> Result<Vec<Item>, DataError> {
     let file = std::fs::File::open(path).map_err(|e| DataError::io(path, e))?;
@@ -159,6 +159,15 @@ pub fn read_jsonl(path: &Path) -> Result<Vec<Item>, DataError> {
             ));
         }
         items.push(item);
+    }
+    Ok(items)
+}
+
+/// Reads labelled JSONL files, concatenated in the order given.
+pub fn read_all(paths: &[std::path::PathBuf]) -> Result<Vec<Item>, DataError> {
+    let mut items = Vec::new();
+    for path in paths {
+        items.extend(read_jsonl(path)?);
     }
     Ok(items)
 }

@@ -8,7 +8,28 @@
 //! sandbox: run `label` on code datasets in a throwaway container or VM, as the HumanEval
 //! authors advise for theirs.
 
-use std::{path::Path, process::Stdio, time::Duration};
+use std::{
+    path::{Path, PathBuf},
+    process::Stdio,
+    time::Duration,
+};
+
+/// Why an answer could not be run: always ours, never the program's.
+#[derive(Debug, thiserror::Error)]
+pub enum CodeError {
+    #[error("{}: {source}", dir.display())]
+    Dir {
+        dir: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot run {}: {source}", python.display())]
+    Spawn {
+        python: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("waiting for the program: {0}")]
+    Wait(#[source] std::io::Error),
+}
 
 /// How one problem's answer becomes a program to run.
 #[derive(Debug, Clone, PartialEq)]
@@ -92,13 +113,17 @@ exec(compile(source, "program.py", "exec"), {"__name__": "__main__"})
 /// Whether `program` exits with status 0 under `python` within `timeout`. An error here is
 /// one of ours (no Python, no temporary directory), never the program's: that would make a
 /// label the tier never earned.
-pub async fn passes(python: &Path, program: &str, timeout: Duration) -> Result<bool, String> {
+pub async fn passes(python: &Path, program: &str, timeout: Duration) -> Result<bool, CodeError> {
     let dir = std::env::temp_dir().join(format!("switchback-code-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let in_dir = |source| CodeError::Dir {
+        dir: dir.clone(),
+        source,
+    };
+    std::fs::create_dir(&dir).map_err(in_dir)?;
     let result = async {
         std::fs::write(dir.join("runner.py"), RUNNER)
             .and_then(|()| std::fs::write(dir.join("program.py"), program))
-            .map_err(|e| format!("{}: {e}", dir.display()))?;
+            .map_err(in_dir)?;
         let mut child = tokio::process::Command::new(python)
             .args(["-I", "-B", "runner.py"])
             .current_dir(&dir)
@@ -108,9 +133,12 @@ pub async fn passes(python: &Path, program: &str, timeout: Duration) -> Result<b
             .stderr(Stdio::null())
             .kill_on_drop(true)
             .spawn()
-            .map_err(|e| format!("cannot run {}: {e}", python.display()))?;
+            .map_err(|source| CodeError::Spawn {
+                python: python.to_owned(),
+                source,
+            })?;
         match tokio::time::timeout(timeout, child.wait()).await {
-            Ok(status) => Ok(status.map_err(|e| e.to_string())?.success()),
+            Ok(status) => Ok(status.map_err(CodeError::Wait)?.success()),
             // Too slow is wrong, as in HumanEval's harness; the drop kills it.
             Err(_) => Ok(false),
         }
@@ -214,6 +242,6 @@ mod tests {
         )
         .await
         .expect_err("no python");
-        assert!(err.contains("/nonexistent/python"), "{err}");
+        assert!(err.to_string().contains("/nonexistent/python"), "{err}");
     }
 }
