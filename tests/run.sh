@@ -47,6 +47,10 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "cargo deny"
 cargo deny --locked check licenses bans sources
 
+# File sizes, import circles, the request path's direction, a pure routing core.
+step "layout"
+python3 tests/layout/check.py
+
 step "build"
 cargo build --workspace --bins --locked
 # The difficulty predictor's embedding table, distilled once from MiniLM (~30 s).
