@@ -46,12 +46,101 @@ where
     }
 }
 
-/// A port that was free a moment ago.
+/// A loopback port for a server a test starts, reserved for the life of this test
+/// process.
+///
+/// A port the kernel hands out for `bind(:0)` comes from the ephemeral range, where any
+/// outgoing connection of any test running beside this one can take it between the
+/// moment it is freed here and the moment the server binds it (seen as "Address already
+/// in use" from a controller). So ports come from below the ephemeral range instead, and
+/// each is reserved across the concurrently running test processes by an exclusive lock
+/// on a file named after it, held until this process exits; a port that something else
+/// already listens on is skipped.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("cannot bind a loopback port")
+    ports::reserve()
+}
+
+mod ports {
+    use std::{
+        fs::File,
+        sync::{Mutex, OnceLock},
+    };
+
+    /// Lock files held for the life of the process: dropping one frees its port.
+    static HELD: Mutex<Vec<File>> = Mutex::new(Vec::new());
+    static NEXT: OnceLock<Mutex<u32>> = OnceLock::new();
+
+    /// Ports below the kernel's ephemeral range, above the well-known ones.
+    fn range() -> (u16, u16) {
+        let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+            .ok()
+            .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+            .unwrap_or(32768);
+        (10_000, ephemeral_low.saturating_sub(1).max(10_001))
+    }
+
+    pub(super) fn reserve() -> u16 {
+        let (low, high) = range();
+        let span = u32::from(high - low) + 1;
+        let dir = std::env::temp_dir().join("switchback-test-ports");
+        std::fs::create_dir_all(&dir).expect("create the port lock directory");
+        // Processes start at different points of the range so that they rarely contend.
+        let next = NEXT.get_or_init(|| {
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.subsec_nanos())
+                .unwrap_or(0);
+            Mutex::new((std::process::id().wrapping_mul(7919) ^ nanos) % span)
+        });
+        let mut next = next.lock().expect("port counter");
+        for _ in 0..span {
+            let port = low + (*next % span) as u16;
+            *next = (*next + 1) % span;
+            let Ok(file) = File::create(dir.join(port.to_string())) else {
+                continue;
+            };
+            if file.try_lock().is_err() {
+                continue; // another test process holds it
+            }
+            if std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
+                continue; // something outside the tests listens there
+            }
+            HELD.lock().expect("held ports").push(file);
+            return port;
+        }
+        panic!("no free loopback port in {low}..={high}");
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn ports_are_below_the_ephemeral_range_distinct_and_held_against_other_processes() {
+            let (low, high) = range();
+            let ephemeral_low = high + 1;
+            let ports: Vec<u16> = (0..64).map(|_| reserve()).collect();
+            let mut distinct = ports.clone();
+            distinct.sort_unstable();
+            distinct.dedup();
+            assert_eq!(
+                distinct.len(),
+                ports.len(),
+                "a port was handed out twice: {ports:?}"
+            );
+            let dir = std::env::temp_dir().join("switchback-test-ports");
+            for port in ports {
+                assert!(
+                    (low..ephemeral_low).contains(&port),
+                    "{port} is not in {low}..{ephemeral_low}, below the kernel's ephemeral ports"
+                );
+                // Another process opening the lock file would find it taken (a second
+                // open file description conflicts even within this process).
+                let other = File::create(dir.join(port.to_string())).expect("open lock file");
+                assert!(other.try_lock().is_err(), "port {port} is not held");
+            }
+        }
+    }
 }
 
 /// Where the Switchback binaries are.
