@@ -98,26 +98,7 @@ mod tests {
     use switchback_common::registry::MemoryRegistry;
 
     use super::*;
-
-    fn record(id: &str) -> WorkerRecord {
-        WorkerRecord {
-            id: id.into(),
-            address: format!("{id}:1"),
-            node: "n".into(),
-            tier: "small".into(),
-            model: "m".into(),
-            engine: "sim".into(),
-            accelerator: "none".into(),
-            max_concurrency: 2,
-            max_queue: 0,
-            tool_calls: false,
-            structured_output: false,
-            cost_per_mtok_input: 1.0,
-            cost_per_mtok_output: 0.0,
-            version: "v".into(),
-            started_at_unix_ms: 0,
-        }
-    }
+    use crate::view::tests::record;
 
     /// (worker id, drained) of every worker in the view.
     fn members(view: &ClusterView) -> Vec<(String, bool)> {

@@ -455,4 +455,4 @@ pub fn tiers(workers: &[pb::WorkerState]) -> Vec<pb::TierSummary> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

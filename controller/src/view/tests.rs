@@ -2,7 +2,8 @@
 
 use super::*;
 
-fn record(id: &str) -> WorkerRecord {
+/// A worker record on tier `small` (shared with the membership tests).
+pub(crate) fn record(id: &str) -> WorkerRecord {
     WorkerRecord {
         id: id.into(),
         address: format!("{id}:1"),

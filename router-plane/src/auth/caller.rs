@@ -188,20 +188,7 @@ impl Caller {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::auth::{Gate, keys};
-
-    fn key(id: &str, token: &str) -> Key {
-        Key {
-            id: id.into(),
-            digest: keys::digest(token),
-            tiers: None,
-            models: None,
-            ceiling: None,
-            requests_per_minute: None,
-            tokens_per_minute: None,
-            default_quality: None,
-        }
-    }
+    use crate::auth::Gate;
 
     fn tiers() -> Vec<String> {
         vec!["small".into(), "large".into()]
@@ -220,7 +207,7 @@ mod tests {
     #[test]
     fn token_charges_settle_and_headers_report_the_buckets() {
         let t0 = Instant::now();
-        let mut k = key("a", "t");
+        let mut k = Key::unlimited("a", "t");
         k.tokens_per_minute = Some(100);
         let gate = Gate::with_keys(vec![k], tiers(), t0);
         let caller = gate.authenticate(Some("Bearer t")).expect("key");
@@ -260,7 +247,7 @@ mod tests {
 
     #[test]
     fn tier_and_model_permissions() {
-        let mut k = key("a", "t");
+        let mut k = Key::unlimited("a", "t");
         k.tiers = Some((1, 2));
         k.ceiling = Some(1);
         k.models = Some(vec!["m1".into()]);
@@ -276,7 +263,7 @@ mod tests {
 
     #[test]
     fn a_key_may_name_only_its_tiers_and_models() {
-        let mut k = key("a", "t");
+        let mut k = Key::unlimited("a", "t");
         k.tiers = Some((0, 0));
         k.ceiling = Some(0);
         k.models = Some(vec!["small-model".into(), "large-model".into()]);
@@ -304,7 +291,7 @@ mod tests {
             caller.authorize("other-model", &tiers(), served),
             Err(AuthError::Forbidden { .. })
         ));
-        let mut k = key("b", "u");
+        let mut k = Key::unlimited("b", "u");
         k.models = None;
         assert_eq!(
             caller_with(k).authorize("unknown", &tiers(), Vec::new),

@@ -84,6 +84,23 @@ pub struct Key {
     pub default_quality: Option<f64>,
 }
 
+#[cfg(test)]
+impl Key {
+    /// A key for `token` with no limits: the starting point the auth tests narrow.
+    pub(crate) fn unlimited(id: &str, token: &str) -> Self {
+        Self {
+            id: id.into(),
+            digest: digest(token),
+            tiers: None,
+            models: None,
+            ceiling: None,
+            requests_per_minute: None,
+            tokens_per_minute: None,
+            default_quality: None,
+        }
+    }
+}
+
 /// SHA-256 of a bearer token.
 pub fn digest(token: &str) -> [u8; 32] {
     Sha256::digest(token.as_bytes()).into()

@@ -290,19 +290,6 @@ impl Gate {
 mod tests {
     use super::*;
 
-    fn key(id: &str, token: &str) -> Key {
-        Key {
-            id: id.into(),
-            digest: keys::digest(token),
-            tiers: None,
-            models: None,
-            ceiling: None,
-            requests_per_minute: None,
-            tokens_per_minute: None,
-            default_quality: None,
-        }
-    }
-
     fn bearer(token: &str) -> Option<String> {
         Some(format!("Bearer {token}"))
     }
@@ -313,7 +300,11 @@ mod tests {
 
     #[test]
     fn bearer_tokens_are_checked_by_digest() {
-        let gate = Gate::with_keys(vec![key("a", "sb-secret")], tiers(), Instant::now());
+        let gate = Gate::with_keys(
+            vec![Key::unlimited("a", "sb-secret")],
+            tiers(),
+            Instant::now(),
+        );
         let caller = gate
             .authenticate(bearer("sb-secret").as_deref())
             .expect("known key");
@@ -345,7 +336,7 @@ mod tests {
     #[test]
     fn limits_refuse_with_a_computed_retry_after_and_survive_reloads() {
         let t0 = Instant::now();
-        let mut k = key("a", "t");
+        let mut k = Key::unlimited("a", "t");
         k.requests_per_minute = Some(2);
         let gate = Gate::with_keys(vec![k], tiers(), t0);
         let caller = gate.authenticate(bearer("t").as_deref()).expect("key");
