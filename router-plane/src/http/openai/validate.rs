@@ -42,14 +42,7 @@ fn check_common(
     if c.model.trim().is_empty() {
         return Err(ApiError::invalid("model", "`model` must not be empty"));
     }
-    if let Some(t) = c.temperature
-        && !(0.0..=2.0).contains(&t)
-    {
-        return Err(ApiError::invalid(
-            "temperature",
-            format!("`temperature` must be between 0 and 2, got {t}"),
-        ));
-    }
+    within("temperature", c.temperature, 0.0, 2.0)?;
     if let Some(p) = c.top_p
         && !(p > 0.0 && p <= 1.0)
     {
@@ -58,19 +51,8 @@ fn check_common(
             format!("`top_p` must be in (0, 1], got {p}"),
         ));
     }
-    for (name, v) in [
-        ("frequency_penalty", c.frequency_penalty),
-        ("presence_penalty", c.presence_penalty),
-    ] {
-        if let Some(v) = v
-            && !(-2.0..=2.0).contains(&v)
-        {
-            return Err(ApiError::invalid(
-                name,
-                format!("`{name}` must be between -2 and 2, got {v}"),
-            ));
-        }
-    }
+    within("frequency_penalty", c.frequency_penalty, -2.0, 2.0)?;
+    within("presence_penalty", c.presence_penalty, -2.0, 2.0)?;
     if c.logit_bias.as_ref().is_some_and(|b| !b.is_empty()) {
         return Err(ApiError::invalid(
             "logit_bias",
@@ -100,14 +82,12 @@ fn check_common(
             ));
         }
     }
-    if let Some(q) = c.switchback.as_ref().and_then(|s| s.quality)
-        && !(0.0..=1.0).contains(&q)
-    {
-        return Err(ApiError::invalid(
-            "switchback.quality",
-            format!("`switchback.quality` must be in [0, 1], got {q}"),
-        ));
-    }
+    within(
+        "switchback.quality",
+        c.switchback.as_ref().and_then(|s| s.quality),
+        0.0,
+        1.0,
+    )?;
     match c.switchback.as_ref().and_then(|s| s.deadline_ms) {
         Some(0) => {
             return Err(ApiError::invalid(
@@ -372,5 +352,21 @@ impl CompletionRequest {
             ignored: self.ignored,
             asks: Asks::default(),
         })
+    }
+}
+
+/// A number the client may set must lie in `[low, high]` (NaN never does).
+fn within<T: PartialOrd + Copy + std::fmt::Display>(
+    param: &'static str,
+    value: Option<T>,
+    low: T,
+    high: T,
+) -> Result<(), ApiError> {
+    match value {
+        Some(v) if !(low..=high).contains(&v) => Err(ApiError::invalid(
+            param,
+            format!("`{param}` must be between {low} and {high}, got {v}"),
+        )),
+        _ => Ok(()),
     }
 }
