@@ -5,7 +5,7 @@
 #   deploy/docker/build-images.sh [--tag T] [--check]
 #
 # Makes the base image if it is missing (bootstrap-base.sh), stages the binaries into a
-# build context and builds switchback/{controller,worker,router,etcd}:T and :dev from
+# build context and builds switchback/{controller,worker,router,lab,etcd}:T and :dev from
 # deploy/Dockerfile and deploy/docker/etcd.Dockerfile. T defaults to the workspace version
 # in Cargo.toml. Each image carries a label with the hash of its inputs (binaries,
 # Dockerfile, base image); an image whose label matches is not rebuilt, so re-running after
@@ -49,8 +49,9 @@ declare -A binaries=(
   [controller]="switchback-controller sbctl"
   [worker]="switchback-worker"
   [router]="switchback-router"
+  [lab]="switchback-lab"
 )
-for b in switchback-controller sbctl switchback-worker switchback-router; do
+for b in switchback-controller sbctl switchback-worker switchback-router switchback-lab; do
   [[ -x $bin_dir/$b ]] || die "$bin_dir/$b is missing: run \`cargo build --workspace --bins\` first"
 done
 
@@ -67,13 +68,13 @@ current_hash() { docker image inspect -f "{{index .Config.Labels \"$label\"}}" "
 
 stale=()
 declare -A wanted
-for c in controller worker router; do
+for c in controller worker router lab; do
   files=("$root/deploy/Dockerfile" "$root/deploy/docker/healthcheck")
   for b in ${binaries[$c]}; do files+=("$bin_dir/$b"); done
   wanted[$c]=$(inputs_hash "${files[@]}")
 done
 wanted[etcd]=$(inputs_hash "$root/deploy/docker/etcd.Dockerfile")
-for c in controller worker router etcd; do
+for c in controller worker router lab etcd; do
   for t in "$tag" dev; do
     [[ $(current_hash "switchback/$c:$t") == "${wanted[$c]}" ]] || { stale+=("$c"); break; }
   done
@@ -89,7 +90,7 @@ if $check; then
 fi
 
 if ((${#stale[@]} == 0)); then
-  log "switchback/{controller,worker,router,etcd}:$tag and :dev are up to date"
+  log "switchback/{controller,worker,router,lab,etcd}:$tag and :dev are up to date"
   exit 0
 fi
 
@@ -111,7 +112,7 @@ for c in "${stale[@]}"; do
       mkdir -p "$SWITCHBACK_CACHE/docker"
       context=$(mktemp -d "$SWITCHBACK_CACHE/docker/context.XXXXXX")
       mkdir "$context/bin"
-      for b in switchback-controller sbctl switchback-worker switchback-router; do
+      for b in switchback-controller sbctl switchback-worker switchback-router switchback-lab; do
         ln "$bin_dir/$b" "$context/bin/$b" 2>/dev/null || cp "$bin_dir/$b" "$context/bin/$b"
       done
       cp "$root/deploy/docker/healthcheck" "$context/bin/switchback-healthcheck"
