@@ -56,7 +56,13 @@ pub fn init(service: &'static str) -> Guard {
             .with_writer(std::io::stderr)
             .boxed()
     } else {
+        // Colour only for a person at a terminal: escape codes in a log file or a
+        // collector are noise, and styling every span field costs the router CPU on each
+        // request.
+        use std::io::IsTerminal;
+        let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
         tracing_subscriber::fmt::layer()
+            .with_ansi(ansi)
             .with_writer(std::io::stderr)
             .boxed()
     };
