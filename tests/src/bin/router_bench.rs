@@ -187,11 +187,32 @@ async fn main() {
     run(200, 8, routed).await;
 
     let mut rows = Vec::new();
+    let mut cpu_rows = Vec::new();
     for concurrency in [1usize, 8, 32] {
+        // CPU per request of each process on each path: where the added latency goes on a
+        // machine where the load generator shares the cores with what it measures.
+        let me = std::process::id();
+        let per_request = |before: Duration, pid: u32| (cpu_time(pid) - before) / requests as u32;
+        let (client_before, worker_before) = (cpu_time(me), cpu_time(worker.proc.pid()));
         let d = run(requests, concurrency, direct).await;
+        let direct_client = per_request(client_before, me);
+        let direct_worker = per_request(worker_before, worker.proc.pid());
+        let (client_before, worker_before) = (cpu_time(me), cpu_time(worker.proc.pid()));
         let cpu_before = cpu_time(router.proc.pid());
         let r = run(requests, concurrency, routed).await;
-        let cpu_per_request = (cpu_time(router.proc.pid()) - cpu_before) / requests as u32;
+        let cpu_per_request = per_request(cpu_before, router.proc.pid());
+        let routed_client = per_request(client_before, me);
+        let routed_worker = per_request(worker_before, worker.proc.pid());
+        cpu_rows.push(format!(
+            "| {concurrency} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} |",
+            ms(direct_client),
+            ms(direct_worker),
+            ms(direct_client + direct_worker),
+            ms(routed_client),
+            ms(cpu_per_request),
+            ms(routed_worker),
+            ms(routed_client + cpu_per_request + routed_worker),
+        ));
         eprintln!(
             "c={concurrency}: direct p50 {:.3} ms p99 {:.3} ms {:.0} rps | router p50 {:.3} ms p99 {:.3} ms {:.0} rps, {:.3} ms CPU/request",
             ms(d.percentile(0.5)),
@@ -222,9 +243,15 @@ async fn main() {
          `sim` worker with zero prefill/decode time; latency is to the last token; router CPU \
          is the router process's CPU time (all threads) per request.\n\n\
          | concurrency | direct p50 ms | direct p99 ms | router p50 ms | router p99 ms | added p50 ms | added p99 ms | direct req/s | router req/s | router/direct throughput | router CPU ms/request |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|\n{rows}",
+         |---|---|---|---|---|---|---|---|---|---|---|\n{rows}\n\n\
+         CPU time per request of each process (ms, all threads, kernel time included): the \
+         load generator (`client`, a gRPC client direct, an HTTP client routed), the router \
+         and the worker.\n\n\
+         | concurrency | direct: client | direct: worker | direct: total | routed: client | routed: router | routed: worker | routed: total |\n\
+         |---|---|---|---|---|---|---|---|\n{cpu_rows}",
         machine = switchback_tests::bench::machine(),
         rows = rows.join("\n"),
+        cpu_rows = cpu_rows.join("\n"),
     );
     switchback_tests::bench::write_section(std::path::Path::new(&out), "router-overhead", &table);
     println!("{table}");
