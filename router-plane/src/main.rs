@@ -9,6 +9,9 @@ use switchback_router::{cli, config};
 
 const BINARY: &str = "switchback-router";
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(
     name = "switchback-router",
