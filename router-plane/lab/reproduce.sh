@@ -113,7 +113,7 @@ if [[ -e ${own[0]} ]]; then
     --predictions "$out/own-tiers-predictions.csv"
   echo "== medium vs large: APGR as the number of labels grows (k-fold, all items)"
   "$lab" learning-curve "${data[@]}" --tier medium=medium --tier large=large \
-    --sizes 50,100,200 --folds 5 --repeats 5
+    --sizes 100,250,500,1000,2000
   for signal in confidence margin; do
     echo "== cascade floors on $signal"
     "$lab" fit-cascade "${data[@]}" --tier small --tier medium --tier large --signal "$signal"
