@@ -260,6 +260,7 @@ impl StreamHead {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::pipeline::decision::Route;
 
     fn token(text: &str) -> pb::TokenLogprob {
         pb::TokenLogprob {
@@ -292,7 +293,7 @@ mod tests {
             worker: "w".into(),
             node: "n".into(),
             model: "m".into(),
-            reason: "tier",
+            reason: Route::Tier,
             candidates: 1,
             queue_depth: 0,
             retries: Vec::new(),

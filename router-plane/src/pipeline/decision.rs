@@ -4,10 +4,40 @@
 
 use serde::{Serialize, Serializer, ser::SerializeMap};
 
+use super::failure::Failure;
 use crate::{
     cascade::{Confidence, EscalationReason},
     difficulty::predictor::Prediction,
+    placement::Move,
 };
+
+/// How the tier was chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Route {
+    /// `auto`, by the difficulty predictor.
+    Difficulty,
+    /// `auto` without a predictor: the configured default tier.
+    AutoDefaultTier,
+    /// The request named a tier.
+    Tier,
+    /// The request named a model id.
+    Model,
+    /// An answer was escalated to a higher tier.
+    Cascade,
+}
+
+impl Route {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Route::Difficulty => "difficulty",
+            Route::AutoDefaultTier => "auto-default-tier",
+            Route::Tier => "tier",
+            Route::Model => "model",
+            Route::Cascade => "cascade",
+        }
+    }
+}
 
 /// What was decided for a request. Serializes to the `switchback` body object; fields in
 /// the order the object lists them.
@@ -18,9 +48,8 @@ pub struct Decision {
     /// The chosen worker's machine.
     pub node: String,
     pub model: String,
-    /// How the tier was chosen: `difficulty`, `auto-default-tier`, `tier`, `model`, or
-    /// `cascade` after an escalation.
-    pub reason: &'static str,
+    /// How the tier was chosen.
+    pub reason: Route,
     pub candidates: usize,
     /// The chosen worker's outstanding requests when it was chosen.
     pub queue_depth: u32,
@@ -39,8 +68,8 @@ pub struct Decision {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Retry {
     pub worker: String,
-    /// The failure's bounded label (`queue_full`, `unreachable`, ...).
-    pub reason: &'static str,
+    /// Why the attempt failed, as its bounded label (`queue_full`, `unreachable`, ...).
+    pub reason: Failure,
 }
 
 /// The joint decision, as the client and the trace see it.
@@ -54,7 +83,7 @@ pub struct JointView {
     #[serde(serialize_with = "round6_opt")]
     pub routed_quality: Option<f32>,
     pub deadline_ms: Option<u64>,
-    pub moved: &'static str,
+    pub moved: Move,
     pub considered: Vec<ConsideredView>,
 }
 
@@ -163,10 +192,10 @@ mod tests {
             "worker": d.worker,
             "node": d.node,
             "model": d.model,
-            "reason": d.reason,
+            "reason": d.reason.as_str(),
             "candidates": d.candidates,
             "queue_depth": d.queue_depth,
-            "retries": d.retries.iter().map(|r| json!({"worker": r.worker, "reason": r.reason})).collect::<Vec<_>>(),
+            "retries": d.retries.iter().map(|r| json!({"worker": r.worker, "reason": r.reason.label()})).collect::<Vec<_>>(),
             "escalations": d.escalations.iter().map(|e| json!({
                 "from_tier": e.from_tier,
                 "from_worker": e.from_worker,
@@ -185,7 +214,7 @@ mod tests {
                 "stretch_tier": j.stretch,
                 "routed_quality": j.routed_quality.map(round6),
                 "deadline_ms": j.deadline_ms,
-                "moved": j.moved,
+                "moved": j.moved.as_str(),
                 "considered": j.considered.iter().map(|c| json!({
                     "tier": c.tier,
                     "worker": c.worker,
@@ -214,7 +243,7 @@ mod tests {
             worker: "small-0".into(),
             node: "node-a".into(),
             model: "sim-small".into(),
-            reason: "tier",
+            reason: Route::Tier,
             candidates: 1,
             queue_depth: 0,
             retries: Vec::new(),
@@ -226,12 +255,12 @@ mod tests {
 
     fn full() -> Decision {
         Decision {
-            reason: "cascade",
+            reason: Route::Cascade,
             candidates: 3,
             queue_depth: 2,
             retries: vec![Retry {
                 worker: "large-1".into(),
-                reason: "queue_full",
+                reason: Failure::QueueFull,
             }],
             escalations: vec![
                 Escalation {
@@ -261,7 +290,7 @@ mod tests {
                 stretch: "medium".into(),
                 routed_quality: Some(0.95),
                 deadline_ms: Some(1500),
-                moved: "stayed",
+                moved: Move::Up,
                 considered: vec![ConsideredView {
                     tier: "small".into(),
                     worker: "small-0".into(),

@@ -187,7 +187,7 @@ pub async fn open(
         span.record("switchback.tier", placed.tier.as_str());
         span.record("switchback.worker", placed.worker.as_str());
         tracing::debug!(
-            reason = placed.reason,
+            reason = placed.reason.as_str(),
             candidates = placed.candidates,
             queue_depth = placed.queue_depth,
             attempt = tried.len() + 1,
@@ -258,7 +258,7 @@ pub async fn open(
         tracing::warn!(worker = %placed.worker, reason = failure.label(), %error, "attempt failed before the first token; retrying on another worker");
         retries.push(Retry {
             worker: placed.worker.clone(),
-            reason: failure.label(),
+            reason: failure,
         });
         last = Some(Failed {
             tier: placed.tier,

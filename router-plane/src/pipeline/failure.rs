@@ -102,6 +102,13 @@ impl Failure {
     }
 }
 
+/// As its bounded label (`queue_full`, `unreachable`, ...).
+impl serde::Serialize for Failure {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.label())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -22,7 +22,7 @@ use switchback_common::trace_context;
 use tracing::field::Empty;
 
 pub use self::{
-    decision::Decision,
+    decision::{Decision, Route},
     dispatch::Collected,
     error::{Error, Failed, Upstream},
     relay::{Body, Event, Piece, Relay},
@@ -134,7 +134,7 @@ async fn serve(
         reason: if escalations.is_empty() {
             placed.reason
         } else {
-            "cascade"
+            Route::Cascade
         },
         tier: placed.tier,
         worker: placed.worker,
@@ -168,7 +168,7 @@ async fn serve(
 fn record_decision(span: &tracing::Span, d: &Decision, quality: Option<f64>) {
     span.record("switchback.tier", d.tier.as_str());
     span.record("switchback.worker", d.worker.as_str());
-    span.record("switchback.decision", d.reason);
+    span.record("switchback.decision", d.reason.as_str());
     span.record("switchback.escalations", d.escalations.len());
     span.record(
         "switchback.attempts",
@@ -192,7 +192,7 @@ fn record_decision(span: &tracing::Span, d: &Decision, quality: Option<f64>) {
         }
     }
     if let Some(j) = &d.joint {
-        span.record("switchback.joint.moved", j.moved);
+        span.record("switchback.joint.moved", j.moved.as_str());
         let considered: Vec<String> = j
             .considered
             .iter()

@@ -6,7 +6,7 @@ use std::{sync::atomic::Ordering, time::Instant};
 
 use super::{
     Error,
-    decision::{ConsideredView, JointView},
+    decision::{ConsideredView, JointView, Route},
     plan::{Plan, Want},
 };
 use crate::{
@@ -25,8 +25,8 @@ pub struct Placement {
     pub model: String,
     /// The worker's gRPC address.
     pub address: String,
-    /// How the tier was chosen: `difficulty`, `auto-default-tier`, `tier`, `model`.
-    pub reason: &'static str,
+    /// How the tier was chosen.
+    pub reason: Route,
     /// Workers the choice considered.
     pub candidates: usize,
     /// The worker's outstanding requests when it was chosen.
@@ -37,7 +37,7 @@ pub struct Placement {
 
 impl Placement {
     /// A choice not yet tied to a worker.
-    fn new(reason: &'static str, candidates: usize) -> Self {
+    fn new(reason: Route, candidates: usize) -> Self {
         Self {
             tier: String::new(),
             worker: String::new(),
@@ -115,9 +115,9 @@ fn named(
     let (target, reason) = if app.config.tiers.iter().any(|t| t == model)
         || candidates.iter().any(|c| c.tier == model)
     {
-        (Target::Tier(model), "tier")
+        (Target::Tier(model), Route::Tier)
     } else {
-        (Target::Model(model), "model")
+        (Target::Model(model), Route::Model)
     };
     let tier_of_target = || match target {
         Target::Tier(t) => t.to_owned(),
@@ -195,9 +195,9 @@ fn auto(
         Ok(choice) => {
             let mut d = Placement::new(
                 if plan.prediction.is_some() {
-                    "difficulty"
+                    Route::Difficulty
                 } else {
-                    "auto-default-tier"
+                    Route::AutoDefaultTier
                 },
                 choice.considered.len(),
             );
@@ -213,7 +213,7 @@ fn auto(
                 stretch: tiers[ask.stretch.min(tiers.len() - 1)].name.to_owned(),
                 routed_quality: plan.routed_quality,
                 deadline_ms: ask.deadline_s.map(|s| (s * 1000.0).round() as u64),
-                moved: choice.moved.as_str(),
+                moved: choice.moved,
                 considered: choice
                     .considered
                     .iter()

@@ -211,6 +211,12 @@ pub enum Move {
     BestEffort,
 }
 
+impl serde::Serialize for Move {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
 impl Move {
     pub fn as_str(self) -> &'static str {
         match self {
