@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use super::{choice_prompt, files_with_extension};
+use super::{choice_prompt, csv_rows, files_with_extension};
 use crate::{
     data::DataError,
     label::{Gold, Question},
@@ -20,19 +20,17 @@ pub fn questions(root: &Path) -> Result<Vec<Question>, DataError> {
             .unwrap_or_default()
             .trim_end_matches("_test")
             .to_owned();
-        let mut reader =
-            csv::Reader::from_path(&f).map_err(|e| DataError::parse(&f, 0, e.to_string()))?;
-        for (n, record) in reader.records().enumerate() {
-            let r = record.map_err(|e| DataError::parse(&f, n + 2, e.to_string()))?;
+        let (_, rows) = csv_rows(&f)?;
+        for (n, (line, r)) in rows.into_iter().enumerate() {
             let field = |k: usize| r.get(k).unwrap_or_default();
             let answer: usize = field(5)
                 .trim()
                 .parse()
-                .map_err(|_| DataError::parse(&f, n + 2, "answer is not 0..3"))?;
+                .map_err(|_| DataError::parse(&f, line, "answer is not 0..3"))?;
             let letter = ['A', 'B', 'C', 'D']
                 .get(answer)
                 .copied()
-                .ok_or_else(|| DataError::parse(&f, n + 2, "answer is not 0..3"))?;
+                .ok_or_else(|| DataError::parse(&f, line, "answer is not 0..3"))?;
             let prompt = choice_prompt(
                 Some(&subject.replace('_', " ")),
                 field(0),

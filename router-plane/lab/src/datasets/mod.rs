@@ -48,6 +48,28 @@ fn read(path: &Path) -> Result<String, DataError> {
 
 /// The files in `dir` ending in `.<ext>`, sorted (so readers do not depend on directory
 /// order).
+/// A CSV file's header row and its records, each with its line number (the header is
+/// line 1), every error naming the file and the line.
+fn csv_rows(
+    path: &Path,
+) -> Result<(csv::StringRecord, Vec<(usize, csv::StringRecord)>), DataError> {
+    let mut reader =
+        csv::Reader::from_path(path).map_err(|e| DataError::parse(path, 0, e.to_string()))?;
+    let headers = reader
+        .headers()
+        .map_err(|e| DataError::parse(path, 1, e.to_string()))?
+        .clone();
+    let rows = reader
+        .records()
+        .enumerate()
+        .map(|(n, r)| {
+            r.map(|r| (n + 2, r))
+                .map_err(|e| DataError::parse(path, n + 2, e.to_string()))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok((headers, rows))
+}
+
 fn files_with_extension(dir: &Path, ext: &str) -> Result<Vec<PathBuf>, DataError> {
     let mut files: Vec<_> = std::fs::read_dir(dir)
         .map_err(|e| DataError::io(dir, e))?

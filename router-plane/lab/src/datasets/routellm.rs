@@ -57,12 +57,7 @@ fn routellm_csv(
     skip: &HashSet<String>,
     out: &mut Vec<Item>,
 ) -> Result<(), DataError> {
-    let mut reader =
-        csv::Reader::from_path(path).map_err(|e| DataError::parse(path, 0, e.to_string()))?;
-    let headers = reader
-        .headers()
-        .map_err(|e| DataError::parse(path, 1, e.to_string()))?
-        .clone();
+    let (headers, rows) = super::csv_rows(path)?;
     let col = |name: &str| {
         headers
             .iter()
@@ -70,9 +65,7 @@ fn routellm_csv(
             .ok_or_else(|| DataError::parse(path, 1, format!("no column {name:?}")))
     };
     let (p, w, s) = (col("prompt")?, col(ROUTELLM_WEAK)?, col(ROUTELLM_STRONG)?);
-    for (n, record) in reader.records().enumerate() {
-        let line = n + 2;
-        let record = record.map_err(|e| DataError::parse(path, line, e.to_string()))?;
+    for (n, (line, record)) in rows.into_iter().enumerate() {
         let prompt = record.get(p).unwrap_or_default().to_owned();
         if skip.contains(&prompt) {
             continue;
