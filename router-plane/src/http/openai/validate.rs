@@ -287,26 +287,15 @@ impl ChatRequest {
             (true, n) => Some(n.unwrap_or(0)),
             (false, None) => None,
         };
-        let c = self.common;
-        Ok(Generation {
-            model: c.model,
-            prompt: PromptKind::Chat(messages),
+        generation(
+            self.common,
+            PromptKind::Chat(messages),
             max_tokens,
-            temperature: c.temperature,
-            top_p: c.top_p,
-            stop: stop_list(c.stop, limits)?,
-            frequency_penalty: c.frequency_penalty,
-            presence_penalty: c.presence_penalty,
-            seed: c.seed,
-            stream: c.stream.unwrap_or(false),
-            include_usage: c.stream_options.is_some_and(|o| o.include_usage),
             logprobs,
-            quality: c.switchback.as_ref().and_then(|s| s.quality),
-            cascade: c.switchback.as_ref().and_then(|s| s.cascade),
-            deadline_ms: c.switchback.as_ref().and_then(|s| s.deadline_ms),
-            ignored: self.ignored,
+            self.ignored,
             asks,
-        })
+            limits,
+        )
     }
 }
 
@@ -332,27 +321,48 @@ impl CompletionRequest {
                 "`logprobs` must be between 0 and 5",
             ));
         }
-        let c = self.common;
-        Ok(Generation {
-            model: c.model,
-            prompt: PromptKind::Text(prompt),
+        generation(
+            self.common,
+            PromptKind::Text(prompt),
             max_tokens,
-            temperature: c.temperature,
-            top_p: c.top_p,
-            stop: stop_list(c.stop, limits)?,
-            frequency_penalty: c.frequency_penalty,
-            presence_penalty: c.presence_penalty,
-            seed: c.seed,
-            stream: c.stream.unwrap_or(false),
-            include_usage: c.stream_options.is_some_and(|o| o.include_usage),
-            logprobs: f.logprobs,
-            quality: c.switchback.as_ref().and_then(|s| s.quality),
-            cascade: c.switchback.as_ref().and_then(|s| s.cascade),
-            deadline_ms: c.switchback.as_ref().and_then(|s| s.deadline_ms),
-            ignored: self.ignored,
-            asks: Asks::default(),
-        })
+            f.logprobs,
+            self.ignored,
+            Asks::default(),
+            limits,
+        )
     }
+}
+
+/// The generation both endpoints' requests become, from their common fields and what
+/// each one validated of its own.
+fn generation(
+    c: Common,
+    prompt: PromptKind,
+    max_tokens: Option<u32>,
+    logprobs: Option<u32>,
+    ignored: Vec<String>,
+    asks: Asks,
+    limits: &RequestLimits,
+) -> Result<Generation, ApiError> {
+    Ok(Generation {
+        model: c.model,
+        prompt,
+        max_tokens,
+        temperature: c.temperature,
+        top_p: c.top_p,
+        stop: stop_list(c.stop, limits)?,
+        frequency_penalty: c.frequency_penalty,
+        presence_penalty: c.presence_penalty,
+        seed: c.seed,
+        stream: c.stream.unwrap_or(false),
+        include_usage: c.stream_options.is_some_and(|o| o.include_usage),
+        logprobs,
+        quality: c.switchback.as_ref().and_then(|s| s.quality),
+        cascade: c.switchback.as_ref().and_then(|s| s.cascade),
+        deadline_ms: c.switchback.as_ref().and_then(|s| s.deadline_ms),
+        ignored,
+        asks,
+    })
 }
 
 /// A number the client may set must lie in `[low, high]` (NaN never does).
