@@ -99,6 +99,7 @@ fn ms(d: Duration) -> f64 {
 async fn main() {
     let mut args = std::env::args().skip(1);
     let mut requests = 2000usize;
+    let mut levels = vec![1usize, 8, 32];
     let mut out = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/BENCHMARKS.md").to_owned();
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -109,17 +110,24 @@ async fn main() {
                     .expect("--requests N")
             }
             "--out" => out = args.next().expect("--out FILE"),
+            "--concurrency" => {
+                levels = args
+                    .next()
+                    .and_then(|v| v.split(',').map(|c| c.parse().ok()).collect())
+                    .expect("--concurrency N[,N...]")
+            }
             "--help" | "-h" => {
                 println!(
                     "router-bench: sends the same chat requests to a zero-time `sim` worker directly \
-                     over gRPC and through the router over HTTP, at concurrency 1, 8 and 32, and \
+                     over gRPC and through the router over HTTP, at each concurrency level, and \
                      reports the latency the router adds, its throughput against direct and the \
                      router's CPU time per request.\n\n\
                      Starts its own etcd, controller, worker and router on loopback ports (binaries \
                      from target/debug, or SWITCHBACK_BIN_DIR) and writes the table into \
                      docs/BENCHMARKS.md (section `router-overhead`).\n\n\
-                     Options:\n  --requests N  requests per cell (default 2000)\n  \
-                     --out FILE    the markdown file to write (default docs/BENCHMARKS.md)"
+                     Options:\n  --requests N           requests per cell (default 2000)\n  \
+                     --concurrency N[,N..]  concurrency levels (default 1,8,32)\n  \
+                     --out FILE             the markdown file to write (default docs/BENCHMARKS.md)"
                 );
                 return;
             }
@@ -188,7 +196,7 @@ async fn main() {
 
     let mut rows = Vec::new();
     let mut cpu_rows = Vec::new();
-    for concurrency in [1usize, 8, 32] {
+    for concurrency in levels {
         // CPU per request of each process on each path: where the added latency goes on a
         // machine where the load generator shares the cores with what it measures.
         let me = std::process::id();
