@@ -322,6 +322,14 @@ async fn follow_policy(state: Arc<AppState>, stop: CancellationToken) {
             .policy_updates
             .get_or_create(&metrics::Reload { outcome: "ok" })
             .inc();
+        let predictor = state
+            .difficulty
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        if let Some(why) = predictor.and_then(|p| p.knob_mismatch(&policy.cascade)) {
+            tracing::warn!(%key, "{why}");
+        }
         *state.policy.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(policy);
         tracing::info!(%key, "routing policy applied");
     };

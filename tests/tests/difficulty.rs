@@ -383,6 +383,63 @@ fn fit_cascade_prints_a_policy_whose_floor_separates_wrong_from_right_answers() 
     assert!(report.contains("small -> large"), "{report}");
 }
 
+#[test]
+fn fit_cascade_on_the_margin_judges_the_margin_alone() {
+    // The small tier is right exactly where its first step was sure (margin above 1), and
+    // every answer's mean log-probability is low: a policy that also judged the default
+    // mean floor would escalate every answer.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("labels.jsonl");
+    let lines: Vec<String> = (0..200)
+        .map(|k| {
+            let margin = f64::from(k) / 100.0;
+            let small = if margin > 1.0 { 1.0 } else { 0.0 };
+            let answer = |m: f64| {
+                json!({"text": "x", "tokens": 5, "mean_logprob": -3.0,
+                "min_logprob": -6.0, "first_margin": m, "first_entropy": 0.5, "seconds": 1.0})
+            };
+            json!({"id": k.to_string(), "prompt": format!("question {k}"),
+                   "scores": {"small": small, "large": 1.0},
+                   "answers": {"small": answer(margin), "large": answer(3.0)}})
+            .to_string()
+        })
+        .collect();
+    std::fs::write(&data, lines.join("\n")).expect("write labels");
+    let out = std::process::Command::new(switchback_tests::bin("switchback-lab"))
+        .args(["fit-cascade", "--data"])
+        .arg(&data)
+        .args(["--tier", "small", "--tier", "large", "--quality", "1.0"])
+        .args(["--signal", "margin"])
+        .output()
+        .expect("run fit-cascade");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let yaml = String::from_utf8(out.stdout).expect("utf-8");
+    let policy = switchback_router::policy::Policy::from_yaml(&yaml).expect("a valid policy");
+    let floors = policy.cascade.floors_for("small");
+    let margin = floors.min_first_margin.expect("a margin floor");
+    // Fitted on train + calibration with quality target 1: above every wrong answer's
+    // margin there, at or below every right one's.
+    use switchback_lab::data::{Split, split_of};
+    let fitted = (0..200).filter(|k| split_of(&format!("question {k}")) != Split::Test);
+    let margins = fitted.map(|k| f64::from(k) / 100.0);
+    let (wrong, right): (Vec<f64>, Vec<f64>) = margins.partition(|m| *m <= 1.0);
+    let highest_wrong = wrong.into_iter().fold(f64::NEG_INFINITY, f64::max);
+    let lowest_right = right.into_iter().fold(f64::INFINITY, f64::min);
+    assert!(
+        f64::from(margin) > highest_wrong && f64::from(margin) <= lowest_right,
+        "{margin} not in ({highest_wrong}, {lowest_right}]\n{yaml}"
+    );
+    assert_eq!(
+        (floors.min_mean_logprob, floors.min_token_logprob),
+        (None, None),
+        "only the fitted measure is judged\n{yaml}"
+    );
+}
+
 /// Three tiers: `auto` places easy prompts on `small`, middling ones on `medium` and hard
 /// ones on `large`, by a predictor with a head per tier; the decision shows every tier's
 /// probability and gap to the top tier, and why.
@@ -428,6 +485,7 @@ async fn auto_chooses_among_three_tiers_and_shows_every_tiers_prediction() {
         heads_on_calibration: true,
         gap_head: false,
         knob_z: 0.0,
+        cascade_floors: None,
     };
     let dir = tempfile::tempdir().expect("tempdir");
     let artifact = dir.path().join("three-tiers.json");

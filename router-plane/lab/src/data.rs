@@ -61,6 +61,49 @@ pub struct Answer {
     pub seconds: f64,
 }
 
+impl Answer {
+    /// The answer's confidence as the router's cascade judges it
+    /// ([`switchback_routing::cascade::judge`]); `None` for an empty answer. A measure the
+    /// labels lack reads as no confidence at all.
+    pub fn confidence(&self) -> Option<switchback_routing::cascade::Confidence> {
+        if self.tokens == 0 {
+            return None;
+        }
+        let lowest = |v: Option<f64>| v.map_or(f32::NEG_INFINITY, |v| v as f32);
+        Some(switchback_routing::cascade::Confidence {
+            tokens: self.tokens as usize,
+            mean_logprob: lowest(self.mean_logprob),
+            min_logprob: lowest(self.min_logprob),
+            first_margin: self.first_margin.map(|m| m as f32),
+        })
+    }
+}
+
+/// Per-tier cascade floors, as the routing policy's `cascade.per_tier` holds them.
+pub type TierFloors = std::collections::BTreeMap<String, switchback_routing::policy::Floors>;
+
+impl Item {
+    /// Cascade routing on this item: starting on tier `start` of `tiers` ((tier, model) in
+    /// rising cost), each answer below its tier's `floors` escalates one tier up, as the
+    /// router's cascade does (a tier without floors keeps its answer). Returns the tier
+    /// whose answer is kept.
+    pub fn climb(&self, tiers: &[(String, String)], start: usize, floors: &TierFloors) -> usize {
+        let top = tiers.len() - 1;
+        let mut k = start.min(top);
+        while k < top {
+            let Some(f) = floors.get(&tiers[k].0) else {
+                break;
+            };
+            let confidence = self.answers.get(&tiers[k].1).and_then(Answer::confidence);
+            match switchback_routing::cascade::judge(confidence.as_ref(), f, 0.0) {
+                switchback_routing::cascade::Verdict::Keep => break,
+                switchback_routing::cascade::Verdict::Escalate(_) => k += 1,
+            }
+        }
+        k
+    }
+}
+
 /// Which part of the data an item belongs to.
 #[derive(
     Debug,

@@ -81,7 +81,18 @@ pub fn run(a: Args) -> Result<(), Error> {
             100.0 * q_fit / upper_quality(&fit).max(1e-12),
             100.0 * e_fit,
         );
-        yaml.push_str(&format!("    {lower}: {{{key}: {floor:.4}}}\n"));
+        // Every measure spelled out: one left out would take the policy's default floor
+        // (a mean log-probability of -1) and judge what was never fitted.
+        let measures = ["min_mean_logprob", "min_token_logprob", "min_first_margin"]
+            .map(|m| {
+                if m == key {
+                    format!("{m}: {floor:.4}")
+                } else {
+                    format!("{m}: null")
+                }
+            })
+            .join(", ");
+        yaml.push_str(&format!("    {lower}: {{{measures}}}\n"));
     }
     print!("{yaml}");
     Ok(())

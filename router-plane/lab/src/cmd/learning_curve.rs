@@ -46,6 +46,7 @@ pub fn run(a: Args) -> Result<(), Error> {
             heads_on_calibration: false,
             gap_head: false,
             knob_z: 0.0,
+            cascade_floors: None,
         },
         &a.encoder.encoder()?,
     )?;

@@ -41,6 +41,13 @@ pub struct Args {
     /// bound) keeps the promise on new prompts when the calibration items are few.
     #[arg(long, default_value_t = 0.0)]
     pub knob_z: f64,
+    /// Fit the knob for cascade routing: a routing policy (YAML, e.g. what `fit-cascade`
+    /// prints) whose `cascade.per_tier` floors escalate a routed answer below them, as the
+    /// router's cascade will. The artifact records the floors; serve it with the same
+    /// floors in the policy and `cascade.enabled`. Without it the knob is fitted for
+    /// routing alone.
+    #[arg(long, value_name = "POLICY.yaml")]
+    pub cascade: Option<PathBuf>,
     #[command(flatten)]
     pub encoder: EncoderArgs,
 }
@@ -49,6 +56,7 @@ pub fn run(a: Args) -> Result<(), Error> {
     if !(0.0..=10.0).contains(&a.knob_z) {
         return Err(Error::usage("--knob-z must be in [0, 10]"));
     }
+    let cascade_floors = a.cascade.as_deref().map(cascade_floors).transpose()?;
     let items = data::read_all(&a.data)?;
     let p = train::train(
         &items,
@@ -60,10 +68,30 @@ pub fn run(a: Args) -> Result<(), Error> {
             heads_on_calibration: a.heads_on_calibration,
             gap_head: a.gap_head,
             knob_z: a.knob_z,
+            cascade_floors,
         },
         a.encoder.encoder()?,
     )?;
     artifact::save_predictor(&p, &a.out)?;
     eprintln!("wrote {} ({})", a.out.display(), p.trained_on);
     Ok(())
+}
+
+/// The per-tier cascade floors of the routing policy in `path`.
+fn cascade_floors(path: &std::path::Path) -> Result<data::TierFloors, Error> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::usage(format!("--cascade {}: {e}", path.display())))?;
+    let policy: switchback_routing::policy::Policy = serde_yaml::from_str(&text).map_err(|e| {
+        Error::usage(format!(
+            "--cascade {}: not a routing policy: {e}",
+            path.display()
+        ))
+    })?;
+    if policy.cascade.per_tier.is_empty() {
+        return Err(Error::usage(format!(
+            "--cascade {}: no `cascade.per_tier` floors (`fit-cascade` prints them)",
+            path.display()
+        )));
+    }
+    Ok(policy.cascade.per_tier)
 }

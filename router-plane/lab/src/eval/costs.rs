@@ -5,7 +5,7 @@
 use std::{collections::HashMap, fmt::Write as _};
 
 use serde_json::{Value, json};
-use switchback_routing::difficulty::predictor::Predictor;
+use switchback_routing::difficulty::predictor::{Predictor, choose};
 
 use super::{
     Signal,
@@ -240,11 +240,26 @@ pub fn ladder_report(
             ));
         }
     }
-    // The knob's promise: at each target, the quality routing keeps on these items.
+    // The knob's promise: at each target, the quality routing keeps on these items, with
+    // the cascade behind it when the knob was fitted for one (the artifact's floors, judged
+    // as the router judges them).
+    let pairs: Vec<(String, String)> = tiers.iter().cloned().zip(models.iter().cloned()).collect();
     let knob: Vec<Value> = [0.8f32, 0.9, 0.95, 0.99, 1.0]
         .iter()
         .map(|&q| {
-            let o = ladder::route(&cases, p.threshold(q));
+            let t = p.threshold(q);
+            let o = match &p.cascade_floors {
+                None => ladder::route(&cases, t),
+                Some(floors) => ladder::mean(
+                    items.len(),
+                    items.iter().zip(&predicted).map(|(i, g)| {
+                        let start = choose(g, t);
+                        let kept = i.climb(&pairs, start, floors);
+                        let spent = (start..=kept).map(|r| cost(i, r)).sum::<f64>();
+                        (spent, i.scores[&models[kept]], kept + 1 == k)
+                    }),
+                ),
+            };
             json!({
                 "target": q,
                 "quality_of_top": o.quality / top_quality.max(1e-12),
@@ -290,6 +305,7 @@ pub fn ladder_report(
         "oracle": {"quality": oracle.quality, "cost": oracle.cost},
         "strategies": rows,
         "knob": knob,
+        "knob_with_cascade": p.cascade_floors.is_some(),
     });
     let mut text = String::new();
     let _ = writeln!(
@@ -344,10 +360,15 @@ pub fn ladder_report(
             pct(&r["top_calls_saved_1pct_drop"]),
         );
     }
+    let knob_name = if p.cascade_floors.is_some() {
+        "knob (cascade routing, the artifact's floors)"
+    } else {
+        "knob"
+    };
     for kn in &knob {
         let _ = writeln!(
             text,
-            "knob target {:.2}: {:.3} of always-{} quality, {:.1}% on it, cost {:.3} of it",
+            "{knob_name} target {:.2}: {:.3} of always-{} quality, {:.1}% on it, cost {:.3} of it",
             kn["target"].as_f64().unwrap_or_default(),
             kn["quality_of_top"].as_f64().unwrap_or_default(),
             tiers[k - 1],
@@ -433,6 +454,7 @@ mod tests {
             heads_on_calibration: true,
             gap_head: false,
             knob_z: 0.0,
+            cascade_floors: None,
         };
         let p = train(&all, &opts, Encoder::Lexical).expect("trains");
         let prices = [

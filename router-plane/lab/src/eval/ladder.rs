@@ -42,7 +42,7 @@ fn mean_of(cases: &[Case], each: impl Fn(&Case) -> (f64, f64, bool)) -> Outcome 
 }
 
 /// The mean of `n` items' (cost, quality, answered by the top tier).
-fn mean(n: usize, items: impl Iterator<Item = (f64, f64, bool)>) -> Outcome {
+pub fn mean(n: usize, items: impl Iterator<Item = (f64, f64, bool)>) -> Outcome {
     let n = n.max(1) as f64;
     let (mut cost, mut quality, mut top) = (0.0, 0.0, 0.0);
     for (c, q, t) in items {

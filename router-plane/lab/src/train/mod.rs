@@ -13,7 +13,7 @@ use switchback_routing::difficulty::{
     predictor::{self, ALL_TOP, Calibration, Encoder, Head, Predictor, choose},
 };
 
-use crate::data::{Item, Split, split_of};
+use crate::data::{Item, Split, TierFloors, split_of};
 use logistic::{fit, log_loss};
 
 /// Data or options training cannot work with.
@@ -72,6 +72,10 @@ pub struct TrainOptions {
     /// top tier's. 0 takes the calibration items at face value; 1.645 is a one-sided 95 %
     /// bound, which matters when they are few.
     pub knob_z: f64,
+    /// Fit the knob for cascade routing with these floors (tier → floors): on each
+    /// calibration item, the routed tier's answer escalates while it is below its floors,
+    /// and the kept answer's score counts. `None`: routing alone.
+    pub cascade_floors: Option<TierFloors>,
 }
 
 /// Fits one head per tier on the train split and the calibration table on the calibration
@@ -105,6 +109,29 @@ pub fn train(
             calibration = calib.len(),
             "few training items: expect a weak predictor"
         );
+    }
+    if let Some(floors) = &opts.cascade_floors {
+        if let Some(tier) = floors
+            .keys()
+            .find(|t| !opts.tiers.iter().any(|(n, _)| n == *t))
+        {
+            return Err(TrainError(format!(
+                "cascade floors for tier {tier:?}, which is not one of the --tier names"
+            )));
+        }
+        let floored = opts.tiers.iter().filter(|(t, _)| floors.contains_key(t));
+        for (tier, model) in floored {
+            let missing = calib
+                .iter()
+                .filter(|i| !i.answers.contains_key(model))
+                .count();
+            if missing > 0 {
+                return Err(TrainError(format!(
+                    "cascade floors for {tier}, but {missing} calibration items have no answer of \
+                     {model} to judge (labels from `label` carry them)"
+                )));
+            }
+        }
     }
     if train.len() < 10 || calib.len() < 5 {
         return Err(TrainError(format!(
@@ -185,10 +212,13 @@ pub fn train(
     // tier's score s (and their squares and product), so that the quality kept at target
     // q, mean(r - q s), has a standard error too.
     let n = calib.len() as f64;
+    let no_floors = TierFloors::new();
+    let floors = opts.cascade_floors.as_ref().unwrap_or(&no_floors);
     let sums_at = |t: f32| -> [f64; 5] {
         let mut m = [0.0; 5];
         for (i, g) in calib.iter().zip(&gaps) {
-            let (r, s) = (i.scores[models[choose(g, t)]], i.scores[strong_m]);
+            let kept = i.climb(&opts.tiers, choose(g, t), floors);
+            let (r, s) = (i.scores[models[kept]], i.scores[strong_m]);
             m[0] += r;
             m[1] += s;
             m[2] += r * r;
@@ -229,7 +259,7 @@ pub fn train(
         calibration[k].threshold = calibration[k].threshold.min(calibration[k - 1].threshold);
     }
     let trained_on = format!(
-        "{} train + {} calibration items (heads fitted on {}; training loss {}); tiers {}",
+        "{} train + {} calibration items (heads fitted on {}; training loss {}); tiers {}{}",
         train.len(),
         calib.len(),
         fit_on.len(),
@@ -238,9 +268,14 @@ pub fn train(
             .iter()
             .map(|(t, m)| format!("{t}={m}"))
             .collect::<Vec<_>>()
-            .join(", ")
+            .join(", "),
+        if opts.cascade_floors.is_some() {
+            "; knob fitted for cascade routing"
+        } else {
+            ""
+        }
     );
-    Ok(Predictor::assemble(
+    let mut p = Predictor::assemble(
         heads,
         gap,
         calibration,
@@ -248,7 +283,9 @@ pub fn train(
         opts.default_quality,
         trained_on,
         encoder,
-    ))
+    );
+    p.cascade_floors.clone_from(&opts.cascade_floors);
+    Ok(p)
 }
 
 #[cfg(test)]
@@ -269,6 +306,7 @@ mod tests {
             heads_on_calibration: false,
             gap_head: false,
             knob_z: 0.0,
+            cascade_floors: None,
         }
     }
 
@@ -455,6 +493,96 @@ mod tests {
             assert_eq!(p.decide(prompt, 1.0).tier, "large", "q = 1: the top tier");
             assert_eq!(p.decide(prompt, 0.0).tier, "small", "q = 0: the cheapest");
         }
+    }
+
+    /// Three-tier items whose answers carry a first-step margin: each tier is sure (2.0)
+    /// where it is right and unsure (0.1) where it is wrong.
+    fn three_tier_items_with_margins(n: usize) -> Vec<Item> {
+        let mut items = three_tier_items(n);
+        for i in &mut items {
+            for m in ["s", "m", "l"] {
+                let right = i.scores[m] > 0.5;
+                let answer = crate::data::Answer {
+                    text: "answer".into(),
+                    tokens: 4,
+                    first_margin: Some(if right { 2.0 } else { 0.1 }),
+                    ..Default::default()
+                };
+                i.answers.insert(m.to_owned(), answer);
+            }
+        }
+        items
+    }
+
+    #[test]
+    fn a_knob_fitted_for_cascade_routing_starts_low_where_the_cascade_catches_mistakes() {
+        let items = three_tier_items_with_margins(600);
+        let floors: TierFloors = ["small", "medium"]
+            .iter()
+            .map(|t| {
+                let f = switchback_routing::policy::Floors {
+                    min_mean_logprob: None,
+                    min_token_logprob: None,
+                    min_first_margin: Some(1.0),
+                };
+                ((*t).to_owned(), f)
+            })
+            .collect();
+        let alone = train(&items, &three_tier_opts(), Encoder::Lexical).expect("trains");
+        let cascading = train(
+            &items,
+            &TrainOptions {
+                cascade_floors: Some(floors.clone()),
+                ..three_tier_opts()
+            },
+            Encoder::Lexical,
+        )
+        .expect("trains");
+        let prompt = "sort the list of numbers 100002";
+        // Routing alone must send it to medium to keep 99 %; with the cascade behind it,
+        // small's unsure wrong answer escalates, so starting on small keeps the quality.
+        assert_eq!(alone.decide(prompt, 0.99).tier, "medium");
+        assert_eq!(cascading.decide(prompt, 0.99).tier, "small");
+        assert_eq!(
+            cascading.decide(prompt, 1.0).tier,
+            "large",
+            "q = 1: the top tier"
+        );
+        assert_eq!(cascading.cascade_floors.as_ref(), Some(&floors));
+        assert_eq!(alone.cascade_floors, None);
+        // The artifact keeps the floors; the router warns when its policy differs.
+        let mut policy = switchback_routing::policy::CascadePolicy::default();
+        assert!(cascading.knob_mismatch(&policy).is_some(), "cascade off");
+        policy.enabled = true;
+        policy.per_tier = floors;
+        assert_eq!(cascading.knob_mismatch(&policy), None);
+        assert!(
+            alone.knob_mismatch(&policy).is_some(),
+            "fitted for routing alone"
+        );
+        let back = Predictor::from_json(&cascading.to_json().expect("json"), Encoder::Lexical)
+            .expect("loads");
+        assert_eq!(back.cascade_floors, cascading.cascade_floors);
+    }
+
+    #[test]
+    fn cascade_floors_need_answers_to_judge() {
+        let err = train(
+            &three_tier_items(300),
+            &TrainOptions {
+                cascade_floors: Some(
+                    [(
+                        "small".to_owned(),
+                        switchback_routing::policy::Floors::default(),
+                    )]
+                    .into(),
+                ),
+                ..three_tier_opts()
+            },
+            Encoder::Lexical,
+        )
+        .expect_err("no answers to judge");
+        assert!(err.to_string().contains("no answer of s"), "{err}");
     }
 
     #[test]

@@ -141,6 +141,12 @@ pub struct Predictor {
     pub default_quality: f32,
     /// Free text: what it was trained on.
     pub trained_on: String,
+    /// When set, the calibration table was fitted for cascade routing: a routed answer
+    /// below its tier's floors here escalates one tier up (as the routing policy's
+    /// `cascade.per_tier` does), so the knob's targets hold for routing with a cascade
+    /// behind it, with these floors. Unset: fitted for routing alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cascade_floors: Option<std::collections::BTreeMap<String, crate::policy::Floors>>,
     #[serde(skip)]
     encoder: Encoder,
     /// `idf`, one weight per bucket.
@@ -193,6 +199,7 @@ impl Predictor {
             idf: idf.to_sparse(),
             default_quality,
             trained_on,
+            cascade_floors: None,
             encoder,
             idf_dense: idf,
         }
@@ -240,6 +247,29 @@ impl Predictor {
     /// The artifact as JSON.
     pub fn to_json(&self) -> Result<String, serde_json::Error> {
         serde_json::to_string(self)
+    }
+
+    /// Why the knob's targets do not hold under the policy's `cascade`, if they do not:
+    /// a table fitted for cascade routing needs the cascade on with the same floors, and
+    /// one fitted for routing alone assumes no per-tier floors escalate the routed answer.
+    pub fn knob_mismatch(&self, cascade: &crate::policy::CascadePolicy) -> Option<String> {
+        match &self.cascade_floors {
+            Some(floors) if !cascade.enabled => Some(format!(
+                "the predictor's knob was fitted for cascade routing with floors {floors:?}, \
+                 but the policy's cascade is off: quality targets will keep less than they promise"
+            )),
+            Some(floors) if *floors != cascade.per_tier => Some(format!(
+                "the predictor's knob was fitted for cascade floors {floors:?}, but the policy has \
+                 {:?}: quality targets will not match what they promise",
+                cascade.per_tier
+            )),
+            None if cascade.enabled && !cascade.per_tier.is_empty() => Some(
+                "the predictor's knob was fitted for routing alone, but the policy cascades by \
+                 default: answers cost more than the knob accounts for (train with `--cascade`)"
+                    .to_owned(),
+            ),
+            _ => None,
+        }
     }
 
     /// The encoder the predictor extracts features with.
