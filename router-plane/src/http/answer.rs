@@ -85,22 +85,20 @@ fn sse(
     decision: Decision,
     include_usage: bool,
 ) -> impl futures::Stream<Item = Result<Bytes, Infallible>> + Send + 'static {
-    let data =
-        |v: serde_json::Value| Ok::<Bytes, Infallible>(Bytes::from(format!("data: {v}\n\n")));
     async_stream::stream! {
         if head.endpoint == Endpoint::Chat {
-            yield data(head.chunk(None, &[], &[], None));
+            yield Ok(render::event(&head.chunk(None, &[], &[], None)));
         }
         while let Some(event) = relay.next().await {
             match event {
-                Event::Piece(p) => yield data(head.chunk(Some(&p.text), &p.tokens, &p.tool_calls, p.finish)),
+                Event::Piece(p) => yield Ok(render::event(&head.chunk(Some(&p.text), &p.tokens, &p.tool_calls, p.finish))),
                 Event::End { usage, streamed_tokens } => {
                     if include_usage {
-                        yield data(head.usage(render::usage_json(usage.as_ref(), streamed_tokens), &decision));
+                        yield Ok(render::event(&head.usage(render::usage(usage.as_ref(), streamed_tokens), &decision)));
                     }
                 }
                 Event::Broke(err) => {
-                    yield data(ApiError::from(err).body());
+                    yield Ok(render::event(&ApiError::from(err).body()));
                     break;
                 }
             }

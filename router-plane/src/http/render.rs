@@ -1,6 +1,8 @@
 //! OpenAI response bodies, whole and streamed, from the pipeline's answer: the chunks'
 //! JSON, the `switchback` decision object, usage and log-probabilities.
 
+use axum::body::Bytes;
+use serde::Serialize;
 use serde_json::{Value, json};
 use switchback_proto::pb;
 
@@ -15,14 +17,23 @@ pub fn finish_str(f: pb::FinishReason) -> &'static str {
     }
 }
 
-pub fn usage_json(usage: Option<&pb::Usage>, streamed_tokens: usize) -> Value {
+/// The `usage` object.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Usage {
+    pub prompt_tokens: u32,
+    pub completion_tokens: u32,
+    pub total_tokens: u32,
+}
+
+/// The usage the worker reported, or the tokens streamed when it reported none.
+pub fn usage(usage: Option<&pb::Usage>, streamed_tokens: usize) -> Usage {
     let prompt = usage.map_or(0, |u| u.prompt_tokens);
     let completion = usage.map_or(streamed_tokens as u32, |u| u.completion_tokens);
-    json!({
-        "prompt_tokens": prompt,
-        "completion_tokens": completion,
-        "total_tokens": prompt + completion,
-    })
+    Usage {
+        prompt_tokens: prompt,
+        completion_tokens: completion,
+        total_tokens: prompt + completion,
+    }
 }
 
 /// A token's exact bytes, as the worker sent them (older workers send only the text).
@@ -35,17 +46,37 @@ fn token_bytes<'a>(bytes: &'a [u8], token: &'a str) -> &'a [u8] {
 }
 
 /// The assistant message of a whole chat answer: its calls, when it made some (and then no
-/// content, as OpenAI returns them).
-fn chat_message(c: &Collected) -> Value {
+/// content, as OpenAI returns them). `refusal` is always null: the router never refuses
+/// in-band.
+#[derive(Serialize)]
+pub struct Message<'a> {
+    role: &'static str,
+    content: Option<&'a str>,
+    refusal: (),
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_calls: Option<Vec<Value>>,
+}
+
+fn chat_message(c: &Collected) -> Message<'_> {
     if c.tool_calls.is_empty() {
-        json!({"role": "assistant", "content": c.text, "refusal": null})
+        Message {
+            role: "assistant",
+            content: Some(&c.text),
+            refusal: (),
+            tool_calls: None,
+        }
     } else {
-        json!({
-            "role": "assistant",
-            "content": if c.text.is_empty() { Value::Null } else { json!(c.text) },
-            "refusal": null,
-            "tool_calls": c.tool_calls.iter().map(super::openai::tools::call_json).collect::<Vec<_>>(),
-        })
+        Message {
+            role: "assistant",
+            content: (!c.text.is_empty()).then_some(c.text.as_str()),
+            refusal: (),
+            tool_calls: Some(
+                c.tool_calls
+                    .iter()
+                    .map(super::openai::tools::call_json)
+                    .collect(),
+            ),
+        }
     }
 }
 
@@ -91,47 +122,83 @@ fn completion_logprobs(tokens: &[pb::TokenLogprob], start: usize) -> (Value, usi
     (body, offset)
 }
 
-/// The whole (non-streaming) response body.
-pub fn whole(
-    endpoint: Endpoint,
-    id: &str,
+/// A response body, whole or one streamed chunk: the fields every OpenAI body shares,
+/// then what this one carries. Serialized straight from the answer, no JSON tree between.
+#[derive(Serialize)]
+pub struct Body<'a, C> {
+    id: &'a str,
+    object: &'static str,
     created: u64,
-    decision: &Decision,
-    c: &Collected,
+    model: &'a str,
+    choices: C,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    usage: Option<Usage>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    switchback: Option<&'a Decision>,
+    /// Chat bodies carry it; completions have none.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    service_tier: Option<&'static str>,
+}
+
+/// One choice: a chat `message` or `delta`, or a completion's `text`.
+#[derive(Serialize)]
+pub struct Choice<'a, M> {
+    index: u32,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<M>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    delta: Option<M>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    text: Option<&'a str>,
+    logprobs: Option<Value>,
+    finish_reason: Option<&'static str>,
+}
+
+/// The whole (non-streaming) response body.
+pub fn whole<'a>(
+    endpoint: Endpoint,
+    id: &'a str,
+    created: u64,
+    decision: &'a Decision,
+    c: &'a Collected,
     logprobs: bool,
-) -> Value {
+) -> Body<'a, [Choice<'a, Message<'a>>; 1]> {
     let finish = finish_str(c.finish.unwrap_or(pb::FinishReason::Stop));
-    let usage = usage_json(c.usage.as_ref(), c.tokens.len());
-    match endpoint {
-        Endpoint::Chat => json!({
-            "id": id,
-            "object": "chat.completion",
-            "created": created,
-            "model": decision.model,
-            "choices": [{
-                "index": 0,
-                "message": chat_message(c),
-                "logprobs": if logprobs { chat_logprobs(&c.tokens) } else { Value::Null },
-                "finish_reason": finish,
-            }],
-            "usage": usage,
-            "service_tier": SERVICE_TIER,
-            "switchback": decision.json(),
-        }),
-        Endpoint::Completion => json!({
-            "id": id,
-            "object": "text_completion",
-            "created": created,
-            "model": decision.model,
-            "choices": [{
-                "index": 0,
-                "text": c.text,
-                "logprobs": if logprobs { completion_logprobs(&c.tokens, 0).0 } else { Value::Null },
-                "finish_reason": finish,
-            }],
-            "usage": usage,
-            "switchback": decision.json(),
-        }),
+    let (object, choice, service_tier) = match endpoint {
+        Endpoint::Chat => (
+            "chat.completion",
+            Choice {
+                index: 0,
+                message: Some(chat_message(c)),
+                delta: None,
+                text: None,
+                logprobs: logprobs.then(|| chat_logprobs(&c.tokens)),
+                finish_reason: Some(finish),
+            },
+            Some(SERVICE_TIER),
+        ),
+        Endpoint::Completion => (
+            "text_completion",
+            Choice {
+                index: 0,
+                message: None,
+                delta: None,
+                text: Some(&c.text),
+                logprobs: logprobs.then(|| completion_logprobs(&c.tokens, 0).0),
+                finish_reason: Some(finish),
+            },
+            None,
+        ),
+    };
+    Body {
+        id,
+        object,
+        created,
+        model: &decision.model,
+        choices: [choice],
+        usage: Some(usage(c.usage.as_ref(), c.tokens.len())),
+        switchback: Some(decision),
+        service_tier,
     }
 }
 
@@ -176,91 +243,132 @@ impl StreamHead {
     /// One streamed chunk. `text: None` is the role-only opening chat chunk; `calls` are
     /// streamed whole, one entry per call in one delta. Chunks are made in stream order: a
     /// completion's `text_offset` continues from the last chunk.
-    pub fn chunk(
-        &mut self,
-        text: Option<&str>,
+    pub fn chunk<'a>(
+        &'a mut self,
+        text: Option<&'a str>,
         tokens: &[pb::TokenLogprob],
         calls: &[pb::ToolCall],
         finish: Option<pb::FinishReason>,
-    ) -> Value {
+    ) -> Body<'a, [Choice<'a, Delta<'a>>; 1]> {
         let finish = finish.map(finish_str);
         let logprobs = self.logprobs && !tokens.is_empty();
         let choice = match self.endpoint {
             Endpoint::Chat => {
                 let delta = match text {
-                    None => json!({"role": "assistant", "content": ""}),
-                    Some(_) if !calls.is_empty() => json!({
-                        "tool_calls": calls.iter().enumerate().map(|(i, c)| {
-                            let mut call = super::openai::tools::call_json(c);
-                            call["index"] = json!(i);
-                            call
-                        }).collect::<Vec<_>>(),
-                    }),
-                    Some(t) if finish.is_some() && t.is_empty() => json!({}),
-                    Some(t) => json!({"content": t}),
+                    None => Delta {
+                        role: Some("assistant"),
+                        content: Some(""),
+                        tool_calls: None,
+                    },
+                    Some(_) if !calls.is_empty() => Delta {
+                        role: None,
+                        content: None,
+                        tool_calls: Some(
+                            calls
+                                .iter()
+                                .enumerate()
+                                .map(|(i, c)| {
+                                    let mut call = super::openai::tools::call_json(c);
+                                    call["index"] = Value::from(i);
+                                    call
+                                })
+                                .collect(),
+                        ),
+                    },
+                    Some(t) if finish.is_some() && t.is_empty() => Delta::default(),
+                    Some(t) => Delta {
+                        role: None,
+                        content: Some(t),
+                        tool_calls: None,
+                    },
                 };
-                json!({
-                    "index": 0,
-                    "delta": delta,
-                    "logprobs": if logprobs { chat_logprobs(tokens) } else { Value::Null },
-                    "finish_reason": finish,
-                })
+                Choice {
+                    index: 0,
+                    message: None,
+                    delta: Some(delta),
+                    text: None,
+                    logprobs: logprobs.then(|| chat_logprobs(tokens)),
+                    finish_reason: finish,
+                }
             }
             Endpoint::Completion => {
-                let logprobs = if logprobs {
+                let logprobs = logprobs.then(|| {
                     let (body, end) = completion_logprobs(tokens, self.text_offset);
                     self.text_offset = end;
                     body
-                } else {
-                    Value::Null
-                };
-                json!({
-                    "index": 0,
-                    "text": text.unwrap_or(""),
-                    "logprobs": logprobs,
-                    "finish_reason": finish,
-                })
+                });
+                Choice {
+                    index: 0,
+                    message: None,
+                    delta: None,
+                    text: Some(text.unwrap_or("")),
+                    logprobs,
+                    finish_reason: finish,
+                }
             }
         };
-        let mut chunk = json!({
-            "id": self.id,
-            "object": self.object(),
-            "created": self.created,
-            "model": self.model,
-            "choices": [choice],
-        });
-        self.service_tier(&mut chunk);
-        chunk
+        self.body([choice], None, None)
     }
 
-    /// Chat chunks carry `service_tier`, as whole chat answers do; completions have none.
-    fn service_tier(&self, chunk: &mut Value) {
-        match self.endpoint {
-            Endpoint::Chat => chunk["service_tier"] = json!(SERVICE_TIER),
-            Endpoint::Completion => {}
+    /// The fields every chunk of the stream shares around `choices`. Chat chunks carry
+    /// `service_tier`, as whole chat answers do; completions have none.
+    fn body<'a, C>(
+        &'a self,
+        choices: C,
+        usage: Option<Usage>,
+        switchback: Option<&'a Decision>,
+    ) -> Body<'a, C> {
+        Body {
+            id: &self.id,
+            object: self.object(),
+            created: self.created,
+            model: &self.model,
+            choices,
+            usage,
+            switchback,
+            service_tier: (self.endpoint == Endpoint::Chat).then_some(SERVICE_TIER),
         }
     }
 
     /// The usage-only chunk sent when `stream_options.include_usage` is set.
-    pub fn usage(&self, usage: Value, decision: &Decision) -> Value {
-        let mut chunk = json!({
-            "id": self.id,
-            "object": self.object(),
-            "created": self.created,
-            "model": self.model,
-            "choices": [],
-            "usage": usage,
-            "switchback": decision.json(),
-        });
-        self.service_tier(&mut chunk);
-        chunk
+    pub fn usage<'a>(
+        &'a self,
+        usage: Usage,
+        decision: &'a Decision,
+    ) -> Body<'a, [Choice<'a, Delta<'a>>; 0]> {
+        self.body([], Some(usage), Some(decision))
     }
+}
+
+/// A chat chunk's `delta`: the role-only opening, a piece of content, the calls, or nothing
+/// (the closing chunk that only carries the finish reason).
+#[derive(Default, Serialize)]
+pub struct Delta<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    role: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    tool_calls: Option<Vec<Value>>,
+}
+
+/// One server-sent event carrying `body` as JSON: `data: {...}` and a blank line.
+pub fn event(body: &impl Serialize) -> Bytes {
+    let mut out = b"data: ".to_vec();
+    // Plain data with string keys: serializing it cannot fail.
+    let _ = serde_json::to_writer(&mut out, body);
+    out.extend_from_slice(b"\n\n");
+    Bytes::from(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::pipeline::decision::Route;
+
+    fn json_of(body: impl Serialize) -> Value {
+        serde_json::to_value(body).expect("serializes")
+    }
 
     fn token(text: &str) -> pb::TokenLogprob {
         pb::TokenLogprob {
@@ -312,7 +420,14 @@ mod tests {
     #[test]
     fn whole_chat_answers_carry_the_fields_openai_requires() {
         let c = collected(&["Hi", " there"]);
-        let body = whole(Endpoint::Chat, "chatcmpl-1", 7, &decision(), &c, true);
+        let body = json_of(whole(
+            Endpoint::Chat,
+            "chatcmpl-1",
+            7,
+            &decision(),
+            &c,
+            true,
+        ));
         assert_eq!(*present(&body, "/choices/0/message/refusal"), Value::Null);
         assert_eq!(*present(&body, "/choices/0/logprobs/refusal"), Value::Null);
         assert_eq!(body["choices"][0]["message"]["content"], "Hi there");
@@ -322,7 +437,14 @@ mod tests {
         );
         assert_eq!(body["service_tier"], SERVICE_TIER);
         // Without logprobs the message still has its refusal.
-        let body = whole(Endpoint::Chat, "chatcmpl-1", 7, &decision(), &c, false);
+        let body = json_of(whole(
+            Endpoint::Chat,
+            "chatcmpl-1",
+            7,
+            &decision(),
+            &c,
+            false,
+        ));
         assert_eq!(*present(&body, "/choices/0/message/refusal"), Value::Null);
         assert_eq!(*present(&body, "/choices/0/logprobs"), Value::Null);
     }
@@ -330,14 +452,14 @@ mod tests {
     #[test]
     fn streamed_chat_logprobs_carry_a_null_refusal() {
         let mut head = StreamHead::new(Endpoint::Chat, "chatcmpl-1".into(), 7, "m".into(), true);
-        let opening = head.chunk(None, &[], &[], None);
+        let opening = json_of(head.chunk(None, &[], &[], None));
         assert_eq!(opening["choices"][0]["delta"]["role"], "assistant");
         assert_eq!(opening["service_tier"], SERVICE_TIER);
-        let chunk = head.chunk(Some("Hi"), &[token("Hi")], &[], None);
+        let chunk = json_of(head.chunk(Some("Hi"), &[token("Hi")], &[], None));
         assert_eq!(*present(&chunk, "/choices/0/logprobs/refusal"), Value::Null);
         assert_eq!(chunk["choices"][0]["logprobs"]["content"][0]["token"], "Hi");
         assert_eq!(
-            head.usage(usage_json(None, 1), &decision())["service_tier"],
+            json_of(head.usage(usage(None, 1), &decision()))["service_tier"],
             SERVICE_TIER
         );
     }
@@ -349,7 +471,7 @@ mod tests {
         let mut streamed = Vec::new();
         for tokens in pieces {
             let tokens: Vec<_> = tokens.iter().map(|t| token(t)).collect();
-            let chunk = head.chunk(Some("text"), &tokens, &[], None);
+            let chunk = json_of(head.chunk(Some("text"), &tokens, &[], None));
             assert!(chunk.get("service_tier").is_none(), "{chunk}");
             let offsets = chunk["choices"][0]["logprobs"]["text_offset"]
                 .as_array()
@@ -362,7 +484,14 @@ mod tests {
         assert_eq!(streamed, vec![0, 4, 9, 11, 16]);
         // The whole answer's offsets are the same ones: each token's start in the text.
         let c = collected(&["Once", " upon", " a", " time", "."]);
-        let body = whole(Endpoint::Completion, "cmpl-1", 7, &decision(), &c, true);
+        let body = json_of(whole(
+            Endpoint::Completion,
+            "cmpl-1",
+            7,
+            &decision(),
+            &c,
+            true,
+        ));
         assert_eq!(
             body["choices"][0]["logprobs"]["text_offset"],
             json!(streamed)
