@@ -116,7 +116,20 @@ if [[ -e ${own[0]} ]]; then
     --sizes 100,250,500,1000,2000
   for signal in confidence margin; do
     echo "== cascade floors on $signal"
-    "$lab" fit-cascade "${data[@]}" --tier small --tier medium --tier large --signal "$signal"
+    "$lab" fit-cascade "${data[@]}" --tier small --tier medium --tier large --signal "$signal" \
+      > "$out/own-floors-$signal.yaml"
+    cat "$out/own-floors-$signal.yaml"
   done
+  echo "== the knob fitted for cascade routing with the margin floors, test split"
+  "$lab" train "${data[@]}" --tier small=small --tier medium=medium --tier large=large \
+    --heads-on-calibration --knob-z 1.645 --cascade "$out/own-floors-margin.yaml" \
+    --out "$out/own-tiers-cascade.json"
+  "$lab" eval "${data[@]}" --predictor "$out/own-tiers-cascade.json" \
+    --price small=0.02/0.04 --price medium=0.075/0.15 --price large=0.22/0.44 | grep knob
+  if [[ -e deploy/routing/labels/own-code.jsonl ]]; then
+    echo "== code only: medium vs large as the number of code labels grows"
+    "$lab" learning-curve --data deploy/routing/labels/own-code.jsonl --tier medium=medium \
+      --tier large=large --sizes 50,100,150
+  fi
 fi
 echo "plots and per-item predictions: $out"
