@@ -168,6 +168,29 @@ impl Sampler {
     }
 }
 
+/// The least time between two load reports: a worker whose load changes thousands of times
+/// a second (every request start and end) reports the latest state at this pace, not once
+/// per change.
+pub const MIN_REPORT_GAP: Duration = Duration::from_millis(5);
+
+/// When the next load report may go: at least [`MIN_REPORT_GAP`] after the last one.
+#[derive(Debug, Default)]
+struct Pace {
+    last: Option<Instant>,
+}
+
+impl Pace {
+    /// How long a report due at `now` waits; `None`: it goes now.
+    fn wait(&self, now: Instant) -> Option<Duration> {
+        let since = now.saturating_duration_since(self.last?);
+        MIN_REPORT_GAP.checked_sub(since).filter(|w| !w.is_zero())
+    }
+
+    fn sent(&mut self, at: Instant) {
+        self.last = Some(at);
+    }
+}
+
 /// Streams load reports until `cancel` fires, reconnecting (and re-discovering the
 /// leader) with backoff whenever the stream breaks.
 pub async fn report_forever(
@@ -218,15 +241,24 @@ pub async fn report_forever(
         let feed = async {
             let mut ticker = tokio::time::interval(interval);
             ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            let mut pace = Pace::default();
             loop {
                 tokio::select! {
                     _ = ticker.tick() => {}
                     () = load.changed.notified() => {}
                     () = cancel.cancelled() => return,
                 }
+                // Changes soon after the last report go out together, MIN_REPORT_GAP after it.
+                if let Some(wait) = pace.wait(Instant::now()) {
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => {}
+                        () = cancel.cancelled() => return,
+                    }
+                }
                 if tx.send(sampler.sample()).await.is_err() {
                     return;
                 }
+                pace.sent(Instant::now());
             }
         };
         tracing::info!(%address, "streaming load reports to the controller");
@@ -260,6 +292,25 @@ async fn sleep_or_cancel(d: Duration, cancel: &CancellationToken) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reports_keep_the_minimum_gap_and_the_first_goes_at_once() {
+        let mut pace = Pace::default();
+        let t0 = Instant::now();
+        assert_eq!(pace.wait(t0), None, "nothing sent yet: report now");
+        pace.sent(t0);
+        // Every request's start and end notifies; those right after a report wait for the
+        // rest of the gap, so a burst of changes is one report, not one per change.
+        let soon = t0 + Duration::from_millis(1);
+        assert_eq!(
+            pace.wait(soon),
+            Some(MIN_REPORT_GAP - Duration::from_millis(1))
+        );
+        assert_eq!(pace.wait(t0 + MIN_REPORT_GAP), None);
+        assert_eq!(pace.wait(t0 + 3 * MIN_REPORT_GAP), None);
+        pace.sent(t0 + 3 * MIN_REPORT_GAP);
+        assert_eq!(pace.wait(t0 + 3 * MIN_REPORT_GAP), Some(MIN_REPORT_GAP));
+    }
 
     #[test]
     fn guards_count_and_uncount() {
