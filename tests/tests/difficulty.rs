@@ -327,12 +327,34 @@ async fn a_changed_predictor_is_reloaded_and_a_broken_one_is_ignored() {
     assert_eq!(target().await, Some(0.5));
 }
 
+/// Runs `fit-cascade` on the labelled `lines` for tiers small and large at quality 1, with
+/// `extra` arguments; returns the policy it printed (which must be valid), its YAML and the
+/// report on stderr.
+fn fit_cascade(
+    lines: &[String],
+    extra: &[&str],
+) -> (switchback_router::policy::Policy, String, String) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("labels.jsonl");
+    std::fs::write(&data, lines.join("\n")).expect("write labels");
+    let out = std::process::Command::new(switchback_tests::bin("switchback-lab"))
+        .args(["fit-cascade", "--data"])
+        .arg(&data)
+        .args(["--tier", "small", "--tier", "large", "--quality", "1.0"])
+        .args(extra)
+        .output()
+        .expect("run fit-cascade");
+    let report = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{report}");
+    let yaml = String::from_utf8(out.stdout).expect("utf-8");
+    let policy = switchback_router::policy::Policy::from_yaml(&yaml).expect("a valid policy");
+    (policy, yaml, report)
+}
+
 #[test]
 fn fit_cascade_prints_a_policy_whose_floor_separates_wrong_from_right_answers() {
     // 200 labelled prompts: the small tier is wrong exactly on its 100 least confident
     // answers (mean log-probability at most -1.0), the large tier always right.
-    let dir = tempfile::tempdir().expect("tempdir");
-    let data = dir.path().join("labels.jsonl");
     let lines: Vec<String> = (0..200)
         .map(|k| {
             let confidence = -f64::from(200 - k) / 100.0;
@@ -343,20 +365,7 @@ fn fit_cascade_prints_a_policy_whose_floor_separates_wrong_from_right_answers() 
             .to_string()
         })
         .collect();
-    std::fs::write(&data, lines.join("\n")).expect("write labels");
-    let out = std::process::Command::new(switchback_tests::bin("switchback-lab"))
-        .args(["fit-cascade", "--data"])
-        .arg(&data)
-        .args(["--tier", "small", "--tier", "large", "--quality", "1.0"])
-        .output()
-        .expect("run fit-cascade");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let yaml = String::from_utf8(out.stdout).expect("utf-8");
-    let policy = switchback_router::policy::Policy::from_yaml(&yaml).expect("a valid policy");
+    let (policy, yaml, report) = fit_cascade(&lines, &[]);
     let floor = policy
         .cascade
         .floors_for("small")
@@ -379,7 +388,6 @@ fn fit_cascade_prints_a_policy_whose_floor_separates_wrong_from_right_answers() 
         f64::from(floor) > most_confident_wrong && f64::from(floor) <= least_confident_right,
         "{floor} not in ({most_confident_wrong}, {least_confident_right}]\n{yaml}"
     );
-    let report = String::from_utf8_lossy(&out.stderr);
     assert!(report.contains("small -> large"), "{report}");
 }
 
@@ -388,8 +396,6 @@ fn fit_cascade_on_the_margin_judges_the_margin_alone() {
     // The small tier is right exactly where its first step was sure (margin above 1), and
     // every answer's mean log-probability is low: a policy that also judged the default
     // mean floor would escalate every answer.
-    let dir = tempfile::tempdir().expect("tempdir");
-    let data = dir.path().join("labels.jsonl");
     let lines: Vec<String> = (0..200)
         .map(|k| {
             let margin = f64::from(k) / 100.0;
@@ -404,21 +410,7 @@ fn fit_cascade_on_the_margin_judges_the_margin_alone() {
             .to_string()
         })
         .collect();
-    std::fs::write(&data, lines.join("\n")).expect("write labels");
-    let out = std::process::Command::new(switchback_tests::bin("switchback-lab"))
-        .args(["fit-cascade", "--data"])
-        .arg(&data)
-        .args(["--tier", "small", "--tier", "large", "--quality", "1.0"])
-        .args(["--signal", "margin"])
-        .output()
-        .expect("run fit-cascade");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let yaml = String::from_utf8(out.stdout).expect("utf-8");
-    let policy = switchback_router::policy::Policy::from_yaml(&yaml).expect("a valid policy");
+    let (policy, yaml, _) = fit_cascade(&lines, &["--signal", "margin"]);
     let floors = policy.cascade.floors_for("small");
     let margin = floors.min_first_margin.expect("a margin floor");
     // Fitted on train + calibration with quality target 1: above every wrong answer's

@@ -79,15 +79,17 @@ impl Answer {
     }
 }
 
-/// Per-tier cascade floors, as the routing policy's `cascade.per_tier` holds them.
-pub type TierFloors = std::collections::BTreeMap<String, switchback_routing::policy::Floors>;
-
 impl Item {
     /// Cascade routing on this item: starting on tier `start` of `tiers` ((tier, model) in
     /// rising cost), each answer below its tier's `floors` escalates one tier up, as the
     /// router's cascade does (a tier without floors keeps its answer). Returns the tier
     /// whose answer is kept.
-    pub fn climb(&self, tiers: &[(String, String)], start: usize, floors: &TierFloors) -> usize {
+    pub fn climb(
+        &self,
+        tiers: &[(String, String)],
+        start: usize,
+        floors: &switchback_routing::policy::TierFloors,
+    ) -> usize {
         let top = tiers.len() - 1;
         let mut k = start.min(top);
         while k < top {

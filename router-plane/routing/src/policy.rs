@@ -110,7 +110,7 @@ pub struct CascadePolicy {
     pub floors: Floors,
     /// Floors per tier name, fitted on calibration data
     /// (`switchback-lab fit-cascade`).
-    pub per_tier: BTreeMap<String, Floors>,
+    pub per_tier: TierFloors,
     /// While the next tier up has an idle slot, every floor rises by this much (in
     /// log-probability units): spare capacity on the expensive tier buys quality cheaply.
     pub idle_boost: f32,
@@ -128,6 +128,9 @@ impl Default for CascadePolicy {
         }
     }
 }
+
+/// Floors per tier name.
+pub type TierFloors = BTreeMap<String, Floors>;
 
 /// An answer is confident when every measure set here is at or above its floor.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+use switchback_routing::policy::{Policy, TierFloors};
+
 use super::args::{EncoderArgs, tier_model};
 use crate::{
     Error, artifact, data,
@@ -77,11 +79,12 @@ pub fn run(a: Args) -> Result<(), Error> {
     Ok(())
 }
 
-/// The per-tier cascade floors of the routing policy in `path`.
-fn cascade_floors(path: &std::path::Path) -> Result<data::TierFloors, Error> {
+/// The per-tier cascade floors of the routing policy in `path`, checked as the router
+/// checks a policy.
+fn cascade_floors(path: &std::path::Path) -> Result<TierFloors, Error> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| Error::usage(format!("--cascade {}: {e}", path.display())))?;
-    let policy: switchback_routing::policy::Policy = serde_yaml::from_str(&text).map_err(|e| {
+    let policy = Policy::from_yaml(&text).map_err(|e| {
         Error::usage(format!(
             "--cascade {}: not a routing policy: {e}",
             path.display()

@@ -13,7 +13,9 @@ use switchback_routing::difficulty::{
     predictor::{self, ALL_TOP, Calibration, Encoder, Head, Predictor, choose},
 };
 
-use crate::data::{Item, Split, TierFloors, split_of};
+use switchback_routing::policy::TierFloors;
+
+use crate::data::{Item, Split, split_of};
 use logistic::{fit, log_loss};
 
 /// Data or options training cannot work with.

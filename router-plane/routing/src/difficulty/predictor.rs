@@ -146,7 +146,7 @@ pub struct Predictor {
     /// `cascade.per_tier` does), so the knob's targets hold for routing with a cascade
     /// behind it, with these floors. Unset: fitted for routing alone.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cascade_floors: Option<std::collections::BTreeMap<String, crate::policy::Floors>>,
+    pub cascade_floors: Option<crate::policy::TierFloors>,
     #[serde(skip)]
     encoder: Encoder,
     /// `idf`, one weight per bucket.
