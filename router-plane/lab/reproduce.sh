@@ -105,7 +105,7 @@ if [[ -e ${own[0]} ]]; then
   data=()
   for f in "${own[@]}"; do data+=(--data "$f"); done
   "$lab" train "${data[@]}" --tier small=small --tier medium=medium --tier large=large \
-    --heads-on-calibration --knob-z 1.645 --out "$out/own-tiers.json"
+    --knob-on-train --knob-z 1.645 --out "$out/own-tiers.json"
   echo "== the quickstart's three tiers, their own labels, test split"
   "$lab" eval "${data[@]}" --predictor "$out/own-tiers.json" \
     --price small=0.02/0.04 --price medium=0.075/0.15 --price large=0.22/0.44 \
@@ -122,7 +122,7 @@ if [[ -e ${own[0]} ]]; then
   done
   echo "== the knob fitted for cascade routing with the margin floors, test split"
   "$lab" train "${data[@]}" --tier small=small --tier medium=medium --tier large=large \
-    --heads-on-calibration --knob-z 1.645 --cascade "$out/own-floors-margin.yaml" \
+    --knob-on-train --knob-z 1.645 --cascade "$out/own-floors-margin.yaml" \
     --out "$out/own-tiers-cascade.json"
   "$lab" eval "${data[@]}" --predictor "$out/own-tiers-cascade.json" \
     --price small=0.02/0.04 --price medium=0.075/0.15 --price large=0.22/0.44 | grep knob

@@ -475,6 +475,7 @@ async fn auto_chooses_among_three_tiers_and_shows_every_tiers_prediction() {
         l2: 1e-4,
         default_quality: 0.95,
         heads_on_calibration: true,
+        knob_on_train: false,
         gap_head: false,
         knob_z: 0.0,
         cascade_floors: None,

@@ -44,6 +44,7 @@ pub fn run(a: Args) -> Result<(), Error> {
             l2: a.l2,
             default_quality: 0.95,
             heads_on_calibration: false,
+            knob_on_train: false,
             gap_head: false,
             knob_z: 0.0,
             cascade_floors: None,

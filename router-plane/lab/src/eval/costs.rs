@@ -452,6 +452,7 @@ mod tests {
             l2: 1e-4,
             default_quality: 0.95,
             heads_on_calibration: true,
+            knob_on_train: false,
             gap_head: false,
             knob_z: 0.0,
             cascade_floors: None,

@@ -1,7 +1,8 @@
 //! Training the difficulty predictor: one logistic head per tier on the train split (and,
 //! optionally, a head on the top tier's gain), then the quality knob, the table that turns
 //! a request's quality target into a threshold on the predicted gaps, on the calibration
-//! split. The artifact it returns is what the router loads ([`Predictor`]).
+//! split (or on train + calibration, each item scored by heads that did not see it). The
+//! artifact it returns is what the router loads ([`Predictor`]).
 
 mod curve;
 mod logistic;
@@ -53,7 +54,7 @@ fn fit_heads(on: &[&Item], xs: &[Sparse], opts: &TrainOptions) -> Fitted {
     Fitted { heads, gap, losses }
 }
 
-/// Folds of the calibration items when the heads are fitted on them too (cross-fitting).
+/// Folds of the knob's items when the heads are fitted on them too (cross-fitting).
 const CALIBRATION_FOLDS: usize = 5;
 
 /// Training options.
@@ -67,6 +68,11 @@ pub struct TrainOptions {
     /// Fit the heads on train + calibration; the calibration table is then fitted on
     /// cross-fitted (out-of-fold) gains of the calibration items, so it stays honest.
     pub heads_on_calibration: bool,
+    /// Fit the knob on train + calibration (implies `heads_on_calibration`): every one of
+    /// those items is scored by heads fitted without its fold, and the table is fitted on
+    /// all of those out-of-fold gains. Several times the calibration split's items, so the
+    /// knob's standard error (and the margin `knob_z` keeps) shrinks.
+    pub knob_on_train: bool,
     /// Also fit a head on the gain itself and decide on it.
     pub gap_head: bool,
     /// How conservative the knob is: a threshold serves target q only if the quality it
@@ -122,15 +128,21 @@ pub fn train(
             )));
         }
         let floored = opts.tiers.iter().filter(|(t, _)| floors.contains_key(t));
+        let judged = if opts.knob_on_train {
+            train.len() + calib.len()
+        } else {
+            calib.len()
+        };
         for (tier, model) in floored {
             let missing = calib
                 .iter()
+                .chain(if opts.knob_on_train { &train[..] } else { &[] })
                 .filter(|i| !i.answers.contains_key(model))
                 .count();
             if missing > 0 {
                 return Err(TrainError(format!(
-                    "cascade floors for {tier}, but {missing} calibration items have no answer of \
-                     {model} to judge (labels from `label` carry them)"
+                    "cascade floors for {tier}, but {missing} of the knob's {judged} items have no \
+                     answer of {model} to judge (labels from `label` carry them)"
                 )));
             }
         }
@@ -154,7 +166,8 @@ pub fn train(
         .iter()
         .map(|i| encoder.extract(&i.prompt, &idf))
         .collect();
-    let (fit_on, xs): (Vec<&Item>, Vec<Sparse>) = if opts.heads_on_calibration {
+    let heads_on_calibration = opts.heads_on_calibration || opts.knob_on_train;
+    let (fit_on, xs): (Vec<&Item>, Vec<Sparse>) = if heads_on_calibration {
         (
             train.iter().chain(&calib).copied().collect(),
             train_xs.iter().chain(&calib_xs).cloned().collect(),
@@ -166,38 +179,49 @@ pub fn train(
     let (heads, gap, losses) = (fitted.heads, fitted.gap, fitted.losses);
     // Calibration: for each quality target, the highest threshold on the predicted gaps
     // (the most cheap answers) whose routing keeps that share of the top tier's quality
-    // on the calibration items.
+    // on the knob's items: the calibration split, or train + calibration.
     let models: Vec<&String> = opts.tiers.iter().map(|(_, m)| m).collect();
     let strong_m = models[models.len() - 1];
-    let gaps: Vec<Vec<f32>> = if opts.heads_on_calibration {
-        // The heads saw the calibration items, so their gaps there are optimistic and a
-        // table fitted on them over-promises on new prompts (at target 0.95 the test split
-        // got 88 %). Cross-fit instead: each fold of the calibration items is scored by
-        // heads fitted on train plus the other folds, and the table is fitted on those
-        // out-of-fold gaps; the shipped heads still use everything.
-        let mut out = vec![Vec::new(); calib.len()];
+    // The items the knob is fitted on, and those every cross-fitted fold trains on besides.
+    let (knob, knob_xs, always, always_xs) = if opts.knob_on_train {
+        (fit_on.clone(), xs.clone(), Vec::new(), Vec::new())
+    } else {
+        (
+            calib.clone(),
+            calib_xs.clone(),
+            train.clone(),
+            train_xs.clone(),
+        )
+    };
+    let gaps: Vec<Vec<f32>> = if heads_on_calibration {
+        // The heads saw the knob's items, so their gaps there are optimistic and a table
+        // fitted on them over-promises on new prompts (at target 0.95 the test split got
+        // 88 %). Cross-fit instead: each fold of the knob's items is scored by heads
+        // fitted on the rest, and the table is fitted on those out-of-fold gaps; the
+        // shipped heads still use everything.
+        let mut out = vec![Vec::new(); knob.len()];
         for fold in 0..CALIBRATION_FOLDS {
             let in_fold = |k: usize| k % CALIBRATION_FOLDS == fold;
-            let outside = (0..calib.len()).filter(|&k| !in_fold(k));
-            let on: Vec<&Item> = train
+            let outside = (0..knob.len()).filter(|&k| !in_fold(k));
+            let on: Vec<&Item> = always
                 .iter()
                 .copied()
-                .chain(outside.clone().map(|k| calib[k]))
+                .chain(outside.clone().map(|k| knob[k]))
                 .collect();
-            let on_xs: Vec<Sparse> = train_xs
+            let on_xs: Vec<Sparse> = always_xs
                 .iter()
                 .cloned()
-                .chain(outside.map(|k| calib_xs[k].clone()))
+                .chain(outside.map(|k| knob_xs[k].clone()))
                 .collect();
             let fold = fit_heads(&on, &on_xs, opts);
-            for (k, x) in calib_xs.iter().enumerate().filter(|(k, _)| in_fold(*k)) {
+            for (k, x) in knob_xs.iter().enumerate().filter(|(k, _)| in_fold(*k)) {
                 let p: Vec<f32> = fold.heads.iter().map(|h| h.probability(x)).collect();
                 out[k] = predictor::gaps(fold.gap.as_ref(), x, &p);
             }
         }
         out
     } else {
-        calib_xs
+        knob_xs
             .iter()
             .map(|x| {
                 let p: Vec<f32> = heads.iter().map(|h| h.probability(x)).collect();
@@ -210,15 +234,15 @@ pub fn train(
     candidates.push(1.0);
     candidates.sort_by(f32::total_cmp);
     candidates.dedup();
-    // Per threshold, sums over the calibration items of the routed score r and the top
-    // tier's score s (and their squares and product), so that the quality kept at target
-    // q, mean(r - q s), has a standard error too.
-    let n = calib.len() as f64;
+    // Per threshold, sums over the knob's items of the routed score r and the top tier's
+    // score s (and their squares and product), so that the quality kept at target q,
+    // mean(r - q s), has a standard error too.
+    let n = knob.len() as f64;
     let no_floors = TierFloors::new();
     let floors = opts.cascade_floors.as_ref().unwrap_or(&no_floors);
     let sums_at = |t: f32| -> [f64; 5] {
         let mut m = [0.0; 5];
-        for (i, g) in calib.iter().zip(&gaps) {
+        for (i, g) in knob.iter().zip(&gaps) {
             let kept = i.climb(&opts.tiers, choose(g, t), floors);
             let (r, s) = (i.scores[models[kept]], i.scores[strong_m]);
             m[0] += r;
@@ -261,10 +285,12 @@ pub fn train(
         calibration[k].threshold = calibration[k].threshold.min(calibration[k - 1].threshold);
     }
     let trained_on = format!(
-        "{} train + {} calibration items (heads fitted on {}; training loss {}); tiers {}{}",
+        "{} train + {} calibration items (heads fitted on {}, knob on {}; training loss {}); \
+         tiers {}{}",
         train.len(),
         calib.len(),
         fit_on.len(),
+        knob.len(),
         losses.join(", "),
         opts.tiers
             .iter()
