@@ -14,7 +14,9 @@
 #
 # Multiple choice first (one prefill per question and tier, letter-scored), then code
 # (MBPP and HumanEval, graded by running the answer: do that in a throwaway machine),
-# then GSM8K with a short answer budget. LABEL_LIMIT_{MMLU,CHOICE,CODE,GSM8K} resize.
+# then GSM8K, only when LABEL_LIMIT_GSM8K is set: its reasoned answers need a budget of
+# LABEL_GSM8K_TOKENS (default 512) tokens, minutes per question on a CPU (docs/ROUTING.md,
+# "Labelling"). LABEL_LIMIT_{MMLU,CHOICE,CODE,GSM8K} resize.
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/../.." && pwd)
@@ -50,4 +52,7 @@ label llmrouter-choice --limit "${LABEL_LIMIT_CHOICE:-900}" --max-prompt-chars 7
   --out "$labels/own-choice.jsonl"
 label llmrouter-code --limit "${LABEL_LIMIT_CODE:-300}" --max-prompt-chars 1500 \
   --out "$labels/own-code.jsonl"
-label gsm8k --limit "${LABEL_LIMIT_GSM8K:-300}" --max-tokens 200 --out "$labels/own-gsm8k.jsonl"
+if [[ ${LABEL_LIMIT_GSM8K:-0} -gt 0 ]]; then
+  label gsm8k --limit "$LABEL_LIMIT_GSM8K" --max-tokens "${LABEL_GSM8K_TOKENS:-512}" \
+    --out "$labels/own-gsm8k.jsonl"
+fi
