@@ -118,6 +118,13 @@ pub fn train(
             "few training items: expect a weak predictor"
         );
     }
+    // The items the knob is fitted on: the calibration split, or train + calibration (in
+    // the order of the features the heads are fitted on).
+    let knob: Vec<&Item> = if opts.knob_on_train {
+        train.iter().chain(&calib).copied().collect()
+    } else {
+        calib.clone()
+    };
     if let Some(floors) = &opts.cascade_floors {
         if let Some(tier) = floors
             .keys()
@@ -128,21 +135,16 @@ pub fn train(
             )));
         }
         let floored = opts.tiers.iter().filter(|(t, _)| floors.contains_key(t));
-        let judged = if opts.knob_on_train {
-            train.len() + calib.len()
-        } else {
-            calib.len()
-        };
         for (tier, model) in floored {
-            let missing = calib
+            let missing = knob
                 .iter()
-                .chain(if opts.knob_on_train { &train[..] } else { &[] })
                 .filter(|i| !i.answers.contains_key(model))
                 .count();
             if missing > 0 {
                 return Err(TrainError(format!(
-                    "cascade floors for {tier}, but {missing} of the knob's {judged} items have no \
-                     answer of {model} to judge (labels from `label` carry them)"
+                    "cascade floors for {tier}, but {missing} of the knob's {} items have no \
+                     answer of {model} to judge (labels from `label` carry them)",
+                    knob.len()
                 )));
             }
         }
@@ -182,16 +184,11 @@ pub fn train(
     // on the knob's items: the calibration split, or train + calibration.
     let models: Vec<&String> = opts.tiers.iter().map(|(_, m)| m).collect();
     let strong_m = models[models.len() - 1];
-    // The items the knob is fitted on, and those every cross-fitted fold trains on besides.
-    let (knob, knob_xs, always, always_xs) = if opts.knob_on_train {
-        (fit_on.clone(), xs.clone(), Vec::new(), Vec::new())
+    // The knob's features, and the items every cross-fitted fold trains on besides.
+    let (knob_xs, always, always_xs): (&[Sparse], &[&Item], &[Sparse]) = if opts.knob_on_train {
+        (&xs, &[], &[])
     } else {
-        (
-            calib.clone(),
-            calib_xs.clone(),
-            train.clone(),
-            train_xs.clone(),
-        )
+        (&calib_xs, &train, &train_xs)
     };
     let gaps: Vec<Vec<f32>> = if heads_on_calibration {
         // The heads saw the knob's items, so their gaps there are optimistic and a table

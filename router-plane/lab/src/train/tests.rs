@@ -48,6 +48,20 @@ pub(crate) fn items(n: usize) -> Vec<Item> {
         .collect()
 }
 
+/// [`items`] with the weak model's outcome drawn anew: `right(hard)` says whether it
+/// answers an item right (a draw from a seeded RNG, so the data is the same every run).
+fn with_weak_outcomes(n: usize, mut right: impl FnMut(bool) -> bool) -> Vec<Item> {
+    items(n)
+        .into_iter()
+        .map(|mut i| {
+            let hard = i.prompt.starts_with("prove");
+            i.scores
+                .insert("weak".into(), f64::from(u8::from(right(hard))));
+            i
+        })
+        .collect()
+}
+
 #[test]
 fn learns_which_prompts_are_hard_and_the_knob_moves_them() {
     let opts = opts(200, 1e-4);
@@ -334,16 +348,7 @@ fn a_conservative_knob_never_asks_less_of_the_top_tier() {
     // Noisy outcomes: the weak model is right on a random 60 % of easy prompts and
     // 20 % of hard ones, so the calibration items' quality has a real standard error.
     let mut rng = switchback_routing::rng::Rng::new(11);
-    let noisy: Vec<Item> = items(600)
-        .into_iter()
-        .map(|mut i| {
-            let hard = i.prompt.starts_with("prove");
-            let p = if hard { 0.2 } else { 0.6 };
-            i.scores
-                .insert("weak".into(), f64::from(u8::from(rng.unit() < p)));
-            i
-        })
-        .collect();
+    let noisy = with_weak_outcomes(600, |hard| rng.unit() < if hard { 0.2 } else { 0.6 });
     let plain = train(&noisy, &opts(100, 1e-3), Encoder::Lexical).expect("trains");
     let careful = train(
         &noisy,
@@ -368,15 +373,7 @@ fn a_conservative_knob_never_asks_less_of_the_top_tier() {
 fn a_knob_fitted_on_train_and_calibration_keeps_the_promise_the_calibration_split_breaks() {
     // The weak model is right on a random 90 % of easy prompts and never on hard ones.
     let mut rng = switchback_routing::rng::Rng::new(5);
-    let noisy: Vec<Item> = items(1500)
-        .into_iter()
-        .map(|mut i| {
-            let hard = i.prompt.starts_with("prove");
-            let right = !hard && rng.unit() < 0.9;
-            i.scores.insert("weak".into(), f64::from(u8::from(right)));
-            i
-        })
-        .collect();
+    let noisy = with_weak_outcomes(1500, |hard| !hard && rng.unit() < 0.9);
     let careful = TrainOptions {
         knob_z: 1.645,
         heads_on_calibration: true,
