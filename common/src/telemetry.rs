@@ -10,7 +10,19 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::SdkTracerProvider;
-use tracing_subscriber::{EnvFilter, Layer, layer::SubscriberExt, util::SubscriberInitExt};
+use std::fmt;
+
+use tracing::{
+    field::{Field, Visit},
+    span,
+};
+use tracing_subscriber::{
+    EnvFilter, Layer,
+    field::RecordFields,
+    fmt::{FormatFields, FormattedFields, format::Writer},
+    layer::SubscriberExt,
+    util::SubscriberInitExt,
+};
 
 use crate::env;
 
@@ -63,6 +75,7 @@ pub fn init(service: &'static str) -> Guard {
         let ansi = std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none();
         tracing_subscriber::fmt::layer()
             .with_ansi(ansi)
+            .fmt_fields(LogFields)
             .with_writer(std::io::stderr)
             .boxed()
     };
@@ -96,6 +109,95 @@ pub fn init(service: &'static str) -> Guard {
         EXPORTING.store(true, Ordering::Relaxed);
     }
     Guard { provider }
+}
+
+/// Fields on text log lines: `name=value` (strings quoted), without styling and without
+/// the `otel.*` fields, which name and classify spans for the trace exporter only. The fmt
+/// layer formats a span's fields when the span opens and whenever one is recorded, on every
+/// request whether or not a line is ever logged in it: the router's request path pays for
+/// each field here.
+struct LogFields;
+
+impl<'writer> FormatFields<'writer> for LogFields {
+    fn format_fields<R: RecordFields>(&self, writer: Writer<'writer>, fields: R) -> fmt::Result {
+        let mut visitor = LogVisitor {
+            writer,
+            first: true,
+            result: Ok(()),
+        };
+        fields.record(&mut visitor);
+        visitor.result
+    }
+
+    fn add_fields(
+        &self,
+        current: &'writer mut FormattedFields<Self>,
+        fields: &span::Record<'_>,
+    ) -> fmt::Result {
+        let mut visitor = LogVisitor {
+            first: current.fields.is_empty(),
+            writer: current.as_writer(),
+            result: Ok(()),
+        };
+        fields.record(&mut visitor);
+        visitor.result
+    }
+}
+
+struct LogVisitor<'writer> {
+    writer: Writer<'writer>,
+    first: bool,
+    result: fmt::Result,
+}
+
+impl LogVisitor<'_> {
+    /// Writes the separator and `name=` (nothing for the message) and says whether the
+    /// field is shown at all.
+    fn begin(&mut self, field: &Field) -> bool {
+        let name = field.name();
+        if self.result.is_err() || name.starts_with("otel.") || name.starts_with("log.") {
+            return false;
+        }
+        if !std::mem::take(&mut self.first) {
+            self.result = self.writer.write_char(' ');
+        }
+        if name != "message" {
+            self.result = self
+                .result
+                .and_then(|()| self.writer.write_str(name))
+                .and_then(|()| self.writer.write_char('='));
+        }
+        self.result.is_ok()
+    }
+}
+
+impl Visit for LogVisitor<'_> {
+    /// Strings are quoted and escaped as `{:?}` would (the message is not), and copied as
+    /// they are when there is nothing to escape: no formatting machinery per field.
+    fn record_str(&mut self, field: &Field, value: &str) {
+        if !self.begin(field) {
+            return;
+        }
+        let plain = value
+            .bytes()
+            .all(|b| b.is_ascii() && !b.is_ascii_control() && b != b'"' && b != b'\\');
+        self.result = if field.name() == "message" {
+            self.writer.write_str(value)
+        } else if plain {
+            self.writer
+                .write_char('"')
+                .and_then(|()| self.writer.write_str(value))
+                .and_then(|()| self.writer.write_char('"'))
+        } else {
+            write!(self.writer, "{value:?}")
+        };
+    }
+
+    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
+        if self.begin(field) {
+            self.result = write!(self.writer, "{value:?}");
+        }
+    }
 }
 
 fn otlp_provider(service: &'static str) -> Result<SdkTracerProvider, Box<dyn std::error::Error>> {
@@ -184,5 +286,70 @@ pub fn exit_on_error<E: std::fmt::Display>(binary: &str, result: Result<(), E>) 
         tracing::error!(%err, "{binary} failed");
         eprintln!("{binary}: {err}");
         std::process::exit(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use tracing_subscriber::{fmt::MakeWriter, layer::SubscriberExt};
+
+    use super::LogFields;
+
+    #[derive(Clone, Default)]
+    struct Lines(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Lines {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().expect("lines").extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl<'a> MakeWriter<'a> for Lines {
+        type Writer = Lines;
+
+        fn make_writer(&'a self) -> Self::Writer {
+            self.clone()
+        }
+    }
+
+    #[test]
+    fn log_lines_carry_span_fields_recorded_later_but_not_the_exporters_own() {
+        let lines = Lines::default();
+        let subscriber = tracing_subscriber::registry().with(
+            tracing_subscriber::fmt::layer()
+                .with_ansi(false)
+                .without_time()
+                .fmt_fields(LogFields)
+                .with_writer(lines.clone()),
+        );
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!(
+                "request",
+                otel.name = "chat small",
+                otel.kind = "server",
+                switchback.request_id = %"chatcmpl-1",
+                switchback.tier = tracing::field::Empty,
+            );
+            span.record("switchback.tier", "small");
+            let _entered = span.enter();
+            tracing::warn!(worker = "w-1", attempts = 2, "stream broke");
+            tracing::warn!(reason = "said \"no\"\n", "refused");
+        });
+        let text = String::from_utf8(lines.0.lock().expect("lines").clone()).expect("utf-8");
+        assert_eq!(
+            text.trim(),
+            concat!(
+                r#"WARN request{switchback.request_id=chatcmpl-1 switchback.tier="small"}: switchback_common::telemetry::tests: stream broke worker="w-1" attempts=2"#,
+                "\n",
+                r#" WARN request{switchback.request_id=chatcmpl-1 switchback.tier="small"}: switchback_common::telemetry::tests: refused reason="said \"no\"\n""#,
+            ),
+        );
     }
 }

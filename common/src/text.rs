@@ -4,18 +4,24 @@
 /// newline that would forge a log line, an ANSI escape) written as `\u{..}`, and cut at a
 /// character boundary to at most `max` bytes, marked with `…`.
 pub fn bounded(text: &str, max: usize) -> String {
-    let mut out = String::new();
+    let room = max.saturating_sub('…'.len_utf8());
+    let mut out = String::with_capacity(text.len().min(max));
     for c in text.chars() {
-        let piece = if c.is_control() {
-            c.escape_unicode().to_string()
+        let escaped = c.is_control();
+        let len = if escaped {
+            c.escape_unicode().len()
         } else {
-            c.to_string()
+            c.len_utf8()
         };
-        if out.len() + piece.len() > max.saturating_sub('…'.len_utf8()) {
+        if out.len() + len > room {
             out.push('…');
             return out;
         }
-        out.push_str(&piece);
+        if escaped {
+            out.extend(c.escape_unicode());
+        } else {
+            out.push(c);
+        }
     }
     out
 }

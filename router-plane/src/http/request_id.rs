@@ -38,10 +38,10 @@ impl std::fmt::Display for RequestId {
 pub async fn assign(mut request: Request, next: Next) -> Response {
     let id = RequestId::for_path(request.uri().path());
     request.extensions_mut().insert(id.clone());
-    let method = request.method().clone();
-    let path = switchback_common::text::bounded(request.uri().path(), 160);
+    let (method, uri) = (request.method().clone(), request.uri().clone());
     let mut response = next.run(request).await;
-    tracing::debug!(request_id = %id, %method, %path, status = response.status().as_u16(), "answered");
+    // The path is escaped and bounded only when the line is logged.
+    tracing::debug!(request_id = %id, %method, path = %switchback_common::text::bounded(uri.path(), 160), status = response.status().as_u16(), "answered");
     // Always a header value: a prefix and hex digits.
     if let Ok(v) = HeaderValue::from_str(id.as_str()) {
         response.headers_mut().insert(HEADER, v);

@@ -183,9 +183,6 @@ pub async fn open(
             // Nobody else to try: the last worker's failure says more than "no worker".
             Err(error) => return Err(last.unwrap_or_else(|| Failed::unplaced(error))),
         };
-        let span = tracing::Span::current();
-        span.record("switchback.tier", placed.tier.as_str());
-        span.record("switchback.worker", placed.worker.as_str());
         tracing::debug!(
             reason = placed.reason.as_str(),
             candidates = placed.candidates,
@@ -342,18 +339,20 @@ async fn attempt(
     }
     let mut collected = Collected::default();
     collected.push(first);
-    loop {
-        match tokio::time::timeout_at(deadline, s.message()).await {
-            Ok(Ok(Some(chunk))) => collected.push(chunk),
-            Ok(Ok(None)) => return Ok(Opened::Whole(collected, first_at)),
-            Ok(Err(status)) => return Err(upstream(status)),
-            Err(_) => {
-                return Err((
-                    Failure::Deadline,
-                    Error::Timeout(app.config.request_timeout.as_secs()),
-                ));
-            }
+    // One deadline for the rest of the answer, not a timer per chunk.
+    let rest = async {
+        while let Some(chunk) = s.message().await? {
+            collected.push(chunk);
         }
+        Ok(())
+    };
+    match tokio::time::timeout_at(deadline, rest).await {
+        Ok(Ok(())) => Ok(Opened::Whole(collected, first_at)),
+        Ok(Err(status)) => Err(upstream(status)),
+        Err(_) => Err((
+            Failure::Deadline,
+            Error::Timeout(app.config.request_timeout.as_secs()),
+        )),
     }
 }
 

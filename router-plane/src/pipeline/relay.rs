@@ -167,17 +167,26 @@ fn streamed(
         let mut usage = None;
         let mut read = read.into_iter();
         let mut last_chunk = Instant::now();
+        // One timer for the whole stream, not one per chunk.
+        let out_of_time = tokio::time::sleep_until(deadline);
+        tokio::pin!(out_of_time);
         loop {
             // A worker error and the request deadline end the stream the same way: an
             // error, never a hang.
             let item = match read.next() {
                 Some(chunk) => Ok(Some(chunk)),
                 None if ended => Ok(None),
-                None => match tokio::time::timeout_at(deadline, stream.message()).await.inspect(|_| {
-                    // Only chunks that arrive live count: buffered ones are replayed at once.
-                    inter_token.observe(last_chunk.elapsed().as_secs_f64());
-                    last_chunk = Instant::now();
-                }) {
+                None => match tokio::select! {
+                    biased;
+                    item = stream.message() => {
+                        // Only chunks that arrive live count: buffered ones are replayed at
+                        // once.
+                        inter_token.observe(last_chunk.elapsed().as_secs_f64());
+                        last_chunk = Instant::now();
+                        Ok(item)
+                    }
+                    () = &mut out_of_time => Err(()),
+                } {
                     Ok(item) => item.map_err(|s| {
                         if Failure::of(&s).unreachable() {
                             report_unreachable(&settle.app, &settle.worker, s.message());

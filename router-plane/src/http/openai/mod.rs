@@ -331,8 +331,12 @@ fn parse_object(body: &[u8]) -> Result<serde_json::Value, ApiError> {
     Ok(value)
 }
 
-/// Reads `T` out of `value`, naming the offending field on type errors.
+/// Reads `T` out of `value`, naming the offending field on type errors. A valid request
+/// is read once, directly; only a bad one is read again, tracking the path to its error.
 fn typed<T: for<'de> Deserialize<'de>>(value: &serde_json::Value) -> Result<T, ApiError> {
+    if let Ok(t) = T::deserialize(value) {
+        return Ok(t);
+    }
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner().to_string();
