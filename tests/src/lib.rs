@@ -10,6 +10,7 @@
 pub mod bench;
 pub mod compose;
 pub mod http;
+pub mod instructions;
 pub mod metrics;
 pub mod otlp;
 pub mod soak;

@@ -164,10 +164,16 @@ async fn serve(
     Ok(Answer { id, decision, body })
 }
 
-/// The request's span attributes from the final decision: what a trace shows of it.
+/// The request's span attributes from the final decision: what a trace shows of it. Log
+/// lines in the request carry its tier and worker; the rest is recorded only for a trace
+/// exporter (each field recorded costs every request the log layer's formatting, and the
+/// decision is in the answer's `switchback` object anyway).
 fn record_decision(span: &tracing::Span, d: &Decision, quality: Option<f64>) {
     span.record("switchback.tier", d.tier.as_str());
     span.record("switchback.worker", d.worker.as_str());
+    if !trace_context::exporting() {
+        return;
+    }
     span.record("switchback.decision", d.reason.as_str());
     span.record("switchback.escalations", d.escalations.len());
     span.record(
@@ -178,9 +184,6 @@ fn record_decision(span: &tracing::Span, d: &Decision, quality: Option<f64>) {
     let quality = quality.or(d.difficulty.as_ref().map(|p| f64::from(p.quality)));
     if let Some(q) = quality {
         span.record("switchback.quality_target", q);
-    }
-    if !trace_context::exporting() {
-        return;
     }
     if let Some(p) = &d.difficulty {
         for (tier, v) in &p.probabilities {

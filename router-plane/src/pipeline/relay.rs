@@ -11,6 +11,7 @@ use std::{
 };
 
 use futures::stream::BoxStream;
+use switchback_common::trace_context;
 use switchback_proto::pb;
 
 use super::{
@@ -84,6 +85,12 @@ impl Settle {
             self.app
                 .metrics
                 .tokens(&self.tier, u.prompt_tokens, u.completion_tokens);
+        }
+        // For traces only: see `record_decision`.
+        if !trace_context::exporting() {
+            return;
+        }
+        if let Some(u) = usage {
             self.request_span
                 .record("gen_ai.usage.input_tokens", u.prompt_tokens);
             self.request_span

@@ -15,7 +15,9 @@ use std::{
 use futures::{StreamExt, stream};
 use serde_json::json;
 use switchback_proto::pb;
-use switchback_tests::{Controller, Etcd, Router, Worker, WorkerSpec};
+use switchback_tests::{
+    Controller, Etcd, Proc, Router, Worker, WorkerSpec, bin, free_port, wait_for,
+};
 
 const MAX_TOKENS: u32 = 16;
 
@@ -101,8 +103,10 @@ async fn main() {
     let mut requests = 2000usize;
     let mut levels = vec![1usize, 8, 32];
     let mut out = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/BENCHMARKS.md").to_owned();
+    let mut instructions = false;
     while let Some(a) = args.next() {
         match a.as_str() {
+            "--instructions" => instructions = true,
             "--requests" => {
                 requests = args
                     .next()
@@ -125,14 +129,42 @@ async fn main() {
                      Starts its own etcd, controller, worker and router on loopback ports (binaries \
                      from target/debug, or SWITCHBACK_BIN_DIR) and writes the table into \
                      docs/BENCHMARKS.md (section `router-overhead`).\n\n\
+                     With --instructions it instead counts the user-space instructions per \
+                     request of the router and of the bare proxy under callgrind (valgrind; \
+                     runs itself at 1,000 and 3,000 requests, concurrency 8, and takes the \
+                     difference), counts that stay put on a busy machine, and writes them into \
+                     section `router-instructions`.\n\n\
                      Options:\n  --requests N           requests per cell (default 2000)\n  \
                      --concurrency N[,N..]  concurrency levels (default 1,8,32)\n  \
+                     --instructions         instructions per request under callgrind instead\n  \
                      --out FILE             the markdown file to write (default docs/BENCHMARKS.md)"
                 );
                 return;
             }
             other => panic!("unknown argument {other} (see --help)"),
         }
+    }
+
+    if instructions {
+        let exe = std::env::current_exe().expect("current_exe");
+        let [router, bare] = switchback_tests::instructions::per_request(&exe);
+        let table = format!(
+            "User-space instructions per request, counted by callgrind (`router-bench \
+             --instructions`: each proxy under valgrind, 3,000 requests minus 1,000 at \
+             concurrency 8, {MAX_TOKENS} tokens each, `sim` worker; kernel time is not counted). \
+             Measured on {machine}.\n\n\
+             | proxy | instructions per request | vs bare proxy |\n|---|---|---|\n\
+             | bare proxy | {bare:.0} | 1.00 |\n| router | {router:.0} | {:.2} |",
+            router / bare,
+            machine = switchback_tests::bench::machine(),
+        );
+        switchback_tests::bench::write_section(
+            std::path::Path::new(&out),
+            "router-instructions",
+            &table,
+        );
+        println!("{table}");
+        return;
     }
 
     let etcd = Etcd::start().await;
@@ -147,17 +179,44 @@ async fn main() {
         .await;
     let router = Router::start(&etcd, "").await;
     router.wait_model("sim").await;
+    let bare_port = free_port();
+    let bare = Proc::spawn(
+        "bare-proxy",
+        &bin("bare-proxy"),
+        &[
+            "--listen".into(),
+            format!("127.0.0.1:{bare_port}"),
+            "--worker".into(),
+            worker.address.clone(),
+        ],
+        &[],
+    );
 
     let grpc = worker.client().await;
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(512)
         .build()
         .expect("http client");
-    let url = Arc::new(router.url("/v1/chat/completions"));
+    let router_url = Arc::new(router.url("/v1/chat/completions"));
+    let bare_url = Arc::new(format!("http://127.0.0.1:{bare_port}/v1/chat/completions"));
     let body = Arc::new(
         json!({"model": "small", "messages": [{"role": "user", "content": "hello there"}], "max_tokens": MAX_TOKENS})
             .to_string(),
     );
+    wait_for("bare-proxy to answer", Duration::from_secs(20), || {
+        let (http, url, body) = (http.clone(), Arc::clone(&bare_url), Arc::clone(&body));
+        async move {
+            let r = http
+                .post(url.as_str())
+                .header("content-type", "application/json")
+                .body(body.as_str().to_owned())
+                .send()
+                .await
+                .ok()?;
+            r.status().is_success().then_some(())
+        }
+    })
+    .await;
 
     let direct = || {
         let mut c = grpc.clone();
@@ -174,93 +233,134 @@ async fn main() {
             assert_eq!(n, MAX_TOKENS as usize);
         }
     };
-    let routed = || {
-        let (http, url, body) = (http.clone(), Arc::clone(&url), Arc::clone(&body));
-        async move {
-            let r = http
-                .post(url.as_str())
-                .header("content-type", "application/json")
-                .body(body.as_str().to_owned())
-                .send()
-                .await
-                .expect("POST");
-            assert_eq!(r.status(), 200);
-            let v: serde_json::Value = r.json().await.expect("json");
-            assert_eq!(v["usage"]["completion_tokens"], MAX_TOKENS);
+    // The same HTTP request, to the router or to the bare proxy.
+    let over_http = |url: &Arc<String>| {
+        let (http, url, body) = (http.clone(), Arc::clone(url), Arc::clone(&body));
+        move || {
+            let (http, url, body) = (http.clone(), Arc::clone(&url), Arc::clone(&body));
+            async move {
+                let r = http
+                    .post(url.as_str())
+                    .header("content-type", "application/json")
+                    .body(body.as_str().to_owned())
+                    .send()
+                    .await
+                    .expect("POST");
+                assert_eq!(r.status(), 200);
+                let v: serde_json::Value = r.json().await.expect("json");
+                assert_eq!(v["usage"]["completion_tokens"], MAX_TOKENS);
+            }
         }
     };
+    let routed = over_http(&router_url);
+    let floor = over_http(&bare_url);
 
-    // Warm up connections and caches on both paths.
+    // Warm up connections and caches on every path.
     run(200, 8, direct).await;
-    run(200, 8, routed).await;
+    run(200, 8, &floor).await;
+    run(200, 8, &routed).await;
 
     let mut rows = Vec::new();
     let mut cpu_rows = Vec::new();
+    let me = std::process::id();
     for concurrency in levels {
         // CPU per request of each process on each path: where the added latency goes on a
         // machine where the load generator shares the cores with what it measures.
-        let me = std::process::id();
-        let per_request = |before: Duration, pid: u32| (cpu_time(pid) - before) / requests as u32;
-        let (client_before, worker_before) = (cpu_time(me), cpu_time(worker.proc.pid()));
-        let d = run(requests, concurrency, direct).await;
-        let direct_client = per_request(client_before, me);
-        let direct_worker = per_request(worker_before, worker.proc.pid());
-        let (client_before, worker_before) = (cpu_time(me), cpu_time(worker.proc.pid()));
-        let cpu_before = cpu_time(router.proc.pid());
-        let r = run(requests, concurrency, routed).await;
-        let cpu_per_request = per_request(cpu_before, router.proc.pid());
-        let routed_client = per_request(client_before, me);
-        let routed_worker = per_request(worker_before, worker.proc.pid());
+        let measure = async |path: &dyn Fn() -> std::pin::Pin<Box<dyn Future<Output = ()>>>,
+                             proxy: Option<u32>| {
+            let pids = [Some(me), Some(worker.proc.pid()), proxy];
+            let before = pids.map(|p| p.map(cpu_time));
+            let r = run(requests, concurrency, path).await;
+            let cpu = std::array::from_fn::<_, 3, _>(|i| match (pids[i], before[i]) {
+                (Some(p), Some(b)) => (cpu_time(p) - b) / requests as u32,
+                _ => Duration::ZERO,
+            });
+            (r, cpu)
+        };
+        let (d, [d_client, d_worker, _]) = measure(&|| Box::pin(direct()), None).await;
+        let (b, [b_client, b_worker, b_proxy]) =
+            measure(&|| Box::pin(floor()), Some(bare.pid())).await;
+        let (r, [r_client, r_worker, r_router]) =
+            measure(&|| Box::pin(routed()), Some(router.proc.pid())).await;
+        let p = |run: &Run, q: f64| ms(run.percentile(q));
         cpu_rows.push(format!(
-            "| {concurrency} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} |",
-            ms(direct_client),
-            ms(direct_worker),
-            ms(direct_client + direct_worker),
-            ms(routed_client),
-            ms(cpu_per_request),
-            ms(routed_worker),
-            ms(routed_client + cpu_per_request + routed_worker),
+            "| {concurrency} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} |",
+            ms(d_client),
+            ms(d_worker),
+            ms(d_client + d_worker),
+            ms(b_client),
+            ms(b_proxy),
+            ms(b_worker),
+            ms(b_client + b_proxy + b_worker),
+            ms(r_client),
+            ms(r_router),
+            ms(r_worker),
+            ms(r_client + r_router + r_worker),
         ));
         eprintln!(
-            "c={concurrency}: direct p50 {:.3} ms p99 {:.3} ms {:.0} rps | router p50 {:.3} ms p99 {:.3} ms {:.0} rps, {:.3} ms CPU/request",
-            ms(d.percentile(0.5)),
-            ms(d.percentile(0.99)),
+            "c={concurrency}: direct p50 {:.3} ms p99 {:.3} ms {:.0} rps | bare proxy p50 {:.3} ms p99 {:.3} ms {:.0} rps, {:.3} ms CPU/request | router p50 {:.3} ms p99 {:.3} ms {:.0} rps, {:.3} ms CPU/request",
+            p(&d, 0.5),
+            p(&d, 0.99),
             d.rps(),
-            ms(r.percentile(0.5)),
-            ms(r.percentile(0.99)),
+            p(&b, 0.5),
+            p(&b, 0.99),
+            b.rps(),
+            ms(b_proxy),
+            p(&r, 0.5),
+            p(&r, 0.99),
             r.rps(),
-            ms(cpu_per_request)
+            ms(r_router),
         );
         rows.push(format!(
-            "| {concurrency} | {:.3} | {:.3} | {:.3} | {:.3} | **{:+.3}** | **{:+.3}** | {:.0} | {:.0} | {:.2} | {:.3} |",
-            ms(d.percentile(0.5)),
-            ms(d.percentile(0.99)),
-            ms(r.percentile(0.5)),
-            ms(r.percentile(0.99)),
-            ms(r.percentile(0.5)) - ms(d.percentile(0.5)),
-            ms(r.percentile(0.99)) - ms(d.percentile(0.99)),
+            "| {concurrency} | {:.3} / {:.3} | {:.3} / {:.3} | {:.3} / {:.3} | **{:+.3} / {:+.3}** | {:+.3} / {:+.3} | {:+.3} / {:+.3} | {:.0} | {:.0} | {:.0} | {:.2} | {:.3} | {:.3} |",
+            p(&d, 0.5),
+            p(&d, 0.99),
+            p(&b, 0.5),
+            p(&b, 0.99),
+            p(&r, 0.5),
+            p(&r, 0.99),
+            p(&r, 0.5) - p(&d, 0.5),
+            p(&r, 0.99) - p(&d, 0.99),
+            p(&b, 0.5) - p(&d, 0.5),
+            p(&b, 0.99) - p(&d, 0.99),
+            p(&r, 0.5) - p(&b, 0.5),
+            p(&r, 0.99) - p(&b, 0.99),
             d.rps(),
+            b.rps(),
             r.rps(),
             r.rps() / d.rps(),
-            ms(cpu_per_request),
+            ms(b_proxy),
+            ms(r_router),
         ));
     }
 
     let table = format!(
         "Measured on {machine}, {requests} requests per cell, {MAX_TOKENS} tokens each, \
-         `sim` worker with zero prefill/decode time; latency is to the last token; router CPU \
-         is the router process's CPU time (all threads) per request.\n\n\
-         | concurrency | direct p50 ms | direct p99 ms | router p50 ms | router p99 ms | added p50 ms | added p99 ms | direct req/s | router req/s | router/direct throughput | router CPU ms/request |\n\
-         |---|---|---|---|---|---|---|---|---|---|---|\n{rows}\n\n\
+         `sim` worker with zero prefill/decode time; latency is to the last token, p50 / p99 in \
+         ms. Three paths to the same worker: `direct` (a gRPC client), `bare proxy` (the least \
+         an HTTP-to-gRPC proxy on the router's stack does: `bare-proxy`, parse, one gRPC call, \
+         JSON back) and `router` (Switchback's router, `auto`-free `small` requests). `added` \
+         is against direct; `router − bare` is what Switchback's own work adds over that floor. \
+         CPU is each proxy process's CPU time (all threads) per request.\n\n\
+         | concurrency | direct | bare proxy | router | router added | bare proxy added | router − bare | direct req/s | bare req/s | router req/s | router/direct throughput | bare CPU ms/request | router CPU ms/request |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|---|\n{rows}\n\n\
          CPU time per request of each process (ms, all threads, kernel time included): the \
-         load generator (`client`, a gRPC client direct, an HTTP client routed), the router \
-         and the worker.\n\n\
-         | concurrency | direct: client | direct: worker | direct: total | routed: client | routed: router | routed: worker | routed: total |\n\
-         |---|---|---|---|---|---|---|---|\n{cpu_rows}",
+         load generator (`client`, a gRPC client direct, an HTTP client through a proxy), the \
+         proxy and the worker.\n\n\
+         | concurrency | direct: client | direct: worker | direct: total | bare: client | bare: proxy | bare: worker | bare: total | routed: client | routed: router | routed: worker | routed: total |\n\
+         |---|---|---|---|---|---|---|---|---|---|---|---|\n{cpu_rows}",
         machine = switchback_tests::bench::machine(),
         rows = rows.join("\n"),
         cpu_rows = cpu_rows.join("\n"),
     );
+    // Stopped, not killed: a profiler around either proxy (SWITCHBACK_BIN_DIR) writes its
+    // report when the process exits.
+    let mut bare = bare;
+    let mut router = router;
+    for p in [&mut bare, &mut router.proc] {
+        p.signal("TERM").await;
+        p.wait_exit(Duration::from_secs(60)).await;
+    }
     switchback_tests::bench::write_section(std::path::Path::new(&out), "router-overhead", &table);
     println!("{table}");
 }
