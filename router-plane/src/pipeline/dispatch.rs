@@ -191,16 +191,23 @@ pub async fn open(
             "placed"
         );
         // One span per worker attempt, open until its answer is used up or dropped.
-        let attempt_span = tracing::info_span!(
-            "switchback.attempt",
-            otel.kind = "client",
-            switchback.attempt = attempts_before + tried.len() + 1,
-            switchback.tier = %placed.tier,
-            switchback.worker = %placed.worker,
-            switchback.node = %placed.node,
-            switchback.queue_depth = placed.queue_depth,
-            switchback.outcome = Empty,
-        );
+        // A trace's structure: no log line is written inside an attempt (its failures are
+        // logged by the request, naming the worker), so without a trace exporter there is
+        // no span to open, enter on every poll and close.
+        let attempt_span = if trace_context::exporting() {
+            tracing::info_span!(
+                "switchback.attempt",
+                otel.kind = "client",
+                switchback.attempt = attempts_before + tried.len() + 1,
+                switchback.tier = %placed.tier,
+                switchback.worker = %placed.worker,
+                switchback.node = %placed.node,
+                switchback.queue_depth = placed.queue_depth,
+                switchback.outcome = Empty,
+            )
+        } else {
+            tracing::Span::none()
+        };
         let in_flight = app.view.start(&placed.worker);
         let result = attempt(
             app,

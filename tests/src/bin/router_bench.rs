@@ -104,6 +104,11 @@ async fn main() {
     let mut levels = vec![1usize, 8, 32];
     let mut out = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/BENCHMARKS.md").to_owned();
     let mut instructions = false;
+    let mut plot = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docs/img/router-overhead.svg"
+    )
+    .to_owned();
     while let Some(a) = args.next() {
         match a.as_str() {
             "--instructions" => instructions = true,
@@ -114,6 +119,7 @@ async fn main() {
                     .expect("--requests N")
             }
             "--out" => out = args.next().expect("--out FILE"),
+            "--plot" => plot = args.next().expect("--plot FILE"),
             "--concurrency" => {
                 levels = args
                     .next()
@@ -128,7 +134,8 @@ async fn main() {
                      router's CPU time per request.\n\n\
                      Starts its own etcd, controller, worker and router on loopback ports (binaries \
                      from target/debug, or SWITCHBACK_BIN_DIR) and writes the table into \
-                     docs/BENCHMARKS.md (section `router-overhead`).\n\n\
+                     docs/BENCHMARKS.md (section `router-overhead`) and a plot of the added \
+                     latency per concurrency into docs/img/router-overhead.svg.\n\n\
                      With --instructions it instead counts the user-space instructions per \
                      request of the router and of the bare proxy under callgrind (valgrind; \
                      runs itself at 1,000 and 3,000 requests, concurrency 8, and takes the \
@@ -137,7 +144,8 @@ async fn main() {
                      Options:\n  --requests N           requests per cell (default 2000)\n  \
                      --concurrency N[,N..]  concurrency levels (default 1,8,32)\n  \
                      --instructions         instructions per request under callgrind instead\n  \
-                     --out FILE             the markdown file to write (default docs/BENCHMARKS.md)"
+                     --out FILE             the markdown file to write (default docs/BENCHMARKS.md)\n  \
+                     --plot FILE            the SVG plot to write (default docs/img/router-overhead.svg)"
                 );
                 return;
             }
@@ -261,6 +269,9 @@ async fn main() {
     run(200, 8, &routed).await;
 
     let mut rows = Vec::new();
+    // Added latency (ms, against direct) per concurrency: bare p50, bare p99, router p50,
+    // router p99.
+    let mut added: [Vec<(f64, f64)>; 4] = Default::default();
     let mut cpu_rows = Vec::new();
     let me = std::process::id();
     for concurrency in levels {
@@ -311,6 +322,11 @@ async fn main() {
             r.rps(),
             ms(r_router),
         );
+        let c = concurrency as f64;
+        added[0].push((c, p(&b, 0.5) - p(&d, 0.5)));
+        added[1].push((c, p(&b, 0.99) - p(&d, 0.99)));
+        added[2].push((c, p(&r, 0.5) - p(&d, 0.5)));
+        added[3].push((c, p(&r, 0.99) - p(&d, 0.99)));
         rows.push(format!(
             "| {concurrency} | {:.3} / {:.3} | {:.3} / {:.3} | {:.3} / {:.3} | **{:+.3} / {:+.3}** | {:+.3} / {:+.3} | {:+.3} / {:+.3} | {:.0} | {:.0} | {:.0} | {:.2} | {:.3} | {:.3} |",
             p(&d, 0.5),
@@ -339,7 +355,7 @@ async fn main() {
          `sim` worker with zero prefill/decode time; latency is to the last token, p50 / p99 in \
          ms. Three paths to the same worker: `direct` (a gRPC client), `bare proxy` (the least \
          an HTTP-to-gRPC proxy on the router's stack does: `bare-proxy`, parse, one gRPC call, \
-         JSON back) and `router` (Switchback's router, `auto`-free `small` requests). `added` \
+         JSON back) and `router` (Switchback's router; the requests name the `small` tier). `added` \
          is against direct; `router − bare` is what Switchback's own work adds over that floor. \
          CPU is each proxy process's CPU time (all threads) per request.\n\n\
          | concurrency | direct | bare proxy | router | router added | bare proxy added | router − bare | direct req/s | bare req/s | router req/s | router/direct throughput | bare CPU ms/request | router CPU ms/request |\n\
@@ -361,6 +377,29 @@ async fn main() {
         p.signal("TERM").await;
         p.wait_exit(Duration::from_secs(60)).await;
     }
+    let [bare_p50, bare_p99, router_p50, router_p99] = added;
+    use switchback_lab::plot::{Plot, Series, Style};
+    let svg = Plot {
+        title: format!("Latency added to a {MAX_TOKENS}-token answer, against direct gRPC"),
+        x_label: "concurrency".into(),
+        y_label: "added latency (ms)".into(),
+        series: vec![
+            Series::new("router p99", router_p99, Style::LinePoints),
+            Series::new("router p50", router_p50, Style::LinePoints),
+            Series::new("bare proxy p99", bare_p99, Style::Dashed),
+            Series::new("bare proxy p50", bare_p50, Style::Dashed),
+        ],
+        marks: Vec::new(),
+    }
+    .svg();
+    std::fs::write(&plot, svg).unwrap_or_else(|e| panic!("cannot write {plot}: {e}"));
+    let plot_name = std::path::Path::new(&plot)
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("router-overhead.svg");
+    let table = format!(
+        "{table}\n\n![Added latency per concurrency, router and bare proxy](img/{plot_name})"
+    );
     switchback_tests::bench::write_section(std::path::Path::new(&out), "router-overhead", &table);
     println!("{table}");
 }
