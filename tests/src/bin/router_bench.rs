@@ -104,6 +104,8 @@ async fn main() {
     let mut levels = vec![1usize, 8, 32];
     let mut out = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/BENCHMARKS.md").to_owned();
     let mut instructions = false;
+    let mut pin = false;
+    let mut plot_set = false;
     let mut plot = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../docs/img/router-overhead.svg"
@@ -112,6 +114,7 @@ async fn main() {
     while let Some(a) = args.next() {
         match a.as_str() {
             "--instructions" => instructions = true,
+            "--pin" => pin = true,
             "--requests" => {
                 requests = args
                     .next()
@@ -119,7 +122,10 @@ async fn main() {
                     .expect("--requests N")
             }
             "--out" => out = args.next().expect("--out FILE"),
-            "--plot" => plot = args.next().expect("--plot FILE"),
+            "--plot" => {
+                plot = args.next().expect("--plot FILE");
+                plot_set = true;
+            }
             "--concurrency" => {
                 levels = args
                     .next()
@@ -144,6 +150,9 @@ async fn main() {
                      Options:\n  --requests N           requests per cell (default 2000)\n  \
                      --concurrency N[,N..]  concurrency levels (default 1,8,32)\n  \
                      --instructions         instructions per request under callgrind instead\n  \
+                     --pin                  the proxies on CPU 1, everything else on CPU 0 (a \
+                     proxy with a core of its own; needs taskset; section \
+                     `router-overhead-pinned`, plot router-overhead-pinned.svg)\n  \
                      --out FILE             the markdown file to write (default docs/BENCHMARKS.md)\n  \
                      --plot FILE            the SVG plot to write (default docs/img/router-overhead.svg)"
                 );
@@ -175,6 +184,8 @@ async fn main() {
         return;
     }
 
+    // Before `--pin` narrows this process to one CPU.
+    let machine = switchback_tests::bench::machine();
     let etcd = Etcd::start().await;
     let controller = Controller::start(&etcd).await;
     let mut spec = WorkerSpec::sim("bench-0", "small", "sim", 0.0);
@@ -200,6 +211,25 @@ async fn main() {
         &[],
     );
 
+    if pin {
+        // The load generator (this process), etcd, the controller and the worker share
+        // CPU 0; each proxy has CPU 1 to itself, as on a node of its own.
+        for (pid, cpu) in [
+            (std::process::id(), 0),
+            (etcd.proc.pid(), 0),
+            (controller.proc.pid(), 0),
+            (worker.proc.pid(), 0),
+            (router.proc.pid(), 1),
+            (bare.pid(), 1),
+        ] {
+            let status = std::process::Command::new("taskset")
+                .args(["-a", "-p", "-c", &cpu.to_string(), &pid.to_string()])
+                .stdout(std::process::Stdio::null())
+                .status()
+                .expect("run taskset");
+            assert!(status.success(), "taskset -c {cpu} {pid} failed");
+        }
+    }
     let grpc = worker.client().await;
     let http = reqwest::Client::builder()
         .pool_max_idle_per_host(512)
@@ -350,6 +380,12 @@ async fn main() {
         ));
     }
 
+    let placement = if pin {
+        " Pinned (`--pin`): each proxy on a CPU of its own, the load generator, etcd, the \
+         controller and the worker sharing the other."
+    } else {
+        ""
+    };
     let table = format!(
         "Measured on {machine}, {requests} requests per cell, {MAX_TOKENS} tokens each, \
          `sim` worker with zero prefill/decode time; latency is to the last token, p50 / p99 in \
@@ -357,7 +393,7 @@ async fn main() {
          an HTTP-to-gRPC proxy on the router's stack does: `bare-proxy`, parse, one gRPC call, \
          JSON back) and `router` (Switchback's router; the requests name the `small` tier). `added` \
          is against direct; `router − bare` is what Switchback's own work adds over that floor. \
-         CPU is each proxy process's CPU time (all threads) per request.\n\n\
+         CPU is each proxy process's CPU time (all threads) per request.{placement}\n\n\
          | concurrency | direct | bare proxy | router | router added | bare proxy added | router − bare | direct req/s | bare req/s | router req/s | router/direct throughput | bare CPU ms/request | router CPU ms/request |\n\
          |---|---|---|---|---|---|---|---|---|---|---|---|---|\n{rows}\n\n\
          CPU time per request of each process (ms, all threads, kernel time included): the \
@@ -365,7 +401,6 @@ async fn main() {
          proxy and the worker.\n\n\
          | concurrency | direct: client | direct: worker | direct: total | bare: client | bare: proxy | bare: worker | bare: total | routed: client | routed: router | routed: worker | routed: total |\n\
          |---|---|---|---|---|---|---|---|---|---|---|---|\n{cpu_rows}",
-        machine = switchback_tests::bench::machine(),
         rows = rows.join("\n"),
         cpu_rows = cpu_rows.join("\n"),
     );
@@ -392,6 +427,9 @@ async fn main() {
         marks: Vec::new(),
     }
     .svg();
+    if pin && !plot_set {
+        plot = plot.replace("router-overhead.svg", "router-overhead-pinned.svg");
+    }
     std::fs::write(&plot, svg).unwrap_or_else(|e| panic!("cannot write {plot}: {e}"));
     let plot_name = std::path::Path::new(&plot)
         .file_name()
@@ -400,6 +438,11 @@ async fn main() {
     let table = format!(
         "{table}\n\n![Added latency per concurrency, router and bare proxy](img/{plot_name})"
     );
-    switchback_tests::bench::write_section(std::path::Path::new(&out), "router-overhead", &table);
+    let section = if pin {
+        "router-overhead-pinned"
+    } else {
+        "router-overhead"
+    };
+    switchback_tests::bench::write_section(std::path::Path::new(&out), section, &table);
     println!("{table}");
 }
