@@ -82,6 +82,15 @@ fn direct_request() -> pb::GenerateRequest {
     }
 }
 
+/// The bench's chat request, to the router or to the bare proxy at `url`.
+async fn post(http: &reqwest::Client, url: &str, body: &str) -> reqwest::Result<reqwest::Response> {
+    http.post(url)
+        .header("content-type", "application/json")
+        .body(body.to_owned())
+        .send()
+        .await
+}
+
 /// CPU time the process `pid` has used so far, all its threads together (the
 /// scheduler's own account in `/proc/<pid>/task/*/schedstat`, in nanoseconds).
 fn cpu_time(pid: u32) -> Duration {
@@ -244,13 +253,7 @@ async fn main() {
     wait_for("bare-proxy to answer", Duration::from_secs(20), || {
         let (http, url, body) = (http.clone(), Arc::clone(&bare_url), Arc::clone(&body));
         async move {
-            let r = http
-                .post(url.as_str())
-                .header("content-type", "application/json")
-                .body(body.as_str().to_owned())
-                .send()
-                .await
-                .ok()?;
+            let r = post(&http, &url, &body).await.ok()?;
             r.status().is_success().then_some(())
         }
     })
@@ -277,13 +280,7 @@ async fn main() {
         move || {
             let (http, url, body) = (http.clone(), Arc::clone(&url), Arc::clone(&body));
             async move {
-                let r = http
-                    .post(url.as_str())
-                    .header("content-type", "application/json")
-                    .body(body.as_str().to_owned())
-                    .send()
-                    .await
-                    .expect("POST");
+                let r = post(&http, &url, &body).await.expect("POST");
                 assert_eq!(r.status(), 200);
                 let v: serde_json::Value = r.json().await.expect("json");
                 assert_eq!(v["usage"]["completion_tokens"], MAX_TOKENS);
