@@ -414,3 +414,72 @@ async fn direct(worker: &Worker, prompt: &str) -> String {
     }
     text
 }
+
+/// The request timeout bounds a whole answer, not only its start: an answer that is still
+/// generating when it runs out is a 504 `timeout` (whole), or a stream that delivered its
+/// first tokens and then ends with a `timeout` error event and `[DONE]` (streamed), short
+/// of the answer the worker was generating. The worker answered, only too slowly for that
+/// request: it keeps serving the next ones (it is not suspected as a dead one would be).
+#[tokio::test(flavor = "multi_thread")]
+async fn an_answer_still_generating_at_the_request_timeout_is_cut_off_whole_or_streamed() {
+    let etcd = Etcd::start().await;
+    let controller = Controller::start(&etcd).await;
+    // 200 tokens at 50 ms each: 10 s, against a 1 s request timeout.
+    let _w = Worker::start(&etcd, WorkerSpec::sim("w-slow", "small", "sim", 50.0)).await;
+    controller
+        .wait_ready("w-slow", Duration::from_secs(20))
+        .await;
+    let router = Router::start(&etcd, "tiers: [small]\nrequest_timeout_s: 1\n").await;
+    router.wait_model("sim").await;
+    let chat = router.url("/v1/chat/completions");
+    let msgs = json!([{"role": "user", "content": "tell me a long story"}]);
+
+    let whole = http::post_json(
+        &chat,
+        &json!({"model": "small", "messages": msgs, "max_tokens": 200}),
+    )
+    .await;
+    assert_openai_error(&whole, 504, None);
+    assert_eq!(whole.json()["error"]["code"], "timeout");
+    let short = http::post_json(
+        &chat,
+        &json!({"model": "small", "messages": msgs, "max_tokens": 2}),
+    )
+    .await;
+    assert_eq!(
+        short.status, 200,
+        "the slow worker still serves: {}",
+        short.body
+    );
+
+    let streamed = http::post_json(
+        &chat,
+        &json!({"model": "small", "messages": msgs, "max_tokens": 200, "stream": true}),
+    )
+    .await;
+    assert_eq!(streamed.status, 200, "{}", streamed.body);
+    let sse = http::Sse::parse(&streamed.body);
+    assert_eq!(sse.events.last().map(String::as_str), Some("[DONE]"));
+    let events = sse.json();
+    let (error, pieces) = events.split_last().expect("events");
+    assert_eq!(error["error"]["code"], "timeout", "{error}");
+    let text: String = pieces
+        .iter()
+        .filter_map(|e| e["choices"][0]["delta"]["content"].as_str())
+        .collect();
+    assert!(!text.is_empty(), "the first tokens arrived before the cut");
+    let delivered = pieces
+        .iter()
+        .filter(|e| e["choices"][0]["delta"]["content"].is_string())
+        .count();
+    assert!(
+        delivered < 200,
+        "cut short of the answer: {delivered} pieces"
+    );
+    assert!(
+        pieces
+            .iter()
+            .all(|e| e["choices"][0]["finish_reason"].is_null()),
+        "no piece claims the answer finished: {pieces:?}"
+    );
+}

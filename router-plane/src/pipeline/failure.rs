@@ -29,7 +29,9 @@ pub enum Failure {
     /// The worker closed the stream without a word.
     EmptyStream,
     /// A whole answer did not finish by the request's deadline: too late to try another
-    /// worker; the worker is suspected as one that sent no first token is.
+    /// worker. Its first token came, so the worker is slow for this answer (a long one, a
+    /// full batch), not dead: it stays in the routing set. A worker that hangs mid-answer
+    /// is found by the connection's keep-alive and its stale load reports instead.
     Deadline,
 }
 
@@ -71,8 +73,9 @@ impl Failure {
     /// controller.
     pub fn unreachable(self) -> bool {
         match self {
-            Self::Unreachable | Self::NoFirstToken | Self::Deadline => true,
+            Self::Unreachable | Self::NoFirstToken => true,
             Self::Invalid
+            | Self::Deadline
             | Self::QueueFull
             | Self::Draining
             | Self::WorkerError
@@ -95,7 +98,8 @@ impl Failure {
             Self::Draining => "draining",
             Self::WorkerError => "worker_error",
             Self::Unreachable => "unreachable",
-            Self::NoFirstToken | Self::Deadline => "no_first_token",
+            Self::NoFirstToken => "no_first_token",
+            Self::Deadline => "deadline",
             Self::SlowFirstToken => "slow_first_token",
             Self::EmptyStream => "empty_stream",
         }
@@ -174,9 +178,10 @@ mod tests {
         assert!(Failure::SlowFirstToken.retryable() && !Failure::SlowFirstToken.unreachable());
         assert!(Failure::SlowFirstToken.saturates());
         assert!(Failure::NoFirstToken.retryable() && Failure::NoFirstToken.unreachable());
-        // Past the deadline nothing is retried, and the label stays a missing first token.
-        assert!(!Failure::Deadline.retryable() && Failure::Deadline.unreachable());
-        assert_eq!(Failure::Deadline.label(), "no_first_token");
+        // Past the deadline nothing is retried, and a worker that answered but too slowly
+        // for this request keeps serving others.
+        assert!(!Failure::Deadline.retryable() && !Failure::Deadline.unreachable());
+        assert_eq!(Failure::Deadline.label(), "deadline");
         assert!(Failure::EmptyStream.retryable() && !Failure::EmptyStream.unreachable());
     }
 }
