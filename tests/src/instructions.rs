@@ -50,6 +50,8 @@ pub fn per_request(bench: &Path) -> [f64; 2] {
                 .args(["--requests", &requests.to_string(), "--concurrency", "8"])
                 .arg("--out")
                 .arg(dir.path().join("ignored.md"))
+                .arg("--plot")
+                .arg(dir.path().join("ignored.svg"))
                 .env(switchback_common::env::BIN_DIR, &wrappers)
                 .status()
                 .expect("run router-bench");
