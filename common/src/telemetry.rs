@@ -6,12 +6,13 @@
 //! (batched; `OTEL_BSP_SCHEDULE_DELAY` and the other standard variables apply) and the W3C
 //! trace context propagator is installed, so traces continue across processes.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::{
+    fmt,
+    sync::atomic::{AtomicBool, Ordering},
+};
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_sdk::trace::SdkTracerProvider;
-use std::fmt;
-
 use tracing::{
     field::{Field, Visit},
     span,

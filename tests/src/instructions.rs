@@ -5,10 +5,7 @@
 //! wrappers), at 1,000 and at 3,000 requests, and divides the difference of the totals by
 //! 2,000: start-up, warm-up and shutdown cancel out.
 
-use std::{
-    path::{Path, PathBuf},
-    process::Command,
-};
+use std::{path::Path, process::Command};
 
 /// The two request counts whose difference is measured.
 const RUNS: [usize; 2] = [1000, 3000];
@@ -36,7 +33,7 @@ pub fn per_request(bench: &Path) -> [f64; 2] {
             std::fs::create_dir(&out).expect("callgrind dir");
             for name in WRAPPED {
                 let script = format!(
-                    "#!/bin/sh\nexec valgrind --tool=callgrind --callgrind-out-file={}/{name}.%p \
+                    "#!/bin/sh\nexec valgrind --tool=callgrind --callgrind-out-file={}/{name}.out \
                      {} \"$@\"\n",
                     out.display(),
                     real.join(name).display()
@@ -63,31 +60,18 @@ pub fn per_request(bench: &Path) -> [f64; 2] {
     [per(0), per(1)]
 }
 
-/// The instruction total of the one callgrind report of `name` in `dir`.
+/// The instruction total of `name`'s callgrind report in `dir`.
 fn total(dir: &Path, name: &str) -> u64 {
-    let reports: Vec<PathBuf> = std::fs::read_dir(dir)
-        .expect("callgrind dir")
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with(&format!("{name}.")))
-        })
-        .collect();
-    assert_eq!(
-        reports.len(),
-        1,
-        "one callgrind report of {name} in {}",
-        dir.display()
-    );
-    let text = std::fs::read_to_string(&reports[0]).expect("read callgrind report");
+    let report = dir.join(format!("{name}.out"));
+    let text = std::fs::read_to_string(&report)
+        .unwrap_or_else(|e| panic!("no callgrind report {}: {e}", report.display()));
     text.lines()
         .find_map(|l| {
             l.strip_prefix("summary: ")
                 .or_else(|| l.strip_prefix("totals: "))
         })
         .and_then(|v| v.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no instruction total in {}", reports[0].display()))
+        .unwrap_or_else(|| panic!("no instruction total in {}", report.display()))
 }
 
 fn make_executable(path: &Path) {

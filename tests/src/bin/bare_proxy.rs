@@ -8,7 +8,7 @@
 //!
 //!   bare-proxy --listen 127.0.0.1:PORT --worker 127.0.0.1:PORT
 
-use std::{net::SocketAddr, sync::Arc};
+use std::net::SocketAddr;
 
 use axum::{Json, Router, extract::State, http::StatusCode, routing::post};
 use serde::Deserialize;
@@ -32,12 +32,8 @@ struct ChatRequest {
     max_tokens: Option<u32>,
 }
 
-struct Upstream {
-    worker: InferenceClient<Channel>,
-}
-
 async fn chat(
-    State(up): State<Arc<Upstream>>,
+    State(mut worker): State<InferenceClient<Channel>>,
     Json(req): Json<ChatRequest>,
 ) -> Result<Json<Value>, (StatusCode, String)> {
     let request = pb::GenerateRequest {
@@ -59,9 +55,7 @@ async fn chat(
         ..Default::default()
     };
     let bad_gateway = |s: tonic::Status| (StatusCode::BAD_GATEWAY, s.to_string());
-    let mut stream = up
-        .worker
-        .clone()
+    let mut stream = worker
         .generate(request)
         .await
         .map_err(bad_gateway)?
@@ -117,9 +111,7 @@ async fn main() {
         .connect_lazy();
     let app = Router::new()
         .route("/v1/chat/completions", post(chat))
-        .with_state(Arc::new(Upstream {
-            worker: InferenceClient::new(channel),
-        }));
+        .with_state(InferenceClient::new(channel));
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .expect("bind --listen");

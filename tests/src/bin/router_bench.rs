@@ -14,6 +14,7 @@ use std::{
 
 use futures::{StreamExt, stream};
 use serde_json::json;
+use switchback_lab::plot::{Plot, Series, Style};
 use switchback_proto::pb;
 use switchback_tests::{
     Controller, Etcd, Proc, Router, Worker, WorkerSpec, bin, free_port, wait_for,
@@ -82,6 +83,27 @@ fn direct_request() -> pb::GenerateRequest {
     }
 }
 
+/// One path's run, and the CPU time per request of each process in `pids` (the load
+/// generator, the worker, the proxy if any) over it.
+async fn measure<F, Fut>(
+    requests: usize,
+    concurrency: usize,
+    path: F,
+    pids: [Option<u32>; 3],
+) -> (Run, [Duration; 3])
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let before = pids.map(|p| p.map(cpu_time));
+    let r = run(requests, concurrency, path).await;
+    let cpu = std::array::from_fn(|i| match (pids[i], before[i]) {
+        (Some(p), Some(b)) => (cpu_time(p) - b) / requests as u32,
+        _ => Duration::ZERO,
+    });
+    (r, cpu)
+}
+
 /// The bench's chat request, to the router or to the bare proxy at `url`.
 async fn post(http: &reqwest::Client, url: &str, body: &str) -> reqwest::Result<reqwest::Response> {
     http.post(url)
@@ -114,12 +136,7 @@ async fn main() {
     let mut out = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/BENCHMARKS.md").to_owned();
     let mut instructions = false;
     let mut pin = false;
-    let mut plot_set = false;
-    let mut plot = concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../docs/img/router-overhead.svg"
-    )
-    .to_owned();
+    let mut plot = None;
     while let Some(a) = args.next() {
         match a.as_str() {
             "--instructions" => instructions = true,
@@ -131,10 +148,7 @@ async fn main() {
                     .expect("--requests N")
             }
             "--out" => out = args.next().expect("--out FILE"),
-            "--plot" => {
-                plot = args.next().expect("--plot FILE");
-                plot_set = true;
-            }
+            "--plot" => plot = Some(args.next().expect("--plot FILE")),
             "--concurrency" => {
                 levels = args
                     .next()
@@ -163,7 +177,7 @@ async fn main() {
                      proxy with a core of its own; needs taskset; section \
                      `router-overhead-pinned`, plot router-overhead-pinned.svg)\n  \
                      --out FILE             the markdown file to write (default docs/BENCHMARKS.md)\n  \
-                     --plot FILE            the SVG plot to write (default docs/img/router-overhead.svg)"
+                     --plot FILE            the SVG plot to write (default docs/img/<section>.svg)"
                 );
                 return;
             }
@@ -193,6 +207,13 @@ async fn main() {
         return;
     }
 
+    let section = if pin {
+        "router-overhead-pinned"
+    } else {
+        "router-overhead"
+    };
+    let plot =
+        plot.unwrap_or_else(|| format!("{}/../docs/img/{section}.svg", env!("CARGO_MANIFEST_DIR")));
     // Before `--pin` narrows this process to one CPU.
     let machine = switchback_tests::bench::machine();
     let etcd = Etcd::start().await;
@@ -205,10 +226,10 @@ async fn main() {
     controller
         .wait_ready("bench-0", Duration::from_secs(20))
         .await;
-    let router = Router::start(&etcd, "").await;
+    let mut router = Router::start(&etcd, "").await;
     router.wait_model("sim").await;
     let bare_port = free_port();
-    let bare = Proc::spawn(
+    let mut bare = Proc::spawn(
         "bare-proxy",
         &bin("bare-proxy"),
         &[
@@ -304,22 +325,18 @@ async fn main() {
     for concurrency in levels {
         // CPU per request of each process on each path: where the added latency goes on a
         // machine where the load generator shares the cores with what it measures.
-        let measure = async |path: &dyn Fn() -> std::pin::Pin<Box<dyn Future<Output = ()>>>,
-                             proxy: Option<u32>| {
-            let pids = [Some(me), Some(worker.proc.pid()), proxy];
-            let before = pids.map(|p| p.map(cpu_time));
-            let r = run(requests, concurrency, path).await;
-            let cpu = std::array::from_fn::<_, 3, _>(|i| match (pids[i], before[i]) {
-                (Some(p), Some(b)) => (cpu_time(p) - b) / requests as u32,
-                _ => Duration::ZERO,
-            });
-            (r, cpu)
-        };
-        let (d, [d_client, d_worker, _]) = measure(&|| Box::pin(direct()), None).await;
+        let pids = |proxy: Option<u32>| [Some(me), Some(worker.proc.pid()), proxy];
+        let (d, [d_client, d_worker, _]) =
+            measure(requests, concurrency, &direct, pids(None)).await;
         let (b, [b_client, b_worker, b_proxy]) =
-            measure(&|| Box::pin(floor()), Some(bare.pid())).await;
-        let (r, [r_client, r_worker, r_router]) =
-            measure(&|| Box::pin(routed()), Some(router.proc.pid())).await;
+            measure(requests, concurrency, &floor, pids(Some(bare.pid()))).await;
+        let (r, [r_client, r_worker, r_router]) = measure(
+            requests,
+            concurrency,
+            &routed,
+            pids(Some(router.proc.pid())),
+        )
+        .await;
         let p = |run: &Run, q: f64| ms(run.percentile(q));
         cpu_rows.push(format!(
             "| {concurrency} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} | {:.3} |",
@@ -403,14 +420,11 @@ async fn main() {
     );
     // Stopped, not killed: a profiler around either proxy (SWITCHBACK_BIN_DIR) writes its
     // report when the process exits.
-    let mut bare = bare;
-    let mut router = router;
     for p in [&mut bare, &mut router.proc] {
         p.signal("TERM").await;
         p.wait_exit(Duration::from_secs(60)).await;
     }
     let [bare_p50, bare_p99, router_p50, router_p99] = added;
-    use switchback_lab::plot::{Plot, Series, Style};
     let svg = Plot {
         title: format!("Latency added to a {MAX_TOKENS}-token answer, against direct gRPC"),
         x_label: "concurrency".into(),
@@ -424,22 +438,14 @@ async fn main() {
         marks: Vec::new(),
     }
     .svg();
-    if pin && !plot_set {
-        plot = plot.replace("router-overhead.svg", "router-overhead-pinned.svg");
-    }
     std::fs::write(&plot, svg).unwrap_or_else(|e| panic!("cannot write {plot}: {e}"));
     let plot_name = std::path::Path::new(&plot)
         .file_name()
         .and_then(|n| n.to_str())
-        .unwrap_or("router-overhead.svg");
+        .unwrap_or_default();
     let table = format!(
         "{table}\n\n![Added latency per concurrency, router and bare proxy](img/{plot_name})"
     );
-    let section = if pin {
-        "router-overhead-pinned"
-    } else {
-        "router-overhead"
-    };
     switchback_tests::bench::write_section(std::path::Path::new(&out), section, &table);
     println!("{table}");
 }
